@@ -1,0 +1,143 @@
+package ginoauth
+
+import (
+	"errors"
+	"net/http"
+)
+
+// The library's errors are typed so callers can branch with errors.As. Each
+// type has an HTTPStatus method giving the status the prebuilt handlers
+// answer with, and a message that is safe to show to end users; the wrapped
+// cause (Unwrap) may hold internal detail and is only ever logged.
+
+// ConfigurationError reports an invalid [Config] given to [New].
+type ConfigurationError struct {
+	Field  string // the Config field at fault, e.g. "CookieSecret"
+	Reason string
+}
+
+func (e *ConfigurationError) Error() string {
+	return "ginoauth: invalid config: " + e.Field + ": " + e.Reason
+}
+
+// HTTPStatus is 500: a configuration error is the operator's, not the user's.
+func (e *ConfigurationError) HTTPStatus() int { return http.StatusInternalServerError }
+
+// Session error codes, found in SessionError.Code.
+const (
+	SessionNotLoggedIn   = "not_logged_in"   // no session cookie, or its record is gone
+	SessionExpired       = "session_expired" // absolute lifetime or idle timeout passed
+	SessionOAuthGone     = "oauth_session_gone"
+	SessionInvalidCookie = "invalid_cookie" // tampered, foreign or oversized cookie
+)
+
+// SessionError reports that a request has no usable session.
+type SessionError struct {
+	Code string // one of the Session* constants
+	Err  error  // cause, for logs; may be nil
+}
+
+func (e *SessionError) Error() string {
+	msg := "ginoauth: session: " + e.Code
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *SessionError) Unwrap() error { return e.Err }
+
+// HTTPStatus is 401.
+func (e *SessionError) HTTPStatus() int { return http.StatusUnauthorized }
+
+// OAuth flow error codes, found in OAuthFlowError.Code.
+const (
+	FlowInvalidHandle   = "invalid_handle"    // the handle is not valid AT Protocol syntax
+	FlowResolveFailed   = "resolve_failed"    // the handle or its PDS could not be resolved
+	FlowInvalidRequest  = "invalid_request"   // a malformed or oversized parameter
+	FlowUnknownState    = "unknown_state"     // state unknown, expired or already used
+	FlowBrowserMismatch = "browser_mismatch"  // callback from another browser than the one that started
+	FlowDenied          = "access_denied"     // the user or server refused authorization
+	FlowExchangeFailed  = "exchange_failed"   // the code exchange or its checks (iss, sub) failed
+	FlowServerError     = "server_unavailable" // the authorization server could not be reached
+)
+
+// OAuthFlowError reports a login flow that cannot go on.
+type OAuthFlowError struct {
+	Code    string // one of the Flow* constants
+	Message string // a short sentence that is safe to show to the user
+	Err     error  // cause, for logs; never shown to users
+}
+
+func (e *OAuthFlowError) Error() string {
+	msg := "ginoauth: oauth flow: " + e.Code + ": " + e.Message
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *OAuthFlowError) Unwrap() error { return e.Err }
+
+// HTTPStatus is 502 when the authorization server could not be reached and
+// 400 for everything else.
+func (e *OAuthFlowError) HTTPStatus() int {
+	if e.Code == FlowServerError {
+		return http.StatusBadGateway
+	}
+	return http.StatusBadRequest
+}
+
+// MobileIntegrationError reports a failure in the native-app flow (bad app
+// redirect, wrong code_verifier, unknown exchange code, bad bearer token).
+type MobileIntegrationError struct {
+	Code    string
+	Message string // safe to show
+	Err     error
+}
+
+func (e *MobileIntegrationError) Error() string {
+	msg := "ginoauth: mobile: " + e.Code + ": " + e.Message
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *MobileIntegrationError) Unwrap() error { return e.Err }
+
+// HTTPStatus is 400.
+func (e *MobileIntegrationError) HTTPStatus() int { return http.StatusBadRequest }
+
+// StorageError reports that the Storage failed to answer (not a "not found").
+// The prebuilt handlers and the middleware answer it with 503.
+type StorageError struct {
+	Op  string // "get", "set", "delete", "take", "lock" or "cleanup"
+	Err error
+}
+
+func (e *StorageError) Error() string {
+	msg := "ginoauth: storage " + e.Op + " failed"
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *StorageError) Unwrap() error { return e.Err }
+
+// HTTPStatus is 503.
+func (e *StorageError) HTTPStatus() int { return http.StatusServiceUnavailable }
+
+// wrapStorageErr leaves nil and ErrNotFound alone and makes sure every other
+// error from a Storage is a *StorageError, whoever wrote the Storage.
+func wrapStorageErr(op string, err error) error {
+	if err == nil || errors.Is(err, ErrNotFound) {
+		return err
+	}
+	var se *StorageError
+	if errors.As(err, &se) {
+		return err
+	}
+	return &StorageError{Op: op, Err: err}
+}

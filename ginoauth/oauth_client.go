@@ -1,0 +1,89 @@
+package ginoauth
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// OAuthClient is the bring-your-own OAuth client contract: the four things
+// the Manager needs from an AT Protocol OAuth client. The ginoauth/indigoclient
+// package adapts indigo's atproto/auth/oauth ClientApp to it; any other client
+// (or a hand-written one) works the same way.
+//
+// The client owns the protocol (PAR, PKCE S256, DPoP, the code exchange, the
+// iss and sub checks, token refresh) and its own storage of flow secrets and
+// tokens. The Manager owns everything about the browser: the flow record
+// (return path, browser binding), the session cookie and the per-device
+// session record. No application data travels inside state.
+type OAuthClient interface {
+	// Authorize begins an authorization for identifier, a handle or DID the
+	// Manager has already checked for syntax. It resolves the account's
+	// authorization server, sends the pushed authorization request, keeps
+	// what the callback will need, and returns the URL to send the browser to
+	// together with the state value the server will echo back. State must be
+	// random, at least 128 bits, and unique per call.
+	//
+	// Return an *OAuthFlowError to choose the code users see (for example
+	// FlowResolveFailed for an unknown handle); other errors are reported as
+	// FlowServerError (502), and a *StorageError as 503.
+	Authorize(ctx context.Context, identifier string) (*Authorization, error)
+
+	// Callback completes the flow from the callback's query parameters. It
+	// checks state, then the error parameter, then iss; exchanges the code;
+	// verifies the account (the token's sub); and stores the OAuth session so
+	// that Resume finds it for at least sessionTTL. The Manager has already
+	// consumed its own flow record for this state and checked the browser.
+	Callback(ctx context.Context, params url.Values, sessionTTL time.Duration) (*Grant, error)
+
+	// Resume returns a ready session for calls to the account's PDS. When the
+	// session no longer exists (logged out, revoked, expired) the error wraps
+	// ErrNotFound.
+	Resume(ctx context.Context, did, sessionID string) (OAuthSession, error)
+
+	// Revoke revokes the session's tokens at the authorization server and
+	// deletes the client's copy. A session that does not exist is not an
+	// error. The client's copy is deleted even when revocation fails; the
+	// revocation failure is still returned so it can be logged.
+	Revoke(ctx context.Context, did, sessionID string) error
+}
+
+// Authorization is what [OAuthClient.Authorize] returns.
+type Authorization struct {
+	URL   string // where to redirect the browser (the authorization endpoint)
+	State string // the OAuth state parameter the server will send back
+}
+
+// Grant is the outcome of a completed authorization.
+type Grant struct {
+	DID       string   // the account, from the token's sub; never from user input
+	Handle    string   // the account's handle from a verified resolution, or "" if unverified
+	SessionID string   // the client's id for this OAuth session (one per login, per device)
+	Scopes    []string // the scopes the server granted
+}
+
+// OAuthSession is a ready, authenticated OAuth session for one login of one
+// account, used to call the account's PDS.
+type OAuthSession interface {
+	DID() string
+	// HostURL is the base URL of the account's PDS.
+	HostURL() string
+	// Scopes are the scopes granted to this session.
+	Scopes() []string
+	// Do sends req, whose URL must be on HostURL, with the session's
+	// credentials (DPoP-bound access token), handling nonces and token
+	// refresh. Like http.Client.Do, the caller closes the response body.
+	Do(req *http.Request) (*http.Response, error)
+}
+
+// ClientMetadataProvider is an optional OAuthClient capability. When the
+// client has it, the prebuilt handlers serve its client metadata document
+// and its public JWKS.
+type ClientMetadataProvider interface {
+	// ClientMetadata is the client metadata document, ready for json.Marshal.
+	ClientMetadata() any
+	// PublicJWKS is the client's public key set (no private members), ready
+	// for json.Marshal; an empty set for public clients.
+	PublicJWKS() any
+}

@@ -1,0 +1,185 @@
+// Package memstore is an in-memory ginoauth.Storage for tests, demos and
+// single-process apps that accept losing every session on restart.
+//
+// It honours TTLs (expired entries are invisible at once and swept in the
+// background of writes), and implements the optional ginoauth.Taker and
+// ginoauth.Locker capabilities within the one process.
+package memstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+)
+
+// Store is an in-memory ginoauth.Storage. The zero value is not usable; call New.
+type Store struct {
+	mu      sync.Mutex
+	entries map[string]entry
+	locks   map[string]*lease
+	writes  int
+	now     func() time.Time
+}
+
+type entry struct {
+	value     []byte
+	expiresAt time.Time // zero: never
+}
+
+type lease struct {
+	owner     string
+	expiresAt time.Time
+	released  chan struct{} // closed when the lease is released or replaced
+}
+
+var (
+	_ ginoauth.Storage = (*Store)(nil)
+	_ ginoauth.Taker   = (*Store)(nil)
+	_ ginoauth.Locker  = (*Store)(nil)
+)
+
+// sweepEvery is how many writes pass between sweeps of expired entries, so a
+// long-running demo does not grow without bound while reads stay O(1).
+const sweepEvery = 1024
+
+// New returns an empty Store.
+func New() *Store {
+	return &Store{entries: make(map[string]entry), locks: make(map[string]*lease), now: time.Now}
+}
+
+func (s *Store) live(e entry, now time.Time) bool {
+	return e.expiresAt.IsZero() || now.Before(e.expiresAt)
+}
+
+// Get implements ginoauth.Storage.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &ginoauth.StorageError{Op: "get", Err: err}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[key]
+	if !ok || !s.live(e, s.now()) {
+		return nil, ginoauth.ErrNotFound
+	}
+	return append([]byte(nil), e.value...), nil
+}
+
+// Set implements ginoauth.Storage.
+func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return &ginoauth.StorageError{Op: "set", Err: err}
+	}
+	if err := ginoauth.ValidateKey(key); err != nil {
+		return &ginoauth.StorageError{Op: "set", Err: err}
+	}
+	if ttl < 0 {
+		return &ginoauth.StorageError{Op: "set", Err: fmt.Errorf("negative ttl %v", ttl)}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	e := entry{value: append([]byte(nil), value...)}
+	if ttl > 0 {
+		e.expiresAt = now.Add(ttl)
+	}
+	s.entries[key] = e
+	s.writes++
+	if s.writes%sweepEvery == 0 {
+		for k, e := range s.entries {
+			if !s.live(e, now) {
+				delete(s.entries, k)
+			}
+		}
+	}
+	return nil
+}
+
+// Delete implements ginoauth.Storage.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return &ginoauth.StorageError{Op: "delete", Err: err}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.entries, key)
+	return nil
+}
+
+// Take implements ginoauth.Taker.
+func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &ginoauth.StorageError{Op: "take", Err: err}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[key]
+	if !ok {
+		return nil, ginoauth.ErrNotFound
+	}
+	delete(s.entries, key)
+	if !s.live(e, s.now()) {
+		return nil, ginoauth.ErrNotFound
+	}
+	return e.value, nil
+}
+
+// Len reports how many entries are held, expired ones included until swept.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.entries)
+}
+
+// Lock implements ginoauth.Locker within this process.
+func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
+	if ttl <= 0 {
+		return nil, &ginoauth.StorageError{Op: "lock", Err: fmt.Errorf("lock ttl must be positive, got %v", ttl)}
+	}
+	var tok [16]byte
+	_, _ = rand.Read(tok[:])
+	owner := hex.EncodeToString(tok[:])
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		now := s.now()
+		cur, held := s.locks[name]
+		if !held || !now.Before(cur.expiresAt) {
+			if held {
+				close(cur.released) // the old lease lapsed; wake its waiters
+			}
+			s.locks[name] = &lease{owner: owner, expiresAt: now.Add(ttl), released: make(chan struct{})}
+			s.mu.Unlock()
+			return s.unlocker(name, owner), nil
+		}
+		wait, lapse := cur.released, cur.expiresAt.Sub(now)
+		s.mu.Unlock()
+
+		timer := time.NewTimer(lapse)
+		select {
+		case <-wait:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+	}
+}
+
+func (s *Store) unlocker(name, owner string) ginoauth.Unlock {
+	return func(context.Context) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if cur, ok := s.locks[name]; ok && cur.owner == owner {
+			delete(s.locks, name)
+			close(cur.released)
+		}
+		return nil
+	}
+}
