@@ -52,13 +52,13 @@ func (e *SessionError) HTTPStatus() int { return http.StatusUnauthorized }
 
 // OAuth flow error codes, found in OAuthFlowError.Code.
 const (
-	FlowInvalidHandle   = "invalid_handle"    // the handle is not valid AT Protocol syntax
-	FlowResolveFailed   = "resolve_failed"    // the handle or its PDS could not be resolved
-	FlowInvalidRequest  = "invalid_request"   // a malformed or oversized parameter
-	FlowUnknownState    = "unknown_state"     // state unknown, expired or already used
-	FlowBrowserMismatch = "browser_mismatch"  // callback from another browser than the one that started
-	FlowDenied          = "access_denied"     // the user or server refused authorization
-	FlowExchangeFailed  = "exchange_failed"   // the code exchange or its checks (iss, sub) failed
+	FlowInvalidHandle   = "invalid_handle"     // the handle is not valid AT Protocol syntax
+	FlowResolveFailed   = "resolve_failed"     // the handle or its PDS could not be resolved
+	FlowInvalidRequest  = "invalid_request"    // a malformed or oversized parameter
+	FlowUnknownState    = "unknown_state"      // state unknown, expired or already used
+	FlowBrowserMismatch = "browser_mismatch"   // callback from another browser than the one that started
+	FlowDenied          = "access_denied"      // the user or server refused authorization
+	FlowExchangeFailed  = "exchange_failed"    // the code exchange or its checks (iss, sub) failed
 	FlowServerError     = "server_unavailable" // the authorization server could not be reached
 )
 
