@@ -129,9 +129,11 @@ func (e *StorageError) Unwrap() error { return e.Err }
 // HTTPStatus is 503.
 func (e *StorageError) HTTPStatus() int { return http.StatusServiceUnavailable }
 
-// wrapStorageErr leaves nil and ErrNotFound alone and makes sure every other
-// error from a Storage is a *StorageError, whoever wrote the Storage.
-func wrapStorageErr(op string, err error) error {
+// WrapStorageError leaves nil and ErrNotFound alone and turns every other
+// error into a *StorageError with Op op (unless it already is one). Storage
+// implementations and callers of a Storage can use it so that a failure is
+// never mistaken for "not found".
+func WrapStorageError(op string, err error) error {
 	if err == nil || errors.Is(err, ErrNotFound) {
 		return err
 	}

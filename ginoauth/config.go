@@ -1,0 +1,189 @@
+package ginoauth
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config configures a Manager. OAuthClient, Storage, CookieSecret and BaseURL
+// are required; everything else has a default chosen for a public web app.
+type Config struct {
+	// OAuthClient runs the protocol. Use indigoclient.New for indigo's client.
+	OAuthClient OAuthClient
+	// Storage keeps flow records and session records. It may be (and usually
+	// is) the same storage the OAuth client keeps its tokens in.
+	Storage Storage
+
+	// CookieSecret seals cookies; at least 32 bytes of randomness. Required.
+	CookieSecret string
+	// OldCookieSecrets still open cookies sealed before a rotation. Remove
+	// one once SessionTTL has passed since it stopped being CookieSecret.
+	OldCookieSecrets []string
+
+	// BaseURL is the app's public origin, e.g. "https://myapp.example".
+	// https makes cookies Secure; plain http is accepted only for loopback
+	// hosts (localhost, 127.0.0.1, [::1]) during development.
+	BaseURL string
+
+	// CookieName is the session cookie's name. Default "sid". A "__Host-"
+	// prefix is supported (it requires an https BaseURL and no CookieDomain).
+	CookieName string
+	// CookieDomain sets the cookie's Domain attribute. Default none, which
+	// keeps the cookie on the exact host (the safer choice).
+	CookieDomain string
+
+	// SessionTTL is the absolute lifetime of a login, enforced server side.
+	// Default 7 days (the seed library's sessionTtl).
+	SessionTTL time.Duration
+	// IdleTimeout, when set, also ends a session after this long without a
+	// request. Default 0: off.
+	IdleTimeout time.Duration
+	// FlowTTL bounds how long a user may take between /login and the
+	// callback. Default 10 minutes.
+	FlowTTL time.Duration
+
+	// Routes are the paths Mount registers the prebuilt handlers on.
+	Routes Routes
+
+	// Logger receives the library's logs. Default: discard (silent, as the
+	// seed library is). Logs never contain tokens, keys or raw session ids.
+	Logger *slog.Logger
+}
+
+// Routes are the paths of the prebuilt handlers; empty fields get defaults.
+// The callback path must match the redirect URI the OAuth client registers.
+type Routes struct {
+	Login          string // GET and POST; default "/login"
+	Callback       string // default "/oauth/callback"
+	Session        string // default "/api/session"
+	Logout         string // POST only; default "/api/logout"
+	ClientMetadata string // default "/oauth-client-metadata.json"
+	JWKS           string // default "/oauth/jwks.json"
+}
+
+// Defaults.
+const (
+	DefaultCookieName = "sid"
+	DefaultSessionTTL = 7 * 24 * time.Hour
+	DefaultFlowTTL    = 10 * time.Minute
+)
+
+// withDefaults returns cfg with every empty optional field filled in.
+func (cfg Config) withDefaults() Config {
+	if cfg.CookieName == "" {
+		cfg.CookieName = DefaultCookieName
+	}
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.FlowTTL == 0 {
+		cfg.FlowTTL = DefaultFlowTTL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &cfg.Routes
+	setDefault(&r.Login, "/login")
+	setDefault(&r.Callback, "/oauth/callback")
+	setDefault(&r.Session, "/api/session")
+	setDefault(&r.Logout, "/api/logout")
+	setDefault(&r.ClientMetadata, "/oauth-client-metadata.json")
+	setDefault(&r.JWKS, "/oauth/jwks.json")
+	return cfg
+}
+
+func setDefault(field *string, value string) {
+	if *field == "" {
+		*field = value
+	}
+}
+
+// validate checks a defaulted Config and reports whether cookies must be
+// Secure (every non-loopback BaseURL).
+func (cfg Config) validate() (secure bool, err error) {
+	bad := func(field, format string, args ...any) (bool, error) {
+		return false, &ConfigurationError{Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	if cfg.OAuthClient == nil {
+		return bad("OAuthClient", "is required")
+	}
+	if cfg.Storage == nil {
+		return bad("Storage", "is required")
+	}
+	if len(cfg.CookieSecret) < MinSecretLength {
+		return bad("CookieSecret", "must be at least %d bytes (got %d)", MinSecretLength, len(cfg.CookieSecret))
+	}
+	for i, s := range cfg.OldCookieSecrets {
+		if len(s) < MinSecretLength {
+			return bad("OldCookieSecrets", "secret %d must be at least %d bytes", i, MinSecretLength)
+		}
+	}
+	u, perr := url.Parse(cfg.BaseURL)
+	if cfg.BaseURL == "" || perr != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return bad("BaseURL", "must be an origin such as https://myapp.example (got %q)", cfg.BaseURL)
+	}
+	switch u.Scheme {
+	case "https":
+		secure = true
+	case "http":
+		if !isLoopbackHost(u.Hostname()) {
+			return bad("BaseURL", "plain http is only allowed on loopback hosts for development; use https")
+		}
+	default:
+		return bad("BaseURL", "scheme must be https (or http on loopback)")
+	}
+	if !validCookieName(cfg.CookieName) {
+		return bad("CookieName", "%q is not a valid cookie name", cfg.CookieName)
+	}
+	if strings.HasPrefix(cfg.CookieName, "__Host-") && (!secure || cfg.CookieDomain != "") {
+		return bad("CookieName", "a __Host- cookie needs an https BaseURL and no CookieDomain")
+	}
+	if strings.HasPrefix(cfg.CookieName, "__Secure-") && !secure {
+		return bad("CookieName", "a __Secure- cookie needs an https BaseURL")
+	}
+	if cfg.SessionTTL < time.Minute {
+		return bad("SessionTTL", "must be at least a minute (got %v)", cfg.SessionTTL)
+	}
+	if cfg.IdleTimeout < 0 || (cfg.IdleTimeout > 0 && cfg.IdleTimeout < time.Minute) {
+		return bad("IdleTimeout", "must be 0 (off) or at least a minute (got %v)", cfg.IdleTimeout)
+	}
+	if cfg.FlowTTL < time.Minute || cfg.FlowTTL > time.Hour {
+		return bad("FlowTTL", "must be between a minute and an hour (got %v)", cfg.FlowTTL)
+	}
+	for name, p := range map[string]string{
+		"Routes.Login": cfg.Routes.Login, "Routes.Callback": cfg.Routes.Callback,
+		"Routes.Session": cfg.Routes.Session, "Routes.Logout": cfg.Routes.Logout,
+		"Routes.ClientMetadata": cfg.Routes.ClientMetadata, "Routes.JWKS": cfg.Routes.JWKS,
+	} {
+		if !strings.HasPrefix(p, "/") {
+			return bad(name, "must be a path starting with / (got %q)", p)
+		}
+	}
+	return secure, nil
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// validCookieName accepts RFC 6265 token characters.
+func validCookieName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}

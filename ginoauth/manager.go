@@ -1,0 +1,162 @@
+package ginoauth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-contrib/sessions"
+)
+
+// Manager runs the login flow and the sessions of one app. Build it once with
+// New and share it: it is safe for concurrent use.
+type Manager struct {
+	cfg     Config
+	client  OAuthClient
+	store   Storage
+	cookies *CookieStore
+	log     *slog.Logger
+
+	sessionCookie sessions.Options
+	flowCookie    sessions.Options
+	flowCookieNm  string
+
+	// takeMu makes Get+Delete single-use within this process when the
+	// Storage has no atomic Take.
+	takeMu sync.Mutex
+	now    func() time.Time
+}
+
+// New validates cfg, fills in defaults and returns a Manager. Every problem
+// is reported as a *ConfigurationError.
+func New(cfg Config) (*Manager, error) {
+	cfg = cfg.withDefaults()
+	secure, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	old := make([][]byte, len(cfg.OldCookieSecrets))
+	for i, s := range cfg.OldCookieSecrets {
+		old[i] = []byte(s)
+	}
+	cookies, err := NewCookieStore([]byte(cfg.CookieSecret), old...)
+	if err != nil {
+		return nil, err
+	}
+	base := sessions.Options{Path: "/", Domain: cfg.CookieDomain, Secure: secure, HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	cookies.Options(base)
+
+	m := &Manager{
+		cfg:           cfg,
+		client:        cfg.OAuthClient,
+		store:         cfg.Storage,
+		cookies:       cookies,
+		log:           cfg.Logger,
+		sessionCookie: base,
+		flowCookie:    base,
+		flowCookieNm:  cfg.CookieName + "_flow",
+		now:           time.Now,
+	}
+	m.sessionCookie.MaxAge = int(cfg.SessionTTL / time.Second)
+	m.flowCookie.MaxAge = int(cfg.FlowTTL / time.Second)
+	if _, ok := cfg.Storage.(Taker); !ok {
+		m.log.Warn("storage has no atomic Take: one-time records are single-use within this process only; use a store from the stores packages for several instances")
+	}
+	return m, nil
+}
+
+// CookieStore returns the gin-contrib/sessions store the Manager seals its
+// cookies with. Apps may use it for their own small string-valued sessions
+// (with a different cookie name).
+func (m *Manager) CookieStore() *CookieStore { return m.cookies }
+
+// Config returns the Manager's configuration with defaults filled in.
+func (m *Manager) Config() Config { return m.cfg }
+
+// randomToken returns n random bytes, base64url encoded.
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// getJSON loads key into v. It returns ErrNotFound or a *StorageError.
+func (m *Manager) getJSON(ctx context.Context, key string, v any) error {
+	raw, err := m.store.Get(ctx, key)
+	if err != nil {
+		return WrapStorageError("get", err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		// A record we cannot read is as good as absent, but say so.
+		m.log.Warn("unreadable record in storage; ignoring it", "key_prefix", keyPrefix(key), "err", err)
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (m *Manager) setJSON(ctx context.Context, key string, v any, ttl time.Duration) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return WrapStorageError("set", m.store.Set(ctx, key, raw, ttl))
+}
+
+func (m *Manager) delete(ctx context.Context, key string) error {
+	return WrapStorageError("delete", m.store.Delete(ctx, key))
+}
+
+// takeJSON consumes key (read and delete in one step) into v.
+func (m *Manager) takeJSON(ctx context.Context, key string, v any) error {
+	var raw []byte
+	var err error
+	if t, ok := m.store.(Taker); ok {
+		raw, err = t.Take(ctx, key)
+		err = WrapStorageError("take", err)
+	} else {
+		raw, err = m.emulatedTake(ctx, key)
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		m.log.Warn("unreadable one-time record in storage; ignoring it", "key_prefix", keyPrefix(key), "err", err)
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (m *Manager) emulatedTake(ctx context.Context, key string) ([]byte, error) {
+	m.takeMu.Lock()
+	defer m.takeMu.Unlock()
+	raw, err := m.store.Get(ctx, key)
+	if err != nil {
+		return nil, WrapStorageError("take", err)
+	}
+	if err := m.store.Delete(ctx, key); err != nil {
+		return nil, WrapStorageError("take", err)
+	}
+	return raw, nil
+}
+
+// keyPrefix is the non-secret part of a storage key, for logs.
+func keyPrefix(key string) string {
+	for i := 0; i < len(key); i++ {
+		if key[i] == ':' {
+			return key[:i]
+		}
+	}
+	return "?"
+}
+
+// isStorageErr reports whether err is a storage failure (503).
+func isStorageErr(err error) bool {
+	var se *StorageError
+	return errors.As(err, &se)
+}

@@ -1,0 +1,106 @@
+package ginoauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+)
+
+// OAuthSession returns a ready OAuth session for the request's user, for
+// calls to their PDS (the seed's getOAuthSession). Errors: a *SessionError
+// when nobody is logged in or when the OAuth session is gone (revoked,
+// expired, or its refresh failed for good; the local session is then ended
+// too, so the user is asked to log in again), or a *StorageError.
+func (m *Manager) OAuthSession(c *gin.Context) (OAuthSession, error) {
+	u, err := m.ValidateSession(c)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := m.client.Resume(c.Request.Context(), u.DID, u.oauthSessionID)
+	if err == nil {
+		return sess, nil
+	}
+	if errors.Is(err, ErrNotFound) {
+		if derr := m.endSession(c, u.sessionHash, "OAuth session gone"); derr != nil {
+			return nil, derr
+		}
+		c.Set(userContextKey, (*User)(nil))
+		return nil, &SessionError{Code: SessionOAuthGone, Err: err}
+	}
+	return nil, WrapStorageError("get", err)
+}
+
+// XRPCError is a non-2xx answer from a PDS XRPC endpoint.
+type XRPCError struct {
+	StatusCode int
+	Name       string // the "error" field of the XRPC error body
+	Message    string // the "message" field
+}
+
+func (e *XRPCError) Error() string {
+	return fmt.Sprintf("xrpc: HTTP %d: %s: %s", e.StatusCode, e.Name, e.Message)
+}
+
+// maxXRPCResponse bounds how much of a PDS answer is read into memory.
+const maxXRPCResponse = 16 << 20
+
+// XRPCQuery calls the XRPC query (GET) nsid on the session's PDS with params
+// and decodes the JSON answer into out (which may be nil).
+func XRPCQuery(ctx context.Context, sess OAuthSession, nsid string, params url.Values, out any) error {
+	u := strings.TrimRight(sess.HostURL(), "/") + "/xrpc/" + nsid
+	if len(params) > 0 {
+		u += "?" + params.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	return doXRPC(sess, req, out)
+}
+
+// XRPCProcedure calls the XRPC procedure (POST) nsid on the session's PDS
+// with in as its JSON body and decodes the JSON answer into out (may be nil).
+func XRPCProcedure(ctx context.Context, sess OAuthSession, nsid string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	u := strings.TrimRight(sess.HostURL(), "/") + "/xrpc/" + nsid
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return doXRPC(sess, req, out)
+}
+
+func doXRPC(sess OAuthSession, req *http.Request, out any) error {
+	req.Header.Set("Accept", "application/json")
+	resp, err := sess.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body := io.LimitReader(resp.Body, maxXRPCResponse)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		var eb struct {
+			Error   string `json:"error"`
+			Message string `json:"message"`
+		}
+		_ = json.NewDecoder(body).Decode(&eb)
+		return &XRPCError{StatusCode: resp.StatusCode, Name: eb.Error, Message: eb.Message}
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, body)
+		return nil
+	}
+	return json.NewDecoder(body).Decode(out)
+}

@@ -1,0 +1,282 @@
+package ginoauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Storage key patterns of the Manager (the OAuth client keeps its own; see
+// the indigoclient package):
+//
+//	sess:{sha256(session id)}  one session record per login per device
+//	idle:{sha256(session id)}  last-activity marker, only with IdleTimeout
+//	flow:{state}               one login in progress (FlowTTL)
+//
+// Session ids are stored hashed, so a leaked database holds no usable
+// cookie values.
+const (
+	sessionKeyPrefix = "sess:"
+	idleKeyPrefix    = "idle:"
+	flowKeyPrefix    = "flow:"
+)
+
+// cookie value keys inside the sealed cookies.
+const (
+	cookieSessionID = "sid"
+	cookieBinding   = "b"
+)
+
+const (
+	sessionIDBytes = 32 // 256-bit session ids
+	// sessionIDLen is the base64url length of a session id; anything else
+	// in a cookie is rejected before touching storage.
+	sessionIDLen = 43
+)
+
+// gin context key for the loaded user.
+const userContextKey = "github.com/gin-atproto/oauth-sessions/ginoauth.user"
+
+// User is the logged-in account of the current request's session.
+type User struct {
+	DID       string    // the account DID (the token's sub)
+	Handle    string    // verified handle at login, "" if it could not be verified
+	Scopes    []string  // scopes granted to this session
+	CreatedAt time.Time // when this device logged in
+	ExpiresAt time.Time // absolute end of this session
+
+	sessionHash    string // sha256 of the session id: the record's key suffix
+	oauthSessionID string
+}
+
+// sessionRecord is what sess:{hash} holds.
+type sessionRecord struct {
+	DID            string    `json:"did"`
+	Handle         string    `json:"handle,omitempty"`
+	OAuthSessionID string    `json:"oauth_session_id"`
+	Scopes         []string  `json:"scopes,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	ExpiresAt      time.Time `json:"expires_at"`
+}
+
+func hashSessionID(sid string) string {
+	sum := sha256.Sum256([]byte(sid))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// CurrentUser returns the logged-in user of this request, as loaded by
+// Middleware (or by a prebuilt handler). ok is false for anonymous requests.
+func CurrentUser(c *gin.Context) (user *User, ok bool) {
+	v, exists := c.Get(userContextKey)
+	if !exists {
+		return nil, false
+	}
+	u, _ := v.(*User)
+	return u, u != nil
+}
+
+// ValidateSession returns the request's user, or a *SessionError when there
+// is none, or a *StorageError when storage cannot answer.
+func (m *Manager) ValidateSession(c *gin.Context) (*User, error) {
+	u, err := m.loadUser(c)
+	if err != nil {
+		return nil, err
+	}
+	if u == nil {
+		return nil, &SessionError{Code: SessionNotLoggedIn}
+	}
+	return u, nil
+}
+
+// loadUser reads the session cookie and its record once per request and
+// caches the outcome in the gin context. A nil user with a nil error means
+// anonymous; the only error is a *StorageError.
+func (m *Manager) loadUser(c *gin.Context) (*User, error) {
+	if v, ok := c.Get(userContextKey); ok {
+		u, _ := v.(*User)
+		return u, nil
+	}
+	u, err := m.readSession(c)
+	if err != nil {
+		return nil, err
+	}
+	c.Set(userContextKey, u)
+	return u, nil
+}
+
+func (m *Manager) readSession(c *gin.Context) (*User, error) {
+	sess, err := m.cookies.Get(c.Request, m.cfg.CookieName)
+	if err != nil {
+		m.log.Debug("session cookie rejected", "reason", err)
+		m.clearSessionCookie(c)
+		return nil, nil
+	}
+	sid, _ := sess.Values[cookieSessionID].(string)
+	if sess.IsNew || len(sid) != sessionIDLen {
+		return nil, nil
+	}
+	ctx := c.Request.Context()
+	hash := hashSessionID(sid)
+	var rec sessionRecord
+	switch err := m.getJSON(ctx, sessionKeyPrefix+hash, &rec); {
+	case errors.Is(err, ErrNotFound):
+		m.clearSessionCookie(c)
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	now := m.now()
+	if !now.Before(rec.ExpiresAt) {
+		return nil, m.endSession(c, hash, "absolute lifetime reached")
+	}
+	if m.cfg.IdleTimeout > 0 {
+		active, err := m.touchIdle(ctx, hash, now)
+		if err != nil {
+			return nil, err
+		}
+		if !active {
+			return nil, m.endSession(c, hash, "idle timeout")
+		}
+	}
+	return &User{
+		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
+		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
+		sessionHash: hash, oauthSessionID: rec.OAuthSessionID,
+	}, nil
+}
+
+// touchIdle reports whether the session was active within IdleTimeout and,
+// if so, renews its idle marker. The marker lives in its own key so that a
+// renewal racing a logout can never bring the deleted session record back.
+// Renewals are rate-limited to keep a write off most requests.
+func (m *Manager) touchIdle(ctx context.Context, hash string, now time.Time) (bool, error) {
+	var last time.Time
+	switch err := m.getJSON(ctx, idleKeyPrefix+hash, &last); {
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	if now.Sub(last) > m.idleTouchEvery() {
+		if err := m.setJSON(ctx, idleKeyPrefix+hash, now, m.cfg.IdleTimeout); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func (m *Manager) idleTouchEvery() time.Duration {
+	return min(m.cfg.IdleTimeout/10, time.Minute)
+}
+
+// endSession deletes an expired session's records and clears its cookie.
+func (m *Manager) endSession(c *gin.Context, hash, why string) error {
+	m.log.Info("session ended", "reason", why, "session", hash[:8])
+	if err := m.deleteSessionRecords(c.Request.Context(), hash); err != nil {
+		return err
+	}
+	m.clearSessionCookie(c)
+	return nil
+}
+
+func (m *Manager) deleteSessionRecords(ctx context.Context, hash string) error {
+	if err := m.delete(ctx, sessionKeyPrefix+hash); err != nil {
+		return err
+	}
+	if m.cfg.IdleTimeout > 0 {
+		return m.delete(ctx, idleKeyPrefix+hash)
+	}
+	return nil
+}
+
+// startSession creates a new session record for grant and sets its cookie.
+// A session the request already had is deleted: the id always changes at
+// login, so a cookie planted before login is worthless after it.
+func (m *Manager) startSession(c *gin.Context, grant *Grant) (*User, error) {
+	ctx := c.Request.Context()
+	if old, err := m.loadUser(c); err == nil && old != nil {
+		if err := m.deleteSessionRecords(ctx, old.sessionHash); err != nil {
+			return nil, err
+		}
+	}
+	sid := randomToken(sessionIDBytes)
+	hash := hashSessionID(sid)
+	now := m.now()
+	rec := sessionRecord{
+		DID: grant.DID, Handle: grant.Handle, OAuthSessionID: grant.SessionID,
+		Scopes: grant.Scopes, CreatedAt: now, ExpiresAt: now.Add(m.cfg.SessionTTL),
+	}
+	if err := m.setJSON(ctx, sessionKeyPrefix+hash, rec, m.cfg.SessionTTL); err != nil {
+		return nil, err
+	}
+	if m.cfg.IdleTimeout > 0 {
+		if err := m.setJSON(ctx, idleKeyPrefix+hash, now, m.cfg.IdleTimeout); err != nil {
+			return nil, err
+		}
+	}
+	sess, _ := m.cookies.New(c.Request, m.cfg.CookieName) // a fresh session; an old cookie's error is moot
+	clear(sess.Values)
+	sess.Values[cookieSessionID] = sid
+	opts := m.sessionCookie
+	sess.Options = opts.ToGorillaOptions()
+	if err := m.cookies.Save(c.Request, c.Writer, sess); err != nil {
+		return nil, err
+	}
+	u := &User{
+		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
+		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
+		sessionHash: hash, oauthSessionID: rec.OAuthSessionID,
+	}
+	c.Set(userContextKey, u)
+	m.log.Info("session started", "did", u.DID, "session", hash[:8])
+	return u, nil
+}
+
+// Logout ends the request's session: it deletes the session record, revokes
+// the OAuth tokens at the authorization server, and clears the cookie. With
+// no session it only clears the cookie. Only a storage failure is returned:
+// a failed revocation is logged, since the local session is gone either way.
+func (m *Manager) Logout(c *gin.Context) error {
+	u, err := m.loadUser(c)
+	if err != nil {
+		return err
+	}
+	if u != nil {
+		if err := m.deleteSessionRecords(c.Request.Context(), u.sessionHash); err != nil {
+			return err
+		}
+		// Revoke even if the browser goes away mid-request.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 15*time.Second)
+		defer cancel()
+		if err := m.client.Revoke(ctx, u.DID, u.oauthSessionID); err != nil {
+			m.log.Warn("token revocation at logout failed", "did", u.DID, "session", u.sessionHash[:8], "err", err)
+		}
+		m.log.Info("logged out", "did", u.DID, "session", u.sessionHash[:8])
+	}
+	m.clearSessionCookie(c)
+	c.Set(userContextKey, (*User)(nil))
+	return nil
+}
+
+// clearSessionCookie sends Max-Age=0 for the session cookie, but only if the
+// request carried one: anonymous requests get no Set-Cookie header.
+func (m *Manager) clearSessionCookie(c *gin.Context) {
+	if _, err := c.Request.Cookie(m.cfg.CookieName); err != nil {
+		return
+	}
+	m.expireCookie(c, m.cfg.CookieName)
+}
+
+// expireCookie deletes cookie name (same attributes as it was set with).
+func (m *Manager) expireCookie(c *gin.Context, name string) {
+	opts := m.sessionCookie
+	opts.MaxAge = -1
+	sess, _ := m.cookies.New(c.Request, name)
+	sess.Options = opts.ToGorillaOptions()
+	_ = m.cookies.Save(c.Request, c.Writer, sess)
+}
