@@ -104,8 +104,8 @@ func (cs *CookieStore) Get(r *http.Request, name string) (*gsessions.Session, er
 // reads each cookie once per request.
 func (cs *CookieStore) New(r *http.Request, name string) (*gsessions.Session, error) {
 	s := gsessions.NewSession(cs, name)
-	opts := cs.options.ToGorillaOptions()
-	s.Options = opts
+	o := cs.options
+	*s.Options = gsessions.Options{Path: o.Path, Domain: o.Domain, MaxAge: o.MaxAge, Secure: o.Secure, HttpOnly: o.HttpOnly, SameSite: o.SameSite}
 	s.IsNew = true
 	c, err := r.Cookie(name)
 	if err != nil {
