@@ -49,6 +49,10 @@ type Config struct {
 	// Routes are the paths Mount registers the prebuilt handlers on.
 	Routes Routes
 
+	// Now is the Manager's clock, for session expiry and cookie expiry.
+	// Default time.Now; tests set it to move time forward.
+	Now func() time.Time
+
 	// Logger receives the library's logs. Default: discard (silent, as the
 	// seed library is). Logs never contain tokens, keys or raw session ids.
 	Logger *slog.Logger
@@ -82,6 +86,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.FlowTTL == 0 {
 		cfg.FlowTTL = DefaultFlowTTL
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -51,6 +51,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	base := sessions.Options{Path: "/", Domain: cfg.CookieDomain, Secure: secure, HttpOnly: true, SameSite: http.SameSiteLaxMode}
 	cookies.Options(base)
+	cookies.now = cfg.Now
 
 	m := &Manager{
 		cfg:           cfg,
@@ -61,7 +62,7 @@ func New(cfg Config) (*Manager, error) {
 		sessionCookie: base,
 		flowCookie:    base,
 		flowCookieNm:  cfg.CookieName + "_flow",
-		now:           time.Now,
+		now:           cfg.Now,
 	}
 	m.sessionCookie.MaxAge = int(cfg.SessionTTL / time.Second)
 	m.flowCookie.MaxAge = int(cfg.FlowTTL / time.Second)

@@ -162,6 +162,11 @@ func (m *Manager) touchIdle(ctx context.Context, hash string, now time.Time) (bo
 	case err != nil:
 		return false, err
 	}
+	// The marker's TTL already ends idle sessions; the timestamp check keeps
+	// that true with a Storage whose expiry is coarse or lagging.
+	if now.Sub(last) >= m.cfg.IdleTimeout {
+		return false, nil
+	}
 	if now.Sub(last) > m.idleTouchEvery() {
 		if err := m.setJSON(ctx, idleKeyPrefix+hash, now, m.cfg.IdleTimeout); err != nil {
 			return false, err

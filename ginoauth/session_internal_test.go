@@ -1,0 +1,136 @@
+package ginoauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// plainStorage is a map Storage without the optional capabilities, as a
+// user might first write one. (The stores packages import this package, so
+// internal tests cannot use them.)
+type plainStorage struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func newPlainStorage() *plainStorage { return &plainStorage{m: map[string][]byte{}} }
+
+func (p *plainStorage) Get(_ context.Context, k string) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.m[k]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return append([]byte(nil), v...), nil
+}
+
+func (p *plainStorage) Set(_ context.Context, k string, v []byte, _ time.Duration) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.m[k] = append([]byte(nil), v...)
+	return nil
+}
+
+func (p *plainStorage) Delete(_ context.Context, k string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, k)
+	return nil
+}
+
+func (p *plainStorage) has(prefix string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k := range p.m {
+		if strings.HasPrefix(k, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func testContext(cookies ...*http.Cookie) (*gin.Context, *httptest.ResponseRecorder) {
+	w := httptest.NewRecorder()
+	c, _ := gin.CreateTestContext(w)
+	c.Request = httptest.NewRequest(http.MethodGet, "/", nil)
+	for _, ck := range cookies {
+		c.Request.AddCookie(ck)
+	}
+	return c, w
+}
+
+// The record's own expiry ends a session even while the cookie (whose sealed
+// expiry is checked separately) and the storage entry are still there.
+func TestRecordExpiryIsCheckedOnTheServer(t *testing.T) {
+	store := newPlainStorage() // ignores TTLs, like a store whose cleanup lags
+	cfg := validConfig()
+	cfg.Storage = store
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, w := testContext()
+	if _, err := m.startSession(c, &Grant{DID: "did:plc:abc", SessionID: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	cookie := w.Result().Cookies()[0]
+
+	c2, _ := testContext(cookie)
+	if u, err := m.loadUser(c2); err != nil || u == nil || u.DID != "did:plc:abc" {
+		t.Fatalf("fresh session should load: %v %v", u, err)
+	}
+	later := time.Now().Add(cfg.withDefaults().SessionTTL + time.Minute)
+	m.now = func() time.Time { return later } // the cookie store keeps the real clock
+	c3, _ := testContext(cookie)
+	if u, err := m.loadUser(c3); err != nil || u != nil {
+		t.Fatalf("a session past its record's expiry must be anonymous: %v %v", u, err)
+	}
+	if store.has(sessionKeyPrefix) {
+		t.Fatal("the expired record should be deleted")
+	}
+}
+
+// Without an atomic Take, one-time records are still single use within the
+// process, also under concurrency.
+func TestEmulatedTakeIsSingleUse(t *testing.T) {
+	cfg := validConfig()
+	cfg.Storage = newPlainStorage()
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for round := 0; round < 20; round++ {
+		if err := m.setJSON(ctx, "flow:x", flowRecord{ReturnTo: "/"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for i := 0; i < 16; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var rec flowRecord
+				if err := m.takeJSON(ctx, "flow:x", &rec); err == nil {
+					wins.Add(1)
+				} else if !errors.Is(err, ErrNotFound) {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if wins.Load() != 1 {
+			t.Fatalf("round %d: %d winners, want exactly 1", round, wins.Load())
+		}
+	}
+}
