@@ -112,3 +112,46 @@ func TestWebLoginEndToEnd(t *testing.T) {
 		t.Run(s.name, func(t *testing.T) { runWebLogin(t, s.open(t)) })
 	}
 }
+
+// An expired access token is refreshed once and the rotated tokens are
+// stored: the next call uses them instead of spending the old refresh token
+// again (which the server would punish by killing the session).
+func TestExpiredAccessTokenIsRefreshedAndSaved(t *testing.T) {
+	for _, s := range storages(t) {
+		t.Run(s.name, func(t *testing.T) {
+			a := newTestApp(t, s.open(t))
+			b := a.newBrowser()
+			b.login("alice.test", "")
+			a.as.ExpireAccessTokens()
+			for i := 0; i < 3; i++ {
+				if r := b.get("/api/pds-session"); r.status != http.StatusOK {
+					t.Fatalf("call %d after expiry: %d %s", i, r.status, r.body)
+				}
+			}
+			st := a.as.Stats()
+			if st.RefreshGrants != 1 || st.ReplaysDetected != 0 {
+				t.Fatalf("want exactly one refresh and no replay, got %+v", st)
+			}
+			if sess := a.as.Sessions("alice.test"); len(sess) != 1 || !sess[0].Active || sess[0].Refreshes != 1 {
+				t.Fatalf("server session should be alive after one refresh: %+v", sess)
+			}
+		})
+	}
+}
+
+func TestClientMetadataDocument(t *testing.T) {
+	a := newTestApp(t, nil)
+	b := a.newBrowser()
+	r := b.get("/oauth-client-metadata.json")
+	if r.status != http.StatusOK || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
+		t.Fatalf("metadata: want 200 application/json, got %d %q", r.status, r.header.Get("Content-Type"))
+	}
+	m := r.json(t)
+	if m["client_id"] != a.client.App().Config.ClientID || m["dpop_bound_access_tokens"] != true {
+		t.Fatalf("unexpected metadata: %v", m)
+	}
+	j := b.get("/oauth/jwks.json")
+	if j.status != http.StatusOK || strings.Contains(string(j.body), `"d"`) {
+		t.Fatalf("JWKS must be served without private members: %d %s", j.status, j.body)
+	}
+}
