@@ -1,0 +1,170 @@
+package ginoauthtest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/identity"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+)
+
+// Account is an account on the test PDS.
+type Account struct {
+	DID         syntax.DID    // did:plc:<24 base32 characters>, generated unless given with WithDID
+	Handle      syntax.Handle // normalized to lower case
+	DisplayName string        // shown on the consent page and by app.bsky.actor.getProfile
+}
+
+// AccountOption configures an account created with [Server.CreateAccount].
+type AccountOption func(*Account)
+
+// WithDisplayName sets the account's display name.
+func WithDisplayName(name string) AccountOption {
+	return func(a *Account) { a.DisplayName = name }
+}
+
+// WithDID gives the account a fixed DID instead of a random did:plc. Useful
+// for stable fixtures; it must be a valid DID.
+func WithDID(did string) AccountOption {
+	return func(a *Account) { a.DID = syntax.DID(did) }
+}
+
+// CreateAccount creates an account and publishes it in [Server.Directory]:
+// its DID resolves to the handle and to the PDS https://<host>, and the
+// handle resolves to the DID. A handle without a dot gets the suffix
+// ".test" ("alice" becomes "alice.test").
+//
+// CreateAccount panics on an invalid handle or DID, or on a handle or DID
+// that is already taken: it is a test fixture helper, and those are bugs in
+// the test.
+func (s *Server) CreateAccount(handle string, opts ...AccountOption) Account {
+	if !strings.Contains(handle, ".") {
+		handle += ".test"
+	}
+	h, err := syntax.ParseHandle(handle)
+	if err != nil {
+		panic(fmt.Sprintf("ginoauthtest: CreateAccount: %v", err))
+	}
+	a := Account{Handle: h.Normalize()}
+	for _, o := range opts {
+		o(&a)
+	}
+	if a.DID == "" {
+		// did:plc identifiers are 24 characters of lower-case base32.
+		a.DID = syntax.DID("did:plc:" + lowerBase32.EncodeToString(randomBytes(15)))
+	}
+	if _, err := syntax.ParseDID(a.DID.String()); err != nil {
+		panic(fmt.Sprintf("ginoauthtest: CreateAccount: %v", err))
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.handles[a.Handle]; ok {
+		panic(fmt.Sprintf("ginoauthtest: CreateAccount: handle %s already exists", a.Handle))
+	}
+	if _, ok := s.accounts[a.DID]; ok {
+		panic(fmt.Sprintf("ginoauthtest: CreateAccount: DID %s already exists", a.DID))
+	}
+	acct := a
+	s.accounts[a.DID] = &acct
+	s.handles[a.Handle] = a.DID
+	s.accountList = append(s.accountList, a.DID)
+	s.log.Info("account created", "did", a.DID, "handle", a.Handle)
+	return a
+}
+
+// Account looks an account up by handle or DID.
+func (s *Server) Account(handleOrDID string) (Account, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.lookupAccountLocked(handleOrDID)
+	if a == nil {
+		return Account{}, false
+	}
+	return *a, true
+}
+
+// Accounts lists all accounts in creation order.
+func (s *Server) Accounts() []Account {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Account, 0, len(s.accountList))
+	for _, did := range s.accountList {
+		out = append(out, *s.accounts[did])
+	}
+	return out
+}
+
+// lookupAccountLocked accepts a handle (with or without a leading "@", any
+// case) or a DID.
+func (s *Server) lookupAccountLocked(id string) *Account {
+	id = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(id), "@"))
+	if id == "" {
+		return nil
+	}
+	if strings.HasPrefix(id, "did:") {
+		return s.accounts[syntax.DID(id)]
+	}
+	did, ok := s.handles[syntax.Handle(strings.ToLower(id))]
+	if !ok {
+		return nil
+	}
+	return s.accounts[did]
+}
+
+// Directory returns an identity directory that knows exactly the server's
+// accounts: each DID resolves to its handle and to the atproto_pds service
+// https://<host>, and each handle to its DID. Set it as the Dir of indigo's
+// oauth.ClientApp. Accounts created later are visible at once.
+//
+// (It is a small directory of its own rather than identity.MockDirectory,
+// whose Lookup takes its read lock twice and can deadlock when an account
+// is added during a concurrent lookup.)
+func (s *Server) Directory() identity.Directory { return s.dir }
+
+type directory struct{ s *Server }
+
+func (d *directory) identity(a *Account) *identity.Identity {
+	return &identity.Identity{
+		DID:         a.DID,
+		Handle:      a.Handle,
+		AlsoKnownAs: []string{"at://" + a.Handle.String()},
+		Services: map[string]identity.ServiceEndpoint{
+			"atproto_pds": {Type: "AtprotoPersonalDataServer", URL: d.s.issuer},
+		},
+		Keys: map[string]identity.VerificationMethod{},
+	}
+}
+
+func (d *directory) LookupHandle(ctx context.Context, h syntax.Handle) (*identity.Identity, error) {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	did, ok := d.s.handles[h.Normalize()]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", identity.ErrHandleNotFound, h)
+	}
+	return d.identity(d.s.accounts[did]), nil
+}
+
+func (d *directory) LookupDID(ctx context.Context, did syntax.DID) (*identity.Identity, error) {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	a, ok := d.s.accounts[did]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", identity.ErrDIDNotFound, did)
+	}
+	return d.identity(a), nil
+}
+
+func (d *directory) Lookup(ctx context.Context, atid syntax.AtIdentifier) (*identity.Identity, error) {
+	if h, err := atid.AsHandle(); err == nil {
+		return d.LookupHandle(ctx, h)
+	}
+	if did, err := atid.AsDID(); err == nil {
+		return d.LookupDID(ctx, did)
+	}
+	return nil, fmt.Errorf("at-identifier neither a handle nor a DID: %s", atid)
+}
+
+func (d *directory) Purge(ctx context.Context, atid syntax.AtIdentifier) error { return nil }

@@ -1,0 +1,186 @@
+// Package ginoauthtest runs a local AT Protocol OAuth authorization server
+// and PDS (personal data server) for tests, in the spirit of net/http/httptest.
+//
+// One loopback server plays both roles under one public identity,
+// https://pds.test (the host is configurable with [WithHost]): it is the
+// OAuth issuer, the resource server, and the PDS every account's DID document
+// points to. It speaks the real protocol to real clients, such as indigo's
+// atproto/auth/oauth ClientApp, and checks every step for real, so a client
+// that skips or botches one fails here the way it would against a production
+// PDS. It behaves like the reference PDS (@atproto/pds) where that matters to
+// clients: the issuer has no port, the first DPoP proof without a nonce is
+// answered use_dpop_nonce, a replayed refresh token kills the session, and
+// revocation ends the session.
+//
+// It imports nothing from ginoauth and can test any AT Protocol OAuth client.
+//
+// # Pointing a client at it
+//
+// AT Protocol clients insist on https URLs without a port (indigo's resolver
+// refuses anything else), while a test server listens on
+// http://127.0.0.1:<random port>. Two pieces bridge that:
+//
+//   - [Server.HTTPClient] returns an *http.Client whose transport sends
+//     https://pds.test/... to the loopback listener (keeping Host: pds.test
+//     and the path, so the server sees what the client sent) and refuses
+//     every other destination, so a test cannot reach the network by
+//     accident. [Server.Route] adds more origins (for example your app's,
+//     to serve a client metadata document).
+//   - [Server.Directory] is an identity directory that knows the server's
+//     accounts: handle -> DID -> PDS https://pds.test.
+//
+// With indigo:
+//
+//	srv := ginoauthtest.New(t)
+//	alice := srv.CreateAccount("alice.test")
+//
+//	cfg := oauth.NewLocalhostConfig("http://127.0.0.1/callback", []string{"atproto", "transition:generic"})
+//	app := oauth.NewClientApp(&cfg, oauth.NewMemStore())
+//	app.Client = srv.HTTPClient()
+//	app.Resolver.Client = srv.HTTPClient()
+//	app.Dir = srv.Directory()
+//
+//	authURL, _ := app.StartAuthFlow(ctx, "alice.test")            // PAR (with a use_dpop_nonce round)
+//	redirect, _ := srv.Consent(ctx, authURL, "alice.test", true)  // the user clicks Approve
+//	u, _ := url.Parse(redirect)                                    // http://127.0.0.1/callback?code=...&state=...&iss=https%3A%2F%2Fpds.test
+//	sess, _ := app.ProcessCallback(ctx, u.Query())                 // token request
+//
+// In an end-to-end test of a web app, start the login through the app (with
+// a cookie jar), take the authorization URL from the app's redirect, call
+// [Server.Consent], and GET the returned URL through the same client: the
+// app's callback then runs exactly as after a real browser login. For the
+// simplest tests, [WithAutoApprove] makes the authorization endpoint redirect
+// straight back for the login_hint account, so a cookie-jar client that
+// follows redirects completes the whole login by itself, provided it can
+// reach the authorization URL (rewrite it with [Server.RewriteForBrowser] or
+// use [Server.HTTPClient]).
+//
+// # What it checks
+//
+// Metadata: /.well-known/oauth-protected-resource and
+// /.well-known/oauth-authorization-server carry every field indigo's
+// AuthServerMetadata.Validate requires (PAR required, S256, ES256, none and
+// private_key_jwt, the atproto scope, the iss parameter, client ID metadata
+// documents, a revocation endpoint).
+//
+// DPoP proofs (RFC 9449), at every token-related endpoint and at the PDS:
+// exactly one compact JWS; typ dpop+jwt; alg ES256; an embedded public P-256
+// jwk; a valid signature; htm equal to the request method; htu equal to
+// https://<host><path>; iat within a minute in the past and ten seconds in the
+// future (wall clock); exp, if present, not passed; jti never seen before; and
+// nonce equal to the server's current or previous nonce. A proof without a
+// valid nonce is answered 400 {"error":"use_dpop_nonce"} (authorization
+// server) or 401 with WWW-Authenticate: DPoP error="use_dpop_nonce" (PDS), with
+// a DPoP-Nonce header either way. Nonces rotate every [DefaultNonceRotation]
+// ([WithNonceRotation], [Server.RotateDPoPNonce]).
+//
+// Clients: a client_id is either the loopback development client
+// (http://localhost?redirect_uri=...&scope=..., redirect URIs on 127.0.0.1 or
+// [::1] only, defaulting to http://127.0.0.1/ and http://[::1]/, scope
+// defaulting to atproto), or an https URL whose metadata document was given
+// to [Server.RegisterClient] (or is fetched with the client set by
+// [Server.SetClientMetadataClient]; no redirects). Confidential clients
+// (token_endpoint_auth_method private_key_jwt) must authenticate on every
+// PAR, token and revocation request with a client assertion: ES256, a kid
+// from the client's jwks, iss = sub = client_id, aud = the issuer, an exp in
+// the future, a fresh iat, and a jti used only once. Public clients must not
+// send one.
+//
+// PAR (/oauth/par): a valid DPoP proof, then the client; response_type code;
+// a registered redirect_uri (exact match; any port for loopback IPs, RFC 8252);
+// state; code_challenge_method S256 with a code_challenge; a scope that
+// includes atproto and only values the client declared; no repeated
+// parameters. The DPoP key's thumbprint (RFC 7638) is bound to the request.
+// The answer is 201 with a single-use request_uri valid for
+// [RequestLifetime].
+//
+// Authorization (/oauth/authorize): a consent page showing the client, its
+// redirect URI, the scopes and the account (from login_hint, or a handle
+// field), with Approve and Deny. The form posts back with a CSRF token tied to
+// the request_uri; cross-site posts are refused. Approve redirects (303) to
+// redirect_uri?code=...&state=...&iss=https://<host>; Deny to
+// redirect_uri?error=access_denied&state=...&iss=.... A used or expired
+// request_uri redirects with error=access_denied, as the reference server
+// does. No password is asked.
+//
+// Token (/oauth/token), authorization_code grant: DPoP proof with the same key
+// as the PAR; a code that exists, was not used before (a reused code also ends
+// the session it created) and is younger than [CodeLifetime]; the same
+// client_id and redirect_uri; code_verifier matching the S256 challenge. The
+// answer has access_token, refresh_token, token_type "DPoP", sub (the DID),
+// scope and expires_in. refresh_token grant: DPoP proof with the session's
+// key; the current refresh token of a live session. Each refresh rotates both
+// tokens, and only the newest access token is accepted from then on. A
+// rotated-out refresh token is a replay: 400 {"error":"invalid_grant",
+// "error_description":"Refresh token replayed"}, and the whole session is
+// deleted, so its current tokens stop working too. Sessions are capped at two
+// weeks for public clients and two years for confidential ones
+// ([WithSessionLifetimes]); a confidential client's refresh token also
+// expires after three months without use.
+//
+// Revocation (/oauth/revoke, RFC 7009): DPoP proof and client
+// authentication; a live token must be revoked by the client it was issued to,
+// with the DPoP key it is bound to. Revoking either token ends the whole
+// session; unknown, rotated-out and already revoked tokens get 200.
+//
+// PDS (/xrpc/...): requests with credentials must send
+// Authorization: DPoP <token> (Bearer is refused) and a DPoP proof with
+// ath = base64url(SHA-256(token)) whose key is the one the token is bound to.
+// An expired, rotated-out, revoked or unknown token gets 401 with
+// WWW-Authenticate: DPoP error="invalid_token", error_description="..."
+// (the answer that makes indigo refresh). Writes need the
+// transition:generic scope or a matching repo: scope (403 InsufficientScope
+// otherwise). XRPC errors have the body {"error":...,"message":...}. Methods:
+// _health, com.atproto.server.getSession, com.atproto.server.describeServer,
+// com.atproto.identity.resolveHandle, com.atproto.repo.createRecord,
+// putRecord, deleteRecord, getRecord and listRecords (records kept in memory;
+// rkeys are TIDs; CIDs are deterministic but not real DAG-CBOR CIDs), and
+// app.bsky.actor.getProfile (display name from the account, or from an
+// app.bsky.actor.profile/self record).
+//
+// # What it deliberately does not do
+//
+// No passwords, sign-up, or account management UI (accounts come from
+// [Server.CreateAccount]); no JAR (request objects), no response modes other
+// than query, no prompt=none; tokens are opaque random strings, not JWTs; no
+// granular permission sets beyond repo: scopes for writes; no lexicon
+// validation of records, no real repository (commits, CAR files, MST), no
+// firehose, no blobs, no app view (getProfile answers from local data); no
+// CORS for browser-based OAuth clients; no TLS: the https identity is
+// provided by the transport of [Server.HTTPClient].
+//
+// # Test controls
+//
+// Everything is safe for concurrent use. [Server.CreateAccount] adds accounts
+// (did:plc with 24 base32 characters, optional display name).
+// [Server.ExpireAccessTokens] expires the access tokens issued so far;
+// [Server.SetAccessTokenLifetime] changes the lifetime of new ones;
+// [Server.Advance] moves the server clock (request URIs, codes, tokens,
+// sessions, nonces) without sleeping. [Server.Stats] counts PARs, approvals,
+// grants of each type, token errors, replays, revocations, nonce challenges
+// and active sessions. [Server.Session], [Server.Sessions], [Server.Revoked]
+// and [Server.TokenActive] inspect sessions and tokens; [Server.RevokeToken]
+// and [Server.RevokeAll] end them from the server side; [Server.Record] reads
+// a stored record. [Server.DPoPNonce] helps tests that build proofs by hand.
+// A negative test that needs a broken authorization response (a wrong iss,
+// a missing state) edits the redirect URL returned by [Server.Consent].
+//
+// # Running it for a browser (offline demo)
+//
+// An example app can run the server as its built-in offline authorization
+// server: [NewServer] (or [NewUnstartedServer] plus [Server.StartListener]
+// with the address you choose) runs it as a long-lived loopback server. The
+// app's OAuth client keeps talking to https://pds.test through
+// [Server.HTTPClient], and every URL the client, the tokens and the
+// authorization response contain stays https://pds.test (the iss check
+// depends on it). Only the browser needs another address: pass the
+// authorization URL the client returns through [Server.RewriteForBrowser]
+// before redirecting the browser. It maps https://pds.test/... to the
+// loopback address (or the base set with [WithBrowserURL]); the consent page
+// posts to a path relative to itself, and its redirect goes to the client's
+// redirect_uri, e.g. http://127.0.0.1:<app port>/oauth/callback. The server
+// handles requests the same whatever their Host header.
+//
+// Logging goes to the *slog.Logger given with [WithLogger] (none by default)
+// and never includes tokens, codes, keys or CSRF tokens.
+package ginoauthtest
