@@ -45,6 +45,10 @@ type Options struct {
 	Directory identity.Directory
 	// AuthRequestTTL bounds a pending authorization. Default 10 minutes.
 	AuthRequestTTL time.Duration
+	// BrowserURL, if set, rewrites the authorization URL before the browser
+	// is sent there. Only for local development servers (such as
+	// ginoauthtest's) whose public https origin a real browser cannot reach.
+	BrowserURL func(authorizeURL string) string
 	// Metadata, if set, can add fields (client_name, logo_uri, ...) to the
 	// client metadata document served by the Manager.
 	Metadata func(*oauth.ClientMetadata)
@@ -55,6 +59,7 @@ type Options struct {
 type Client struct {
 	app      *oauth.ClientApp
 	store    *AuthStore
+	browser  func(string) string
 	metadata func(*oauth.ClientMetadata)
 	log      *slog.Logger
 }
@@ -82,7 +87,7 @@ func New(config oauth.ClientConfig, storage ginoauth.Storage, opts Options) *Cli
 	if opts.Directory != nil {
 		app.Dir = opts.Directory
 	}
-	return &Client{app: app, store: store, metadata: opts.Metadata, log: opts.Logger}
+	return &Client{app: app, store: store, browser: opts.BrowserURL, metadata: opts.Metadata, log: opts.Logger}
 }
 
 // App returns the underlying indigo ClientApp, for what the adapter does not
@@ -131,7 +136,11 @@ func (c *Client) Authorize(ctx context.Context, identifier string) (*ginoauth.Au
 	q := url.Values{}
 	q.Set("client_id", c.app.Config.ClientID)
 	q.Set("request_uri", info.RequestURI)
-	return &ginoauth.Authorization{URL: meta.AuthorizationEndpoint + "?" + q.Encode(), State: info.State}, nil
+	authURL := meta.AuthorizationEndpoint + "?" + q.Encode()
+	if c.browser != nil {
+		authURL = c.browser(authURL)
+	}
+	return &ginoauth.Authorization{URL: authURL, State: info.State}, nil
 }
 
 // Callback implements ginoauth.OAuthClient with indigo's ProcessCallback,
