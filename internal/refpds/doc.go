@@ -24,7 +24,8 @@
 //
 // with a client from oauth.NewLocalhostConfig whose redirect URI uses
 // 127.0.0.1 (not localhost). [Env.SignInAndConsent] then plays the user in
-// the reference login page, and [Env.ProbeAccessToken] and
+// the reference login page ([Env.NewBrowser] keeps one browser's cookies
+// across attempts), and [Env.ProbeAccessToken] and
 // [Env.ProbeRefreshToken] check from the outside whether the server still
 // honours a session's tokens (for example after a logout).
 //

@@ -12,7 +12,7 @@
 # (better-sqlite3, compiled from source for Node 22): gcc, g++, make, python3.
 set -euo pipefail
 
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 t0=$(refpds_now_ms)

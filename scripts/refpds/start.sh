@@ -22,7 +22,7 @@
 #                                  every request, cookies included.
 set -euo pipefail
 
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 t0=$(refpds_now_ms)
@@ -38,7 +38,9 @@ log_level="${GINOAUTH_REFPDS_LOG_LEVEL:-warn}"
 [[ "$hostname" =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$ && "$hostname" == *.* ]] ||
 	refpds_die "GINOAUTH_REFPDS_HOSTNAME=$hostname is not a hostname with a dot (e.g. pds.test)"
 for p in "$pds_port" "$plc_port"; do
-	[[ "$p" =~ ^[0-9]+$ ]] && ((p <= 65535)) || refpds_die "port '$p' is not a number from 0 to 65535"
+	if ! [[ "$p" =~ ^[0-9]+$ ]] || ((p > 65535)); then
+		refpds_die "port '$p' is not a number from 0 to 65535"
+	fi
 done
 [[ "$timeout" =~ ^[0-9]+$ ]] || refpds_die "GINOAUTH_REFPDS_START_TIMEOUT=$timeout is not a number of seconds"
 read -r -a account_list <<<"${accounts//,/ }"
@@ -87,7 +89,7 @@ fail_start() {
 	tail -n 30 "$log" >&2 || true
 	if kill -0 "$launcher" 2>/dev/null; then kill -TERM "$launcher" 2>/dev/null || true; fi
 	if [[ -f "$REFPDS_RUN/ready" ]]; then
-		echo "$(sed -n 's/^pid=//p' "$REFPDS_RUN/ready")" >"$REFPDS_RUN/server.pid"
+		sed -n 's/^pid=//p' "$REFPDS_RUN/ready" >"$REFPDS_RUN/server.pid"
 	fi
 	refpds_stop >/dev/null || true
 	refpds_die "$1 (log: $log)"

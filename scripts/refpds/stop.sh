@@ -4,7 +4,7 @@
 # runs. Logs stay in ${GINOAUTH_REFPDS_CACHE:-$HOME/.cache/ginoauth-refpds}/run.
 set -euo pipefail
 
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 refpds_stop
