@@ -54,6 +54,11 @@ type User struct {
 	oauthSessionID string
 }
 
+// OAuthSessionID is the OAuth client's id for this login's OAuth session
+// (with indigo, the session id of ResumeSession), for apps that use the
+// client directly.
+func (u *User) OAuthSessionID() string { return u.oauthSessionID }
+
 // sessionRecord is what sess:{hash} holds.
 type sessionRecord struct {
 	DID            string    `json:"did"`

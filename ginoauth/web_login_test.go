@@ -14,28 +14,28 @@ import (
 // and then proof that the old cookie and the tokens are dead.
 func runWebLogin(t *testing.T, storage ginoauth.Storage) {
 	a := newTestApp(t, storage)
-	b := a.newBrowser()
+	b := a.NewBrowser()
 
-	authURL := b.startLogin("@Alice.Test", "/dashboard?tab=1")
+	authURL := b.StartLogin("@Alice.Test", "/dashboard?tab=1")
 	if !strings.HasPrefix(authURL, "https://pds.test/oauth/authorize?") {
 		t.Fatalf("login should redirect to the authorization server, got %q", authURL)
 	}
-	if b.cookie("sid_flow") == nil {
+	if b.Cookie("sid_flow") == nil {
 		t.Fatal("login must bind the flow to the browser with a flow cookie")
 	}
 	if st := a.as.Stats(); st.PARs != 1 {
 		t.Fatalf("want one pushed authorization request, got %+v", st)
 	}
 
-	cb := b.get(b.consent(authURL, "alice.test"))
-	if cb.status != http.StatusFound || cb.header.Get("Location") != "/dashboard?tab=1" {
-		t.Fatalf("callback: want 302 to /dashboard?tab=1, got %d %q: %s", cb.status, cb.header.Get("Location"), cb.body)
+	cb := b.Get(b.Consent(authURL, "alice.test"))
+	if cb.Status != http.StatusFound || cb.Header.Get("Location") != "/dashboard?tab=1" {
+		t.Fatalf("callback: want 302 to /dashboard?tab=1, got %d %q: %s", cb.Status, cb.Header.Get("Location"), cb.Body)
 	}
-	sid := b.cookie("sid")
+	sid := b.Cookie("sid")
 	if sid == nil {
 		t.Fatal("callback did not set the session cookie")
 	}
-	for _, raw := range cb.header.Values("Set-Cookie") {
+	for _, raw := range cb.Header.Values("Set-Cookie") {
 		if strings.HasPrefix(raw, "sid=") {
 			lower := strings.ToLower(raw)
 			for _, attr := range []string{"httponly", "samesite=lax", "path=/", "max-age=604800"} {
@@ -49,26 +49,26 @@ func runWebLogin(t *testing.T, storage ginoauth.Storage) {
 		}
 	}
 
-	s := b.get("/api/session")
-	body := s.json(t)
-	if s.status != http.StatusOK || body["valid"] != true || body["did"] != a.alice.DID.String() || body["handle"] != "alice.test" {
-		t.Fatalf("/api/session: %d %v", s.status, body)
+	s := b.Get("/api/session")
+	body := s.JSON(t)
+	if s.Status != http.StatusOK || body["valid"] != true || body["did"] != a.alice.DID.String() || body["handle"] != "alice.test" {
+		t.Fatalf("/api/session: %d %v", s.Status, body)
 	}
-	if s.header.Get("Cache-Control") != "no-store" {
+	if s.Header.Get("Cache-Control") != "no-store" {
 		t.Fatal("authenticated JSON must carry Cache-Control: no-store")
 	}
-	if r := b.get("/dashboard"); string(r.body) != "hello alice.test" {
-		t.Fatalf("middleware should put the user in the context: %s", r.body)
+	if r := b.Get("/dashboard"); string(r.Body) != "hello alice.test" {
+		t.Fatalf("middleware should put the user in the context: %s", r.Body)
 	}
 
 	// An authenticated PDS call through the ready OAuth session (DPoP-bound).
-	p := b.get("/api/pds-session")
-	if pb := p.json(t); p.status != http.StatusOK || pb["did"] != a.alice.DID.String() {
-		t.Fatalf("PDS call through the OAuth session failed: %d %v", p.status, pb)
+	p := b.Get("/api/pds-session")
+	if pb := p.JSON(t); p.Status != http.StatusOK || pb["did"] != a.alice.DID.String() {
+		t.Fatalf("PDS call through the OAuth session failed: %d %v", p.Status, pb)
 	}
-	w := b.postForm("/api/post", url.Values{"text": {"hello from a test"}})
-	if wb := w.json(t); w.status != http.StatusOK || !strings.HasPrefix(wb["uri"].(string), "at://"+a.alice.DID.String()+"/app.bsky.feed.post/") {
-		t.Fatalf("createRecord through the OAuth session failed: %d %v", w.status, wb)
+	w := b.PostForm("/api/post", url.Values{"text": {"hello from a test"}})
+	if wb := w.JSON(t); w.Status != http.StatusOK || !strings.HasPrefix(wb["uri"].(string), "at://"+a.alice.DID.String()+"/app.bsky.feed.post/") {
+		t.Fatalf("createRecord through the OAuth session failed: %d %v", w.Status, wb)
 	}
 
 	sessions := a.as.Sessions("alice.test")
@@ -78,25 +78,25 @@ func runWebLogin(t *testing.T, storage ginoauth.Storage) {
 	tokens := sessions[0]
 
 	// Logout: POST only.
-	if r := b.get("/api/logout"); r.status != http.StatusNotFound && r.status != http.StatusMethodNotAllowed {
-		t.Fatalf("GET logout must not exist, got %d", r.status)
+	if r := b.Get("/api/logout"); r.Status != http.StatusNotFound && r.Status != http.StatusMethodNotAllowed {
+		t.Fatalf("GET logout must not exist, got %d", r.Status)
 	}
-	l := b.postForm("/api/logout", nil)
-	if lb := l.json(t); l.status != http.StatusOK || lb["success"] != true {
-		t.Fatalf("logout: %d %v", l.status, lb)
+	l := b.PostForm("/api/logout", nil)
+	if lb := l.JSON(t); l.Status != http.StatusOK || lb["success"] != true {
+		t.Fatalf("logout: %d %v", l.Status, lb)
 	}
-	if sc := strings.Join(l.header.Values("Set-Cookie"), "\n"); !strings.Contains(sc, "sid=;") || !strings.Contains(sc, "Max-Age=0") {
-		t.Fatalf("logout must clear the cookie with Max-Age=0: %v", l.header.Values("Set-Cookie"))
+	if sc := strings.Join(l.Header.Values("Set-Cookie"), "\n"); !strings.Contains(sc, "sid=;") || !strings.Contains(sc, "Max-Age=0") {
+		t.Fatalf("logout must clear the cookie with Max-Age=0: %v", l.Header.Values("Set-Cookie"))
 	}
-	if r := b.get("/api/session"); r.status != http.StatusUnauthorized || r.json(t)["valid"] != false {
-		t.Fatalf("after logout the session must be invalid: %d %s", r.status, r.body)
+	if r := b.Get("/api/session"); r.Status != http.StatusUnauthorized || r.JSON(t)["valid"] != false {
+		t.Fatalf("after logout the session must be invalid: %d %s", r.Status, r.Body)
 	}
 	// Replaying the old cookie does not bring the session back.
-	if r := a.withCookie(http.MethodGet, "/api/session", sid.Value); r.status != http.StatusUnauthorized {
-		t.Fatalf("old cookie accepted after logout: %d %s", r.status, r.body)
+	if r := a.WithCookie(http.MethodGet, "/api/session", sid.Value); r.Status != http.StatusUnauthorized {
+		t.Fatalf("old cookie accepted after logout: %d %s", r.Status, r.Body)
 	}
-	if r := a.withCookie(http.MethodGet, "/api/pds-session", sid.Value); r.status != http.StatusUnauthorized {
-		t.Fatalf("old cookie reached the PDS after logout: %d %s", r.status, r.body)
+	if r := a.WithCookie(http.MethodGet, "/api/pds-session", sid.Value); r.Status != http.StatusUnauthorized {
+		t.Fatalf("old cookie reached the PDS after logout: %d %s", r.Status, r.Body)
 	}
 	// The tokens were revoked at the authorization server.
 	if a.as.TokenActive(tokens.AccessToken) || a.as.TokenActive(tokens.RefreshToken) {
@@ -120,12 +120,12 @@ func TestExpiredAccessTokenIsRefreshedAndSaved(t *testing.T) {
 	for _, s := range storages(t) {
 		t.Run(s.name, func(t *testing.T) {
 			a := newTestApp(t, s.open(t))
-			b := a.newBrowser()
-			b.login("alice.test", "")
+			b := a.NewBrowser()
+			b.Login("alice.test", "")
 			a.as.ExpireAccessTokens()
 			for i := 0; i < 3; i++ {
-				if r := b.get("/api/pds-session"); r.status != http.StatusOK {
-					t.Fatalf("call %d after expiry: %d %s", i, r.status, r.body)
+				if r := b.Get("/api/pds-session"); r.Status != http.StatusOK {
+					t.Fatalf("call %d after expiry: %d %s", i, r.Status, r.Body)
 				}
 			}
 			st := a.as.Stats()
@@ -141,17 +141,17 @@ func TestExpiredAccessTokenIsRefreshedAndSaved(t *testing.T) {
 
 func TestClientMetadataDocument(t *testing.T) {
 	a := newTestApp(t, nil)
-	b := a.newBrowser()
-	r := b.get("/oauth-client-metadata.json")
-	if r.status != http.StatusOK || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
-		t.Fatalf("metadata: want 200 application/json, got %d %q", r.status, r.header.Get("Content-Type"))
+	b := a.NewBrowser()
+	r := b.Get("/oauth-client-metadata.json")
+	if r.Status != http.StatusOK || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("metadata: want 200 application/json, got %d %q", r.Status, r.Header.Get("Content-Type"))
 	}
-	m := r.json(t)
-	if m["client_id"] != a.client.App().Config.ClientID || m["dpop_bound_access_tokens"] != true {
+	m := r.JSON(t)
+	if m["client_id"] != a.Client.App().Config.ClientID || m["dpop_bound_access_tokens"] != true {
 		t.Fatalf("unexpected metadata: %v", m)
 	}
-	j := b.get("/oauth/jwks.json")
-	if j.status != http.StatusOK || strings.Contains(string(j.body), `"d"`) {
-		t.Fatalf("JWKS must be served without private members: %d %s", j.status, j.body)
+	j := b.Get("/oauth/jwks.json")
+	if j.Status != http.StatusOK || strings.Contains(string(j.Body), `"d"`) {
+		t.Fatalf("JWKS must be served without private members: %d %s", j.Status, j.Body)
 	}
 }

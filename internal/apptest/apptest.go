@@ -1,0 +1,379 @@
+// Package apptest builds a real Gin app on the library, wired the way a user
+// wires it, for end-to-end tests against any authorization server: the local
+// one in ginoauthtest, or the reference PDS in the interop tests. It also
+// gives tests a cookie-jar browser that does not follow redirects, a settable
+// clock, a storage wrapper that can simulate an outage, and a counter of the
+// callbacks the Manager hands to the OAuth client.
+package apptest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/auth/oauth"
+	"github.com/bluesky-social/indigo/atproto/identity"
+	"github.com/gin-gonic/gin"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/stores/memstore"
+)
+
+func init() { gin.SetMode(gin.TestMode) }
+
+// Scopes are the scopes the test app asks for.
+var Scopes = []string{"atproto", "transition:generic"}
+
+// Options configure New.
+type Options struct {
+	Storage    ginoauth.Storage   // default: a new memstore
+	HTTPClient *http.Client       // how the OAuth client reaches the servers
+	Directory  identity.Directory // how it resolves handles and DIDs
+	// Consent plays the user at the authorization server: given the URL the
+	// app redirected to, it returns the URL the server sends the browser
+	// back to (the callback with code, state and iss).
+	Consent func(ctx context.Context, authorizeURL, handle string) (string, error)
+	// Configure may change the Manager's Config before New is called.
+	Configure func(*ginoauth.Config)
+}
+
+// App is a running test app.
+type App struct {
+	T           testing.TB
+	Store       *FaultyStorage
+	Client      *ObservedClient
+	OAuthConfig *oauth.ClientConfig
+	Manager     *ginoauth.Manager
+	Server      *httptest.Server
+	Clock       *Clock
+	consent     func(ctx context.Context, authorizeURL, handle string) (string, error)
+}
+
+// New starts the app on a loopback port; it stops at the end of the test.
+//
+// Routes: the prebuilt handlers, plus (behind RequireAuth) GET /api/whoami
+// (the user, with the OAuth session id), GET /api/pds-session (com.atproto.server.getSession on the user's PDS), POST
+// /api/post (createRecord with form field text), GET /api/record?uri=
+// (getRecord), POST /api/refresh (forces a token refresh), and GET
+// /dashboard, which greets the user or says "anonymous".
+func New(t testing.TB, opts Options) *App {
+	t.Helper()
+	if opts.Storage == nil {
+		opts.Storage = memstore.New()
+	}
+	a := &App{T: t, Store: &FaultyStorage{Storage: opts.Storage}, Clock: &Clock{now: time.Now()}, consent: opts.Consent}
+
+	// The callback URL must be known before the client exists, so listen first.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	oc := oauth.NewLocalhostConfig(base+"/oauth/callback", Scopes)
+	a.OAuthConfig = &oc
+	a.Client = &ObservedClient{Client: indigoclient.New(oc, a.Store, indigoclient.Options{HTTPClient: opts.HTTPClient, Directory: opts.Directory})}
+
+	cfg := ginoauth.Config{
+		OAuthClient:  a.Client,
+		Storage:      a.Store,
+		CookieSecret: "an-example-cookie-secret-of-32-bytes!!",
+		BaseURL:      base,
+		Now:          a.Clock.Now,
+	}
+	if opts.Configure != nil {
+		opts.Configure(&cfg)
+	}
+	a.Manager, err = ginoauth.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: a.router()}}
+	a.Server.Start()
+	t.Cleanup(a.Server.Close)
+	return a
+}
+
+func (a *App) router() *gin.Engine {
+	r := gin.New()
+	r.Use(ginoauth.Middleware(a.Manager))
+	a.Manager.Mount(r)
+	api := r.Group("/api", ginoauth.RequireAuth())
+	api.GET("/whoami", func(c *gin.Context) {
+		u, _ := ginoauth.CurrentUser(c)
+		c.JSON(http.StatusOK, gin.H{"did": u.DID, "handle": u.Handle, "oauthSessionID": u.OAuthSessionID()})
+	})
+	api.GET("/pds-session", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
+		var out struct {
+			DID    string `json:"did"`
+			Handle string `json:"handle"`
+		}
+		err := ginoauth.XRPCQuery(c, sess, "com.atproto.server.getSession", nil, &out)
+		return out, err
+	}))
+	api.POST("/post", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
+		var out struct {
+			URI string `json:"uri"`
+			CID string `json:"cid"`
+		}
+		in := map[string]any{
+			"repo": sess.DID(), "collection": "app.bsky.feed.post",
+			"record": map[string]any{"$type": "app.bsky.feed.post", "text": c.PostForm("text"), "createdAt": time.Now().UTC().Format(time.RFC3339)},
+		}
+		err := ginoauth.XRPCProcedure(c, sess, "com.atproto.repo.createRecord", in, &out)
+		return out, err
+	}))
+	api.GET("/record", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
+		parts := strings.SplitN(strings.TrimPrefix(c.Query("uri"), "at://"), "/", 3)
+		if len(parts) != 3 {
+			return nil, errors.New("bad at:// uri")
+		}
+		var out map[string]any
+		err := ginoauth.XRPCQuery(c, sess, "com.atproto.repo.getRecord",
+			url.Values{"repo": {parts[0]}, "collection": {parts[1]}, "rkey": {parts[2]}}, &out)
+		return out, err
+	}))
+	api.POST("/refresh", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
+		r, ok := sess.(interface{ RefreshTokens(context.Context) error })
+		if !ok {
+			return nil, errors.New("the OAuth session cannot refresh on demand")
+		}
+		return gin.H{"refreshed": true}, r.RefreshTokens(c)
+	}))
+	r.GET("/dashboard", func(c *gin.Context) {
+		if u, ok := ginoauth.CurrentUser(c); ok {
+			c.String(http.StatusOK, "hello "+u.Handle)
+			return
+		}
+		c.String(http.StatusOK, "anonymous")
+	})
+	return r
+}
+
+// withSession runs fn with the user's ready OAuth session and answers JSON.
+func (a *App) withSession(fn func(*gin.Context, ginoauth.OAuthSession) (any, error)) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		sess, err := a.Manager.OAuthSession(c)
+		if err != nil {
+			status := http.StatusInternalServerError
+			var hs interface{ HTTPStatus() int }
+			if errors.As(err, &hs) {
+				status = hs.HTTPStatus()
+			}
+			c.JSON(status, gin.H{"error": err.Error()})
+			return
+		}
+		out, err := fn(c, sess)
+		if err != nil {
+			c.JSON(http.StatusBadGateway, gin.H{"error": err.Error()})
+			return
+		}
+		c.JSON(http.StatusOK, out)
+	}
+}
+
+// Browser is one user agent: its own cookie jar; redirects are not followed
+// so that every hop can be checked.
+type Browser struct {
+	t   testing.TB
+	app *App
+	jar *cookiejar.Jar
+	hc  *http.Client
+}
+
+// NewBrowser returns a browser with an empty cookie jar.
+func (a *App) NewBrowser() *Browser {
+	jar, _ := cookiejar.New(nil)
+	return &Browser{t: a.T, app: a, jar: jar, hc: &http.Client{
+		Jar:           jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// Response is a fully read HTTP response.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body as a JSON object, failing the test if it is not one.
+func (r Response) JSON(t testing.TB) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.Body, &m); err != nil {
+		t.Fatalf("response is not JSON (%d): %s", r.Status, r.Body)
+	}
+	return m
+}
+
+// Do sends one request; a target starting with "/" is on the app.
+func (b *Browser) Do(method, target string, body io.Reader, header http.Header) Response {
+	b.t.Helper()
+	if strings.HasPrefix(target, "/") {
+		target = b.app.Server.URL + target
+	}
+	req, err := http.NewRequest(method, target, body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return Response{resp.StatusCode, resp.Header, data}
+}
+
+// Get is Do with GET.
+func (b *Browser) Get(target string) Response { return b.Do(http.MethodGet, target, nil, nil) }
+
+// PostForm POSTs form, URL-encoded.
+func (b *Browser) PostForm(target string, form url.Values) Response {
+	return b.Do(http.MethodPost, target, strings.NewReader(form.Encode()),
+		http.Header{"Content-Type": {"application/x-www-form-urlencoded"}})
+}
+
+// StartLogin GETs /login and returns the authorization URL it redirects to.
+func (b *Browser) StartLogin(handle, redirect string) string {
+	b.t.Helper()
+	q := url.Values{"handle": {handle}}
+	if redirect != "" {
+		q.Set("redirect", redirect)
+	}
+	r := b.Get("/login?" + q.Encode())
+	if r.Status != http.StatusFound {
+		b.t.Fatalf("/login: want 302, got %d: %s", r.Status, r.Body)
+	}
+	return r.Header.Get("Location")
+}
+
+// Consent plays the user at the authorization server (Options.Consent) and
+// returns the callback URL the browser is sent back to.
+func (b *Browser) Consent(authURL, handle string) string {
+	b.t.Helper()
+	cb, err := b.app.consent(context.Background(), authURL, handle)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return cb
+}
+
+// Login runs the whole flow and returns the callback's response.
+func (b *Browser) Login(handle, redirect string) Response {
+	b.t.Helper()
+	return b.Get(b.Consent(b.StartLogin(handle, redirect), handle))
+}
+
+// Cookie returns the browser's cookie called name for the app, or nil.
+func (b *Browser) Cookie(name string) *http.Cookie {
+	u, _ := url.Parse(b.app.Server.URL)
+	for _, c := range b.jar.Cookies(u) {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// SetCookie plants a cookie for the app in the browser.
+func (b *Browser) SetCookie(c *http.Cookie) {
+	u, _ := url.Parse(b.app.Server.URL)
+	b.jar.SetCookies(u, []*http.Cookie{c})
+}
+
+// WithCookie sends one request carrying exactly the session cookie value.
+func (a *App) WithCookie(method, path, value string) Response {
+	return a.NewBrowser().Do(method, path, nil, http.Header{"Cookie": {"sid=" + value}})
+}
+
+// ObservedClient is the real indigo adapter, counting how often the Manager
+// hands it a callback, so tests can check the Manager's own protections
+// independently of the adapter's.
+type ObservedClient struct {
+	*indigoclient.Client
+	Callbacks atomic.Int64
+}
+
+// Callback counts and delegates.
+func (o *ObservedClient) Callback(ctx context.Context, params url.Values, ttl time.Duration) (*ginoauth.Grant, error) {
+	o.Callbacks.Add(1)
+	return o.Client.Callback(ctx, params, ttl)
+}
+
+// Clock is a settable clock for the Manager.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// FaultyStorage passes through to a real Storage until Down is set, then
+// fails every call: a database outage as the library sees it.
+type FaultyStorage struct {
+	ginoauth.Storage
+	Down atomic.Bool
+}
+
+// ErrDown is what FaultyStorage returns while Down.
+var ErrDown = errors.New("storage is down (injected fault)")
+
+// Get implements ginoauth.Storage.
+func (f *FaultyStorage) Get(ctx context.Context, k string) ([]byte, error) {
+	if f.Down.Load() {
+		return nil, ErrDown
+	}
+	return f.Storage.Get(ctx, k)
+}
+
+// Set implements ginoauth.Storage.
+func (f *FaultyStorage) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
+	if f.Down.Load() {
+		return ErrDown
+	}
+	return f.Storage.Set(ctx, k, v, ttl)
+}
+
+// Delete implements ginoauth.Storage.
+func (f *FaultyStorage) Delete(ctx context.Context, k string) error {
+	if f.Down.Load() {
+		return ErrDown
+	}
+	return f.Storage.Delete(ctx, k)
+}
+
+// Take implements ginoauth.Taker; the wrapped Storage must have it.
+func (f *FaultyStorage) Take(ctx context.Context, k string) ([]byte, error) {
+	if f.Down.Load() {
+		return nil, ErrDown
+	}
+	return f.Storage.(ginoauth.Taker).Take(ctx, k)
+}
