@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
-	"github.com/gin-atproto/oauth-sessions/stores/memstore"
+	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
 
 type storageCase struct {
@@ -12,9 +12,12 @@ type storageCase struct {
 	open func(testing.TB) ginoauth.Storage
 }
 
-// storages lists the storages end-to-end tests run on.
-func storages(t *testing.T) []storageCase {
-	return []storageCase{
-		{"memory", func(testing.TB) ginoauth.Storage { return memstore.New() }},
+// storages lists the storages end-to-end tests run on: memory, a SQLite file
+// and the real Postgres (skipped with a message when its DSN is unset).
+func storages(*testing.T) []storageCase {
+	var out []storageCase
+	for _, b := range testdb.All() {
+		out = append(out, storageCase{b.Name, b.New})
 	}
+	return out
 }

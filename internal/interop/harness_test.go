@@ -2,14 +2,12 @@ package interop_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/refpds"
-	"github.com/gin-atproto/oauth-sessions/stores/memstore"
-	"github.com/gin-atproto/oauth-sessions/stores/sqlitestore"
+	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
 
 // newApp starts the test app with its OAuth client pointed at the reference
@@ -30,21 +28,6 @@ func newApp(t *testing.T, env *refpds.Env, storage ginoauth.Storage) *apptest.Ap
 	})
 }
 
-type storageCase struct {
-	name string
-	open func(t *testing.T) ginoauth.Storage
-}
-
-func storages() []storageCase {
-	return []storageCase{
-		{"memory", func(*testing.T) ginoauth.Storage { return memstore.New() }},
-		{"sqlite", func(t *testing.T) ginoauth.Storage {
-			s, err := sqlitestore.Open(filepath.Join(t.TempDir(), "interop.db"), sqlitestore.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = s.Close() })
-			return s
-		}},
-	}
-}
+// storages are the backends the interop flows run on (Postgres only when
+// its DSN is set).
+func storages() []testdb.Backend { return testdb.All() }

@@ -25,7 +25,7 @@ import (
 func TestInteropWebLogin(t *testing.T) {
 	env := refpds.ForTest(t)
 	for _, s := range storages() {
-		t.Run(s.name, func(t *testing.T) { runWebLogin(t, env, s.open(t)) })
+		t.Run(s.Name, func(t *testing.T) { runWebLogin(t, env, s.New(t)) })
 	}
 }
 

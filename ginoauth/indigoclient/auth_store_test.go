@@ -1,0 +1,156 @@
+package indigoclient
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/auth/oauth"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/internal/testdb"
+)
+
+// ttlRecorder is a real Storage that also remembers the TTL of each Set, so
+// tests can see which lifetime the AuthStore asked for.
+type ttlRecorder struct {
+	ginoauth.Storage
+	mu   sync.Mutex
+	ttls map[string]time.Duration
+}
+
+func (r *ttlRecorder) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
+	r.mu.Lock()
+	r.ttls[k] = ttl
+	r.mu.Unlock()
+	return r.Storage.Set(ctx, k, v, ttl)
+}
+
+func (r *ttlRecorder) Take(ctx context.Context, k string) ([]byte, error) {
+	return r.Storage.(ginoauth.Taker).Take(ctx, k)
+}
+
+func (r *ttlRecorder) ttl(k string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ttls[k]
+}
+
+var testDID = syntax.DID("did:plc:abcdefghijklmnopqrstuvwx")
+
+func sessionData(token string) oauth.ClientSessionData {
+	return oauth.ClientSessionData{
+		AccountDID: testDID, SessionID: "state-1", HostURL: "https://pds.test",
+		AuthServerURL: "https://pds.test", AccessToken: token, RefreshToken: "r-" + token,
+		DPoPPrivateKeyMultibase: "zkey",
+	}
+}
+
+func TestAuthStore(t *testing.T) {
+	for _, be := range testdb.All() {
+		t.Run(be.Name, func(t *testing.T) {
+			t.Run("auth requests expire and are consumed once", func(t *testing.T) {
+				rec := &ttlRecorder{Storage: be.New(t), ttls: map[string]time.Duration{}}
+				s := NewAuthStore(rec, AuthStoreOptions{AuthRequestTTL: 7 * time.Minute})
+				ctx := context.Background()
+				if err := s.SaveAuthRequestInfo(ctx, oauth.AuthRequestData{State: "st", PKCEVerifier: "v"}); err != nil {
+					t.Fatal(err)
+				}
+				if got := rec.ttl(authRequestPrefix + "st"); got != 7*time.Minute {
+					t.Fatalf("pending request stored with TTL %v, want the AuthRequestTTL", got)
+				}
+				info, err := s.GetAuthRequestInfo(ctx, "st")
+				if err != nil || info.PKCEVerifier != "v" {
+					t.Fatalf("first read: %v %+v", err, info)
+				}
+				if _, err := s.GetAuthRequestInfo(ctx, "st"); !errors.Is(err, ginoauth.ErrNotFound) {
+					t.Fatalf("a pending request must be usable once, got %v", err)
+				}
+				if err := s.DeleteAuthRequestInfo(ctx, "st"); err != nil {
+					t.Fatalf("deleting a consumed request is not an error: %v", err)
+				}
+			})
+
+			t.Run("sessions keep the lifetime of their login", func(t *testing.T) {
+				rec := &ttlRecorder{Storage: be.New(t), ttls: map[string]time.Duration{}}
+				s := NewAuthStore(rec, AuthStoreOptions{})
+				now := time.Now()
+				s.now = func() time.Time { return now }
+				ctx := context.Background()
+				key := sessionKey(testDID, "state-1")
+
+				if err := s.SaveSession(withSessionTTL(ctx, 30*24*time.Hour), sessionData("a1")); err != nil {
+					t.Fatal(err)
+				}
+				if got := rec.ttl(key); got != 30*24*time.Hour {
+					t.Fatalf("new session stored with TTL %v, want the login's 30 days", got)
+				}
+				now = now.Add(24 * time.Hour)
+				if err := s.SaveSession(ctx, sessionData("a2")); err != nil { // indigo's own save path
+					t.Fatal(err)
+				}
+				if got := rec.ttl(key); got != 29*24*time.Hour {
+					t.Fatalf("a re-save must keep the original expiry: TTL %v, want 29 days", got)
+				}
+				now = now.Add(24 * time.Hour)
+				if err := s.updateSession(ctx, sessionData("a3")); err != nil { // rotated tokens
+					t.Fatal(err)
+				}
+				if got := rec.ttl(key); got != 28*24*time.Hour {
+					t.Fatalf("rotated tokens must keep the original expiry: TTL %v, want 28 days", got)
+				}
+				got, err := s.GetSession(ctx, testDID, "state-1")
+				if err != nil || got.AccessToken != "a3" {
+					t.Fatalf("latest tokens not read back: %v %+v", err, got)
+				}
+			})
+
+			t.Run("a logged-out session is never resurrected by a late token save", func(t *testing.T) {
+				s := NewAuthStore(be.New(t), AuthStoreOptions{})
+				ctx := context.Background()
+				if err := s.SaveSession(withSessionTTL(ctx, time.Hour), sessionData("a1")); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.DeleteSession(ctx, testDID, "state-1"); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.updateSession(ctx, sessionData("a2")); !errors.Is(err, ginoauth.ErrNotFound) {
+					t.Fatalf("update of a deleted session: want ErrNotFound, got %v", err)
+				}
+				if _, err := s.GetSession(ctx, testDID, "state-1"); !errors.Is(err, ginoauth.ErrNotFound) {
+					t.Fatalf("deleted session came back: %v", err)
+				}
+			})
+		})
+	}
+}
+
+// failingStorage is down: every call fails.
+type failingStorage struct{}
+
+var errDown = errors.New("down")
+
+func (failingStorage) Get(context.Context, string) ([]byte, error)              { return nil, errDown }
+func (failingStorage) Set(context.Context, string, []byte, time.Duration) error { return errDown }
+func (failingStorage) Delete(context.Context, string) error                     { return errDown }
+
+func TestAuthStoreFailuresAreStorageErrors(t *testing.T) {
+	s := NewAuthStore(failingStorage{}, AuthStoreOptions{})
+	ctx := context.Background()
+	var se *ginoauth.StorageError
+	if _, err := s.GetSession(ctx, testDID, "x"); !errors.As(err, &se) || errors.Is(err, ginoauth.ErrNotFound) {
+		t.Fatalf("GetSession: want a StorageError, not not-found: %v", err)
+	}
+	if _, err := s.GetAuthRequestInfo(ctx, "x"); !errors.As(err, &se) {
+		t.Fatalf("GetAuthRequestInfo: want a StorageError: %v", err)
+	}
+	if err := s.SaveAuthRequestInfo(ctx, oauth.AuthRequestData{State: "x"}); !errors.As(err, &se) {
+		t.Fatalf("SaveAuthRequestInfo: want a StorageError: %v", err)
+	}
+	if err := s.SaveSession(ctx, sessionData("a")); !errors.As(err, &se) {
+		t.Fatalf("SaveSession: want a StorageError: %v", err)
+	}
+}
