@@ -1,10 +1,14 @@
 package ginoauth_test
 
 import (
+	"bytes"
 	"encoding/base64"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -298,5 +302,73 @@ func TestSessionsArePerDevice(t *testing.T) {
 	}
 	if r := phone.Get("/api/pds-session"); r.Status != http.StatusOK {
 		t.Fatalf("phone must stay logged in with working tokens: %d %s", r.Status, r.Body)
+	}
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Logs, ours and indigo's (through slog.Default), at debug level, never hold
+// tokens, DPoP keys, cookie values or raw session ids.
+func TestLogsHoldNoSecrets(t *testing.T) {
+	var ours, global syncBuffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&global, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+
+	a := newTestApp(t, nil, func(c *ginoauth.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&ours, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	sid := b.Cookie("sid").Value
+	flow := b.Cookie("sid_flow").Value
+	who := b.Get("/api/whoami").JSON(t)
+	stored, err := a.Client.Store().GetSession(t.Context(), a.alice.DID, who["oauthSessionID"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.as.ExpireAccessTokens()
+	b.Get("/api/pds-session") // refresh
+	secrets := map[string]string{
+		"session cookie": sid, "flow cookie": flow, "DPoP key": stored.DPoPPrivateKeyMultibase,
+	}
+	for i, s := range a.as.Sessions("alice.test") {
+		secrets[fmt.Sprint("access token ", i)] = s.AccessToken
+		secrets[fmt.Sprint("refresh token ", i)] = s.RefreshToken
+	}
+	secrets["first access token"] = stored.AccessToken
+	secrets["first refresh token"] = stored.RefreshToken
+	b.PostForm("/api/logout", nil)
+	a.WithCookie(http.MethodGet, "/api/session", "garbage-cookie-value-0123456789")
+
+	if !strings.Contains(ours.String(), "session started") {
+		t.Fatalf("the Manager's logger received nothing: %q", ours.String())
+	}
+	for name, secret := range secrets {
+		if secret == "" {
+			continue
+		}
+		if strings.Contains(ours.String(), secret) || strings.Contains(global.String(), secret) {
+			t.Errorf("logs contain the %s", name)
+		}
+	}
+	if strings.Contains(ours.String(), who["oauthSessionID"].(string)) {
+		t.Error("the Manager's logs contain the raw OAuth session id")
 	}
 }
