@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -345,7 +346,14 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	a.as.ExpireAccessTokens()
 	b.Get("/api/pds-session") // refresh
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.AddCookie(&http.Cookie{Name: "sid", Value: sid})
+	opened, err := a.Manager.CookieStore().Get(req, "sid")
+	if err != nil {
+		t.Fatal(err)
+	}
 	secrets := map[string]string{
+		"raw session id": opened.Values["sid"].(string),
 		"session cookie": sid, "flow cookie": flow, "DPoP key": stored.DPoPPrivateKeyMultibase,
 	}
 	for i, s := range a.as.Sessions("alice.test") {
