@@ -1,0 +1,363 @@
+package storagetest_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
+)
+
+// The suite is only worth something if each check can fail. TestMutants
+// runs it, in a child process, against a small correct store with one bug
+// switched on at a time, and requires the check meant to catch that bug to
+// fail. The control run (no bug) must pass everything.
+
+const mutantEnv = "STORAGETEST_MUTANT"
+
+var mutants = []struct {
+	bug, failing string // failing: the subtest that must catch it
+}{
+	{"", ""}, // control: the correct store passes the whole suite
+	{"take-get-then-delete", "Take/ExactlyOnce"},
+	{"take-returns-expired", "TTL"},
+	{"get-shares-slice", "ValueOwnership"},
+	{"set-keeps-slice", "ValueOwnership"},
+	{"ignore-ttl", "TTL"},
+	{"early-expiry", "TTL"},
+	{"overwrite-keeps-ttl", "TTL"},
+	{"negative-ttl-accepted", "NegativeTTL"},
+	{"no-key-validation", "InvalidKeys"},
+	{"key-cut-at-nul", "InvalidKeys"},
+	{"case-insensitive-keys", "OddKeys"},
+	{"ignore-ctx", "ContextCanceled"},
+	{"delete-missing-errors", "Basic"},
+	{"missing-is-error", "Basic"},
+	{"missing-is-nil", "Basic"},
+	{"fault-is-not-found", "Faults"},
+	{"truncate-large-values", "LargeValue"},
+	{"torn-writes", "Concurrent"},
+	{"reopen-not-shared", "CrossHandle"},
+	{"lock-no-exclusion", "Lock/MutualExclusion"},
+	{"lock-per-handle", "Lock/AcrossHandles"},
+	{"lock-ignores-name", "Lock/IndependentNames"},
+	{"lock-never-lapses", "Lock/LeaseLapses"},
+	{"lock-lapses-early", "Lock/LeaseLapses"},
+	{"unlock-any-holder", "Lock/StaleUnlock"},
+	{"lock-ignores-ctx", "Lock/Context"},
+}
+
+func TestMutants(t *testing.T) {
+	if os.Getenv(mutantEnv) != "" {
+		t.Skip("in a child process")
+	}
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	// The children mostly sleep (TTLs, leases), so all run at once rather
+	// than -parallel (GOMAXPROCS) at a time.
+	type result struct {
+		out []byte
+		err error
+	}
+	results := make([]result, len(mutants))
+	var wg sync.WaitGroup
+	for i, m := range mutants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run := "^TestMutantChild$"
+			if m.failing != "" {
+				for _, part := range strings.Split(m.failing, "/") {
+					run += "/^" + part + "$"
+				}
+			}
+			cmd := exec.Command(os.Args[0], "-test.run="+run, "-test.v", "-test.timeout=60s")
+			cmd.Env = append(os.Environ(), mutantEnv+"="+mutantName(m.bug))
+			results[i].out, results[i].err = cmd.CombinedOutput()
+		}()
+	}
+	wg.Wait()
+	for i, m := range mutants {
+		out, err := results[i].out, results[i].err
+		t.Run(mutantName(m.bug), func(t *testing.T) {
+			if strings.Contains(string(out), "panic:") {
+				t.Fatalf("child panicked:\n%s", out)
+			}
+			if m.failing == "" {
+				if err != nil {
+					t.Fatalf("the correct store failed the suite: %v\n%s", err, out)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("bug %q went unnoticed by %s:\n%s", m.bug, m.failing, out)
+			}
+			if want := "--- FAIL: TestMutantChild/" + m.failing; !strings.Contains(string(out), want) {
+				t.Fatalf("bug %q: child failed, but not in %s:\n%s", m.bug, m.failing, out)
+			}
+		})
+	}
+}
+
+func mutantName(bug string) string {
+	if bug == "" {
+		return "control"
+	}
+	return bug
+}
+
+func TestMutantChild(t *testing.T) {
+	bug := os.Getenv(mutantEnv)
+	if bug == "" {
+		t.Skip("only run by TestMutants")
+	}
+	if bug == "control" {
+		bug = ""
+	}
+	storagetest.Run(t, storagetest.Harness{
+		New: func(t *testing.T) ginoauth.Storage {
+			return &mutant{bug: bug, b: newBackend()}
+		},
+		Reopen: func(t *testing.T, s ginoauth.Storage) ginoauth.Storage {
+			m := s.(*mutant)
+			if bug == "reopen-not-shared" {
+				return &mutant{bug: bug, b: newBackend()}
+			}
+			if bug == "lock-per-handle" {
+				b := *m.b // shares the maps: same data...
+				b.locksMu = &sync.Mutex{}
+				b.locks = map[string]lease{} // ...but not the locks
+				return &mutant{bug: bug, b: &b}
+			}
+			return &mutant{bug: bug, b: m.b}
+		},
+		Break: func(t *testing.T, s ginoauth.Storage) {
+			m := s.(*mutant)
+			m.b.mu.Lock()
+			m.b.broken = true
+			m.b.mu.Unlock()
+		},
+	})
+}
+
+// backend is the data a mutant handle works on; Reopen shares it.
+type backend struct {
+	mu      *sync.Mutex
+	data    map[string]entry
+	broken  bool
+	locksMu *sync.Mutex
+	locks   map[string]lease
+}
+
+type entry struct {
+	v   []byte
+	exp time.Time
+}
+
+type lease struct {
+	owner int64
+	exp   time.Time
+}
+
+func newBackend() *backend {
+	return &backend{mu: &sync.Mutex{}, data: map[string]entry{}, locksMu: &sync.Mutex{}, locks: map[string]lease{}}
+}
+
+// mutant is a deliberately simple correct store, plus the bug named by bug.
+type mutant struct {
+	bug string
+	b   *backend
+}
+
+var errBroken = errors.New("backend broken")
+
+func (m *mutant) key(k string) string {
+	switch m.bug {
+	case "case-insensitive-keys":
+		return strings.ToLower(k)
+	case "key-cut-at-nul":
+		if i := strings.IndexByte(k, 0); i >= 0 {
+			return k[:i]
+		}
+	}
+	return k
+}
+
+func (m *mutant) check(ctx context.Context, key string) error {
+	if m.bug != "ignore-ctx" && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	m.b.mu.Lock()
+	broken := m.b.broken
+	m.b.mu.Unlock()
+	if broken {
+		if m.bug == "fault-is-not-found" {
+			return ginoauth.ErrNotFound
+		}
+		return errBroken
+	}
+	return nil
+}
+
+func (m *mutant) live(e entry) bool { return e.exp.IsZero() || time.Now().Before(e.exp) }
+
+func (m *mutant) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := m.check(ctx, key); err != nil {
+		return nil, err
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	e, ok := m.b.data[m.key(key)]
+	if !ok || !m.live(e) {
+		switch m.bug {
+		case "missing-is-error":
+			return nil, errors.New("no such key")
+		case "missing-is-nil":
+			return nil, nil
+		}
+		return nil, ginoauth.ErrNotFound
+	}
+	if m.bug == "get-shares-slice" {
+		return e.v, nil
+	}
+	return append([]byte(nil), e.v...), nil
+}
+
+func (m *mutant) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if err := m.check(ctx, key); err != nil {
+		return err
+	}
+	if m.bug != "no-key-validation" && m.bug != "key-cut-at-nul" {
+		if err := ginoauth.ValidateKey(key); err != nil {
+			return err
+		}
+	} else if key == "" || !utf8.ValidString(key) {
+		return errors.New("bad key") // keep the other invalid-key checks passing
+	}
+	if ttl < 0 {
+		if m.bug != "negative-ttl-accepted" {
+			return errors.New("negative ttl")
+		}
+		ttl = 0
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	k := m.key(key)
+	e := entry{v: append([]byte(nil), value...)}
+	if m.bug == "set-keeps-slice" {
+		e.v = value
+	}
+	if m.bug == "truncate-large-values" && len(e.v) > 64<<10 {
+		e.v = e.v[:64<<10]
+	}
+	if m.bug == "torn-writes" && len(e.v) > 10 {
+		if old, ok := m.b.data[k]; ok && len(old.v) > 10 {
+			e.v = append(e.v[:5:5], old.v[5:]...)
+		}
+	}
+	switch {
+	case ttl == 0 || m.bug == "ignore-ttl":
+	case m.bug == "early-expiry":
+		e.exp = time.Now().Add(ttl / 10)
+	default:
+		e.exp = time.Now().Add(ttl)
+	}
+	if old, ok := m.b.data[k]; ok && m.bug == "overwrite-keeps-ttl" && m.live(old) {
+		e.exp = old.exp
+	}
+	m.b.data[k] = e
+	return nil
+}
+
+func (m *mutant) Delete(ctx context.Context, key string) error {
+	if err := m.check(ctx, key); err != nil {
+		return err
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	if _, ok := m.b.data[m.key(key)]; !ok && m.bug == "delete-missing-errors" {
+		return errors.New("no such key")
+	}
+	delete(m.b.data, m.key(key))
+	return nil
+}
+
+func (m *mutant) Take(ctx context.Context, key string) ([]byte, error) {
+	if m.bug == "take-get-then-delete" {
+		v, err := m.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		time.Sleep(time.Millisecond)
+		return v, m.Delete(ctx, key)
+	}
+	if err := m.check(ctx, key); err != nil {
+		return nil, err
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	e, ok := m.b.data[m.key(key)]
+	delete(m.b.data, m.key(key))
+	if !ok || (!m.live(e) && m.bug != "take-returns-expired") {
+		return nil, ginoauth.ErrNotFound
+	}
+	return e.v, nil
+}
+
+var owners struct {
+	sync.Mutex
+	n int64
+}
+
+func (m *mutant) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
+	if m.bug == "lock-ignores-name" {
+		name = "global"
+	}
+	owners.Lock()
+	owners.n++
+	owner := owners.n
+	owners.Unlock()
+	start := time.Now()
+	for {
+		if err := m.check(ctx, name); err != nil && m.bug != "lock-ignores-ctx" {
+			return nil, err
+		}
+		if m.bug == "lock-ignores-ctx" && time.Since(start) > time.Second {
+			return nil, errors.New("gave up") // late, and not ctx's error
+		}
+		m.b.locksMu.Lock()
+		cur, held := m.b.locks[name]
+		free := !held || (!time.Now().Before(cur.exp) && m.bug != "lock-never-lapses")
+		if free || m.bug == "lock-no-exclusion" {
+			exp := time.Now().Add(ttl)
+			if m.bug == "lock-lapses-early" {
+				exp = time.Now().Add(ttl / 10)
+			}
+			m.b.locks[name] = lease{owner: owner, exp: exp}
+			m.b.locksMu.Unlock()
+			return func(context.Context) error {
+				m.b.locksMu.Lock()
+				defer m.b.locksMu.Unlock()
+				if cur, ok := m.b.locks[name]; ok && (cur.owner == owner || m.bug == "unlock-any-holder") {
+					delete(m.b.locks, name)
+				}
+				return nil
+			}, nil
+		}
+		m.b.locksMu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+var (
+	_ ginoauth.Taker  = (*mutant)(nil)
+	_ ginoauth.Locker = (*mutant)(nil)
+)

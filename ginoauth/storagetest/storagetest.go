@@ -1,0 +1,940 @@
+// Package storagetest checks that a ginoauth.Storage keeps the contract
+// written on that interface. Run it from a test of your own store:
+//
+//	func TestMyStore(t *testing.T) {
+//		storagetest.Run(t, storagetest.Harness{
+//			New: func(t *testing.T) ginoauth.Storage {
+//				s := mystore.New(...)
+//				t.Cleanup(func() { s.Close() })
+//				return s
+//			},
+//		})
+//	}
+//
+// The suite runs its checks as concurrent subtests (Harness.Parallel at a
+// time), each on a store of its own from Harness.New, and uses a random key
+// prefix per check, so stores that share one backend (one Redis database,
+// one SQL table) are fine as long as nothing else deletes keys behind its
+// back. Each check can fail: the package's own tests run the suite against
+// stores with one deliberate bug each and require the right check to catch
+// it. The optional
+// capabilities ginoauth.Taker and ginoauth.Locker are checked when the store
+// implements them and skipped (with a message) otherwise.
+//
+// TTL and lock-lease checks use real time with 1-second TTLs, so a run takes
+// a few seconds. Stores must resolve TTLs to at least 100ms.
+package storagetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+)
+
+// Harness tells Run how to make stores.
+type Harness struct {
+	// New returns a ready store. Required. Register its cleanup with
+	// t.Cleanup. Each check calls New once (from a parallel subtest).
+	New func(t *testing.T) ginoauth.Storage
+
+	// Reopen, if set, returns a second, independent handle on the same data
+	// as s: another connection pool or client, as a second app instance
+	// would have. Checks that Set/Take/Lock hold across instances use it and
+	// are skipped when it is nil.
+	Reopen func(t *testing.T, s ginoauth.Storage) ginoauth.Storage
+
+	// Break, if set, makes s's backend fail from now on (close its
+	// connection pool, drop its table, stop its server). The fault check
+	// then requires every operation to return an error that is not
+	// ginoauth.ErrNotFound. Skipped when nil.
+	Break func(t *testing.T, s ginoauth.Storage)
+
+	// Parallel is how many checks run at once (each on its own store).
+	// 0 means DefaultParallel; 1 runs them one after another.
+	Parallel int
+}
+
+// DefaultParallel is how many checks run at once by default.
+const DefaultParallel = 8
+
+// TTL is the time-to-live the expiry checks use.
+const TTL = time.Second
+
+// LargeValueSize is the size of the large value the suite stores (1 MiB).
+const LargeValueSize = 1 << 20
+
+// opTimeout bounds every single call, so a hung store fails instead of
+// hanging the test binary.
+const opTimeout = 30 * time.Second
+
+// Run runs the whole suite as subtests of t.
+func Run(t *testing.T, h Harness) {
+	t.Helper()
+	if h.New == nil {
+		t.Fatal("storagetest: Harness.New is nil")
+	}
+	tests := []struct {
+		name string
+		fn   func(*testing.T, Harness)
+	}{
+		{"Basic", testBasic},
+		{"Overwrite", testOverwrite},
+		{"TTL", testTTL},
+		{"NegativeTTL", testNegativeTTL},
+		{"ValueOwnership", testValueOwnership},
+		{"EmptyValue", testEmptyValue},
+		{"LargeValue", testLargeValue},
+		{"OddKeys", testOddKeys},
+		{"InvalidKeys", testInvalidKeys},
+		{"ContextCanceled", testContextCanceled},
+		{"Concurrent", testConcurrent},
+		{"CrossHandle", testCrossHandle},
+		{"Faults", testFaults},
+		{"Take/Basic", testTakeBasic},
+		{"Take/ExactlyOnce", testTakeExactlyOnce},
+		{"Lock/MutualExclusion", testLockMutualExclusion},
+		{"Lock/AcrossHandles", testLockAcrossHandles},
+		{"Lock/IndependentNames", testLockIndependentNames},
+		{"Lock/LeaseLapses", testLockLeaseLapses},
+		{"Lock/StaleUnlock", testLockStaleUnlock},
+		{"Lock/Context", testLockContext},
+	}
+	// Most checks spend their time sleeping on TTLs and leases, so they run
+	// concurrently through goroutines rather than t.Parallel, which -parallel
+	// would cap at GOMAXPROCS.
+	limit := h.Parallel
+	if limit <= 0 {
+		limit = DefaultParallel
+	}
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for _, tc := range tests {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
+		}()
+	}
+	wg.Wait()
+}
+
+// ---- helpers ----
+
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// prefix returns a random key prefix, so checks never collide on a shared
+// backend, nor with a previous run's leftovers.
+func prefix(t *testing.T) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return "storagetest:" + hex.EncodeToString(b[:]) + ":"
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func taker(t *testing.T, s ginoauth.Storage) ginoauth.Taker {
+	t.Helper()
+	tk, ok := s.(ginoauth.Taker)
+	if !ok {
+		t.Skipf("%T does not implement ginoauth.Taker", s)
+	}
+	return tk
+}
+
+func locker(t *testing.T, s ginoauth.Storage) ginoauth.Locker {
+	t.Helper()
+	l, ok := s.(ginoauth.Locker)
+	if !ok {
+		t.Skipf("%T does not implement ginoauth.Locker", s)
+	}
+	return l
+}
+
+func reopen(t *testing.T, h Harness, s ginoauth.Storage) ginoauth.Storage {
+	t.Helper()
+	if h.Reopen == nil {
+		t.Skip("Harness.Reopen is nil: cross-handle behaviour not checked")
+	}
+	return h.Reopen(t, s)
+}
+
+func mustSet(t *testing.T, s ginoauth.Storage, key string, val []byte, ttl time.Duration) {
+	t.Helper()
+	if err := s.Set(ctxFor(t), key, val, ttl); err != nil {
+		t.Fatalf("Set(%q, ttl %v): %v", key, ttl, err)
+	}
+}
+
+// wantValue checks that Get(key) returns want.
+func wantValue(t *testing.T, s ginoauth.Storage, key string, want []byte) {
+	t.Helper()
+	got, err := s.Get(ctxFor(t), key)
+	if err != nil {
+		t.Errorf("Get(%q): %v, want the value", key, err)
+		return
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("Get(%q) = %s, want %s", key, show(got), show(want))
+	}
+}
+
+// wantNotFound checks that Get(key) reports ErrNotFound and no value.
+func wantNotFound(t *testing.T, s ginoauth.Storage, key string) {
+	t.Helper()
+	got, err := s.Get(ctxFor(t), key)
+	if !errors.Is(err, ginoauth.ErrNotFound) {
+		t.Errorf("Get(%q) = %s, %v; want ErrNotFound", key, show(got), err)
+		return
+	}
+	if got != nil {
+		t.Errorf("Get(%q) returned ErrNotFound with a non-nil value %s", key, show(got))
+	}
+}
+
+// wantFailure checks that err is a failure, not a nil and not ErrNotFound.
+func wantFailure(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: no error, want a failure", what)
+	} else if errors.Is(err, ginoauth.ErrNotFound) {
+		t.Errorf("%s: %v; a failure must not be reported as ErrNotFound", what, err)
+	}
+}
+
+func show(b []byte) string {
+	if b == nil {
+		return "nil"
+	}
+	if len(b) > 40 {
+		return fmt.Sprintf("%d bytes %q...", len(b), b[:40])
+	}
+	return fmt.Sprintf("%q", b)
+}
+
+// ---- Storage ----
+
+func testBasic(t *testing.T, h Harness) {
+	s := h.New(t)
+	ctx := ctxFor(t)
+	p := prefix(t)
+
+	wantNotFound(t, s, p+"never-set")
+	mustSet(t, s, p+"a", []byte("value a"), 0)
+	mustSet(t, s, p+"b", []byte("value b"), time.Hour)
+	wantValue(t, s, p+"a", []byte("value a"))
+	wantValue(t, s, p+"b", []byte("value b"))
+
+	if err := s.Delete(ctx, p+"a"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	wantNotFound(t, s, p+"a")
+	wantValue(t, s, p+"b", []byte("value b")) // only the deleted key went
+
+	if err := s.Delete(ctx, p+"a"); err != nil {
+		t.Errorf("Delete of a deleted key: %v, want nil", err)
+	}
+	if err := s.Delete(ctx, p+"never-set"); err != nil {
+		t.Errorf("Delete of a missing key: %v, want nil", err)
+	}
+	// A key can be set again after deletion.
+	mustSet(t, s, p+"a", []byte("again"), 0)
+	wantValue(t, s, p+"a", []byte("again"))
+}
+
+func testOverwrite(t *testing.T, h Harness) {
+	s := h.New(t)
+	p := prefix(t)
+	mustSet(t, s, p+"k", []byte("a long first value"), 0)
+	mustSet(t, s, p+"k", []byte("short"), 0) // no leftover bytes of the longer one
+	wantValue(t, s, p+"k", []byte("short"))
+	mustSet(t, s, p+"k", []byte("a longer third value than before"), time.Hour)
+	wantValue(t, s, p+"k", []byte("a longer third value than before"))
+	// TTL replacement is checked in TTL.
+}
+
+// testTTL checks expiry with one wait shared by every case.
+func testTTL(t *testing.T, h Harness) {
+	s := h.New(t)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	tk, canTake := s.(ginoauth.Taker)
+
+	start := time.Now()
+	mustSet(t, s, p+"expires", []byte("1"), TTL)
+	mustSet(t, s, p+"forever", []byte("2"), 0)
+	mustSet(t, s, p+"long", []byte("3"), time.Hour)
+	// Overwrites replace the TTL both ways.
+	mustSet(t, s, p+"was-ttl", []byte("old"), TTL)
+	mustSet(t, s, p+"was-ttl", []byte("4"), 0)
+	mustSet(t, s, p+"was-forever", []byte("old"), 0)
+	mustSet(t, s, p+"was-forever", []byte("5"), TTL)
+	mustSet(t, s, p+"reset", []byte("6"), TTL)
+	mustSet(t, s, p+"take-expired", []byte("7"), TTL)
+	mustSet(t, s, p+"delete-expired", []byte("8"), TTL)
+	setDone := time.Now() // every TTL above ran out by setDone+TTL
+	if setDone.Sub(start) > TTL/4 {
+		t.Skipf("setting 8 keys took %v; too slow to check %v TTLs", setDone.Sub(start), TTL)
+	}
+	wantValue(t, s, p+"expires", []byte("1"))
+	wantValue(t, s, p+"was-forever", []byte("5"))
+
+	// Not early: still there at half the TTL.
+	time.Sleep(time.Until(start.Add(TTL / 2)))
+	wantValue(t, s, p+"expires", []byte("1"))
+	wantValue(t, s, p+"was-forever", []byte("5"))
+	// Setting again restarts the TTL.
+	mustSet(t, s, p+"reset", []byte("6b"), time.Hour)
+
+	// Gone within a second after the TTL (stores may round TTLs up a bit).
+	time.Sleep(time.Until(setDone.Add(TTL + 50*time.Millisecond)))
+	deadline := setDone.Add(2 * TTL)
+	for _, k := range []string{"expires", "was-forever"} {
+		for {
+			_, err := s.Get(ctx, p+k)
+			if errors.Is(err, ginoauth.ErrNotFound) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("Get(%q) after expiry: %v", p+k, err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Get(%q) still returns the value %v after it was set with ttl %v", p+k, time.Since(start).Round(time.Millisecond), TTL)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	wantNotFound(t, s, p+"expires")
+	wantValue(t, s, p+"forever", []byte("2"))
+	wantValue(t, s, p+"long", []byte("3"))
+	wantValue(t, s, p+"was-ttl", []byte("4"))
+	wantValue(t, s, p+"reset", []byte("6b"))
+	if canTake {
+		got, err := tk.Take(ctx, p+"take-expired")
+		if !errors.Is(err, ginoauth.ErrNotFound) {
+			t.Errorf("Take of an expired key = %s, %v; want ErrNotFound", show(got), err)
+		}
+	}
+	if err := s.Delete(ctx, p+"delete-expired"); err != nil {
+		t.Errorf("Delete of an expired key: %v", err)
+	}
+	// An expired key can be set again, and the new value has its own TTL.
+	mustSet(t, s, p+"expires", []byte("new"), 0)
+	wantValue(t, s, p+"expires", []byte("new"))
+}
+
+func testNegativeTTL(t *testing.T, h Harness) {
+	s := h.New(t)
+	p := prefix(t)
+	err := s.Set(ctxFor(t), p+"new", []byte("x"), -time.Second)
+	wantFailure(t, "Set with negative ttl", err)
+	wantNotFound(t, s, p+"new")
+
+	mustSet(t, s, p+"old", []byte("kept"), 0)
+	err = s.Set(ctxFor(t), p+"old", []byte("replaced"), -time.Nanosecond)
+	wantFailure(t, "Set with negative ttl over an existing key", err)
+	wantValue(t, s, p+"old", []byte("kept"))
+}
+
+func testValueOwnership(t *testing.T, h Harness) {
+	s := h.New(t)
+	ctx := ctxFor(t)
+	p := prefix(t)
+
+	// Set must not keep the caller's slice.
+	buf := []byte("original")
+	mustSet(t, s, p+"k", buf, 0)
+	copy(buf, "XXXXXXXX")
+	wantValue(t, s, p+"k", []byte("original"))
+
+	// Get's slice belongs to the caller.
+	got, err := s.Get(ctx, p+"k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Including the spare capacity, which must not be the store's memory.
+	full := got[:cap(got)]
+	for i := range full {
+		full[i] = 'Y'
+	}
+	wantValue(t, s, p+"k", []byte("original"))
+
+	// Two Gets do not share memory.
+	a, err1 := s.Get(ctx, p+"k")
+	b, err2 := s.Get(ctx, p+"k")
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if len(a) > 0 && len(b) > 0 {
+		a[0] = 'Z'
+		if b[0] == 'Z' {
+			t.Errorf("two Gets returned slices that share memory")
+		}
+	}
+
+	if tk, ok := s.(ginoauth.Taker); ok {
+		mustSet(t, s, p+"t", []byte("taken"), 0)
+		v, err := tk.Take(ctx, p+"t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(v, "XXXXX")
+		mustSet(t, s, p+"t", []byte("again"), 0)
+		wantValue(t, s, p+"t", []byte("again"))
+	}
+}
+
+func testEmptyValue(t *testing.T, h Harness) {
+	s := h.New(t)
+	p := prefix(t)
+	for name, v := range map[string][]byte{"nil": nil, "empty": {}} {
+		mustSet(t, s, p+name, v, 0)
+		got, err := s.Get(ctxFor(t), p+name)
+		if err != nil {
+			t.Errorf("Get of a key set to a %s value: %v", name, err)
+		} else if len(got) != 0 {
+			t.Errorf("Get of a key set to a %s value = %s", name, show(got))
+		}
+	}
+}
+
+func testLargeValue(t *testing.T, h Harness) {
+	s := h.New(t)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	big := randomBytes(t, LargeValueSize+1)
+	mustSet(t, s, p+"big", big, time.Hour)
+	wantValue(t, s, p+"big", big)
+	// Every byte value survives (binary safe, no text conversion).
+	all := make([]byte, 256*4)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	mustSet(t, s, p+"bytes", all, 0)
+	wantValue(t, s, p+"bytes", all)
+
+	if tk, ok := s.(ginoauth.Taker); ok {
+		got, err := tk.Take(ctx, p+"big")
+		if err != nil {
+			t.Fatalf("Take of a large value: %v", err)
+		}
+		if !bytes.Equal(got, big) {
+			t.Errorf("Take of a large value returned %d bytes, not the %d stored", len(got), len(big))
+		}
+	}
+}
+
+// oddKeys are valid keys that naive stores mangle: SQL LIKE wildcards,
+// quoting, case- or space-insensitive collations, Unicode normalisation,
+// path separators, and the maximum length (in bytes, with multi-byte runes).
+func oddKeys(p string) []string {
+	keys := []string{
+		"ключ-🔑-鍵", "café", "cafe\u0301", // NFC and NFD: distinct keys
+		`quote'single`, `quote"double`, "back\\slash", "semi;colon--",
+		"percent%", "percent", "under_score", "underXscore", "star*", "q?",
+		"with space", "with space ", " with space", "tab\tnew\nline\r",
+		"CaseKey", "casekey", "CASEKEY",
+		"slash/dot/../x", "colon:colon", "{json}", "$dollar", "@at", "#hash",
+		"\u200bzero-width", "\U0010FFFF",
+	}
+	for i := range keys {
+		keys[i] = p + keys[i]
+	}
+	// Exactly MaxKeyLength bytes, ending in a 3-byte rune, and one that
+	// differs from it only in the last rune.
+	long := p + strings.Repeat("ü", (ginoauth.MaxKeyLength-len(p)-3)/2)
+	long += strings.Repeat("x", ginoauth.MaxKeyLength-len(long)-3)
+	keys = append(keys, long+"€", long+"₤")
+	return keys
+}
+
+func testOddKeys(t *testing.T, h Harness) {
+	s := h.New(t)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	keys := oddKeys(p)
+	for i, k := range keys {
+		if len(k) > ginoauth.MaxKeyLength {
+			t.Fatalf("bad test key of %d bytes", len(k))
+		}
+		if err := s.Set(ctx, k, []byte(fmt.Sprint("v", i)), 0); err != nil {
+			t.Errorf("Set(%q): %v", k, err)
+		}
+	}
+	for i, k := range keys {
+		wantValue(t, s, k, []byte(fmt.Sprint("v", i)))
+	}
+	// Deleting one leaves its look-alikes alone.
+	if err := s.Delete(ctx, p+"percent%"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, p+"under_score"); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		if k == p+"percent%" || k == p+"under_score" {
+			wantNotFound(t, s, k)
+			continue
+		}
+		wantValue(t, s, k, []byte(fmt.Sprint("v", i)))
+	}
+	wantNotFound(t, s, p+"percentage")
+	wantNotFound(t, s, p+"%")
+	wantNotFound(t, s, p+"_")
+}
+
+func testInvalidKeys(t *testing.T, h Harness) {
+	s := h.New(t)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	invalid := map[string]string{
+		"empty":      "",
+		"too long":   p + strings.Repeat("k", ginoauth.MaxKeyLength-len(p)+1),
+		"bad UTF-8":  p + "\xff\xfe",
+		"NUL":        p + "nul\x00after",
+		"NUL at end": p + "nulend\x00",
+		"surrogate":  p + "\xed\xa0\x80",
+	}
+	for name, k := range invalid {
+		if ginoauth.ValidateKey(k) == nil {
+			t.Fatalf("test key %q is valid", name)
+		}
+		wantFailure(t, "Set with an invalid key ("+name+")", s.Set(ctx, k, []byte("x"), 0))
+		if got, err := s.Get(ctx, k); err == nil || got != nil {
+			t.Errorf("Get with an invalid key (%s) = %s, %v; want an error and no value", name, show(got), err)
+		}
+		if tk, ok := s.(ginoauth.Taker); ok {
+			if got, err := tk.Take(ctx, k); err == nil || got != nil {
+				t.Errorf("Take with an invalid key (%s) = %s, %v; want an error and no value", name, show(got), err)
+			}
+		}
+		_ = s.Delete(ctx, k) // either answer is fine; it must not panic
+	}
+	// A rejected key was not stored under a mangled form (truncated at NUL
+	// or at the length limit).
+	wantNotFound(t, s, p+"nul")
+	wantNotFound(t, s, p+"nulend")
+	wantNotFound(t, s, invalid["too long"][:ginoauth.MaxKeyLength])
+}
+
+func testContextCanceled(t *testing.T, h Harness) {
+	s := h.New(t)
+	p := prefix(t)
+	mustSet(t, s, p+"k", []byte("v"), 0)
+
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for name, ctx := range map[string]context.Context{"canceled": canceled, "deadline exceeded": expired} {
+		_, err := s.Get(ctx, p+"k")
+		wantFailure(t, "Get with a "+name+" context", err)
+		_, err = s.Get(ctx, p+"missing")
+		wantFailure(t, "Get of a missing key with a "+name+" context", err)
+		wantFailure(t, "Set with a "+name+" context", s.Set(ctx, p+"k2", []byte("v"), 0))
+		wantFailure(t, "Delete with a "+name+" context", s.Delete(ctx, p+"k"))
+		if tk, ok := s.(ginoauth.Taker); ok {
+			_, err := tk.Take(ctx, p+"k")
+			wantFailure(t, "Take with a "+name+" context", err)
+		}
+	}
+	// The failed Delete and Take did not remove the key.
+	wantValue(t, s, p+"k", []byte("v"))
+}
+
+// testConcurrent mixes Set, Get and Delete on a few keys: no error other
+// than ErrNotFound, and every value read is one that was written whole.
+func testConcurrent(t *testing.T, h Harness) {
+	s := h.New(t)
+	stores := []ginoauth.Storage{s}
+	if h.Reopen != nil {
+		stores = append(stores, h.Reopen(t, s))
+	}
+	ctx := ctxFor(t)
+	p := prefix(t)
+	const marks = "abcdefgh" // one per worker
+	const workers, ops, keys = len(marks), 40, 4
+	value := func(w int) []byte { return bytes.Repeat([]byte{marks[w]}, 1000+w) }
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st := stores[w%len(stores)]
+			for i := range ops {
+				k := fmt.Sprint(p, "k", (w+i)%keys)
+				var err error
+				switch i % 4 {
+				case 0, 2:
+					err = st.Set(ctx, k, value(w), time.Hour)
+				case 1:
+					var got []byte
+					got, err = st.Get(ctx, k)
+					if err == nil {
+						w2 := strings.IndexByte(marks, got[0])
+						if w2 < 0 || !bytes.Equal(got, value(w2)) {
+							t.Errorf("Get returned a value nobody wrote: %s", show(got))
+						}
+					}
+				case 3:
+					err = st.Delete(ctx, k)
+				}
+				if err != nil && !errors.Is(err, ginoauth.ErrNotFound) {
+					t.Errorf("concurrent op: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func testCrossHandle(t *testing.T, h Harness) {
+	a := h.New(t)
+	b := reopen(t, h, a)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	mustSet(t, a, p+"k", []byte("from a"), time.Hour)
+	wantValue(t, b, p+"k", []byte("from a"))
+	mustSet(t, b, p+"k", []byte("from b"), 0)
+	wantValue(t, a, p+"k", []byte("from b"))
+	if err := b.Delete(ctx, p+"k"); err != nil {
+		t.Fatal(err)
+	}
+	wantNotFound(t, a, p+"k")
+	if tk, ok := b.(ginoauth.Taker); ok {
+		mustSet(t, a, p+"t", []byte("take me"), 0)
+		got, err := tk.Take(ctx, p+"t")
+		if err != nil || string(got) != "take me" {
+			t.Errorf("Take on the other handle = %s, %v", show(got), err)
+		}
+		wantNotFound(t, a, p+"t")
+	}
+}
+
+func testFaults(t *testing.T, h Harness) {
+	if h.Break == nil {
+		t.Skip("Harness.Break is nil: storage faults not checked")
+	}
+	s := h.New(t)
+	p := prefix(t)
+	mustSet(t, s, p+"k", []byte("v"), 0)
+	h.Break(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := s.Get(ctx, p+"k")
+	wantFailure(t, "Get of a stored key on a broken store", err)
+	_, err = s.Get(ctx, p+"missing")
+	wantFailure(t, "Get of a missing key on a broken store", err)
+	wantFailure(t, "Set on a broken store", s.Set(ctx, p+"k", []byte("v"), 0))
+	wantFailure(t, "Delete on a broken store", s.Delete(ctx, p+"k"))
+	if tk, ok := s.(ginoauth.Taker); ok {
+		_, err := tk.Take(ctx, p+"k")
+		wantFailure(t, "Take on a broken store", err)
+	}
+	if l, ok := s.(ginoauth.Locker); ok {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		unlock, err := l.Lock(lctx, p+"lock", time.Minute)
+		wantFailure(t, "Lock on a broken store", err)
+		if unlock != nil {
+			_ = unlock(ctx)
+		}
+	}
+}
+
+// ---- Taker ----
+
+func testTakeBasic(t *testing.T, h Harness) {
+	s := h.New(t)
+	tk := taker(t, s)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	mustSet(t, s, p+"k", []byte("once"), time.Hour)
+	got, err := tk.Take(ctx, p+"k")
+	if err != nil || string(got) != "once" {
+		t.Fatalf("Take = %s, %v; want \"once\"", show(got), err)
+	}
+	wantNotFound(t, s, p+"k")
+	got, err = tk.Take(ctx, p+"k")
+	if !errors.Is(err, ginoauth.ErrNotFound) || got != nil {
+		t.Errorf("second Take = %s, %v; want ErrNotFound", show(got), err)
+	}
+	got, err = tk.Take(ctx, p+"never-set")
+	if !errors.Is(err, ginoauth.ErrNotFound) || got != nil {
+		t.Errorf("Take of a missing key = %s, %v; want ErrNotFound", show(got), err)
+	}
+	// Take leaves other keys alone, and a taken key can be set again.
+	mustSet(t, s, p+"k", []byte("twice"), 0)
+	mustSet(t, s, p+"other", []byte("o"), 0)
+	if got, err := tk.Take(ctx, p+"k"); err != nil || string(got) != "twice" {
+		t.Errorf("Take after re-Set = %s, %v", show(got), err)
+	}
+	wantValue(t, s, p+"other", []byte("o"))
+}
+
+// testTakeExactlyOnce races many Takes of each key (across two handles when
+// Reopen is given): exactly one gets the value, all others ErrNotFound.
+func testTakeExactlyOnce(t *testing.T, h Harness) {
+	s := h.New(t)
+	taker(t, s)
+	stores := []ginoauth.Storage{s}
+	if h.Reopen != nil {
+		stores = append(stores, h.Reopen(t, s))
+	}
+	ctx := ctxFor(t)
+	p := prefix(t)
+	const keys, takers = 5, 50
+	for k := range keys {
+		key := fmt.Sprint(p, "once-", k)
+		want := []byte(fmt.Sprint("value-", k))
+		mustSet(t, s, key, want, time.Hour)
+		var (
+			winners atomic.Int32
+			wg      sync.WaitGroup
+			start   = make(chan struct{})
+		)
+		for i := range takers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tk := stores[i%len(stores)].(ginoauth.Taker)
+				<-start
+				got, err := tk.Take(ctx, key)
+				switch {
+				case err == nil:
+					winners.Add(1)
+					if !bytes.Equal(got, want) {
+						t.Errorf("Take returned %s, want %s", show(got), show(want))
+					}
+				case errors.Is(err, ginoauth.ErrNotFound):
+				default:
+					t.Errorf("concurrent Take: %v (losers must get ErrNotFound)", err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if n := winners.Load(); n != 1 {
+			t.Fatalf("%d concurrent Takes of one key: %d got the value, want exactly 1", takers, n)
+		}
+		wantNotFound(t, s, key)
+	}
+}
+
+// ---- Locker ----
+
+// lockCounter has workers increment a counter inside the lock with a
+// deliberate pause between read and write: without mutual exclusion,
+// increments are lost and two holders overlap. Atomics are used for the
+// counter itself only so the race detector, which cannot see a lock held
+// through a database, stays quiet; the read-pause-write is still unsafe
+// without the lock.
+func lockCounter(t *testing.T, lockers []ginoauth.Locker, name string) {
+	ctx := ctxFor(t)
+	const workers, iters = 8, 5
+	var (
+		counter, inside, overlaps atomic.Int64
+		wg                        sync.WaitGroup
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := lockers[w%len(lockers)]
+			for range iters {
+				unlock, err := l.Lock(ctx, name, 10*time.Second)
+				if err != nil {
+					t.Errorf("Lock: %v", err)
+					return
+				}
+				if inside.Add(1) != 1 {
+					overlaps.Add(1)
+				}
+				v := counter.Load()
+				time.Sleep(time.Millisecond)
+				counter.Store(v + 1)
+				inside.Add(-1)
+				if err := unlock(ctx); err != nil {
+					t.Errorf("Unlock: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := counter.Load(); got != workers*iters {
+		t.Errorf("counter = %d after %d locked increments: the lock did not exclude", got, workers*iters)
+	}
+	if n := overlaps.Load(); n > 0 {
+		t.Errorf("%d times two holders were inside the lock at once", n)
+	}
+}
+
+func testLockMutualExclusion(t *testing.T, h Harness) {
+	s := h.New(t)
+	l := locker(t, s)
+	lockCounter(t, []ginoauth.Locker{l}, prefix(t)+"counter")
+}
+
+func testLockAcrossHandles(t *testing.T, h Harness) {
+	a := h.New(t)
+	la := locker(t, a)
+	b := reopen(t, h, a)
+	lockCounter(t, []ginoauth.Locker{la, locker(t, b)}, prefix(t)+"counter")
+}
+
+func testLockIndependentNames(t *testing.T, h Harness) {
+	s := h.New(t)
+	l := locker(t, s)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	unlockA, err := l.Lock(ctx, p+"a", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unlockA(ctx) }()
+	bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	unlockB, err := l.Lock(bctx, p+"b", 10*time.Second)
+	if err != nil {
+		t.Fatalf("Lock of another name while the first is held: %v", err)
+	}
+	if err := unlockB(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A released lock can be taken again at once.
+	if err := unlockA(ctx); err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel2 := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel2()
+	unlockA2, err := l.Lock(actx, p+"a", 10*time.Second)
+	if err != nil {
+		t.Fatalf("Lock after Unlock: %v", err)
+	}
+	_ = unlockA2(ctx)
+	// Unlock twice is harmless.
+	if err := unlockA2(ctx); err != nil {
+		t.Errorf("second Unlock: %v", err)
+	}
+}
+
+// testLockLeaseLapses: a holder that never unlocks blocks others for about
+// its ttl, not less and not forever.
+func testLockLeaseLapses(t *testing.T, h Harness) {
+	s := h.New(t)
+	l := locker(t, s)
+	ctx := ctxFor(t)
+	name := prefix(t) + "lease"
+	start := time.Now()
+	if _, err := l.Lock(ctx, name, TTL); err != nil { // never unlocked: a crashed holder
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*TTL)
+	defer cancel()
+	unlock, err := l.Lock(wctx, name, 10*time.Second)
+	waited := time.Since(start)
+	if err != nil {
+		t.Fatalf("Lock after the holder's %v lease: %v (waited %v)", TTL, err, waited)
+	}
+	defer func() { _ = unlock(ctx) }()
+	if waited < TTL/2 {
+		t.Errorf("second Lock succeeded after %v, while the first lease (%v) was still held", waited, TTL)
+	}
+}
+
+// testLockStaleUnlock: once a lease lapsed and another caller took the lock,
+// the first holder's Unlock must not release it.
+func testLockStaleUnlock(t *testing.T, h Harness) {
+	s := h.New(t)
+	l := locker(t, s)
+	ctx := ctxFor(t)
+	name := prefix(t) + "stale"
+	staleUnlock, err := l.Lock(ctx, name, TTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*TTL)
+	defer cancel()
+	unlockB, err := l.Lock(wctx, name, 30*time.Second)
+	if err != nil {
+		t.Fatalf("Lock after the first lease lapsed: %v", err)
+	}
+	_ = staleUnlock(ctx) // an error is acceptable; releasing B's lock is not
+
+	cctx, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel2()
+	if unlockC, err := l.Lock(cctx, name, time.Second); err == nil {
+		_ = unlockC(ctx)
+		t.Fatal("a stale Unlock released the current holder's lock: a third caller got it")
+	}
+	if err := unlockB(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dctx, cancel3 := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel3()
+	unlockD, err := l.Lock(dctx, name, time.Second)
+	if err != nil {
+		t.Fatalf("Lock after the holder's Unlock: %v", err)
+	}
+	_ = unlockD(ctx)
+}
+
+func testLockContext(t *testing.T, h Harness) {
+	s := h.New(t)
+	l := locker(t, s)
+	ctx := ctxFor(t)
+	name := prefix(t) + "ctx"
+	unlock, err := l.Lock(ctx, name, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unlock(ctx) }()
+
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	u2, err := l.Lock(wctx, name, time.Second)
+	if err == nil {
+		_ = u2(ctx)
+		t.Fatal("Lock of a held lock succeeded")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Lock when ctx's deadline passed: %v, want ctx's error (context.DeadlineExceeded)", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Lock returned %v after ctx's 200ms deadline", d)
+	}
+
+	cctx, cancel2 := context.WithCancel(ctx)
+	go func() { time.Sleep(100 * time.Millisecond); cancel2() }()
+	if u3, err := l.Lock(cctx, name, time.Second); !errors.Is(err, context.Canceled) {
+		if u3 != nil {
+			_ = u3(ctx)
+		}
+		t.Errorf("Lock when ctx was cancelled: %v, want context.Canceled", err)
+	}
+}

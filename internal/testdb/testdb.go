@@ -1,0 +1,99 @@
+// Package testdb gives other packages' tests a ginoauth.Storage on each
+// backend the module supports, cleaned up when the test ends:
+//
+//	for _, b := range testdb.All() {
+//		t.Run(b.Name, func(t *testing.T) {
+//			store := b.New(t) // skips the test if the backend is unavailable
+//			...
+//		})
+//	}
+//
+// Postgres runs only when GINOAUTH_TEST_POSTGRES_DSN is set (see
+// docker-compose.test.yml); each store gets tables of its own, dropped at
+// cleanup, because test packages run in parallel against one database.
+package testdb
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/stores/memstore"
+	"github.com/gin-atproto/oauth-sessions/stores/postgresstore"
+	"github.com/gin-atproto/oauth-sessions/stores/sqlitestore"
+)
+
+// PostgresEnv names the environment variable holding the test database DSN,
+// e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable.
+const PostgresEnv = "GINOAUTH_TEST_POSTGRES_DSN"
+
+// Backend is one kind of store.
+type Backend struct {
+	Name string                              // "memory", "sqlite" or "postgres"
+	New  func(t testing.TB) ginoauth.Storage // a fresh, empty store
+}
+
+// All returns the memory, SQLite and Postgres backends, in that order.
+func All() []Backend {
+	return []Backend{{"memory", Memory}, {"sqlite", SQLite}, {"postgres", Postgres}}
+}
+
+// Memory returns a new in-memory store.
+func Memory(t testing.TB) ginoauth.Storage { return memstore.New() }
+
+// SQLite returns a store on a new file in t.TempDir(), closed at cleanup.
+func SQLite(t testing.TB) ginoauth.Storage {
+	t.Helper()
+	s, err := sqlitestore.Open(filepath.Join(t.TempDir(), "store.db"), sqlitestore.Options{})
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// PostgresDSN returns the test database DSN, or skips t when it is unset.
+func PostgresDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv(PostgresEnv)
+	if dsn == "" {
+		t.Skip("Postgres tests skipped: set " + PostgresEnv + " (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable; see docker-compose.test.yml)")
+	}
+	return dsn
+}
+
+// Postgres returns a store on tables of its own in the test database,
+// dropped and closed at cleanup. It skips t when PostgresEnv is unset.
+func Postgres(t testing.TB) ginoauth.Storage {
+	t.Helper()
+	dsn := PostgresDSN(t)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	table := "testdb_" + hex.EncodeToString(b[:])
+	s, err := postgresstore.Open(dsn, postgresstore.Options{Table: table})
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	t.Cleanup(func() {
+		drop := `DROP TABLE IF EXISTS "` + table + `", "` + table + `_locks"`
+		err := s.DB().Exec(drop).Error
+		_ = s.Close()
+		if err != nil {
+			// The test may have closed the store (to simulate an outage):
+			// drop through a pool of our own.
+			d, oerr := postgresstore.Open(dsn, postgresstore.Options{Table: table, SkipMigration: true})
+			if oerr != nil {
+				t.Errorf("testdb: drop %s: %v", table, oerr)
+				return
+			}
+			defer d.Close()
+			if err := d.DB().Exec(drop).Error; err != nil {
+				t.Errorf("testdb: drop %s: %v", table, err)
+			}
+		}
+	})
+	return s
+}

@@ -1,0 +1,59 @@
+package gormstore
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+)
+
+// BenchmarkCleanup1M times DeleteExpired on a backlog of 1M expired rows
+// (plus 1000 live ones) with the default batch size. It is slow, so it runs
+// only with GINOAUTH_BENCH_CLEANUP=1:
+//
+//	GINOAUTH_BENCH_CLEANUP=1 GINOAUTH_TEST_POSTGRES_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable \
+//	  go test -run '^$' -bench Cleanup1M -benchtime 1x ./stores/gormstore/
+func BenchmarkCleanup1M(b *testing.B) {
+	if os.Getenv("GINOAUTH_BENCH_CLEANUP") != "1" {
+		b.Skip("set GINOAUTH_BENCH_CLEANUP=1 to run (slow)")
+	}
+	const backlog, live = 1_000_000, 1000
+	for _, kind := range backends {
+		b.Run(kind.name, func(b *testing.B) {
+			f := newFixture(b, kind, Options{})
+			s, ctx := f.store, context.Background()
+			var total time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				insertExpired(b, s, "old:", backlog, time.Now().Add(-time.Minute))
+				if i == 0 {
+					insertLive(b, s, live)
+				}
+				if s.d.name == DialectPostgres {
+					s.DB().Exec(`ANALYZE ` + quote(f.opts.Table)) // as autovacuum would after a bulk load
+				}
+				b.StartTimer()
+				start := time.Now()
+				n, err := s.DeleteExpired(ctx)
+				total += time.Since(start)
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n != backlog {
+					b.Fatalf("removed %d rows, want %d", n, backlog)
+				}
+			}
+			b.ReportMetric(float64(backlog)*float64(b.N)/total.Seconds(), "rows/s")
+		})
+	}
+}
+
+func insertLive(b *testing.B, s *Store, n int) {
+	ctx := context.Background()
+	for i := range n {
+		if err := s.Set(ctx, "live:"+string(rune('a'+i%26))+time.Duration(i).String(), []byte("v"), time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

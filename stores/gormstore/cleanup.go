@@ -1,0 +1,87 @@
+package gormstore
+
+import (
+	"context"
+	"time"
+)
+
+// DeleteExpired runs one cleanup pass now: it deletes expired entries and
+// lapsed lock leases, at most Options.CleanupBatchSize rows per statement,
+// until none are left. It returns how many entries (not locks) it removed.
+// Each statement is short, so readers and writers interleave with a long
+// pass instead of waiting for it.
+func (s *Store) DeleteExpired(ctx context.Context) (int64, error) {
+	now := s.d.ts(s.opts.Now())
+	n, err := s.purge(ctx, s.q.purgeEntries, now)
+	if err != nil {
+		return n, err
+	}
+	if _, err := s.purge(ctx, s.q.purgeLocks, now); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func (s *Store) purge(ctx context.Context, q string, now any) (int64, error) {
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, storageErr("cleanup", err)
+		}
+		res := s.db.WithContext(ctx).Exec(q, now, s.opts.CleanupBatchSize, now)
+		if res.Error != nil {
+			return total, storageErr("cleanup", res.Error)
+		}
+		total += res.RowsAffected
+		if res.RowsAffected < int64(s.opts.CleanupBatchSize) {
+			return total, nil
+		}
+	}
+}
+
+func (s *Store) cleanupLoop(interval time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := s.DeleteExpired(s.ctx)
+		if s.ctx.Err() != nil {
+			return // closing: the cancelled pass is not a failure
+		}
+		if err != nil {
+			// Keep going: the next tick may find the database back.
+			s.opts.Logger.Error("gormstore: cleanup failed", "table", s.opts.Table, "err", err)
+			continue
+		}
+		if n > 0 {
+			s.opts.Logger.Debug("gormstore: removed expired entries", "table", s.opts.Table, "count", n)
+		}
+	}
+}
+
+// Close stops the cleanup goroutine and waits for it to exit, then closes
+// the connection pool if Options.CloseDB is set. It is safe to call more than
+// once and from several goroutines; every call returns after the goroutine
+// has exited, with the same result. Without CloseDB the *gorm.DB stays open
+// and the Store keeps working, only without background cleanup.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		if s.done != nil {
+			<-s.done
+		}
+		if s.opts.CloseDB {
+			sqlDB, err := s.db.DB()
+			if err == nil {
+				err = sqlDB.Close()
+			}
+			s.closeErr = err
+		}
+	})
+	return s.closeErr
+}

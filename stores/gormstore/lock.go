@@ -1,0 +1,106 @@
+package gormstore
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+)
+
+// Lock polling backoff: fast first retries for short critical sections,
+// capped so a waiter reacts within ~50ms to a release in another process.
+const (
+	lockPollMin = 2 * time.Millisecond
+	lockPollMax = 50 * time.Millisecond
+)
+
+// unlockTimeout bounds an Unlock that ignores its caller's cancellation.
+const unlockTimeout = 5 * time.Second
+
+// Lock implements ginoauth.Locker with a lease row in the lock table. It
+// returns when the lease is taken, or with a *ginoauth.StorageError wrapping
+// ctx's error when ctx ends first, or wrapping the database error if an
+// attempt fails (it does not retry failures). ttl must be positive and name
+// a valid key.
+//
+// The returned Unlock deletes the lease only if this call still holds it. It
+// ignores the cancellation of the ctx it is given (waiting at most 5s), so a
+// holder whose request was cancelled still releases the lock at once.
+func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
+	if ttl <= 0 {
+		return nil, storageErr("lock", fmt.Errorf("gormstore: lock ttl must be positive, got %v", ttl))
+	}
+	if err := ginoauth.ValidateKey(name); err != nil {
+		return nil, storageErr("lock", err)
+	}
+	var tok [16]byte
+	if _, err := cryptorand.Read(tok[:]); err != nil {
+		return nil, storageErr("lock", err)
+	}
+	owner := hex.EncodeToString(tok[:])
+
+	delay := lockPollMin
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, storageErr("lock", err)
+		}
+		wake := s.wakeChan() // before the attempt, so a release in between is not missed
+		now := s.opts.Now()
+		res := s.db.WithContext(ctx).Exec(s.q.lock, name, owner, s.d.ts(now.Add(ttl)), s.d.ts(now))
+		if res.Error != nil {
+			if err := ctx.Err(); err != nil {
+				return nil, storageErr("lock", err)
+			}
+			return nil, storageErr("lock", res.Error)
+		}
+		if res.RowsAffected > 0 {
+			return s.unlocker(name, owner), nil
+		}
+		// Jitter keeps waiters in different processes from polling in step.
+		t := time.NewTimer(delay/2 + rand.N(delay)) //nolint:gosec // jitter, not a secret
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, storageErr("lock", ctx.Err())
+		case <-wake:
+			t.Stop()
+		case <-t.C:
+		}
+		delay = min(delay*3/2, lockPollMax)
+	}
+}
+
+// unlocker deletes the lease only if this owner still holds it, so a holder
+// whose lease lapsed cannot release its successor's lock.
+func (s *Store) unlocker(name, owner string) ginoauth.Unlock {
+	return func(ctx context.Context) error {
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		// Release even when the caller's request was cancelled: otherwise
+		// every other waiter would be held off for the rest of the lease.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
+		defer cancel()
+		res := s.db.WithContext(ctx).Exec(s.q.unlock, name, owner)
+		if res.Error != nil {
+			return storageErr("lock", res.Error)
+		}
+		if res.RowsAffected > 0 {
+			s.wakeMu.Lock()
+			close(s.wake)
+			s.wake = make(chan struct{})
+			s.wakeMu.Unlock()
+		}
+		return nil
+	}
+}
+
+func (s *Store) wakeChan() <-chan struct{} {
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	return s.wake
+}

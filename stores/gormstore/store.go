@@ -1,0 +1,307 @@
+package gormstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+)
+
+// Options configure a Store. The zero value is valid.
+type Options struct {
+	// Table is the key-value table. Default DefaultTable ("ginoauth_kv").
+	// Plain identifiers only (letters, digits, underscore), at most 48
+	// bytes; to use another Postgres schema, set search_path in the DSN.
+	Table string
+	// LockTable is the lock lease table. Default Table + "_locks".
+	LockTable string
+	// SkipMigration stops New from creating the tables, for apps that run
+	// their own migrations (see DDL).
+	SkipMigration bool
+	// CleanupInterval is how often a background goroutine removes expired
+	// entries and lapsed locks. 0 (the default) starts no goroutine;
+	// expired entries are invisible anyway, cleanup only reclaims space.
+	CleanupInterval time.Duration
+	// CleanupBatchSize is the most rows one cleanup statement deletes.
+	// Default DefaultCleanupBatchSize (1000).
+	CleanupBatchSize int
+	// Logger receives cleanup failures. Default slog.Default().
+	Logger *slog.Logger
+	// CloseDB makes Close also close the *gorm.DB's connection pool. The
+	// one-line constructors in sqlitestore and postgresstore set it because
+	// they opened the pool; leave it false for a DB your app owns.
+	CloseDB bool
+	// Now is the clock used for TTLs and lock leases. Default time.Now.
+	// Tests may set it to move time.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Table == "" {
+		o.Table = DefaultTable
+	}
+	if o.LockTable == "" {
+		o.LockTable = o.Table + DefaultLockTableSuffix
+	}
+	if err := checkIdent("table", o.Table, maxTableName); err != nil {
+		return o, err
+	}
+	if err := checkIdent("lock table", o.LockTable, maxLockTableName); err != nil {
+		return o, err
+	}
+	if o.LockTable == o.Table {
+		return o, errors.New("gormstore: LockTable must differ from Table")
+	}
+	if o.CleanupInterval < 0 {
+		return o, fmt.Errorf("gormstore: negative CleanupInterval %v", o.CleanupInterval)
+	}
+	if o.CleanupBatchSize < 0 {
+		return o, fmt.Errorf("gormstore: negative CleanupBatchSize %d", o.CleanupBatchSize)
+	}
+	if o.CleanupBatchSize == 0 {
+		o.CleanupBatchSize = DefaultCleanupBatchSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o, nil
+}
+
+// Store is a ginoauth.Storage, ginoauth.Taker and ginoauth.Locker on a SQL
+// database through gorm. It is safe for concurrent use. Create it with New
+// (or sqlitestore.Open / postgresstore.Open) and Close it when done.
+type Store struct {
+	db   *gorm.DB
+	d    dialect
+	q    queries
+	opts Options
+
+	// wake is closed (and replaced) whenever this Store releases a lock, so
+	// that waiters in the same process retry at once instead of at their
+	// next poll.
+	wakeMu sync.Mutex
+	wake   chan struct{}
+
+	// ctx is cancelled by Close; it bounds the cleanup goroutine's queries
+	// so Close does not wait for a long pass to finish.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when the cleanup goroutine exits; nil if none was started
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var (
+	_ ginoauth.Storage = (*Store)(nil)
+	_ ginoauth.Taker   = (*Store)(nil)
+	_ ginoauth.Locker  = (*Store)(nil)
+)
+
+// New returns a Store on db, whose dialect must be SQLite or Postgres. It
+// creates the tables unless opts.SkipMigration is set and starts the cleanup
+// goroutine when opts.CleanupInterval > 0. If New fails it does not close db.
+func New(db *gorm.DB, opts Options) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("gormstore: nil *gorm.DB")
+	}
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	d, err := lookupDialect(db.Name())
+	if err != nil {
+		return nil, err
+	}
+	lg := logger.Discard
+	if db.Logger != nil {
+		lg = db.Logger
+	}
+	s := &Store{
+		// NewDB drops any conditions the caller's *gorm.DB carries; the
+		// logger wrapper keeps keys and values out of gorm's SQL logs.
+		db:   db.Session(&gorm.Session{NewDB: true, Logger: hideParams{lg}}),
+		d:    d,
+		q:    buildQueries(d, o.Table, o.LockTable),
+		opts: o,
+
+		wake: make(chan struct{}),
+	}
+	if !o.SkipMigration {
+		if err := s.migrate(); err != nil {
+			return nil, err
+		}
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if o.CleanupInterval > 0 {
+		s.done = make(chan struct{})
+		go s.cleanupLoop(o.CleanupInterval)
+	}
+	return s, nil
+}
+
+func (s *Store) migrate() error {
+	stmts := s.d.ddl(s.opts.Table, s.opts.LockTable)
+	err := s.db.Transaction(func(tx *gorm.DB) error {
+		if s.d.name == DialectPostgres {
+			// Postgres's CREATE ... IF NOT EXISTS is not safe against a
+			// concurrent identical CREATE (it can fail on a catalog unique
+			// index), which is what several app instances starting together
+			// do. Serialise them; the lock ends with the transaction.
+			h := fnv.New32a()
+			_, _ = h.Write([]byte("ginoauth/gormstore migrate " + s.opts.Table))
+			if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", int64(h.Sum32())).Error; err != nil {
+				return err
+			}
+		}
+		for _, st := range stmts {
+			if err := tx.Exec(st).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("gormstore: create schema for table %q: %w", s.opts.Table, err)
+	}
+	return nil
+}
+
+// DB returns the *gorm.DB the store uses (a session of the one given to New,
+// with keys and values hidden from gorm's logger). Use it to tune the
+// connection pool of a store opened by sqlitestore or postgresstore.
+func (s *Store) DB() *gorm.DB { return s.db }
+
+func storageErr(op string, err error) error {
+	return &ginoauth.StorageError{Op: op, Err: err}
+}
+
+// Get implements ginoauth.Storage.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, storageErr("get", err)
+	}
+	if ginoauth.ValidateKey(key) != nil {
+		return nil, ginoauth.ErrNotFound // Set never stores an invalid key
+	}
+	rows, err := s.db.WithContext(ctx).Raw(s.q.get, key, s.d.ts(s.opts.Now())).Rows()
+	if err != nil {
+		return nil, storageErr("get", err)
+	}
+	return scanValue("get", rows)
+}
+
+// Set implements ginoauth.Storage.
+func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return storageErr("set", err)
+	}
+	if err := ginoauth.ValidateKey(key); err != nil {
+		return storageErr("set", err)
+	}
+	if ttl < 0 {
+		return storageErr("set", fmt.Errorf("gormstore: negative ttl %v", ttl))
+	}
+	now := s.opts.Now()
+	var expires any // nil: never expires
+	if ttl > 0 {
+		expires = s.d.ts(now.Add(ttl))
+	}
+	if value == nil {
+		value = []byte{} // drivers bind a nil slice as NULL; the column is NOT NULL
+	}
+	ts := s.d.ts(now)
+	if err := s.db.WithContext(ctx).Exec(s.q.set, key, value, expires, ts, ts).Error; err != nil {
+		return storageErr("set", err)
+	}
+	return nil
+}
+
+// Delete implements ginoauth.Storage.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return storageErr("delete", err)
+	}
+	if ginoauth.ValidateKey(key) != nil {
+		return nil // cannot exist
+	}
+	if err := s.db.WithContext(ctx).Exec(s.q.del, key).Error; err != nil {
+		return storageErr("delete", err)
+	}
+	return nil
+}
+
+// Take implements ginoauth.Taker with one DELETE ... RETURNING statement.
+// An expired entry is not returned (and is left for cleanup).
+func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, storageErr("take", err)
+	}
+	if ginoauth.ValidateKey(key) != nil {
+		return nil, ginoauth.ErrNotFound
+	}
+	rows, err := s.db.WithContext(ctx).Raw(s.q.take, key, s.d.ts(s.opts.Now())).Rows()
+	if err != nil {
+		return nil, storageErr("take", err)
+	}
+	return scanValue("take", rows)
+}
+
+// scanValue reads the single "value" column of at most one row. It drains
+// and closes rows before answering because for a DELETE ... RETURNING the
+// statement only commits when it completes; a failure there must be
+// reported, not hidden behind a value the database did not delete.
+func scanValue(op string, rows *sql.Rows) ([]byte, error) {
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, storageErr(op, err)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, storageErr(op, err)
+		}
+		return nil, ginoauth.ErrNotFound
+	}
+	var v []byte // database/sql copies into a fresh slice the caller owns
+	if err := rows.Scan(&v); err != nil {
+		return nil, storageErr(op, err)
+	}
+	if rows.Next() {
+		return nil, storageErr(op, errors.New("gormstore: more than one row for a key"))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storageErr(op, err)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, storageErr(op, err)
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+// hideParams wraps a gorm logger so that the SQL it prints (on errors or
+// slow queries) keeps its placeholders instead of showing keys and values.
+type hideParams struct{ logger.Interface }
+
+func (h hideParams) LogMode(l logger.LogLevel) logger.Interface {
+	return hideParams{h.Interface.LogMode(l)}
+}
+
+func (hideParams) ParamsFilter(_ context.Context, sql string, _ ...any) (string, []any) {
+	return sql, nil
+}
+
+var _ gorm.ParamsFilter = hideParams{}

@@ -1,0 +1,87 @@
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
+)
+
+func TestSuite(t *testing.T) {
+	storagetest.Run(t, storagetest.Harness{
+		New: func(t *testing.T) ginoauth.Storage { return New() },
+	})
+}
+
+// TestSweep checks that expired entries are dropped from memory by later
+// writes, so a long-running process does not grow without bound.
+func TestSweep(t *testing.T) {
+	ctx := context.Background()
+	s := New()
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	for i := range 100 {
+		if err := s.Set(ctx, fmt.Sprint("old", i), []byte("v"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Set(ctx, "forever", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute)
+	for i := range sweepEvery {
+		if err := s.Set(ctx, "live", []byte(fmt.Sprint(i)), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.Len(); got != 2 {
+		t.Fatalf("Len after a sweep = %d, want 2 (the expired entries removed)", got)
+	}
+	if _, err := s.Get(ctx, "forever"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLockWakesWaiter checks that Unlock hands the lock over at once rather
+// than when the released lease would have lapsed.
+func TestLockWakesWaiter(t *testing.T) {
+	ctx := context.Background()
+	s := New()
+	unlock, err := s.Lock(ctx, "l", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		u, err := s.Lock(ctx, "l", time.Hour)
+		if err == nil {
+			_ = u(ctx)
+		}
+		got <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("waiter not woken by Unlock")
+	}
+}
+
+func TestLockRejectsBadTTL(t *testing.T) {
+	for _, ttl := range []time.Duration{0, -time.Second} {
+		if _, err := New().Lock(context.Background(), "l", ttl); err == nil {
+			t.Errorf("Lock with ttl %v: no error", ttl)
+		}
+	}
+}
+
+var _ ginoauth.Locker = (*Store)(nil)
