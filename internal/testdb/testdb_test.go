@@ -4,8 +4,13 @@ import (
 	"context"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
+
+// Every store testdb hands out is closed at cleanup: nothing leaks.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // closer is what the SQL stores have; a test may close a store early to
 // simulate an outage, and cleanup must still work.
