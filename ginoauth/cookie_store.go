@@ -129,9 +129,9 @@ func (cs *CookieStore) Save(_ *http.Request, w http.ResponseWriter, s *gsessions
 		http.SetCookie(w, gsessions.NewCookie(s.Name(), "", opts))
 		return nil
 	}
-	var expires int64
+	var expires uint64
 	if opts.MaxAge > 0 {
-		expires = cs.now().Add(time.Duration(opts.MaxAge) * time.Second).Unix()
+		expires = unixSeconds(cs.now().Add(time.Duration(opts.MaxAge) * time.Second))
 	}
 	value, err := cs.encode(s.Name(), s.Values, expires)
 	if err != nil {
@@ -144,10 +144,10 @@ func (cs *CookieStore) Save(_ *http.Request, w http.ResponseWriter, s *gsessions
 // encode lays out version | expiry (unix seconds, 0 = none) |
 // (uvarint len, key, uvarint len, value)* and seals it as nonce || ciphertext,
 // base64url without padding.
-func (cs *CookieStore) encode(name string, values map[any]any, expires int64) (string, error) {
+func (cs *CookieStore) encode(name string, values map[any]any, expires uint64) (string, error) {
 	plain := make([]byte, 0, 64)
 	plain = append(plain, cookieFormatVersion)
-	plain = binary.BigEndian.AppendUint64(plain, uint64(expires))
+	plain = binary.BigEndian.AppendUint64(plain, expires)
 	for k, v := range values {
 		ks, ok1 := k.(string)
 		vs, ok2 := v.(string)
@@ -191,10 +191,10 @@ func (cs *CookieStore) decode(name, value string, into map[any]any) error {
 			break
 		}
 	}
-	if plain == nil || len(plain) < 9 || plain[0] != cookieFormatVersion {
+	if len(plain) < 9 || plain[0] != cookieFormatVersion {
 		return ErrCookieInvalid
 	}
-	if expires := int64(binary.BigEndian.Uint64(plain[1:9])); expires != 0 && cs.now().Unix() >= expires {
+	if expires := binary.BigEndian.Uint64(plain[1:9]); expires != 0 && unixSeconds(cs.now()) >= expires {
 		return ErrCookieExpired
 	}
 	rest := plain[9:]
@@ -217,9 +217,17 @@ func (cs *CookieStore) decode(name, value string, into map[any]any) error {
 // readChunk reads one uvarint-prefixed string; n <= 0 means malformed.
 func readChunk(b []byte) (string, int) {
 	l, n := binary.Uvarint(b)
-	if n <= 0 || l > uint64(len(b)-n) {
+	if n <= 0 {
 		return "", 0
 	}
-	end := n + int(l)
-	return string(b[n:end]), end
+	rest := b[n:]
+	if l > uint64(len(rest)) { //nolint:gosec // a length is never negative
+		return "", 0
+	}
+	return string(rest[:l]), n + int(l) //nolint:gosec // l <= len(rest), so it fits an int
+}
+
+// unixSeconds is t as non-negative Unix seconds (times before 1970 are 0).
+func unixSeconds(t time.Time) uint64 {
+	return uint64(max(t.Unix(), 0)) //nolint:gosec // clamped to non-negative
 }

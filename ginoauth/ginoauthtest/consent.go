@@ -176,7 +176,7 @@ func (s *Server) handleAuthorizePage(w http.ResponseWriter, r *http.Request) {
 				s.renderError(w, cerr.status, cerr.msg)
 				return
 			}
-			http.Redirect(w, r, redirect, http.StatusSeeOther)
+			http.Redirect(w, r, redirect, http.StatusSeeOther) //nolint:gosec // redirect is the client's registered redirect_uri, checked at PAR
 			return
 		}
 	}
@@ -262,7 +262,7 @@ func (s *Server) handleAuthorizeDecision(w http.ResponseWriter, r *http.Request)
 		s.renderError(w, cerr.status, cerr.msg)
 		return
 	}
-	http.Redirect(w, r, redirect, http.StatusSeeOther)
+	http.Redirect(w, r, redirect, http.StatusSeeOther) //nolint:gosec // redirect is the client's registered redirect_uri, checked at PAR
 }
 
 func setPageHeaders(w http.ResponseWriter) {

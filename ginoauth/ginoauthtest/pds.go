@@ -139,7 +139,8 @@ func (s *Server) handleXRPC(w http.ResponseWriter, r *http.Request) {
 		xrpcError(w, http.StatusNotImplemented, "MethodNotImplemented", "Method not implemented by ginoauthtest: "+nsid)
 		return
 	}
-	if r.Method != ep.method && !(ep.method == http.MethodGet && r.Method == http.MethodHead) {
+	headOfGet := ep.method == http.MethodGet && r.Method == http.MethodHead
+	if r.Method != ep.method && !headOfGet {
 		w.Header().Set("Allow", ep.method)
 		xrpcError(w, http.StatusMethodNotAllowed, "InvalidRequest", nsid+" requires HTTP "+ep.method)
 		return

@@ -1,6 +1,7 @@
 package ginoauthtest
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -248,9 +249,10 @@ func (s *Server) Start() {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	l, err := net.Listen("tcp", addr)
+	var lc net.ListenConfig
+	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil && s.addr == "" {
-		l, err = net.Listen("tcp6", "[::1]:0")
+		l, err = lc.Listen(context.Background(), "tcp6", "[::1]:0")
 	}
 	if err != nil {
 		panic(fmt.Sprintf("ginoauthtest: failed to listen on %s: %v", addr, err))

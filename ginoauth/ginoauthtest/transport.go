@@ -57,7 +57,7 @@ func (t *routingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	target, err := t.s.routeFor(req.URL)
 	if err != nil {
 		if req.Body != nil {
-			req.Body.Close()
+			_ = req.Body.Close()
 		}
 		return nil, err
 	}

@@ -115,7 +115,7 @@ func FromEnv() (*Env, error) {
 		if file == "" {
 			file = DefaultEnvFile()
 		}
-		f, err := os.Open(file)
+		f, err := os.Open(file) //nolint:gosec // the path is the test operator's own env file
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%w: no env file at %s; start it with: %s", ErrNotRunning, file, StartHint)
 		}

@@ -44,7 +44,7 @@ func (t *loopbackTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	host := strings.ToLower(req.URL.Host)
 	if req.URL.Scheme != "https" || (host != t.hostname && host != t.hostname+":443") {
 		if req.Body != nil {
-			req.Body.Close()
+			_ = req.Body.Close()
 		}
 		return nil, fmt.Errorf("refpds: refusing %s %s://%s: only https://%s is served (by the reference PDS on %s)",
 			req.Method, req.URL.Scheme, req.URL.Host, t.hostname, t.addr)
