@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -236,5 +237,24 @@ func TestConfigErrorsStopTheApp(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), "configuration: ") {
 			t.Errorf("%s: want a configuration error, got %v", name, err)
 		}
+	}
+}
+
+// An app listening only on the IPv6 loopback address logs in there too.
+func TestIPv6Loopback(t *testing.T) {
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		ln.Close()
+	}
+	env := offlineEnv(t)
+	env["ADDR"] = "[::1]:0"
+	base, _ := startApp(t, env)
+	if !strings.HasPrefix(base, "http://[::1]:") {
+		t.Fatalf("banner URL %s", base)
+	}
+	b := demotest.NewBrowser(t, base)
+	if p := b.Login("alice.test", true); !p.Contains("@alice.test") {
+		t.Fatalf("login on [::1]: %d %.500s", p.Status, p.Body)
 	}
 }

@@ -232,20 +232,23 @@ func (cfg Config) Logger(w io.Writer) *slog.Logger {
 
 // BaseURL is the app's public origin for a server listening on addr: the
 // PUBLIC_URL, or else http://127.0.0.1:<port>. A localhost development client
-// must use 127.0.0.1 (not "localhost") in its redirect URI, and the cookie is
-// only sent back to the exact host the browser used, so the app is opened on
-// 127.0.0.1 too.
+// must use a loopback IP, 127.0.0.1 (or [::1] for a server that listens only
+// there), never "localhost", in its redirect URI; and the cookie is only sent
+// back to the exact host the browser used, so the app is opened there too.
 func (cfg Config) BaseURL(addr net.Addr) string {
 	if cfg.PublicURL != "" {
 		return cfg.PublicURL
 	}
-	port := "8080"
+	host, port := "127.0.0.1", "8080"
 	if ta, ok := addr.(*net.TCPAddr); ok {
 		port = strconv.Itoa(ta.Port)
+		if ta.IP.To4() == nil && ta.IP.IsLoopback() {
+			host = "[::1]"
+		}
 	} else if _, p, err := net.SplitHostPort(addr.String()); err == nil {
 		port = p
 	}
-	return "http://127.0.0.1:" + port
+	return "http://" + host + ":" + port
 }
 
 // WarnIfGeneratedSecret prints a loud warning to w when the cookie secret was

@@ -84,6 +84,28 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 }
 
+func TestBaseURL(t *testing.T) {
+	cfg := demoapp.Config{}
+	for addr, want := range map[string]string{
+		"127.0.0.1:8080": "http://127.0.0.1:8080",
+		"0.0.0.0:9000":   "http://127.0.0.1:9000",
+		"[::]:9001":      "http://127.0.0.1:9001",
+		"[::1]:9002":     "http://[::1]:9002",
+	} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.BaseURL(a); got != want {
+			t.Errorf("BaseURL(%s) = %s, want %s", addr, got, want)
+		}
+	}
+	cfg.PublicURL = "https://myapp.example"
+	if got := cfg.BaseURL(&net.TCPAddr{Port: 8080}); got != cfg.PublicURL {
+		t.Errorf("with PUBLIC_URL: %s", got)
+	}
+}
+
 func TestLoadConfigRefusesAReadableSecretFile(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "cookie-secret"), []byte(strings.Repeat("x", 64)), 0o644); err != nil {
