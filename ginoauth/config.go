@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/gin-gonic/gin"
 )
 
 // Config configures a Manager. OAuthClient, Storage, CookieSecret and BaseURL
@@ -48,6 +50,13 @@ type Config struct {
 
 	// Routes are the paths Mount registers the prebuilt handlers on.
 	Routes Routes
+
+	// ErrorHandler, if set, writes the error responses of the prebuilt
+	// handlers and the middleware, e.g. as HTML pages for form posts. The
+	// response's Message is safe to show; Err is for logs only (it has
+	// already been logged). Default: JSON {"error": Message, "code": Code},
+	// and a small HTML page for browsers at the callback.
+	ErrorHandler func(c *gin.Context, e ErrorResponse)
 
 	// Now is the Manager's clock, for session expiry and cookie expiry.
 	// Default time.Now; tests set it to move time forward.

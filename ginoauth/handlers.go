@@ -63,12 +63,13 @@ func (m *Manager) LoginHandler() gin.HandlerFunc {
 
 // CallbackHandler completes a login and redirects (302) to the return path.
 // Failures get 400 (502 when the authorization server is unreachable, 503
-// when storage is): a small HTML page for browsers, JSON otherwise.
+// when storage is): through Config.ErrorHandler when set, else a small HTML
+// page for browsers and JSON otherwise.
 func (m *Manager) CallbackHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		res, err := m.HandleCallback(c)
 		if err != nil {
-			if wantsHTML(c) {
+			if m.cfg.ErrorHandler == nil && wantsHTML(c) {
 				m.renderCallbackError(c, err)
 				return
 			}
@@ -155,7 +156,7 @@ a{color:#2563eb}</style></head>
 func (m *Manager) renderCallbackError(c *gin.Context, err error) {
 	r := m.replyFor(c, err)
 	c.Header("Content-Type", "text/html; charset=utf-8")
-	c.Status(r.status)
-	_ = callbackErrorPage.Execute(c.Writer, r.msg)
+	c.Status(r.Status)
+	_ = callbackErrorPage.Execute(c.Writer, r.Message)
 	c.Abort()
 }

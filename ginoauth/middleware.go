@@ -46,16 +46,19 @@ func RequireAuth() gin.HandlerFunc {
 // httpStatuser is implemented by every error type of this package.
 type httpStatuser interface{ HTTPStatus() int }
 
-// errorReply is what a failed request is answered with.
-type errorReply struct {
-	status    int
-	code, msg string
+// ErrorResponse describes how a failed request is answered, for
+// Config.ErrorHandler.
+type ErrorResponse struct {
+	Status  int    // HTTP status: 400, 401, 502, 503 or 500
+	Code    string // machine-readable code, e.g. "invalid_handle", "storage_unavailable"
+	Message string // a short sentence that is safe to show to the user
+	Err     error  // the cause, for logs only; never show it
 }
 
 // replyFor maps err to a status and a safe message, and logs the cause.
 // Internal detail never reaches the response.
-func (m *Manager) replyFor(c *gin.Context, err error) errorReply {
-	r := errorReply{http.StatusInternalServerError, "internal_error", "something went wrong"}
+func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
+	r := ErrorResponse{Status: http.StatusInternalServerError, Code: "internal_error", Message: "something went wrong", Err: err}
 	var (
 		fe *OAuthFlowError
 		se *SessionError
@@ -64,32 +67,38 @@ func (m *Manager) replyFor(c *gin.Context, err error) errorReply {
 	)
 	switch {
 	case errors.As(err, &st):
-		r.code, r.msg = "storage_unavailable", "the session store is unavailable; please try again shortly"
+		r.Code, r.Message = "storage_unavailable", "the session store is unavailable; please try again shortly"
 	case errors.As(err, &fe):
-		r.code, r.msg = fe.Code, fe.Message
+		r.Code, r.Message = fe.Code, fe.Message
 	case errors.As(err, &me):
-		r.code, r.msg = me.Code, me.Message
+		r.Code, r.Message = me.Code, me.Message
 	case errors.As(err, &se):
-		r.code, r.msg = se.Code, "login required"
+		r.Code, r.Message = se.Code, "login required"
 	}
 	var hs httpStatuser
 	if errors.As(err, &hs) {
-		r.status = hs.HTTPStatus()
+		r.Status = hs.HTTPStatus()
 	}
 	level := m.log.Warn
-	if r.status >= 500 {
+	if r.Status >= 500 {
 		level = m.log.Error
 	}
-	level("request failed", "path", c.FullPath(), "status", r.status, "code", r.code, "err", err)
+	level("request failed", "path", c.FullPath(), "status", r.Status, "code", r.Code, "err", err)
 	c.Header("Cache-Control", "no-store")
-	if r.status == http.StatusServiceUnavailable {
+	if r.Status == http.StatusServiceUnavailable {
 		c.Header("Retry-After", "5")
 	}
 	return r
 }
 
-// abortWithError answers err as JSON {"error": safe message, "code": code}.
+// abortWithError answers err through Config.ErrorHandler, or as JSON
+// {"error": safe message, "code": code}.
 func (m *Manager) abortWithError(c *gin.Context, err error) {
 	r := m.replyFor(c, err)
-	c.AbortWithStatusJSON(r.status, gin.H{"error": r.msg, "code": r.code})
+	if m.cfg.ErrorHandler != nil {
+		m.cfg.ErrorHandler(c, r)
+		c.Abort()
+		return
+	}
+	c.AbortWithStatusJSON(r.Status, gin.H{"error": r.Message, "code": r.Code})
 }

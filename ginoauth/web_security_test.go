@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"html"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gin-gonic/gin"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
@@ -378,5 +381,30 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	if strings.Contains(ours.String(), who["oauthSessionID"].(string)) {
 		t.Error("the Manager's logs contain the raw OAuth session id")
+	}
+}
+
+// Config.ErrorHandler decides how failures look (here: HTML for form posts),
+// with the safe message and the status the library chose.
+func TestErrorHandlerRendersFailures(t *testing.T) {
+	var seen []ginoauth.ErrorResponse
+	a := newTestApp(t, nil, func(c *ginoauth.Config) {
+		c.ErrorHandler = func(c *gin.Context, e ginoauth.ErrorResponse) {
+			seen = append(seen, e)
+			c.Data(e.Status, "text/html; charset=utf-8", []byte("<p>"+html.EscapeString(e.Message)+"</p>"))
+		}
+	})
+	b := a.NewBrowser()
+	r := b.PostForm("/login", url.Values{"handle": {"not a handle"}})
+	if r.Status != http.StatusBadRequest || !strings.HasPrefix(string(r.Body), "<p>that is not a valid handle") {
+		t.Fatalf("want the app's HTML error page, got %d %s", r.Status, r.Body)
+	}
+	b.Login("alice.test", "")
+	a.Store.Down.Store(true)
+	if r := b.Get("/dashboard"); r.Status != http.StatusServiceUnavailable || !strings.HasPrefix(string(r.Body), "<p>") {
+		t.Fatalf("middleware failures must go through the ErrorHandler too: %d %s", r.Status, r.Body)
+	}
+	if len(seen) != 2 || seen[0].Code != ginoauth.FlowInvalidHandle || seen[1].Code != "storage_unavailable" || seen[1].Err == nil {
+		t.Fatalf("unexpected error responses: %+v", seen)
 	}
 }
