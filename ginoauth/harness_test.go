@@ -19,26 +19,39 @@ type testApp struct {
 	bob   ginoauthtest.Account
 }
 
+// newTestApp starts an authorization server with the accounts alice.test and
+// bob.test, and an app using it.
 func newTestApp(t *testing.T, storage ginoauth.Storage, configure ...func(*ginoauth.Config)) *testApp {
 	t.Helper()
 	as := ginoauthtest.New(t)
-	a := &testApp{
-		as:    as,
-		alice: as.CreateAccount("alice.test", ginoauthtest.WithDisplayName("Alice")),
-		bob:   as.CreateAccount("bob.test"),
-	}
-	a.App = apptest.New(t, apptest.Options{
-		Storage:    storage,
+	as.CreateAccount("alice.test", ginoauthtest.WithDisplayName("Alice"))
+	as.CreateAccount("bob.test")
+	return startApp(t, as, func(o *apptest.Options) {
+		o.Storage = storage
+		o.Configure = func(c *ginoauth.Config) {
+			for _, f := range configure {
+				f(c)
+			}
+		}
+	})
+}
+
+// startApp starts one more app (an instance) on the authorization server as.
+func startApp(t *testing.T, as *ginoauthtest.Server, modify func(*apptest.Options)) *testApp {
+	t.Helper()
+	a := &testApp{as: as}
+	a.alice, _ = as.Account("alice.test")
+	a.bob, _ = as.Account("bob.test")
+	opts := apptest.Options{
 		HTTPClient: as.HTTPClient(),
 		Directory:  as.Directory(),
 		Consent: func(ctx context.Context, authURL, handle string) (string, error) {
 			return as.Consent(ctx, authURL, handle, true)
 		},
-		Configure: func(c *ginoauth.Config) {
-			for _, f := range configure {
-				f(c)
-			}
-		},
-	})
+	}
+	if modify != nil {
+		modify(&opts)
+	}
+	a.App = apptest.New(t, opts)
 	return a
 }

@@ -59,6 +59,7 @@ type Options struct {
 type Client struct {
 	app      *oauth.ClientApp
 	store    *AuthStore
+	locks    localLocks // refresh locks when the Storage has no Locker
 	browser  func(string) string
 	metadata func(*oauth.ClientMetadata)
 	log      *slog.Logger
@@ -182,7 +183,16 @@ func (c *Client) Resume(ctx context.Context, did, sessionID string) (ginoauth.OA
 	if err != nil {
 		return nil, ginoauth.ErrNotFound
 	}
-	cs, err := c.app.ResumeSession(ctx, d, sessionID)
+	cs, err := c.resume(ctx, d, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	return &Session{c: c, did: d, id: sessionID, cs: cs}, nil
+}
+
+// resume loads the stored session into a fresh indigo ClientSession.
+func (c *Client) resume(ctx context.Context, did syntax.DID, sessionID string) (*oauth.ClientSession, error) {
+	cs, err := c.app.ResumeSession(ctx, did, sessionID)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +203,7 @@ func (c *Client) Resume(ctx context.Context, did, sessionID string) (ginoauth.OA
 			c.log.Warn("saving updated OAuth session failed", "did", data.AccountDID, "session", shortHash(data.SessionID), "err", err)
 		}
 	}
-	return &Session{cs: cs, client: c.app.Client}, nil
+	return cs, nil
 }
 
 // Revoke implements ginoauth.OAuthClient: it revokes the access and refresh

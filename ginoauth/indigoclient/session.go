@@ -2,47 +2,274 @@ package indigoclient
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atclient"
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
 )
+
+// refreshLockTTL bounds one refresh (a token request and a storage write):
+// a crashed holder blocks others for at most this long.
+const refreshLockTTL = 30 * time.Second
 
 // Session is a ready OAuth session (a ginoauth.OAuthSession) backed by an
 // indigo oauth.ClientSession.
+//
+// Token refresh is coordinated across requests and app instances, because a
+// refresh token is single use and the reference PDS kills the whole session
+// when a spent one comes back ("Refresh token replayed"). When the PDS says
+// the access token is invalid, Session takes a lock named after the session
+// (the Storage's ginoauth.Locker, so it holds across every instance sharing
+// the storage; a process-local lock otherwise), re-reads the stored session,
+// and refreshes only if nobody else has rotated the tokens meanwhile; the
+// new tokens are saved before the lock is released. So N concurrent requests
+// on M instances make exactly one refresh grant.
+//
+// A refresh the server refuses for good (invalid_grant: revoked, expired or
+// replayed) deletes the stored session and returns a *ginoauth.SessionError
+// with code SessionOAuthGone; the Manager then ends the login. A network
+// failure returns an error and logs nobody out.
 type Session struct {
-	cs     *oauth.ClientSession
-	client *http.Client
+	c   *Client
+	did syntax.DID
+	id  string
+
+	mu sync.Mutex // guards cs, which a refresh replaces
+	cs *oauth.ClientSession
+}
+
+func (s *Session) current() *oauth.ClientSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cs
 }
 
 // DID implements ginoauth.OAuthSession.
-func (s *Session) DID() string { return s.cs.Data.AccountDID.String() }
+func (s *Session) DID() string { return s.did.String() }
 
 // HostURL implements ginoauth.OAuthSession.
-func (s *Session) HostURL() string { return s.cs.Data.HostURL }
+func (s *Session) HostURL() string { return s.current().Data.HostURL }
 
 // Scopes implements ginoauth.OAuthSession.
-func (s *Session) Scopes() []string { return slices.Clone(s.cs.Data.Scopes) }
+func (s *Session) Scopes() []string { return slices.Clone(s.current().Data.Scopes) }
 
-// Do implements ginoauth.OAuthSession with indigo's DoWithAuth: DPoP proof
-// per request, nonce updates, and one token refresh on invalid_token.
+// Do implements ginoauth.OAuthSession: it sends req with the access token
+// and a DPoP proof, answers one DPoP nonce challenge, and refreshes the
+// tokens (coordinated, see Session) once when the PDS reports invalid_token.
 func (s *Session) Do(req *http.Request) (*http.Response, error) {
-	nsid, _ := syntax.ParseNSID(strings.TrimPrefix(req.URL.Path, "/xrpc/"))
-	return s.cs.DoWithAuth(s.client, req, nsid)
+	return s.doWithAuth(s.c.app.Client, req)
+}
+
+// DoWithAuth implements indigo's atclient.AuthMethod, so that APIClient's
+// calls get the same coordinated refresh.
+func (s *Session) DoWithAuth(c *http.Client, req *http.Request, _ syntax.NSID) (*http.Response, error) {
+	return s.doWithAuth(c, req)
+}
+
+func (s *Session) doWithAuth(hc *http.Client, req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	htu := dpopURL(req.URL)
+	nonceRetried, refreshed := false, false
+	for {
+		cs := s.current()
+		access, nonce := cs.GetHostAccessData()
+		proof, err := cs.NewHostDPoP(req.Method, htu)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "DPoP "+access)
+		req.Header.Set("DPoP", proof)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		challenge := resp.Header.Get("WWW-Authenticate")
+		if resp.StatusCode != http.StatusUnauthorized || challenge == "" {
+			return resp, nil
+		}
+		switch newNonce := resp.Header.Get("DPoP-Nonce"); {
+		case strings.Contains(challenge, `error="use_dpop_nonce"`) && newNonce != "" && newNonce != nonce && !nonceRetried:
+			nonceRetried = true
+			cs.UpdateHostDPoPNonce(ctx, newNonce)
+		case strings.Contains(challenge, `error="invalid_token"`) && !refreshed:
+			refreshed = true
+			drain(resp)
+			if err := s.refresh(ctx, access); err != nil {
+				return nil, err
+			}
+			if req, err = rewind(req); err != nil {
+				return nil, err
+			}
+			continue
+		default:
+			return resp, nil // some other auth failure: the caller sees it
+		}
+		drain(resp)
+		if req, err = rewind(req); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// RefreshTokens forces a (coordinated) token refresh now, as if the PDS had
+// just rejected the current access token.
+func (s *Session) RefreshTokens(ctx context.Context) error {
+	access, _ := s.current().GetHostAccessData()
+	return s.refresh(ctx, access)
+}
+
+// refresh replaces the access token that the PDS rejected, unless another
+// request or instance already did.
+func (s *Session) refresh(ctx context.Context, rejected string) error {
+	unlock, err := s.c.lock(ctx, refreshLockName(s.did, s.id))
+	if err != nil {
+		return fmt.Errorf("indigoclient: waiting for the refresh lock: %w", err)
+	}
+	defer func() {
+		// Release even if the request was cancelled meanwhile.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = unlock(uctx)
+	}()
+
+	fresh, err := s.c.resume(ctx, s.did, s.id) // the stored session, as of now
+	if errors.Is(err, ginoauth.ErrNotFound) {
+		return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
+	}
+	if err != nil {
+		return err
+	}
+	if access, _ := fresh.GetHostAccessData(); access != rejected {
+		s.swap(fresh) // someone else refreshed: use their tokens
+		return nil
+	}
+	if _, err := fresh.RefreshTokens(ctx); err != nil {
+		if isTerminalRefreshError(err) {
+			s.c.log.Info("OAuth session ended by the authorization server", "did", s.did, "session", shortHash(s.id), "err", err)
+			if derr := s.c.store.DeleteSession(ctx, s.did, s.id); derr != nil {
+				return derr
+			}
+			return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
+		}
+		return fmt.Errorf("indigoclient: token refresh: %w", err)
+	}
+	// indigo saved the rotated tokens through PersistSessionCallback, which
+	// cannot report failure; check, because losing them would make the next
+	// refresh a replay.
+	access, _ := fresh.GetHostAccessData()
+	saved, err := s.c.store.GetSession(ctx, s.did, s.id)
+	if err != nil {
+		return err
+	}
+	if saved.AccessToken != access {
+		return &ginoauth.StorageError{Op: "set", Err: errors.New("rotated tokens were not saved")}
+	}
+	s.swap(fresh)
+	return nil
+}
+
+func (s *Session) swap(cs *oauth.ClientSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cs = cs
+}
+
+// isTerminalRefreshError reports whether the token endpoint refused the
+// refresh token itself. indigo reports the OAuth error code only as text.
+func isTerminalRefreshError(err error) bool {
+	return strings.Contains(err.Error(), "invalid_grant")
+}
+
+func refreshLockName(did syntax.DID, sessionID string) string {
+	sum := sha256.Sum256([]byte(did.String() + " " + sessionID))
+	return "oauth-refresh:" + hex.EncodeToString(sum[:16])
+}
+
+// lock takes the named refresh lock through the Storage's Locker, or a
+// process-local one when the Storage has none.
+func (c *Client) lock(ctx context.Context, name string) (ginoauth.Unlock, error) {
+	if l, ok := c.store.storage.(ginoauth.Locker); ok {
+		return l.Lock(ctx, name, refreshLockTTL)
+	}
+	return c.locks.lock(ctx, name)
+}
+
+// localLocks are per-name mutexes that honour ctx.
+type localLocks struct {
+	mu    sync.Mutex
+	chans map[string]chan struct{}
+}
+
+func (l *localLocks) lock(ctx context.Context, name string) (ginoauth.Unlock, error) {
+	l.mu.Lock()
+	if l.chans == nil {
+		l.chans = make(map[string]chan struct{})
+	}
+	ch, ok := l.chans[name]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		l.chans[name] = ch
+	}
+	l.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func(context.Context) error { <-ch; return nil }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// dpopURL is the request URL without query and fragment, as DPoP's htu.
+func dpopURL(u *url.URL) string {
+	c := *u
+	c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = "", false, "", ""
+	return c.String()
+}
+
+// rewind returns a copy of req whose body can be sent again.
+func rewind(req *http.Request) (*http.Request, error) {
+	retry := req.Clone(req.Context())
+	if req.Body != nil && req.Body != http.NoBody {
+		if req.GetBody == nil {
+			return nil, errors.New("indigoclient: cannot retry a request whose body cannot be re-read")
+		}
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		retry.Body = body
+	}
+	return retry, nil
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
 }
 
 // APIClient returns indigo's XRPC client for this session, for typed calls
-// such as c.Post(ctx, "com.atproto.repo.createRecord", body, &out).
-func (s *Session) APIClient() *atclient.APIClient { return s.cs.APIClient() }
-
-// RefreshTokens forces a token refresh now and stores the rotated tokens.
-func (s *Session) RefreshTokens(ctx context.Context) error {
-	_, err := s.cs.RefreshTokens(ctx)
-	return err
+// such as c.Post(ctx, "com.atproto.repo.createRecord", body, &out). Its
+// requests go through this Session, with the same coordinated refresh.
+func (s *Session) APIClient() *atclient.APIClient {
+	cs := s.current()
+	api := cs.APIClient()
+	api.Auth = s
+	return api
 }
 
-// ClientSession returns the underlying indigo session.
-func (s *Session) ClientSession() *oauth.ClientSession { return s.cs }
+// ClientSession returns the underlying indigo session as of now (a refresh
+// replaces it).
+func (s *Session) ClientSession() *oauth.ClientSession { return s.current() }

@@ -45,6 +45,10 @@ type Options struct {
 	// app redirected to, it returns the URL the server sends the browser
 	// back to (the callback with code, state and iss).
 	Consent func(ctx context.Context, authorizeURL, handle string) (string, error)
+	// ClientConfig, if set, is used instead of a new localhost client for
+	// this app's address: several instances of one app share it, as they
+	// share one public URL behind a load balancer.
+	ClientConfig *oauth.ClientConfig
 	// Configure may change the Manager's Config before New is called.
 	Configure func(*ginoauth.Config)
 }
@@ -82,6 +86,9 @@ func New(t testing.TB, opts Options) *App {
 	}
 	base := "http://" + ln.Addr().String()
 	oc := oauth.NewLocalhostConfig(base+"/oauth/callback", Scopes)
+	if opts.ClientConfig != nil {
+		oc = *opts.ClientConfig
+	}
 	a.OAuthConfig = &oc
 	a.Client = &ObservedClient{Client: indigoclient.New(oc, a.Store, indigoclient.Options{HTTPClient: opts.HTTPClient, Directory: opts.Directory})}
 
@@ -166,21 +173,27 @@ func (a *App) withSession(fn func(*gin.Context, ginoauth.OAuthSession) (any, err
 	return func(c *gin.Context) {
 		sess, err := a.Manager.OAuthSession(c)
 		if err != nil {
-			status := http.StatusInternalServerError
-			var hs interface{ HTTPStatus() int }
-			if errors.As(err, &hs) {
-				status = hs.HTTPStatus()
-			}
-			c.JSON(status, gin.H{"error": err.Error()})
+			c.JSON(statusOf(err, http.StatusInternalServerError), gin.H{"error": err.Error()})
 			return
 		}
 		out, err := fn(c, sess)
 		if err != nil {
-			c.JSON(http.StatusBadGateway, gin.H{"error": err.Error()})
+			// A PDS call fails with the library's typed errors (a login
+			// that ended: 401) or with anything else from the network (502).
+			c.JSON(statusOf(err, http.StatusBadGateway), gin.H{"error": err.Error()})
 			return
 		}
 		c.JSON(http.StatusOK, out)
 	}
+}
+
+// statusOf is the HTTP status of the library's typed errors, or def.
+func statusOf(err error, def int) int {
+	var hs interface{ HTTPStatus() int }
+	if errors.As(err, &hs) {
+		return hs.HTTPStatus()
+	}
+	return def
 }
 
 // Browser is one user agent: its own cookie jar; redirects are not followed
@@ -376,4 +389,12 @@ func (f *FaultyStorage) Take(ctx context.Context, k string) ([]byte, error) {
 		return nil, ErrDown
 	}
 	return f.Storage.(ginoauth.Taker).Take(ctx, k)
+}
+
+// Lock implements ginoauth.Locker; the wrapped Storage must have it.
+func (f *FaultyStorage) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
+	if f.Down.Load() {
+		return nil, ErrDown
+	}
+	return f.Storage.(ginoauth.Locker).Lock(ctx, name, ttl)
 }

@@ -34,11 +34,50 @@ const PostgresEnv = "GINOAUTH_TEST_POSTGRES_DSN"
 type Backend struct {
 	Name string                              // "memory", "sqlite" or "postgres"
 	New  func(t testing.TB) ginoauth.Storage // a fresh, empty store
+	// Pair returns two independent handles (connection pools) on one fresh,
+	// empty store, as two app instances sharing a database have. For
+	// memory, both are the same store: memory is not shared across
+	// processes.
+	Pair func(t testing.TB) (ginoauth.Storage, ginoauth.Storage)
 }
 
 // All returns the memory, SQLite and Postgres backends, in that order.
 func All() []Backend {
-	return []Backend{{"memory", Memory}, {"sqlite", SQLite}, {"postgres", Postgres}}
+	return []Backend{
+		{"memory", Memory, func(t testing.TB) (ginoauth.Storage, ginoauth.Storage) { s := Memory(t); return s, s }},
+		{"sqlite", SQLite, SQLitePair},
+		{"postgres", Postgres, PostgresPair},
+	}
+}
+
+// SQLitePair opens one new SQLite file twice.
+func SQLitePair(t testing.TB) (ginoauth.Storage, ginoauth.Storage) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "shared.db")
+	var out [2]ginoauth.Storage
+	for i := range out {
+		s, err := sqlitestore.Open(path, sqlitestore.Options{})
+		if err != nil {
+			t.Fatalf("testdb: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		out[i] = s
+	}
+	return out[0], out[1]
+}
+
+// PostgresPair returns a fresh Postgres store and a second pool on its
+// tables. It skips t when PostgresEnv is unset.
+func PostgresPair(t testing.TB) (ginoauth.Storage, ginoauth.Storage) {
+	t.Helper()
+	table := randomTable()
+	first := postgresTable(t, table)
+	second, err := postgresstore.Open(PostgresDSN(t), postgresstore.Options{Table: table, SkipMigration: true})
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	t.Cleanup(func() { _ = second.Close() })
+	return first, second
 }
 
 // Memory returns a new in-memory store.
@@ -69,10 +108,18 @@ func PostgresDSN(t testing.TB) string {
 // dropped and closed at cleanup. It skips t when PostgresEnv is unset.
 func Postgres(t testing.TB) ginoauth.Storage {
 	t.Helper()
-	dsn := PostgresDSN(t)
+	return postgresTable(t, randomTable())
+}
+
+func randomTable() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	table := "testdb_" + hex.EncodeToString(b[:])
+	return "testdb_" + hex.EncodeToString(b[:])
+}
+
+func postgresTable(t testing.TB, table string) ginoauth.Storage {
+	t.Helper()
+	dsn := PostgresDSN(t)
 	s, err := postgresstore.Open(dsn, postgresstore.Options{Table: table})
 	if err != nil {
 		t.Fatalf("testdb: %v", err)
