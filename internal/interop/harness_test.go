@@ -12,9 +12,9 @@ import (
 
 // newApp starts the test app with its OAuth client pointed at the reference
 // PDS; the user's sign-in and consent go through the PDS's own login API.
-func newApp(t *testing.T, env *refpds.Env, storage ginoauth.Storage) *apptest.App {
+func newApp(t *testing.T, env *refpds.Env, storage ginoauth.Storage, modify ...func(*apptest.Options)) *apptest.App {
 	t.Helper()
-	return apptest.New(t, apptest.Options{
+	opts := apptest.Options{
 		Storage:    storage,
 		HTTPClient: env.HTTPClient(),
 		Directory:  env.Directory(),
@@ -25,7 +25,11 @@ func newApp(t *testing.T, env *refpds.Env, storage ginoauth.Storage) *apptest.Ap
 			}
 			return env.SignInAndConsent(ctx, authURL, handle, acct.Password)
 		},
-	})
+	}
+	for _, m := range modify {
+		m(&opts)
+	}
+	return apptest.New(t, opts)
 }
 
 // storages are the backends the interop flows run on (Postgres only when
