@@ -21,7 +21,7 @@ type testApp struct {
 
 // newTestApp starts an authorization server with the accounts alice.test and
 // bob.test, and an app using it.
-func newTestApp(t *testing.T, storage ginoauth.Storage, configure ...func(*ginoauth.Config)) *testApp {
+func newTestApp(t testing.TB, storage ginoauth.Storage, configure ...func(*ginoauth.Config)) *testApp {
 	t.Helper()
 	as := ginoauthtest.New(t)
 	as.CreateAccount("alice.test", ginoauthtest.WithDisplayName("Alice"))
@@ -37,7 +37,7 @@ func newTestApp(t *testing.T, storage ginoauth.Storage, configure ...func(*ginoa
 }
 
 // startApp starts one more app (an instance) on the authorization server as.
-func startApp(t *testing.T, as *ginoauthtest.Server, modify func(*apptest.Options)) *testApp {
+func startApp(t testing.TB, as *ginoauthtest.Server, modify func(*apptest.Options)) *testApp {
 	t.Helper()
 	a := &testApp{as: as}
 	a.alice, _ = as.Account("alice.test")
