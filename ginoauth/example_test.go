@@ -151,7 +151,7 @@ func ExampleXRPCQuery() {
 		var out struct {
 			Handle string `json:"handle"`
 		}
-		if err := ginoauth.XRPCQuery(c, sess, "com.atproto.server.getSession", url.Values{}, &out); err != nil {
+		if err := ginoauth.XRPCQuery(c.Request.Context(), sess, "com.atproto.server.getSession", url.Values{}, &out); err != nil {
 			c.JSON(http.StatusBadGateway, gin.H{"error": "PDS call failed"})
 			return
 		}

@@ -53,8 +53,12 @@ func (e *XRPCError) Error() string {
 const maxXRPCResponse = 16 << 20
 
 // XRPCQuery calls the XRPC query (GET) nsid on the session's PDS with params
-// and decodes the JSON answer into out (which may be nil).
+// and decodes the JSON answer into out (which may be nil). Pass
+// c.Request.Context() from a handler (a *gin.Context is accepted too and
+// replaced by its request's context: gin reuses its contexts after the
+// handler returns, while the HTTP client may still look at ctx).
 func XRPCQuery(ctx context.Context, sess OAuthSession, nsid string, params url.Values, out any) error {
+	ctx = requestContext(ctx)
 	u := strings.TrimRight(sess.HostURL(), "/") + "/xrpc/" + nsid
 	if len(params) > 0 {
 		u += "?" + params.Encode()
@@ -68,7 +72,9 @@ func XRPCQuery(ctx context.Context, sess OAuthSession, nsid string, params url.V
 
 // XRPCProcedure calls the XRPC procedure (POST) nsid on the session's PDS
 // with in as its JSON body and decodes the JSON answer into out (may be nil).
+// ctx is treated as in XRPCQuery.
 func XRPCProcedure(ctx context.Context, sess OAuthSession, nsid string, in, out any) error {
+	ctx = requestContext(ctx)
 	body, err := json.Marshal(in)
 	if err != nil {
 		return err
@@ -80,6 +86,15 @@ func XRPCProcedure(ctx context.Context, sess OAuthSession, nsid string, in, out 
 	}
 	req.Header.Set("Content-Type", "application/json")
 	return doXRPC(sess, req, out)
+}
+
+// requestContext swaps a *gin.Context for its request's context, which
+// outlives the pooled gin.Context safely.
+func requestContext(ctx context.Context) context.Context {
+	if c, ok := ctx.(*gin.Context); ok && c.Request != nil {
+		return c.Request.Context()
+	}
+	return ctx
 }
 
 func doXRPC(sess OAuthSession, req *http.Request, out any) error {

@@ -126,7 +126,7 @@ func (a *App) router() *gin.Engine {
 			DID    string `json:"did"`
 			Handle string `json:"handle"`
 		}
-		err := ginoauth.XRPCQuery(c, sess, "com.atproto.server.getSession", nil, &out)
+		err := ginoauth.XRPCQuery(c.Request.Context(), sess, "com.atproto.server.getSession", nil, &out)
 		return out, err
 	}))
 	api.POST("/post", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
@@ -138,7 +138,7 @@ func (a *App) router() *gin.Engine {
 			"repo": sess.DID(), "collection": "app.bsky.feed.post",
 			"record": map[string]any{"$type": "app.bsky.feed.post", "text": c.PostForm("text"), "createdAt": time.Now().UTC().Format(time.RFC3339)},
 		}
-		err := ginoauth.XRPCProcedure(c, sess, "com.atproto.repo.createRecord", in, &out)
+		err := ginoauth.XRPCProcedure(c.Request.Context(), sess, "com.atproto.repo.createRecord", in, &out)
 		return out, err
 	}))
 	api.GET("/record", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
@@ -147,7 +147,7 @@ func (a *App) router() *gin.Engine {
 			return nil, errors.New("bad at:// uri")
 		}
 		var out map[string]any
-		err := ginoauth.XRPCQuery(c, sess, "com.atproto.repo.getRecord",
+		err := ginoauth.XRPCQuery(c.Request.Context(), sess, "com.atproto.repo.getRecord",
 			url.Values{"repo": {parts[0]}, "collection": {parts[1]}, "rkey": {parts[2]}}, &out)
 		return out, err
 	}))
@@ -156,7 +156,7 @@ func (a *App) router() *gin.Engine {
 		if !ok {
 			return nil, errors.New("the OAuth session cannot refresh on demand")
 		}
-		return gin.H{"refreshed": true}, r.RefreshTokens(c)
+		return gin.H{"refreshed": true}, r.RefreshTokens(c.Request.Context())
 	}))
 	r.GET("/dashboard", func(c *gin.Context) {
 		if u, ok := ginoauth.CurrentUser(c); ok {
