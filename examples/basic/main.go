@@ -95,6 +95,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	// The core wiring: indigo's OAuth client and the session manager share
 	// one store; the manager's middleware and routes go on the Gin engine.
 	client := indigoclient.New(clientConfig, store, network.ClientOptions(log))
+	pageOpts := demoapp.PageOptions{BaseURL: baseURL, Network: network, Logger: log}
 	mgr, err := ginoauth.New(ginoauth.Config{
 		OAuthClient:  client,
 		Storage:      store,
@@ -102,13 +103,14 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		BaseURL:      baseURL,
 		SessionTTL:   cfg.SessionTTL,
 		Logger:       log,
+		ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
 	})
 	if err != nil {
 		return err
 	}
-	pages := demoapp.NewPages(mgr, demoapp.PageOptions{BaseURL: baseURL, Network: network, Logger: log})
+	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
-	r.Use(pages.Middleware()...)    // recovery, request log, security headers, HTML error pages
+	r.Use(pages.Middleware()...)    // recovery, request log, security headers
 	r.Use(ginoauth.Middleware(mgr)) // loads the session: ginoauth.CurrentUser(c)
 	mgr.Mount(r)                    // /login, /oauth/callback, /api/session, /api/logout, client metadata
 	pages.Mount(r)                  // /, /pds/session, /pds/note, /logout

@@ -90,6 +90,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 
 	// From here on it is the same wiring as with the stores this module ships.
 	client := indigoclient.New(clientConfig, store, network.ClientOptions(log))
+	pageOpts := demoapp.PageOptions{BaseURL: baseURL, Network: network, Instance: "Redis storage", Logger: log}
 	mgr, err := ginoauth.New(ginoauth.Config{
 		OAuthClient:  client,
 		Storage:      store,
@@ -97,11 +98,12 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		BaseURL:      baseURL,
 		SessionTTL:   cfg.SessionTTL,
 		Logger:       log,
+		ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
 	})
 	if err != nil {
 		return err
 	}
-	pages := demoapp.NewPages(mgr, demoapp.PageOptions{BaseURL: baseURL, Network: network, Instance: "Redis storage", Logger: log})
+	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...)
 	r.Use(ginoauth.Middleware(mgr))

@@ -103,6 +103,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 			return err
 		}
 		client := indigoclient.New(clientConfig, store, network.ClientOptions(ilog))
+		pageOpts := demoapp.PageOptions{BaseURL: baseURL, Network: network, Instance: name + " · Postgres", Logger: ilog}
 		mgr, err := ginoauth.New(ginoauth.Config{
 			OAuthClient:  client,
 			Storage:      store,
@@ -110,11 +111,12 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 			BaseURL:      baseURL,
 			SessionTTL:   cfg.SessionTTL,
 			Logger:       ilog,
+			ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
 		})
 		if err != nil {
 			return err
 		}
-		pages := demoapp.NewPages(mgr, demoapp.PageOptions{BaseURL: baseURL, Network: network, Instance: name + " · Postgres", Logger: ilog})
+		pages := demoapp.NewPages(mgr, pageOpts)
 		r := demoapp.NewEngine()
 		r.Use(pages.Middleware()...)
 		r.Use(ginoauth.Middleware(mgr))

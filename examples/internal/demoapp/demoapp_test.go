@@ -331,17 +331,19 @@ func newTestApp(t *testing.T) *testApp {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pageOpts := demoapp.PageOptions{BaseURL: base, Network: network, Logger: log}
 	mgr, err := ginoauth.New(ginoauth.Config{
 		OAuthClient:  indigoclient.New(cc, store, network.ClientOptions(log)),
 		Storage:      store,
 		CookieSecret: cfg.CookieSecret,
 		BaseURL:      base,
 		Logger:       log,
+		ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages := demoapp.NewPages(mgr, demoapp.PageOptions{BaseURL: base, Network: network, Logger: log})
+	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...)
 	r.Use(ginoauth.Middleware(mgr))

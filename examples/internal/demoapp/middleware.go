@@ -1,8 +1,6 @@
 package demoapp
 
 import (
-	"bytes"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -11,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
 )
 
 // recovery turns a panic into a 500 page and an error log line. Gin's own
@@ -107,58 +107,34 @@ func sameOrigin(baseURL string) gin.HandlerFunc {
 	}
 }
 
-// HTMLErrors shows browsers an HTML page instead of the JSON error bodies
-// ({"error": message, "code": code}) that ginoauth's middleware and
-// prebuilt handlers answer with, keeping the status and the library's safe
-// message. A failed login (the form's POST /login, or GET /login?handle=)
-// gets the start page back with the message above the handle field. API clients, which do not ask for
-// text/html, still get the JSON.
-func (a *Pages) HTMLErrors() gin.HandlerFunc {
-	return func(c *gin.Context) {
+// ErrorPages is the Manager's Config.ErrorHandler for the example app: a
+// failed login (the form's POST /login, or GET /login?handle=) gets the start
+// page back with the message above the handle field, other failures an error
+// page, each with the status and the safe message the library chose. API
+// clients, which do not ask for text/html, get the library's JSON.
+func ErrorPages(opts PageOptions) func(*gin.Context, ginoauth.ErrorResponse) {
+	return func(c *gin.Context, e ginoauth.ErrorResponse) {
 		if !strings.Contains(c.GetHeader("Accept"), "text/html") {
-			c.Next()
+			c.JSON(e.Status, gin.H{"error": e.Message, "code": e.Code})
 			return
 		}
-		// The prebuilt callback handler renders a minimal HTML page of its
-		// own for browsers; asking for JSON gets the same safe message in
-		// a form this app can show in its own page (whose CSP also blocks
-		// that page's inline style).
-		c.Request.Header.Set("Accept", "application/json")
-		w := &errorCapture{ResponseWriter: c.Writer}
-		c.Writer = w
-		c.Next()
-		c.Writer = w.ResponseWriter
-		if !w.capturing {
-			// Gin answers unknown paths after the middleware, with a
-			// plain-text 404, unless something was written.
-			if !w.Written() && c.FullPath() == "" && w.Status() == http.StatusNotFound {
-				renderError(c, http.StatusNotFound, "There is no page at this address.")
-			}
-			return
+		msg := friendlyMessage(e.Status, e.Code, e.Message)
+		switch c.FullPath() {
+		case loginPath:
+			render(c, e.Status, "start.html", startData(opts, c.Request.FormValue("handle"), msg))
+		case callbackPath:
+			render(c, e.Status, "error.html", pageData{Title: "Login failed", Status: e.Status, Error: msg})
+		default:
+			renderError(c, e.Status, msg)
 		}
-		var body struct {
-			Error string `json:"error"`
-			Code  string `json:"code"`
-		}
-		isJSON := strings.HasPrefix(w.Header().Get("Content-Type"), "application/json")
-		if !isJSON || json.Unmarshal(w.buf.Bytes(), &body) != nil || body.Error == "" {
-			// Not one of the library's JSON errors: send it as it was.
-			w.ResponseWriter.WriteHeader(w.status)
-			_, _ = w.ResponseWriter.Write(w.buf.Bytes())
-			return
-		}
-		msg := friendlyMessage(w.status, body.Code, body.Error)
-		if c.Request.URL.Path == a.mgr.Config().Routes.Login {
-			a.renderStartPage(c, w.status, c.Request.FormValue("handle"), msg)
-			return
-		}
-		if c.Request.URL.Path == a.mgr.Config().Routes.Callback {
-			render(c, w.status, "error.html", pageData{Title: "Login failed", Status: w.status, Error: msg})
-			return
-		}
-		renderError(c, w.status, msg)
 	}
 }
+
+// The example mounts the library's routes on their default paths.
+const (
+	loginPath    = "/login"
+	callbackPath = "/oauth/callback"
+)
 
 // friendlyMessage turns the library's short messages into sentences for
 // the page. The library's messages are already safe to show.
@@ -176,52 +152,4 @@ func friendlyMessage(status int, code, msg string) string {
 		}
 	}
 	return msg
-}
-
-// errorCapture holds back error responses (status >= 400) so HTMLErrors can
-// replace them; everything else passes straight through.
-type errorCapture struct {
-	gin.ResponseWriter
-	status    int
-	capturing bool
-	buf       bytes.Buffer
-}
-
-func (w *errorCapture) WriteHeader(code int) {
-	if code >= 400 && !w.ResponseWriter.Written() {
-		w.status, w.capturing = code, true
-		return
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *errorCapture) WriteHeaderNow() {
-	if !w.capturing {
-		w.ResponseWriter.WriteHeaderNow()
-	}
-}
-
-func (w *errorCapture) Write(b []byte) (int, error) {
-	if w.capturing {
-		return w.buf.Write(b)
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *errorCapture) WriteString(s string) (int, error) {
-	if w.capturing {
-		return w.buf.WriteString(s)
-	}
-	return w.ResponseWriter.WriteString(s)
-}
-
-func (w *errorCapture) Status() int {
-	if w.capturing {
-		return w.status
-	}
-	return w.ResponseWriter.Status()
-}
-
-func (w *errorCapture) Written() bool {
-	return w.capturing || w.ResponseWriter.Written()
 }

@@ -74,15 +74,14 @@ func NewPages(mgr *ginoauth.Manager, opts PageOptions) *Pages {
 
 // Middleware returns what goes in front of every route, before
 // ginoauth.Middleware, in order: panic recovery, a request log, security
-// headers, a redirect to the canonical host in loopback development, and
-// HTML error pages for browsers (see HTMLErrors).
+// headers, and a redirect to the canonical host in loopback development.
+// The library's own failures become HTML pages through ErrorPages.
 func (a *Pages) Middleware() []gin.HandlerFunc {
 	return []gin.HandlerFunc{
 		recovery(a.log),
 		requestLog(a.log),
 		securityHeaders(),
 		canonicalHost(a.opts.BaseURL),
-		a.HTMLErrors(),
 	}
 }
 
@@ -107,6 +106,9 @@ func (a *Pages) Mount(r gin.IRouter) {
 		c.Header("Cache-Control", "public, max-age=300")
 		c.FileFromFS("style.css", http.FS(css))
 	})
+	if e, ok := r.(*gin.Engine); ok {
+		e.NoRoute(func(c *gin.Context) { renderError(c, http.StatusNotFound, "There is no page at this address.") })
+	}
 	post := r.Group("/", sameOrigin(a.opts.BaseURL), limitBody)
 	post.POST("/logout", a.logout)
 	post.POST("/pds/session", a.pdsSession)
@@ -296,12 +298,12 @@ func (a *Pages) fail(c *gin.Context, err error) {
 }
 
 func (a *Pages) renderStartPage(c *gin.Context, status int, handle, msg string) {
-	render(c, status, "start.html", a.startData(handle, msg))
+	render(c, status, "start.html", startData(a.opts, handle, msg))
 }
 
-func (a *Pages) startData(handle, msg string) pageData {
-	d := pageData{Title: "Log in", Instance: a.opts.Instance, Handle: handle, Error: msg}
-	if n := a.opts.Network; n != nil && n.IsLocal() {
+func startData(opts PageOptions, handle, msg string) pageData {
+	d := pageData{Title: "Log in", Instance: opts.Instance, Handle: handle, Error: msg}
+	if n := opts.Network; n != nil && n.IsLocal() {
 		d.Local = true
 		d.Demo = DemoAccount
 		d.PDSURL = n.Local().URL()
