@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gin-atproto/oauth-sessions/stores/gormstore"
 )
@@ -42,35 +40,8 @@ const (
 // string) and returns a store that owns the connection pool: Close closes
 // it.
 func Open(dsn string, opts Options) (*gormstore.Store, error) {
-	// gorm's own logger would print SQL to stdout; errors reach the caller
-	// anyway.
-	db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		closeDB(db) // gorm.Open leaves the pool open when its ping fails
-		return nil, err
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, err
-	}
-	sqlDB.SetMaxOpenConns(MaxOpenConns)
-	sqlDB.SetMaxIdleConns(MaxIdleConns)
-	sqlDB.SetConnMaxLifetime(ConnMaxLifetime)
-	sqlDB.SetConnMaxIdleTime(ConnMaxIdleTime)
-	opts.CloseDB = true
-	st, err := gormstore.New(db, opts)
-	if err != nil {
-		_ = sqlDB.Close()
-		return nil, err
-	}
-	return st, nil
-}
-
-func closeDB(db *gorm.DB) {
-	if db == nil {
-		return
-	}
-	if sqlDB, err := db.DB(); err == nil {
-		_ = sqlDB.Close()
-	}
+	return gormstore.Open(postgres.Open(dsn), gormstore.Pool{
+		MaxOpenConns: MaxOpenConns, MaxIdleConns: MaxIdleConns,
+		ConnMaxLifetime: ConnMaxLifetime, ConnMaxIdleTime: ConnMaxIdleTime,
+	}, opts)
 }

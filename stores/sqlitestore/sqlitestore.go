@@ -39,8 +39,6 @@ import (
 	"strings"
 
 	"gorm.io/driver/sqlite"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gin-atproto/oauth-sessions/stores/gormstore"
 )
@@ -70,35 +68,6 @@ func Open(path string, opts Options) (*gormstore.Store, error) {
 		// go-sqlite3 would take what follows as connection parameters.
 		return nil, errors.New("sqlitestore: path must not contain '?'")
 	}
-	// gorm's own logger would print SQL to stdout; errors reach the caller
-	// anyway.
-	db, err := gorm.Open(sqlite.Open(DSN(path)), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		closeDB(db) // gorm.Open leaves the pool open when its ping fails
-		return nil, err
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, err
-	}
-	sqlDB.SetMaxOpenConns(1)
-	sqlDB.SetMaxIdleConns(1)
-	sqlDB.SetConnMaxLifetime(0)
-	sqlDB.SetConnMaxIdleTime(0)
-	opts.CloseDB = true
-	st, err := gormstore.New(db, opts)
-	if err != nil {
-		_ = sqlDB.Close()
-		return nil, err
-	}
-	return st, nil
-}
-
-func closeDB(db *gorm.DB) {
-	if db == nil {
-		return
-	}
-	if sqlDB, err := db.DB(); err == nil {
-		_ = sqlDB.Close()
-	}
+	// One connection: see the package doc.
+	return gormstore.Open(sqlite.Open(DSN(path)), gormstore.Pool{MaxOpenConns: 1, MaxIdleConns: 1}, opts)
 }
