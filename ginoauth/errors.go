@@ -25,7 +25,7 @@ func (e *ConfigurationError) HTTPStatus() int { return http.StatusInternalServer
 
 // Session error codes, found in SessionError.Code.
 const (
-	SessionNotLoggedIn   = "not_logged_in"   // no session cookie, or its record is gone
+	SessionNotLoggedIn   = "not_logged_in"   // no session cookie, or its record is gone (logged out)
 	SessionExpired       = "session_expired" // absolute lifetime or idle timeout passed
 	SessionOAuthGone     = "oauth_session_gone"
 	SessionInvalidCookie = "invalid_cookie" // tampered, foreign or oversized cookie

@@ -77,8 +77,13 @@ func New(cfg Config) (*Manager, error) {
 // (with a different cookie name).
 func (m *Manager) CookieStore() *CookieStore { return m.cookies }
 
-// Config returns the Manager's configuration with defaults filled in.
-func (m *Manager) Config() Config { return m.cfg }
+// Config returns the Manager's configuration with defaults filled in and
+// the cookie secrets blanked, so that printing it cannot leak them.
+func (m *Manager) Config() Config {
+	cfg := m.cfg
+	cfg.CookieSecret, cfg.OldCookieSecrets = "", nil
+	return cfg
+}
 
 // randomToken returns n random bytes, base64url encoded.
 func randomToken(n int) string {

@@ -29,14 +29,21 @@ func Middleware(m *Manager) gin.HandlerFunc {
 	}
 }
 
-// RequireAuth answers 401 {"error": ..., "code": "not_logged_in"} to requests
-// without a logged-in user. Use it after Middleware, on the routes or groups
-// that need a login.
+// RequireAuth answers 401 {"error": "login required", "code": reason} to
+// requests without a logged-in user, where reason is a Session* code
+// ("not_logged_in", "session_expired", "invalid_cookie", ...). Use it after
+// Middleware, on the routes or groups that need a login.
 func RequireAuth() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if _, ok := CurrentUser(c); !ok {
+			code := SessionNotLoggedIn
+			if v, _ := c.Get(userContextKey); v != nil {
+				if st, _ := v.(*sessionState); st != nil && st.reason != "" {
+					code = st.reason
+				}
+			}
 			c.Header("Cache-Control", "no-store")
-			c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "login required", "code": SessionNotLoggedIn})
+			c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "login required", "code": code})
 			return
 		}
 		c.Next()

@@ -32,7 +32,7 @@ func (m *Manager) OAuthSession(c *gin.Context) (OAuthSession, error) {
 		if derr := m.endSession(c, u.sessionHash, "OAuth session gone"); derr != nil {
 			return nil, derr
 		}
-		c.Set(userContextKey, (*User)(nil))
+		setState(c, nil, SessionOAuthGone)
 		return nil, &SessionError{Code: SessionOAuthGone, Err: err}
 	}
 	return nil, WrapStorageError("get", err)

@@ -39,8 +39,19 @@ const (
 	sessionIDLen = 43
 )
 
-// gin context key for the loaded user.
+// gin context key for the request's sessionState.
 const userContextKey = "github.com/gin-atproto/oauth-sessions/ginoauth.user"
+
+// sessionState is what a request's session turned out to be: a user, or the
+// reason (a Session* code) there is none.
+type sessionState struct {
+	user   *User
+	reason string
+}
+
+func setState(c *gin.Context, u *User, reason string) {
+	c.Set(userContextKey, &sessionState{user: u, reason: reason})
+}
 
 // User is the logged-in account of the current request's session.
 type User struct {
@@ -77,25 +88,28 @@ func hashSessionID(sid string) string {
 // CurrentUser returns the logged-in user of this request, as loaded by
 // Middleware (or by a prebuilt handler). ok is false for anonymous requests.
 func CurrentUser(c *gin.Context) (user *User, ok bool) {
-	v, exists := c.Get(userContextKey)
-	if !exists {
+	v, _ := c.Get(userContextKey)
+	st, _ := v.(*sessionState)
+	if st == nil || st.user == nil {
 		return nil, false
 	}
-	u, _ := v.(*User)
-	return u, u != nil
+	return st.user, true
 }
 
-// ValidateSession returns the request's user, or a *SessionError when there
-// is none, or a *StorageError when storage cannot answer.
+// ValidateSession returns the request's user; or a *SessionError whose Code
+// says why there is none (SessionNotLoggedIn, SessionExpired,
+// SessionInvalidCookie, SessionOAuthGone); or a *StorageError when storage
+// cannot answer.
 func (m *Manager) ValidateSession(c *gin.Context) (*User, error) {
-	u, err := m.loadUser(c)
-	if err != nil {
+	if _, err := m.loadUser(c); err != nil {
 		return nil, err
 	}
-	if u == nil {
-		return nil, &SessionError{Code: SessionNotLoggedIn}
+	v, _ := c.Get(userContextKey)
+	st := v.(*sessionState)
+	if st.user == nil {
+		return nil, &SessionError{Code: st.reason}
 	}
-	return u, nil
+	return st.user, nil
 }
 
 // loadUser reads the session cookie and its record once per request and
@@ -103,56 +117,64 @@ func (m *Manager) ValidateSession(c *gin.Context) (*User, error) {
 // anonymous; the only error is a *StorageError.
 func (m *Manager) loadUser(c *gin.Context) (*User, error) {
 	if v, ok := c.Get(userContextKey); ok {
-		u, _ := v.(*User)
-		return u, nil
+		if st, ok := v.(*sessionState); ok {
+			return st.user, nil
+		}
 	}
-	u, err := m.readSession(c)
+	u, reason, err := m.readSession(c)
 	if err != nil {
 		return nil, err
 	}
-	c.Set(userContextKey, u)
+	setState(c, u, reason)
 	return u, nil
 }
 
-func (m *Manager) readSession(c *gin.Context) (*User, error) {
+// readSession returns the request's user, or the reason there is none.
+func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
 	sess, err := m.cookies.Get(c.Request, m.cfg.CookieName)
 	if err != nil {
 		m.log.Debug("session cookie rejected", "reason", err)
 		m.clearSessionCookie(c)
-		return nil, nil
+		if errors.Is(err, ErrCookieExpired) {
+			return nil, SessionExpired, nil
+		}
+		return nil, SessionInvalidCookie, nil
+	}
+	if sess.IsNew {
+		return nil, SessionNotLoggedIn, nil
 	}
 	sid, _ := sess.Values[cookieSessionID].(string)
-	if sess.IsNew || len(sid) != sessionIDLen {
-		return nil, nil
+	if len(sid) != sessionIDLen {
+		return nil, SessionInvalidCookie, nil
 	}
 	ctx := c.Request.Context()
 	hash := hashSessionID(sid)
 	var rec sessionRecord
 	switch err := m.getJSON(ctx, sessionKeyPrefix+hash, &rec); {
 	case errors.Is(err, ErrNotFound):
-		m.clearSessionCookie(c)
-		return nil, nil
+		m.clearSessionCookie(c) // logged out elsewhere, or expired in storage
+		return nil, SessionNotLoggedIn, nil
 	case err != nil:
-		return nil, err
+		return nil, "", err
 	}
 	now := m.now()
 	if !now.Before(rec.ExpiresAt) {
-		return nil, m.endSession(c, hash, "absolute lifetime reached")
+		return nil, SessionExpired, m.endSession(c, hash, "absolute lifetime reached")
 	}
 	if m.cfg.IdleTimeout > 0 {
 		active, err := m.touchIdle(ctx, hash, now)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if !active {
-			return nil, m.endSession(c, hash, "idle timeout")
+			return nil, SessionExpired, m.endSession(c, hash, "idle timeout")
 		}
 	}
 	return &User{
 		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
 		sessionHash: hash, oauthSessionID: rec.OAuthSessionID,
-	}, nil
+	}, "", nil
 }
 
 // touchIdle reports whether the session was active within IdleTimeout and,
@@ -242,7 +264,7 @@ func (m *Manager) startSession(c *gin.Context, grant *Grant) (*User, error) {
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
 		sessionHash: hash, oauthSessionID: rec.OAuthSessionID,
 	}
-	c.Set(userContextKey, u)
+	setState(c, u, "")
 	m.log.Info("session started", "did", u.DID, "session", hash[:8])
 	return u, nil
 }
@@ -269,7 +291,7 @@ func (m *Manager) Logout(c *gin.Context) error {
 		m.log.Info("logged out", "did", u.DID, "session", u.sessionHash[:8])
 	}
 	m.clearSessionCookie(c)
-	c.Set(userContextKey, (*User)(nil))
+	setState(c, nil, SessionNotLoggedIn)
 	return nil
 }
 

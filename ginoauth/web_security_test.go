@@ -177,6 +177,13 @@ func TestTamperedCookieIsRejected(t *testing.T) {
 			t.Fatal("a rejected cookie should be cleared")
 		}
 	}
+	flipped := "A" + good[1:]
+	if good[0] == 'A' {
+		flipped = "B" + good[1:]
+	}
+	if r := a.WithCookie(http.MethodGet, "/api/whoami", flipped); r.Status != http.StatusUnauthorized || r.JSON(t)["code"] != ginoauth.SessionInvalidCookie {
+		t.Fatalf("a tampered cookie should be reported as invalid_cookie: %d %s", r.Status, r.Body)
+	}
 	for _, v := range []string{"", "x", strings.Repeat("A", 8000), good + "A", "%%%"} {
 		if r := a.WithCookie(http.MethodGet, "/api/session", v); r.Status != http.StatusUnauthorized {
 			t.Fatalf("cookie %.12q: want 401, got %d", v, r.Status)
@@ -201,6 +208,9 @@ func TestSessionExpires(t *testing.T) {
 	a.Clock.Advance(2 * time.Minute)
 	if r := a.WithCookie(http.MethodGet, "/api/session", sid); r.Status != http.StatusUnauthorized {
 		t.Fatalf("session must end after SessionTTL: %d %s", r.Status, r.Body)
+	}
+	if r := a.WithCookie(http.MethodGet, "/api/whoami", sid); r.JSON(t)["code"] != ginoauth.SessionExpired {
+		t.Fatalf("the app should learn why: %s", r.Body)
 	}
 }
 
