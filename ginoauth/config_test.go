@@ -78,6 +78,9 @@ func TestConfigDefaultsAndCookieSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := m.Config()
+	if cfg.CookieSecret != "" {
+		t.Fatal("Config() must not hand out the cookie secret")
+	}
 	if cfg.CookieName != "sid" || cfg.SessionTTL != 7*24*time.Hour || cfg.FlowTTL != 10*time.Minute || cfg.Routes.Callback != "/oauth/callback" {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
