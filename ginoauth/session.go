@@ -227,14 +227,16 @@ func (m *Manager) deleteSessionRecords(ctx context.Context, hash string) error {
 }
 
 // startSession creates a new session record for grant and sets its cookie.
-// A session the request already had is deleted: the id always changes at
-// login, so a cookie planted before login is worthless after it.
+// A session the request already had is ended like a logout (record deleted,
+// tokens revoked): the id always changes at login, so a cookie planted
+// before login is worthless after it.
 func (m *Manager) startSession(c *gin.Context, grant *Grant) (*User, error) {
 	ctx := c.Request.Context()
 	if old, err := m.loadUser(c); err == nil && old != nil {
 		if err := m.deleteSessionRecords(ctx, old.sessionHash); err != nil {
 			return nil, err
 		}
+		m.revoke(ctx, old)
 	}
 	sid := randomToken(sessionIDBytes)
 	hash := hashSessionID(sid)
@@ -282,17 +284,23 @@ func (m *Manager) Logout(c *gin.Context) error {
 		if err := m.deleteSessionRecords(c.Request.Context(), u.sessionHash); err != nil {
 			return err
 		}
-		// Revoke even if the browser goes away mid-request.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 15*time.Second)
-		defer cancel()
-		if err := m.client.Revoke(ctx, u.DID, u.oauthSessionID); err != nil {
-			m.log.Warn("token revocation at logout failed", "did", u.DID, "session", u.sessionHash[:8], "err", err)
-		}
+		m.revoke(c.Request.Context(), u)
 		m.log.Info("logged out", "did", u.DID, "session", u.sessionHash[:8])
 	}
 	m.clearSessionCookie(c)
 	setState(c, nil, SessionNotLoggedIn)
 	return nil
+}
+
+// revoke asks the OAuth client to revoke u's tokens and forget its OAuth
+// session. Failures are logged: the local session is gone either way.
+func (m *Manager) revoke(ctx context.Context, u *User) {
+	// Revoke even if the browser goes away mid-request.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := m.client.Revoke(ctx, u.DID, u.oauthSessionID); err != nil {
+		m.log.Warn("token revocation failed", "did", u.DID, "session", u.sessionHash[:8], "err", err)
+	}
 }
 
 // clearSessionCookie sends Max-Age=0 for the session cookie, but only if the

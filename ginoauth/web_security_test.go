@@ -128,6 +128,9 @@ func TestLoginRotatesSessionID(t *testing.T) {
 	if r := victim.Get("/api/session"); r.JSON(t)["did"] != a.alice.DID.String() {
 		t.Fatalf("victim should be alice: %s", r.Body)
 	}
+	if s := a.as.Sessions("bob.test"); len(s) != 1 || s[0].EndReason != "revoked" {
+		t.Fatalf("the replaced session's tokens must be revoked: %+v", s)
+	}
 
 	garbage := a.NewBrowser()
 	garbage.SetCookie(&http.Cookie{Name: "sid", Value: "attacker-chosen-value"})
