@@ -201,3 +201,25 @@ func BenchmarkCookieDecode(b *testing.B) {
 		}
 	})
 }
+
+// Any cookie value, however hostile, is answered with a new session and at
+// most an error: never a panic, never values.
+func FuzzCookieDecode(f *testing.F) {
+	cs := mustStore(f, testSecret)
+	good := saveCookie(f, cs, "sid", map[any]any{"sid": "v"}, 60)
+	for _, s := range []string{good.Value, "", "AAAA", strings.Repeat("_", 200), good.Value[:20]} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		s, err := readCookie(cs, "sid", &http.Cookie{Value: v})
+		if err != nil && (!s.IsNew || len(s.Values) != 0) {
+			t.Fatalf("a rejected cookie must give an empty new session")
+		}
+		// Also seal v itself as the plaintext, so the parser behind the
+		// authentication check sees arbitrary bytes too.
+		aead := cs.aeads[0]
+		nonce := make([]byte, aead.NonceSize())
+		sealed := aead.Seal(nonce, nonce, []byte(v), []byte("sid"))
+		_ = cs.decode("sid", base64.RawURLEncoding.EncodeToString(sealed), map[any]any{})
+	})
+}
