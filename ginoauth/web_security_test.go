@@ -1,7 +1,6 @@
 package ginoauth_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"fmt"
 	"html"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -322,28 +320,10 @@ func TestSessionsArePerDevice(t *testing.T) {
 	}
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Logs, ours and indigo's (through slog.Default), at debug level, never hold
 // tokens, DPoP keys, cookie values or raw session ids.
 func TestLogsHoldNoSecrets(t *testing.T) {
-	var ours, global syncBuffer
+	var ours, global apptest.LogBuffer
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&global, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() { slog.SetDefault(prev) })

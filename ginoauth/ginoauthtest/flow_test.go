@@ -19,6 +19,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
+	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 )
 
 func TestMetadataPassesIndigoValidation(t *testing.T) {
@@ -552,7 +553,7 @@ func TestRewriteForBrowser(t *testing.T) {
 
 func TestLogsNeverContainSecrets(t *testing.T) {
 	ctx := testCtx(t)
-	var buf syncBuffer
+	var buf apptest.LogBuffer
 	srv := ginoauthtest.New(t, ginoauthtest.WithLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	alice := srv.CreateAccount("alice.test")
 	app, store := newApp(srv)
@@ -582,23 +583,6 @@ func TestLogsNeverContainSecrets(t *testing.T) {
 			t.Fatalf("a secret was logged:\n%s", logs)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestCreateAccount(t *testing.T) {

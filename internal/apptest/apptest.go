@@ -398,3 +398,23 @@ func (f *FaultyStorage) Lock(ctx context.Context, name string, ttl time.Duration
 	}
 	return f.Storage.(ginoauth.Locker).Lock(ctx, name, ttl)
 }
+
+// LogBuffer is a goroutine-safe io.Writer for capturing logs in tests.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+// Write appends p.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
