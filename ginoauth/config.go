@@ -47,6 +47,10 @@ type Config struct {
 	// FlowTTL bounds how long a user may take between /login and the
 	// callback. Default 10 minutes.
 	FlowTTL time.Duration
+	// StorageTimeout bounds each storage operation, so that a stalled
+	// database (one that neither answers nor refuses) turns into a quick
+	// 503 instead of holding every request. Default 3 seconds.
+	StorageTimeout time.Duration
 
 	// Routes are the paths Mount registers the prebuilt handlers on.
 	Routes Routes
@@ -83,6 +87,8 @@ const (
 	DefaultCookieName = "sid"
 	DefaultSessionTTL = 7 * 24 * time.Hour
 	DefaultFlowTTL    = 10 * time.Minute
+	// DefaultStorageTimeout is the default Config.StorageTimeout.
+	DefaultStorageTimeout = 3 * time.Second
 )
 
 // withDefaults returns cfg with every empty optional field filled in.
@@ -95,6 +101,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.FlowTTL == 0 {
 		cfg.FlowTTL = DefaultFlowTTL
+	}
+	if cfg.StorageTimeout == 0 {
+		cfg.StorageTimeout = DefaultStorageTimeout
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -166,6 +175,9 @@ func (cfg Config) validate() (secure bool, err error) {
 	}
 	if cfg.IdleTimeout < 0 || (cfg.IdleTimeout > 0 && cfg.IdleTimeout < time.Minute) {
 		return bad("IdleTimeout", "must be 0 (off) or at least a minute (got %v)", cfg.IdleTimeout)
+	}
+	if cfg.StorageTimeout < 10*time.Millisecond || cfg.StorageTimeout > time.Minute {
+		return bad("StorageTimeout", "must be between 10ms and a minute (got %v)", cfg.StorageTimeout)
 	}
 	if cfg.FlowTTL < time.Minute || cfg.FlowTTL > time.Hour {
 		return bad("FlowTTL", "must be between a minute and an hour (got %v)", cfg.FlowTTL)

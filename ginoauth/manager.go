@@ -31,6 +31,8 @@ type Manager struct {
 	// Storage has no atomic Take.
 	takeMu sync.Mutex
 	now    func() time.Time
+
+	bg background // work that outlives a request, stopped by Close
 }
 
 // New validates cfg, fills in defaults and returns a Manager. Every problem
@@ -72,6 +74,14 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
+// Close stops the Manager's background work and waits for it to end. It
+// does not close the OAuth client or the Storage, which the app owns. Close
+// is safe to call more than once; the Manager must not be used afterwards.
+func (m *Manager) Close() error {
+	m.bg.close()
+	return nil
+}
+
 // CookieStore returns the gin-contrib/sessions store the Manager seals its
 // cookies with. Apps may use it for their own small string-valued sessions
 // (with a different cookie name).
@@ -92,8 +102,15 @@ func randomToken(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// op bounds one storage operation by Config.StorageTimeout.
+func (m *Manager) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, m.cfg.StorageTimeout)
+}
+
 // getJSON loads key into v. It returns ErrNotFound or a *StorageError.
 func (m *Manager) getJSON(ctx context.Context, key string, v any) error {
+	ctx, cancel := m.op(ctx)
+	defer cancel()
 	raw, err := m.store.Get(ctx, key)
 	if err != nil {
 		return WrapStorageError("get", err)
@@ -111,15 +128,21 @@ func (m *Manager) setJSON(ctx context.Context, key string, v any, ttl time.Durat
 	if err != nil {
 		return err
 	}
+	ctx, cancel := m.op(ctx)
+	defer cancel()
 	return WrapStorageError("set", m.store.Set(ctx, key, raw, ttl))
 }
 
 func (m *Manager) delete(ctx context.Context, key string) error {
+	ctx, cancel := m.op(ctx)
+	defer cancel()
 	return WrapStorageError("delete", m.store.Delete(ctx, key))
 }
 
 // takeJSON consumes key (read and delete in one step) into v.
 func (m *Manager) takeJSON(ctx context.Context, key string, v any) error {
+	ctx, cancel := m.op(ctx)
+	defer cancel()
 	var raw []byte
 	var err error
 	if t, ok := m.store.(Taker); ok {

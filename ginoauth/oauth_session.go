@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 )
@@ -19,6 +20,11 @@ import (
 // when nobody is logged in or when the OAuth session is gone (revoked,
 // expired, or its refresh failed for good; the local session is then ended
 // too, so the user is asked to log in again), or a *StorageError.
+//
+// The session it returns is tied to the request's device session: when one
+// of its calls learns that the OAuth session is gone (a refresh refused for
+// good), that call ends the device session at once, so the user is logged
+// out on every instance from the next request on.
 func (m *Manager) OAuthSession(c *gin.Context) (OAuthSession, error) {
 	u, err := m.ValidateSession(c)
 	if err != nil {
@@ -26,7 +32,7 @@ func (m *Manager) OAuthSession(c *gin.Context) (OAuthSession, error) {
 	}
 	sess, err := m.client.Resume(c.Request.Context(), u.DID, u.oauthSessionID)
 	if err == nil {
-		return sess, nil
+		return &deviceBoundSession{OAuthSession: sess, m: m, hash: u.sessionHash}, nil
 	}
 	if errors.Is(err, ErrNotFound) {
 		if derr := m.endSession(c, u.sessionHash, "OAuth session gone"); derr != nil {
@@ -36,6 +42,56 @@ func (m *Manager) OAuthSession(c *gin.Context) (OAuthSession, error) {
 		return nil, &SessionError{Code: SessionOAuthGone, Err: err}
 	}
 	return nil, WrapStorageError("get", err)
+}
+
+// deviceBoundSession is the client's OAuth session for one device session.
+type deviceBoundSession struct {
+	OAuthSession
+	m     *Manager
+	hash  string
+	ended sync.Once
+}
+
+// Do implements OAuthSession.
+func (s *deviceBoundSession) Do(req *http.Request) (*http.Response, error) {
+	resp, err := s.OAuthSession.Do(req)
+	s.endIfGone(err)
+	return resp, err
+}
+
+// RefreshTokens forces a coordinated token refresh now, when the OAuth
+// client's session supports it (indigoclient's does).
+func (s *deviceBoundSession) RefreshTokens(ctx context.Context) error {
+	r, ok := s.OAuthSession.(interface{ RefreshTokens(context.Context) error })
+	if !ok {
+		return errors.New("ginoauth: this OAuth client cannot refresh on demand")
+	}
+	err := r.RefreshTokens(ctx)
+	s.endIfGone(err)
+	return err
+}
+
+// Unwrap returns the OAuth client's own session (for example an
+// *indigoclient.Session), for features of the client this package does not
+// cover. Calls on it do not end the device session by themselves.
+func (s *deviceBoundSession) Unwrap() OAuthSession { return s.OAuthSession }
+
+// endIfGone ends the device session when err says the OAuth session is gone.
+func (s *deviceBoundSession) endIfGone(err error) {
+	var se *SessionError
+	if !errors.As(err, &se) || se.Code != SessionOAuthGone {
+		return
+	}
+	s.ended.Do(func() {
+		// The request may be over; the user must be logged out anyway.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*s.m.cfg.StorageTimeout)
+		defer cancel()
+		if err := s.m.deleteSessionRecords(ctx, s.hash); err != nil {
+			s.m.log.Error("ending a session whose OAuth session is gone failed", "session", s.hash[:8], "err", err)
+			return
+		}
+		s.m.log.Info("session ended", "reason", "OAuth session gone", "session", s.hash[:8])
+	})
 }
 
 // XRPCError is a non-2xx answer from a PDS XRPC endpoint.

@@ -32,6 +32,10 @@ const (
 	cookieBinding   = "b"
 )
 
+// revokeTimeout bounds a revocation, which may first wait for a token
+// refresh in flight to finish.
+const revokeTimeout = 45 * time.Second
+
 const (
 	sessionIDBytes = 32 // 256-bit session ids
 	// sessionIDLen is the base64url length of a session id; anything else
@@ -296,7 +300,8 @@ func (m *Manager) Logout(c *gin.Context) error {
 // session. Failures are logged: the local session is gone either way.
 func (m *Manager) revoke(ctx context.Context, u *User) {
 	// Revoke even if the browser goes away mid-request.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	// The client may wait for a refresh in flight (under its lock) first.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
 	defer cancel()
 	if err := m.client.Revoke(ctx, u.DID, u.oauthSessionID); err != nil {
 		m.log.Warn("token revocation failed", "did", u.DID, "session", u.sessionHash[:8], "err", err)

@@ -2,10 +2,13 @@ package indigoclient
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
@@ -17,7 +20,7 @@ import (
 // Storage key patterns of the AuthStore:
 //
 //	oauth:req:{state}                pending authorization request (AuthRequestTTL)
-//	oauth:sess:{did}:{session id}    OAuth session: tokens, DPoP key, nonces
+//	oauth:sess:{did}:{session id}    OAuth session: tokens, DPoP key, and its expiry
 const (
 	authRequestPrefix = "oauth:req:"
 	sessionPrefix     = "oauth:sess:"
@@ -27,17 +30,42 @@ const (
 const (
 	DefaultAuthRequestTTL = 10 * time.Minute
 	DefaultSessionTTL     = ginoauth.DefaultSessionTTL
+	// DefaultStorageTimeout bounds each storage operation, so that a
+	// stalled database turns into a quick error instead of a hung request.
+	DefaultStorageTimeout = 3 * time.Second
 )
+
+// maxSpent is how many rotated-out refresh tokens a session record
+// remembers (as hashes) to recognise a stale copy of itself.
+const maxSpent = 8
+
+// errStaleTokens reports a save of tokens older than the stored ones; the
+// save is refused, since writing them back would make the next refresh a
+// replay.
+var errStaleTokens = errors.New("indigoclient: refusing to replace stored tokens with older ones")
 
 // AuthStore is an indigo oauth.ClientAuthStore that keeps its data in a
 // ginoauth.Storage, with the TTLs indigo leaves to the store: pending
 // authorization requests expire after AuthRequestTTL, sessions after the
-// lifetime of the login that created them. Updates of a session (rotated
-// tokens, new nonces) keep its original expiry.
+// lifetime of the login that created them.
+//
+// It never writes older tokens over newer ones. Refresh tokens are single
+// use, and the reference PDS ends the whole session when a spent one comes
+// back, so a stale copy in storage logs the user out at the next refresh.
+// Each record remembers the hashes of the refresh tokens rotated out of it;
+// a save whose refresh token is the stored one (only DPoP nonces changed:
+// indigo saves its whole session data on every nonce update) or a spent
+// one (a copy loaded before another request rotated the tokens) does not
+// touch the stored tokens. DPoP nonces are kept in process memory instead
+// (they are hints a server replaces at will; a missing one costs one round
+// trip), so the token fields are written only when the tokens rotate, and
+// the Client rotates them only under the refresh lock.
 type AuthStore struct {
 	storage        ginoauth.Storage
 	authRequestTTL time.Duration
 	sessionTTL     time.Duration
+	timeout        time.Duration
+	nonces         *nonceCache
 	log            *slog.Logger
 	now            func() time.Time
 }
@@ -50,7 +78,9 @@ type AuthStoreOptions struct {
 	// SessionTTL is used for sessions saved without a lifetime from the
 	// Manager (that is, when indigo's ClientApp is used directly).
 	SessionTTL time.Duration // default 7 days
-	Logger     *slog.Logger
+	// StorageTimeout bounds each storage operation. Default 3 seconds.
+	StorageTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // NewAuthStore returns an AuthStore over storage.
@@ -61,17 +91,37 @@ func NewAuthStore(storage ginoauth.Storage, opts AuthStoreOptions) *AuthStore {
 	if opts.SessionTTL <= 0 {
 		opts.SessionTTL = DefaultSessionTTL
 	}
+	if opts.StorageTimeout <= 0 {
+		opts.StorageTimeout = DefaultStorageTimeout
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &AuthStore{storage: storage, authRequestTTL: opts.AuthRequestTTL, sessionTTL: opts.SessionTTL, log: opts.Logger, now: time.Now}
+	return &AuthStore{
+		storage: storage, authRequestTTL: opts.AuthRequestTTL, sessionTTL: opts.SessionTTL,
+		timeout: opts.StorageTimeout, nonces: newNonceCache(), log: opts.Logger, now: time.Now,
+	}
 }
 
 // storedSession wraps indigo's session data with its absolute expiry, so
-// that saving rotated tokens can keep the TTL the login started with.
+// that saving rotated tokens can keep the TTL the login started with, and
+// with the hashes of the refresh tokens rotated out of it.
 type storedSession struct {
 	Data      oauth.ClientSessionData `json:"data"`
 	ExpiresAt time.Time               `json:"expires_at"`
+	// Generation counts token rotations since the login.
+	Generation int `json:"generation,omitempty"`
+	// Spent are hashes of rotated-out refresh tokens, oldest first.
+	Spent []string `json:"spent,omitempty"`
+}
+
+func (st *storedSession) isSpent(refreshToken string) bool {
+	return slices.Contains(st.Spent, tokenHash(refreshToken))
+}
+
+func tokenHash(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
 func sessionKey(did syntax.DID, sessionID string) string {
@@ -85,17 +135,26 @@ func withSessionTTL(ctx context.Context, ttl time.Duration) context.Context {
 	return context.WithValue(ctx, sessionTTLKey{}, ttl)
 }
 
+// op bounds one storage operation by the store's timeout.
+func (s *AuthStore) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
 // GetSession implements oauth.ClientAuthStore. A missing or expired session
-// gives an error wrapping ginoauth.ErrNotFound.
+// gives an error wrapping ginoauth.ErrNotFound. The DPoP nonces are the
+// freshest this process has seen.
 func (s *AuthStore) GetSession(ctx context.Context, did syntax.DID, sessionID string) (*oauth.ClientSessionData, error) {
 	st, err := s.loadSession(ctx, did, sessionID)
 	if err != nil {
 		return nil, err
 	}
+	s.nonces.apply(&st.Data)
 	return &st.Data, nil
 }
 
 func (s *AuthStore) loadSession(ctx context.Context, did syntax.DID, sessionID string) (*storedSession, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	raw, err := s.storage.Get(ctx, sessionKey(did, sessionID))
 	if err != nil {
 		return nil, ginoauth.WrapStorageError("get", err)
@@ -107,47 +166,82 @@ func (s *AuthStore) loadSession(ctx context.Context, did syntax.DID, sessionID s
 	return &st, nil
 }
 
-// SaveSession implements oauth.ClientAuthStore as an upsert. A session being
-// created at a callback gets the login's lifetime; an existing session keeps
-// its expiry; otherwise the store's SessionTTL applies.
+// SaveSession implements oauth.ClientAuthStore. A session being created at
+// a callback gets the login's lifetime. For an existing session only a
+// rotation is written (keeping its expiry): a save carrying the stored
+// refresh token or a spent one records its DPoP nonces in memory and leaves
+// storage alone (see AuthStore). A session saved without a lifetime that
+// does not exist yet gets the store's SessionTTL.
 func (s *AuthStore) SaveSession(ctx context.Context, sess oauth.ClientSessionData) error {
+	s.nonces.remember(&sess)
 	now := s.now()
-	expires := now.Add(s.sessionTTL)
 	if ttl, ok := ctx.Value(sessionTTLKey{}).(time.Duration); ok && ttl > 0 {
-		expires = now.Add(ttl)
-	} else if old, err := s.loadSession(ctx, sess.AccountDID, sess.SessionID); err == nil {
-		expires = old.ExpiresAt
-	} else if !errors.Is(err, ginoauth.ErrNotFound) {
-		return err
+		return s.put(ctx, &storedSession{Data: sess, ExpiresAt: now.Add(ttl)})
 	}
-	return s.put(ctx, sess, expires)
-}
-
-// updateSession saves changed session data (rotated tokens, a new nonce) only
-// if the session still exists, keeping its expiry. A session deleted by a
-// concurrent logout therefore stays deleted.
-func (s *AuthStore) updateSession(ctx context.Context, sess oauth.ClientSessionData) error {
 	old, err := s.loadSession(ctx, sess.AccountDID, sess.SessionID)
-	if err != nil {
+	switch {
+	case errors.Is(err, ginoauth.ErrNotFound):
+		return s.put(ctx, &storedSession{Data: sess, ExpiresAt: now.Add(s.sessionTTL)})
+	case err != nil:
 		return err
+	case old.Data.RefreshToken == sess.RefreshToken:
+		return nil // nonces only
+	case old.isSpent(sess.RefreshToken):
+		s.log.Debug("ignored a stale copy of an OAuth session", "did", sess.AccountDID, "session", shortHash(sess.SessionID))
+		return nil
 	}
-	return s.put(ctx, sess, old.ExpiresAt)
+	return s.put(ctx, old.rotated(sess))
 }
 
-func (s *AuthStore) put(ctx context.Context, sess oauth.ClientSessionData, expires time.Time) error {
-	ttl := expires.Sub(s.now())
+// saveRotated stores the tokens a refresh produced from the refresh token
+// spent. It succeeds when they are saved (also when an earlier attempt of
+// the same save already landed), returns an error wrapping ErrNotFound when
+// the session no longer exists (so a logout is never undone), and
+// errStaleTokens when the stored tokens are no longer the ones spent.
+func (s *AuthStore) saveRotated(ctx context.Context, sess oauth.ClientSessionData, spent string) error {
+	s.nonces.remember(&sess)
+	old, err := s.loadSession(ctx, sess.AccountDID, sess.SessionID)
+	switch {
+	case err != nil:
+		return err
+	case old.Data.RefreshToken == sess.RefreshToken:
+		return nil
+	case old.Data.RefreshToken != spent:
+		return errStaleTokens
+	}
+	return s.put(ctx, old.rotated(sess))
+}
+
+// rotated is st with sess's tokens, one generation on.
+func (st *storedSession) rotated(sess oauth.ClientSessionData) *storedSession {
+	spent := append(slices.Clone(st.Spent), tokenHash(st.Data.RefreshToken))
+	if len(spent) > maxSpent {
+		spent = spent[len(spent)-maxSpent:]
+	}
+	return &storedSession{Data: sess, ExpiresAt: st.ExpiresAt, Generation: st.Generation + 1, Spent: spent}
+}
+
+func (s *AuthStore) put(ctx context.Context, st *storedSession) error {
+	ttl := st.ExpiresAt.Sub(s.now())
 	if ttl <= 0 {
 		return fmt.Errorf("indigoclient: session already expired: %w", ginoauth.ErrNotFound)
 	}
-	raw, err := json.Marshal(storedSession{Data: sess, ExpiresAt: expires})
+	// Nonces live in memory; storing them would only make the record look
+	// changed on every nonce round.
+	st.Data.DPoPHostNonce, st.Data.DPoPAuthServerNonce = "", ""
+	raw, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	return ginoauth.WrapStorageError("set", s.storage.Set(ctx, sessionKey(sess.AccountDID, sess.SessionID), raw, ttl))
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	return ginoauth.WrapStorageError("set", s.storage.Set(ctx, sessionKey(st.Data.AccountDID, st.Data.SessionID), raw, ttl))
 }
 
 // DeleteSession implements oauth.ClientAuthStore.
 func (s *AuthStore) DeleteSession(ctx context.Context, did syntax.DID, sessionID string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	return ginoauth.WrapStorageError("delete", s.storage.Delete(ctx, sessionKey(did, sessionID)))
 }
 
@@ -155,6 +249,8 @@ func (s *AuthStore) DeleteSession(ctx context.Context, did syntax.DID, sessionID
 // request (atomically when the Storage is a ginoauth.Taker): an authorization
 // request is good for one callback, so a replayed callback finds nothing.
 func (s *AuthStore) GetAuthRequestInfo(ctx context.Context, state string) (*oauth.AuthRequestData, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	key := authRequestPrefix + state
 	var raw []byte
 	var err error
@@ -182,10 +278,14 @@ func (s *AuthStore) SaveAuthRequestInfo(ctx context.Context, info oauth.AuthRequ
 	if err != nil {
 		return err
 	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	return ginoauth.WrapStorageError("set", s.storage.Set(ctx, authRequestPrefix+info.State, raw, s.authRequestTTL))
 }
 
 // DeleteAuthRequestInfo implements oauth.ClientAuthStore.
 func (s *AuthStore) DeleteAuthRequestInfo(ctx context.Context, state string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
 	return ginoauth.WrapStorageError("delete", s.storage.Delete(ctx, authRequestPrefix+state))
 }

@@ -96,7 +96,7 @@ func TestAuthStore(t *testing.T) {
 					t.Fatalf("a re-save must keep the original expiry: TTL %v, want 29 days", got)
 				}
 				now = now.Add(24 * time.Hour)
-				if err := s.updateSession(ctx, sessionData("a3")); err != nil { // rotated tokens
+				if err := s.saveRotated(ctx, sessionData("a3"), "r-a2"); err != nil { // rotated tokens
 					t.Fatal(err)
 				}
 				if got := rec.ttl(key); got != 28*24*time.Hour {
@@ -117,13 +117,80 @@ func TestAuthStore(t *testing.T) {
 				if err := s.DeleteSession(ctx, testDID, "state-1"); err != nil {
 					t.Fatal(err)
 				}
-				if err := s.updateSession(ctx, sessionData("a2")); !errors.Is(err, ginoauth.ErrNotFound) {
+				if err := s.saveRotated(ctx, sessionData("a2"), "r-a1"); !errors.Is(err, ginoauth.ErrNotFound) {
 					t.Fatalf("update of a deleted session: want ErrNotFound, got %v", err)
 				}
 				if _, err := s.GetSession(ctx, testDID, "state-1"); !errors.Is(err, ginoauth.ErrNotFound) {
 					t.Fatalf("deleted session came back: %v", err)
 				}
 			})
+		})
+	}
+}
+
+// The class of defect behind "Refresh token replayed" logouts: a copy of
+// the session loaded before a rotation (indigo hands its whole in-memory
+// data to the save callback on every DPoP nonce update) must never put the
+// spent tokens back.
+func TestAuthStoreNeverWritesOlderTokens(t *testing.T) {
+	for _, be := range testdb.All() {
+		t.Run(be.Name, func(t *testing.T) {
+			rec := &ttlRecorder{Storage: be.New(t), ttls: map[string]time.Duration{}}
+			s := NewAuthStore(rec, AuthStoreOptions{})
+			ctx := context.Background()
+			if err := s.SaveSession(withSessionTTL(ctx, time.Hour), sessionData("a1")); err != nil {
+				t.Fatal(err)
+			}
+			stale := sessionData("a1") // loaded by a request before the rotation
+			if err := s.saveRotated(ctx, sessionData("a2"), "r-a1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.saveRotated(ctx, sessionData("a3"), "r-a2"); err != nil {
+				t.Fatal(err)
+			}
+			key := sessionKey(testDID, "state-1")
+			before := rec.ttl(key)
+			rec.ttls = map[string]time.Duration{}
+
+			stale.DPoPHostNonce = "fresh-nonce" // a nonce update of the stale copy
+			if err := s.SaveSession(ctx, stale); err != nil {
+				t.Fatal(err)
+			}
+			mid := sessionData("a2")
+			if err := s.SaveSession(ctx, mid); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.saveRotated(ctx, sessionData("a2"), "r-a1"); !errors.Is(err, errStaleTokens) {
+				t.Fatalf("a rotation from a spent token must be refused, got %v", err)
+			}
+			got, err := s.GetSession(ctx, testDID, "state-1")
+			if err != nil || got.AccessToken != "a3" || got.RefreshToken != "r-a3" {
+				t.Fatalf("stored tokens went back to an older generation: %v %+v", err, got)
+			}
+			if got.DPoPHostNonce != "fresh-nonce" {
+				t.Fatalf("the nonce learned by the stale copy must still be used, got %q", got.DPoPHostNonce)
+			}
+			if _, wrote := rec.ttls[key]; wrote || before == 0 {
+				t.Fatal("saves that do not rotate tokens must not write the record")
+			}
+
+			// A save with the stored refresh token is a nonce update only.
+			cur := sessionData("a3")
+			cur.AccessToken = "tampered"
+			if err := s.SaveSession(ctx, cur); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := s.GetSession(ctx, testDID, "state-1"); got.AccessToken != "a3" {
+				t.Fatalf("a nonce update rewrote the tokens: %+v", got)
+			}
+			// A rotation done outside this library (indigo used directly)
+			// is still saved.
+			if err := s.SaveSession(ctx, sessionData("a4")); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := s.GetSession(ctx, testDID, "state-1"); got.AccessToken != "a4" {
+				t.Fatalf("a new rotation was not saved: %+v", got)
+			}
 		})
 	}
 }

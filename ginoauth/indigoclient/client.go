@@ -19,11 +19,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -40,11 +43,15 @@ type Options struct {
 	// loopback addresses (indigo's SSRF guard), since the endpoints come from
 	// documents on the network. Tests and local development set their own.
 	HTTPClient *http.Client
-	// Directory resolves handles and DIDs. Default: indigo's
-	// identity.DefaultDirectory (DNS + HTTPS handles, PLC and did:web).
+	// Directory resolves handles and DIDs. Default: indigo's resolver (DNS
+	// and HTTPS handles, PLC, did:web) behind the same SSRF guard, which
+	// also refuses reserved names (.local, .internal, .onion, .test, ...)
+	// before any lookup. Tests with local accounts set their own.
 	Directory identity.Directory
 	// AuthRequestTTL bounds a pending authorization. Default 10 minutes.
 	AuthRequestTTL time.Duration
+	// StorageTimeout bounds each storage operation. Default 3 seconds.
+	StorageTimeout time.Duration
 	// BrowserURL, if set, rewrites the authorization URL before the browser
 	// is sent there. Only for local development servers (such as
 	// ginoauthtest's) whose public https origin a real browser cannot reach.
@@ -56,6 +63,8 @@ type Options struct {
 }
 
 // Client is a ginoauth.OAuthClient backed by an indigo oauth.ClientApp.
+// Close it when done: it may be finishing a token save or a lock release
+// in the background (see Session).
 type Client struct {
 	app      *oauth.ClientApp
 	store    *AuthStore
@@ -63,6 +72,10 @@ type Client struct {
 	browser  func(string) string
 	metadata func(*oauth.ClientMetadata)
 	log      *slog.Logger
+	bg       background
+	rescued  rescuedTokens
+	// saveBudget is the package's saveBudget; tests shorten it.
+	saveBudget time.Duration
 }
 
 var (
@@ -71,24 +84,63 @@ var (
 )
 
 // New returns a Client for config (see oauth.NewPublicConfig,
-// oauth.NewLocalhostConfig and ClientConfig.SetClientSecret) that keeps its
-// data in storage. Pass the same storage as the Manager's.
+// LocalhostConfig and ClientConfig.SetClientSecret) that keeps its data in
+// storage. Pass the same storage as the Manager's. Every instance of one app
+// must use the same config (the same client_id): tokens are bound to the
+// client they were issued to.
 func New(config oauth.ClientConfig, storage ginoauth.Storage, opts Options) *Client {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	store := NewAuthStore(storage, AuthStoreOptions{AuthRequestTTL: opts.AuthRequestTTL, Logger: opts.Logger})
-	app := oauth.NewClientApp(&config, store)
+	store := NewAuthStore(storage, AuthStoreOptions{AuthRequestTTL: opts.AuthRequestTTL, StorageTimeout: opts.StorageTimeout, Logger: opts.Logger})
+	// Built by hand rather than with oauth.NewClientApp, whose default
+	// directory starts cache goroutines that can never be stopped.
+	app := &oauth.ClientApp{Config: &config, Store: store, Resolver: oauth.NewResolver(), Dir: opts.Directory}
+	if config.UserAgent != "" {
+		app.Resolver.UserAgent = config.UserAgent
+	}
 	if opts.HTTPClient != nil {
 		app.Client = opts.HTTPClient
 		app.Resolver.Client = opts.HTTPClient
 	} else {
 		app.Client = &http.Client{Timeout: 30 * time.Second, Transport: ssrf.PublicOnlyTransport()}
 	}
-	if opts.Directory != nil {
-		app.Dir = opts.Directory
+	if app.Dir == nil {
+		app.Dir = newPublicDirectory(app.Resolver.UserAgent)
 	}
-	return &Client{app: app, store: store, browser: opts.BrowserURL, metadata: opts.Metadata, log: opts.Logger}
+	c := &Client{app: app, store: store, browser: opts.BrowserURL, metadata: opts.Metadata, log: opts.Logger, saveBudget: saveBudget}
+	c.bg.init()
+	return c
+}
+
+// LocalhostConfig is indigo's development client configuration
+// (oauth.NewLocalhostConfig: client_id http://localhost?redirect_uri=...,
+// no metadata document) with the port left out of the client_id. Loopback
+// redirect URIs match on any port (RFC 8252, section 7.3), so every
+// instance of an app on 127.0.0.1, whatever its port, is one client and can
+// refresh and revoke the tokens another instance obtained. callbackURL is
+// this instance's own callback, such as http://127.0.0.1:8081/oauth/callback.
+func LocalhostConfig(callbackURL string, scopes []string) oauth.ClientConfig {
+	portless := callbackURL
+	if u, err := url.Parse(callbackURL); err == nil && u.Port() != "" {
+		u.Host = u.Hostname()
+		if strings.Contains(u.Host, ":") {
+			u.Host = "[" + u.Host + "]"
+		}
+		portless = u.String()
+	}
+	cfg := oauth.NewLocalhostConfig(portless, scopes)
+	cfg.CallbackURL = callbackURL
+	return cfg
+}
+
+// Close stops the Client's background work: it makes a last attempt at
+// saving rotated tokens whose save failed (see Session) and at releasing
+// refresh locks whose release failed, then waits for that work to end. The
+// Client must not be used afterwards. Close is safe to call more than once.
+func (c *Client) Close() error {
+	c.bg.close()
+	return nil
 }
 
 // App returns the underlying indigo ClientApp, for what the adapter does not
@@ -108,7 +160,7 @@ func (c *Client) Authorize(ctx context.Context, identifier string) (*ginoauth.Au
 	}
 	ident, err := c.app.Dir.Lookup(ctx, atid)
 	if err != nil {
-		return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowResolveFailed, Message: "no account was found for that handle", Err: err}
+		return nil, lookupError(atid, err)
 	}
 	host := ident.PDSEndpoint()
 	if host == "" {
@@ -142,6 +194,19 @@ func (c *Client) Authorize(ctx context.Context, identifier string) (*ginoauth.Au
 		authURL = c.browser(authURL)
 	}
 	return &ginoauth.Authorization{URL: authURL, State: info.State}, nil
+}
+
+// lookupError tells an account that does not exist (400 resolve_failed)
+// from a lookup that could not be completed (502 server_unavailable).
+func lookupError(atid syntax.AtIdentifier, err error) error {
+	if isMissingAccount(err) {
+		msg := "no account was found for that handle"
+		if atid.IsDID() {
+			msg = "no account was found for that DID"
+		}
+		return &ginoauth.OAuthFlowError{Code: ginoauth.FlowResolveFailed, Message: msg, Err: err}
+	}
+	return &ginoauth.OAuthFlowError{Code: ginoauth.FlowServerError, Message: "the account could not be looked up right now; please try again", Err: err}
 }
 
 // Callback implements ginoauth.OAuthClient with indigo's ProcessCallback,
@@ -183,38 +248,70 @@ func (c *Client) Resume(ctx context.Context, did, sessionID string) (ginoauth.OA
 	if err != nil {
 		return nil, ginoauth.ErrNotFound
 	}
-	cs, err := c.resume(ctx, d, sessionID)
+	cs, _, err := c.load(ctx, d, sessionID)
 	if err != nil {
 		return nil, err
 	}
 	return &Session{c: c, did: d, id: sessionID, cs: cs}, nil
 }
 
-// resume loads the stored session into a fresh indigo ClientSession.
-func (c *Client) resume(ctx context.Context, did syntax.DID, sessionID string) (*oauth.ClientSession, error) {
-	cs, err := c.app.ResumeSession(ctx, did, sessionID)
-	if err != nil {
-		return nil, err
-	}
-	// indigo's own callback logs the raw session id and swallows the error;
-	// ours saves only while the session exists and logs a short hash.
-	cs.PersistSessionCallback = func(ctx context.Context, data *oauth.ClientSessionData) {
-		if err := c.store.updateSession(ctx, *data); err != nil {
-			c.log.Warn("saving updated OAuth session failed", "did", data.AccountDID, "session", shortHash(data.SessionID), "err", err)
+// load builds a fresh indigo ClientSession from the newest copy of the
+// session's data: tokens whose save is still pending in this process (see
+// Session), else the stored record. It also returns the refresh token the
+// tokens came from.
+func (c *Client) load(ctx context.Context, did syntax.DID, sessionID string) (*oauth.ClientSession, string, error) {
+	data, ok := c.rescued.get(did, sessionID)
+	if !ok {
+		d, err := c.store.GetSession(ctx, did, sessionID)
+		if err != nil {
+			return nil, "", err
 		}
+		data = *d
+	} else {
+		c.store.nonces.apply(&data)
 	}
+	cs, err := c.clientSession(data)
+	if err != nil {
+		return nil, "", err
+	}
+	return cs, data.RefreshToken, nil
+}
+
+// clientSession makes an indigo ClientSession of data.
+func (c *Client) clientSession(data oauth.ClientSessionData) (*oauth.ClientSession, error) {
+	priv, err := atcrypto.ParsePrivateMultibase(data.DPoPPrivateKeyMultibase)
+	if err != nil {
+		return nil, fmt.Errorf("indigoclient: unreadable DPoP key in session record: %w", ginoauth.ErrNotFound)
+	}
+	cs := &oauth.ClientSession{Client: c.app.Client, Config: c.app.Config, Data: &data, DPoPPrivateKey: priv}
+	// indigo calls this after every nonce update and after a refresh, with
+	// its whole session data. Only the nonces are taken from it: rotated
+	// tokens are saved by Session.refresh, under the refresh lock, and a
+	// stale copy of the tokens is never written back.
+	cs.PersistSessionCallback = func(_ context.Context, d *oauth.ClientSessionData) { c.store.nonces.remember(d) }
 	return cs, nil
 }
 
 // Revoke implements ginoauth.OAuthClient: it revokes the access and refresh
 // tokens at the authorization server, then deletes the stored session even
-// if revocation failed, and returns any failure.
+// if revocation failed, and returns any failure. It holds the session's
+// refresh lock meanwhile, so it revokes the tokens that are current at that
+// moment even while a refresh is in flight, and no refresh can start from
+// tokens it is revoking.
 func (c *Client) Revoke(ctx context.Context, did, sessionID string) error {
 	d, err := syntax.ParseDID(did)
 	if err != nil {
 		return nil
 	}
-	cs, err := c.app.ResumeSession(ctx, d, sessionID)
+	unlock, lockErr := c.lockWithin(ctx, refreshLockName(d, sessionID))
+	if lockErr != nil {
+		// Revoking what is stored is still better than leaving live
+		// tokens behind; the lock wait already outlasted any lease.
+		c.log.Warn("revoking without the refresh lock", "did", d, "session", shortHash(sessionID), "err", lockErr)
+	} else {
+		defer c.release(unlock)
+	}
+	cs, _, err := c.load(ctx, d, sessionID)
 	if errors.Is(err, ginoauth.ErrNotFound) {
 		return nil
 	}
@@ -225,6 +322,7 @@ func (c *Client) Revoke(ctx context.Context, did, sessionID string) error {
 	if cs.Data.AuthServerRevocationEndpoint != "" {
 		revokeErr = cs.RevokeSession(ctx)
 	}
+	c.rescued.drop(d, sessionID)
 	return errors.Join(revokeErr, c.store.DeleteSession(ctx, d, sessionID))
 }
 

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atclient"
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
@@ -20,10 +19,6 @@ import (
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 )
-
-// refreshLockTTL bounds one refresh (a token request and a storage write):
-// a crashed holder blocks others for at most this long.
-const refreshLockTTL = 30 * time.Second
 
 // Session is a ready OAuth session (a ginoauth.OAuthSession) backed by an
 // indigo oauth.ClientSession.
@@ -34,14 +29,30 @@ const refreshLockTTL = 30 * time.Second
 // the access token is invalid, Session takes a lock named after the session
 // (the Storage's ginoauth.Locker, so it holds across every instance sharing
 // the storage; a process-local lock otherwise), re-reads the stored session,
-// and refreshes only if nobody else has rotated the tokens meanwhile; the
-// new tokens are saved before the lock is released. So N concurrent requests
-// on M instances make exactly one refresh grant.
+// and refreshes only if nobody else has rotated the tokens meanwhile. So N
+// concurrent requests on M instances make exactly one refresh grant.
+//
+// Once the lock is held, the refresh and the save of its tokens run
+// detached from the request (a browser that goes away cannot drop rotated
+// tokens) within a budget well inside the lock's lease; a failed save is
+// retried within that budget; the lock is released at the end, and a
+// release that fails is retried in the background so that other instances
+// do not wait out the lease. Tokens are only ever written by the lock
+// holder, and never over newer ones (see AuthStore).
+//
+// If the save still fails when the budget is spent (storage down), the new
+// tokens are not thrown away: this process keeps them in memory, uses them
+// for the session's requests, keeps the refresh lock, and saves them in the
+// background as soon as storage answers (logging an error until then). The
+// one case that still loses the login is this process exiting before
+// storage comes back: the stored, spent refresh token then fails at the
+// next refresh and the user logs in again.
 //
 // A refresh the server refuses for good (invalid_grant: revoked, expired or
 // replayed) deletes the stored session and returns a *ginoauth.SessionError
-// with code SessionOAuthGone; the Manager then ends the login. A network
-// failure returns an error and logs nobody out.
+// with code SessionOAuthGone, as does a session deleted while its refresh
+// ran (whose new tokens are then revoked, since nobody holds them). A
+// network failure returns an error and logs nobody out.
 type Session struct {
 	c   *Client
 	did syntax.DID
@@ -134,18 +145,23 @@ func (s *Session) RefreshTokens(ctx context.Context) error {
 // refresh replaces the access token that the PDS rejected, unless another
 // request or instance already did.
 func (s *Session) refresh(ctx context.Context, rejected string) error {
-	unlock, err := s.c.lock(ctx, refreshLockName(s.did, s.id))
+	c := s.c
+	unlock, err := c.lockWithin(ctx, refreshLockName(s.did, s.id))
 	if err != nil {
 		return fmt.Errorf("indigoclient: waiting for the refresh lock: %w", err)
 	}
+	// From here on the request's cancellation no longer applies: a refresh
+	// whose answer is lost makes the next one a replay.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshBudget)
+	defer cancel()
+	release := true
 	defer func() {
-		// Release even if the request was cancelled meanwhile.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = unlock(uctx)
+		if release {
+			c.release(unlock)
+		}
 	}()
 
-	fresh, err := s.c.resume(ctx, s.did, s.id) // the stored session, as of now
+	fresh, spent, err := c.load(ctx, s.did, s.id) // the newest copy, as of now
 	if errors.Is(err, ginoauth.ErrNotFound) {
 		return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
 	}
@@ -157,28 +173,39 @@ func (s *Session) refresh(ctx context.Context, rejected string) error {
 		return nil
 	}
 	if _, err := fresh.RefreshTokens(ctx); err != nil {
-		if isTerminalRefreshError(err) {
-			s.c.log.Info("OAuth session ended by the authorization server", "did", s.did, "session", shortHash(s.id), "err", err)
-			if derr := s.c.store.DeleteSession(ctx, s.did, s.id); derr != nil {
-				return derr
-			}
-			return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
+		if !isTerminalRefreshError(err) {
+			return fmt.Errorf("indigoclient: token refresh: %w", err)
 		}
-		return fmt.Errorf("indigoclient: token refresh: %w", err)
+		c.log.Info("OAuth session ended by the authorization server", "did", s.did, "session", shortHash(s.id), "err", err)
+		c.rescued.drop(s.did, s.id)
+		if derr := c.store.DeleteSession(ctx, s.did, s.id); derr != nil {
+			return derr
+		}
+		return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
 	}
-	// indigo saved the rotated tokens through PersistSessionCallback, which
-	// cannot report failure; check, because losing them would make the next
-	// refresh a replay.
-	access, _ := fresh.GetHostAccessData()
-	saved, err := s.c.store.GetSession(ctx, s.did, s.id)
-	if err != nil {
-		return err
+	rotated := *fresh.Data
+	switch err := c.saveRotated(ctx, rotated, spent); {
+	case err == nil:
+		s.swap(fresh)
+		return nil
+	case errors.Is(err, ginoauth.ErrNotFound):
+		// Deleted while we refreshed (expired, or ended without waiting
+		// for this lock): nobody may hold the new tokens.
+		c.log.Info("OAuth session ended during a token refresh; revoking the new tokens", "did", s.did, "session", shortHash(s.id))
+		if rerr := fresh.RevokeSession(ctx); rerr != nil {
+			c.log.Warn("revoking the tokens of an ended session failed", "did", s.did, "session", shortHash(s.id), "err", rerr)
+		}
+		return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
+	case errors.Is(err, errStaleTokens):
+		// Only possible if a lease lapsed under a stalled holder; the
+		// stored tokens are not ours to overwrite.
+		return fmt.Errorf("indigoclient: token refresh raced another instance: %w", err)
+	default:
+		release = false // the rescue keeps the lock until the tokens are saved
+		c.rescue(rotated, spent, unlock)
+		s.swap(fresh)
+		return nil
 	}
-	if saved.AccessToken != access {
-		return &ginoauth.StorageError{Op: "set", Err: errors.New("rotated tokens were not saved")}
-	}
-	s.swap(fresh)
-	return nil
 }
 
 func (s *Session) swap(cs *oauth.ClientSession) {
@@ -196,40 +223,6 @@ func isTerminalRefreshError(err error) bool {
 func refreshLockName(did syntax.DID, sessionID string) string {
 	sum := sha256.Sum256([]byte(did.String() + " " + sessionID))
 	return "oauth-refresh:" + hex.EncodeToString(sum[:16])
-}
-
-// lock takes the named refresh lock through the Storage's Locker, or a
-// process-local one when the Storage has none.
-func (c *Client) lock(ctx context.Context, name string) (ginoauth.Unlock, error) {
-	if l, ok := c.store.storage.(ginoauth.Locker); ok {
-		return l.Lock(ctx, name, refreshLockTTL)
-	}
-	return c.locks.lock(ctx, name)
-}
-
-// localLocks are per-name mutexes that honour ctx.
-type localLocks struct {
-	mu    sync.Mutex
-	chans map[string]chan struct{}
-}
-
-func (l *localLocks) lock(ctx context.Context, name string) (ginoauth.Unlock, error) {
-	l.mu.Lock()
-	if l.chans == nil {
-		l.chans = make(map[string]chan struct{})
-	}
-	ch, ok := l.chans[name]
-	if !ok {
-		ch = make(chan struct{}, 1)
-		l.chans[name] = ch
-	}
-	l.mu.Unlock()
-	select {
-	case ch <- struct{}{}:
-		return func(context.Context) error { <-ch; return nil }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 // dpopURL is the request URL without query and fragment, as DPoP's htu.
@@ -269,7 +262,3 @@ func (s *Session) APIClient() *atclient.APIClient {
 	api.Auth = s
 	return api
 }
-
-// ClientSession returns the underlying indigo session as of now (a refresh
-// replaces it).
-func (s *Session) ClientSession() *oauth.ClientSession { return s.current() }

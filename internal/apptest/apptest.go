@@ -51,6 +51,8 @@ type Options struct {
 	ClientConfig *oauth.ClientConfig
 	// Configure may change the Manager's Config before New is called.
 	Configure func(*ginoauth.Config)
+	// Middleware runs before the library's on every request.
+	Middleware []gin.HandlerFunc
 }
 
 // App is a running test app.
@@ -85,12 +87,14 @@ func New(t testing.TB, opts Options) *App {
 		t.Fatal(err)
 	}
 	base := "http://" + ln.Addr().String()
-	oc := oauth.NewLocalhostConfig(base+"/oauth/callback", Scopes)
+	// One client_id for every instance on 127.0.0.1, whatever its port.
+	oc := indigoclient.LocalhostConfig(base+"/oauth/callback", Scopes)
 	if opts.ClientConfig != nil {
 		oc = *opts.ClientConfig
 	}
 	a.OAuthConfig = &oc
-	a.Client = &ObservedClient{Client: indigoclient.New(oc, a.Store, indigoclient.Options{HTTPClient: opts.HTTPClient, Directory: opts.Directory})}
+	client := indigoclient.New(oc, a.Store, indigoclient.Options{HTTPClient: opts.HTTPClient, Directory: opts.Directory})
+	a.Client = &ObservedClient{Client: client}
 
 	cfg := ginoauth.Config{
 		OAuthClient:  a.Client,
@@ -106,14 +110,19 @@ func New(t testing.TB, opts Options) *App {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: a.router()}}
+	a.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: a.router(opts.Middleware)}}
 	a.Server.Start()
-	t.Cleanup(a.Server.Close)
+	t.Cleanup(func() {
+		a.Server.Close()
+		_ = a.Manager.Close()
+		_ = client.Close()
+	})
 	return a
 }
 
-func (a *App) router() *gin.Engine {
+func (a *App) router(extra []gin.HandlerFunc) *gin.Engine {
 	r := gin.New()
+	r.Use(extra...)
 	r.Use(ginoauth.Middleware(a.Manager))
 	a.Manager.Mount(r)
 	api := r.Group("/api", ginoauth.RequireAuth())
@@ -349,19 +358,70 @@ func (c *Clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// FaultyStorage passes through to a real Storage until Down is set, then
-// fails every call: a database outage as the library sees it.
+// FaultyStorage passes through to a real Storage until told to fail: all
+// of it while Down is set (a database outage as the library sees it), or
+// chosen operations on chosen keys (see Fail).
 type FaultyStorage struct {
 	ginoauth.Storage
 	Down atomic.Bool
+
+	mu     sync.Mutex
+	faults []*fault
 }
 
-// ErrDown is what FaultyStorage returns while Down.
+// ErrDown is what FaultyStorage returns for an injected failure.
 var ErrDown = errors.New("storage is down (injected fault)")
+
+// Storage operations a fault can target.
+const (
+	OpGet    = "get"
+	OpSet    = "set"
+	OpDelete = "delete"
+	OpTake   = "take"
+	OpLock   = "lock"
+	OpUnlock = "unlock"
+)
+
+type fault struct {
+	op, prefix string
+	left       int // failures left; < 0 = until removed
+}
+
+// Fail makes the next n calls of op on keys starting with prefix fail with
+// ErrDown (n < 0: every call until the returned func is called). Lock
+// names count as keys.
+func (f *FaultyStorage) Fail(op, prefix string, n int) (remove func()) {
+	ft := &fault{op: op, prefix: prefix, left: n}
+	f.mu.Lock()
+	f.faults = append(f.faults, ft)
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		ft.left = 0
+	}
+}
+
+func (f *FaultyStorage) fails(op, key string) bool {
+	if f.Down.Load() {
+		return true
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ft := range f.faults {
+		if ft.op == op && strings.HasPrefix(key, ft.prefix) && ft.left != 0 {
+			if ft.left > 0 {
+				ft.left--
+			}
+			return true
+		}
+	}
+	return false
+}
 
 // Get implements ginoauth.Storage.
 func (f *FaultyStorage) Get(ctx context.Context, k string) ([]byte, error) {
-	if f.Down.Load() {
+	if f.fails(OpGet, k) {
 		return nil, ErrDown
 	}
 	return f.Storage.Get(ctx, k)
@@ -369,7 +429,7 @@ func (f *FaultyStorage) Get(ctx context.Context, k string) ([]byte, error) {
 
 // Set implements ginoauth.Storage.
 func (f *FaultyStorage) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
-	if f.Down.Load() {
+	if f.fails(OpSet, k) {
 		return ErrDown
 	}
 	return f.Storage.Set(ctx, k, v, ttl)
@@ -377,7 +437,7 @@ func (f *FaultyStorage) Set(ctx context.Context, k string, v []byte, ttl time.Du
 
 // Delete implements ginoauth.Storage.
 func (f *FaultyStorage) Delete(ctx context.Context, k string) error {
-	if f.Down.Load() {
+	if f.fails(OpDelete, k) {
 		return ErrDown
 	}
 	return f.Storage.Delete(ctx, k)
@@ -385,18 +445,28 @@ func (f *FaultyStorage) Delete(ctx context.Context, k string) error {
 
 // Take implements ginoauth.Taker; the wrapped Storage must have it.
 func (f *FaultyStorage) Take(ctx context.Context, k string) ([]byte, error) {
-	if f.Down.Load() {
+	if f.fails(OpTake, k) {
 		return nil, ErrDown
 	}
 	return f.Storage.(ginoauth.Taker).Take(ctx, k)
 }
 
-// Lock implements ginoauth.Locker; the wrapped Storage must have it.
+// Lock implements ginoauth.Locker; the wrapped Storage must have it. The
+// Unlock it returns fails while an OpUnlock fault matches name.
 func (f *FaultyStorage) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
-	if f.Down.Load() {
+	if f.fails(OpLock, name) {
 		return nil, ErrDown
 	}
-	return f.Storage.(ginoauth.Locker).Lock(ctx, name, ttl)
+	unlock, err := f.Storage.(ginoauth.Locker).Lock(ctx, name, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		if f.fails(OpUnlock, name) {
+			return ErrDown
+		}
+		return unlock(ctx)
+	}, nil
 }
 
 // LogBuffer is a goroutine-safe io.Writer for capturing logs in tests.

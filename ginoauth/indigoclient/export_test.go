@@ -1,0 +1,17 @@
+package indigoclient
+
+import (
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+)
+
+// Hooks for the package's external tests.
+
+// SetSaveBudget shortens how long c retries the save of rotated tokens.
+func SetSaveBudget(c *Client, d time.Duration) { c.saveBudget = d }
+
+// RefreshLockName is the name of a session's refresh lock.
+func RefreshLockName(did, sessionID string) string {
+	return refreshLockName(syntax.DID(did), sessionID)
+}
