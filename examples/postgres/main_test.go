@@ -15,6 +15,7 @@ import (
 
 	"github.com/gin-atproto/oauth-sessions/examples/internal/demoapp"
 	"github.com/gin-atproto/oauth-sessions/examples/internal/demotest"
+	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/stores/postgresstore"
 )
 
@@ -111,6 +112,46 @@ func TestSessionIsSharedAcrossInstances(t *testing.T) {
 	replay.Jar.SetCookies(u, []*http.Cookie{{Name: "sid", Value: sid.Value, Path: "/"}})
 	if p := replay.Get("/"); p.Contains(demoapp.DemoAccount.DID) || !strings.Contains(p.Body, "Log in with your handle") {
 		t.Fatalf("a session logged out on instance 2 still works on instance 1: %.300s", p.Body)
+	}
+}
+
+// Three instances on three ports are one OAuth client: a login made on the
+// first is revoked by a logout on the third. (With the port in the
+// client_id, the server refused that revocation as "issued to another
+// client" and the tokens stayed live.)
+func TestInstancesShareOneClientID(t *testing.T) {
+	dsn := postgresDSN(t)
+	env := map[string]string{
+		"ADDR":           "127.0.0.1:0",
+		"DATA_DIR":       filepath.Join(t.TempDir(), "data"),
+		"LOG_LEVEL":      "warn",
+		"DATABASE_URL":   dsn,
+		"DATABASE_TABLE": uniqueTable(t, dsn),
+		"INSTANCES":      "3",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	logs := &apptest.LogBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, func(k string) string { return env[k] }, pw, logs)
+		pw.Close()
+		done <- err
+	}()
+	urls := demotest.URLsFromBanner(t, pr, 3, 60*time.Second)
+	defer func() {
+		cancel()
+		<-done
+	}()
+	one := demotest.NewBrowser(t, urls[0])
+	if p := one.Login("alice.test", true); !p.Contains("@alice.test") {
+		t.Fatalf("login on instance 1: %.600s", p.Body)
+	}
+	if p := one.At(urls[2]).Post("/logout", url.Values{}); p.Status != http.StatusSeeOther {
+		t.Fatalf("logout on instance 3: %d", p.Status)
+	}
+	if strings.Contains(logs.String(), "revocation failed") {
+		t.Fatalf("instance 3 could not revoke a login made on instance 1:\n%s", logs)
 	}
 }
 

@@ -2,6 +2,7 @@ package indigoclient_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -125,18 +126,24 @@ func TestStaleNonceInFlightDoesNotRestoreSpentTokens(t *testing.T) {
 }
 
 // Defect 2. The browser goes away after the server rotated the tokens and
-// before they were saved. Failed while the refresh ran on the request's
-// context.
+// before they were saved. The request's own handler must still save them
+// (not leave them to the background rescue). Failed while the refresh ran
+// on the request's context.
 func TestCancelledRequestKeepsRotatedTokens(t *testing.T) {
 	r := newRig(t)
-	cancelled := make(chan struct{})
+	cancelled, handled := make(chan struct{}), make(chan struct{})
 	var once sync.Once
+	logs := &apptest.LogBuffer{}
 	a := r.app(nil, func(o *apptest.Options) {
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 		o.Middleware = []gin.HandlerFunc{func(c *gin.Context) {
-			if c.Request.URL.Path == "/api/refresh" {
-				ctx := c.Request.Context()
-				go func() { <-ctx.Done(); once.Do(func() { close(cancelled) }) }()
+			if c.Request.URL.Path != "/api/refresh" {
+				return
 			}
+			ctx := c.Request.Context()
+			go func() { <-ctx.Done(); once.Do(func() { close(cancelled) }) }()
+			c.Next()
+			close(handled)
 		}}
 	})
 	b, id := r.login(a)
@@ -159,7 +166,11 @@ func TestCancelledRequestKeepsRotatedTokens(t *testing.T) {
 		t.Fatal("the app never saw the request cancelled")
 	}
 	release()
-
+	<-handled
+	r.alive(a, id)
+	if strings.Contains(logs.String(), "could not save rotated") {
+		t.Fatalf("the cancelled request did not save the rotated tokens itself:\n%s", logs)
+	}
 	if st := getStatus(b, "/api/pds-session"); st != http.StatusOK {
 		t.Fatalf("after the cancelled refresh: %d (%+v)", st, r.as.Stats())
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -53,6 +54,8 @@ type Options struct {
 	Configure func(*ginoauth.Config)
 	// Middleware runs before the library's on every request.
 	Middleware []gin.HandlerFunc
+	// Logger receives the logs of the Manager and the OAuth client.
+	Logger *slog.Logger
 }
 
 // App is a running test app.
@@ -93,7 +96,7 @@ func New(t testing.TB, opts Options) *App {
 		oc = *opts.ClientConfig
 	}
 	a.OAuthConfig = &oc
-	client := indigoclient.New(oc, a.Store, indigoclient.Options{HTTPClient: opts.HTTPClient, Directory: opts.Directory})
+	client := indigoclient.New(oc, a.Store, indigoclient.Options{HTTPClient: opts.HTTPClient, Directory: opts.Directory, Logger: opts.Logger})
 	a.Client = &ObservedClient{Client: client}
 
 	cfg := ginoauth.Config{
@@ -102,6 +105,7 @@ func New(t testing.TB, opts Options) *App {
 		CookieSecret: "an-example-cookie-secret-of-32-bytes!!",
 		BaseURL:      base,
 		Now:          a.Clock.Now,
+		Logger:       opts.Logger,
 	}
 	if opts.Configure != nil {
 		opts.Configure(&cfg)

@@ -68,11 +68,14 @@ func (n *Network) IsLocal() bool { return n.local != nil }
 //     SetClientSecret when a client key is configured;
 //   - otherwise a localhost development client (client_id
 //     http://localhost?redirect_uri=...), which needs no metadata document and
-//     whose redirect URI must be on 127.0.0.1.
+//     whose redirect URI must be on 127.0.0.1. Its client_id leaves the port
+//     out (loopback redirects match any port, RFC 8252 section 7.3), so all
+//     instances on one machine are one client: a login made on one can be
+//     refreshed and revoked by another.
 func (n *Network) ClientConfig(baseURL string) (oauth.ClientConfig, error) {
 	callback := baseURL + "/oauth/callback"
 	if n.cfg.PublicURL == "" {
-		return oauth.NewLocalhostConfig(callback, n.cfg.Scopes), nil
+		return indigoclient.LocalhostConfig(callback, n.cfg.Scopes), nil
 	}
 	cc := oauth.NewPublicConfig(n.cfg.PublicURL+"/oauth-client-metadata.json", callback, n.cfg.Scopes)
 	cc.UserAgent = "ginoauth-example"
