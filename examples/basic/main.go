@@ -95,6 +95,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	// The core wiring: indigo's OAuth client and the session manager share
 	// one store; the manager's middleware and routes go on the Gin engine.
 	client := indigoclient.New(clientConfig, store, network.ClientOptions(log))
+	defer client.Close() // after the servers stop: it may be finishing a token save
 	pageOpts := demoapp.PageOptions{BaseURL: baseURL, Network: network, Logger: log}
 	mgr, err := ginoauth.New(ginoauth.Config{
 		OAuthClient:  client,
@@ -108,6 +109,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
+	defer mgr.Close()
 	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...)    // recovery, request log, security headers

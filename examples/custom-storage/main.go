@@ -90,6 +90,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 
 	// From here on it is the same wiring as with the stores this module ships.
 	client := indigoclient.New(clientConfig, store, network.ClientOptions(log))
+	defer client.Close() // after the servers stop: it may be finishing a token save
 	pageOpts := demoapp.PageOptions{BaseURL: baseURL, Network: network, Instance: "Redis storage", Logger: log}
 	mgr, err := ginoauth.New(ginoauth.Config{
 		OAuthClient:  client,
@@ -103,6 +104,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
+	defer mgr.Close()
 	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...)

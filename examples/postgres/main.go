@@ -103,6 +103,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 			return err
 		}
 		client := indigoclient.New(clientConfig, store, network.ClientOptions(ilog))
+		defer client.Close() // after the servers stop: it may be finishing a token save
 		pageOpts := demoapp.PageOptions{BaseURL: baseURL, Network: network, Instance: name + " · Postgres", Logger: ilog}
 		mgr, err := ginoauth.New(ginoauth.Config{
 			OAuthClient:  client,
@@ -116,6 +117,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		if err != nil {
 			return err
 		}
+		defer mgr.Close()
 		pages := demoapp.NewPages(mgr, pageOpts)
 		r := demoapp.NewEngine()
 		r.Use(pages.Middleware()...)

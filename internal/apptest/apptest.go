@@ -492,3 +492,30 @@ func (l *LogBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// EditStoredOAuthSession rewrites the OAuth client's stored record of a
+// session in place (keeping its TTL), as a fault a test injects: edit gets
+// the record's "data" object (indigo's ClientSessionData as JSON).
+func (a *App) EditStoredOAuthSession(did, sessionID string, edit func(data map[string]any)) {
+	a.T.Helper()
+	ctx := context.Background()
+	key := "oauth:sess:" + did + ":" + sessionID
+	raw, err := a.Store.Storage.Get(ctx, key)
+	if err != nil {
+		a.T.Fatalf("reading %s: %v", key, err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		a.T.Fatal(err)
+	}
+	data, _ := rec["data"].(map[string]any)
+	edit(data)
+	expires, err := time.Parse(time.RFC3339Nano, rec["expires_at"].(string))
+	if err != nil {
+		a.T.Fatal(err)
+	}
+	raw, _ = json.Marshal(rec)
+	if err := a.Store.Storage.Set(ctx, key, raw, time.Until(expires)); err != nil {
+		a.T.Fatal(err)
+	}
+}

@@ -39,10 +39,7 @@ func TestInteropConcurrentRefreshAcrossInstances(t *testing.T) {
 				t.Fatalf("refresh: %d %s", r.Status, r.Body)
 			}
 			stale := currentTokens(t, one, b)
-			stale.AccessToken = dead
-			if err := one.Client.Store().SaveSession(ctx, stale); err != nil {
-				t.Fatal(err)
-			}
+			one.EditStoredOAuthSession(stale.AccountDID.String(), stale.SessionID, func(d map[string]any) { d["access_token"] = dead })
 
 			var wg sync.WaitGroup
 			statuses := make([]int, 8)
