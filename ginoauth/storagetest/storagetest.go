@@ -108,6 +108,7 @@ func Run(t *testing.T, h Harness) {
 		{"Lock/LeaseLapses", testLockLeaseLapses},
 		{"Lock/StaleUnlock", testLockStaleUnlock},
 		{"Lock/Context", testLockContext},
+		{"Lock/CancelledWaiters", testLockCancelledWaiters},
 	}
 	// Most checks spend their time sleeping on TTLs and leases, so they run
 	// concurrently through goroutines rather than t.Parallel, which -parallel
@@ -273,6 +274,10 @@ func testOverwrite(t *testing.T, h Harness) {
 	wantValue(t, s, p+"k", []byte("short"))
 	mustSet(t, s, p+"k", []byte("a longer third value than before"), time.Hour)
 	wantValue(t, s, p+"k", []byte("a longer third value than before"))
+	// A long value over a long value: nothing of the old one survives (a
+	// write that patches bytes in place can tear).
+	mustSet(t, s, p+"k", []byte("FOURTH VALUE, written whole, replacing all"), time.Hour)
+	wantValue(t, s, p+"k", []byte("FOURTH VALUE, written whole, replacing all"))
 	// TTL replacement is checked in TTL.
 }
 
@@ -937,4 +942,38 @@ func testLockContext(t *testing.T, h Harness) {
 		}
 		t.Errorf("Lock when ctx was cancelled: %v, want context.Canceled", err)
 	}
+}
+
+// testLockCancelledWaiters: callers whose context ends at any moment while
+// they contend for a lock must leave no lease behind. (A lease taken by a
+// statement that the client abandoned midway, but the server committed,
+// is held by nobody: every later caller waits out the whole lease.)
+func testLockCancelledWaiters(t *testing.T, h Harness) {
+	s := h.New(t)
+	l := locker(t, s)
+	ctx := ctxFor(t)
+	name := prefix(t) + "cancelled"
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				wait := time.Duration((w*7+i*13)%40) * 100 * time.Microsecond
+				cctx, cancel := context.WithTimeout(ctx, wait)
+				if unlock, err := l.Lock(cctx, name, time.Minute); err == nil {
+					_ = unlock(ctx)
+				}
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	unlock, err := l.Lock(wctx, name, time.Second)
+	if err != nil {
+		t.Fatalf("after contenders gave up at random moments, the lock is still held: %v (a cancelled Lock left a lease behind)", err)
+	}
+	_ = unlock(ctx)
 }

@@ -21,6 +21,9 @@ const (
 // unlockTimeout bounds an Unlock that ignores its caller's cancellation.
 const unlockTimeout = 5 * time.Second
 
+// lockAttemptTimeout bounds one attempt to take a lease.
+const lockAttemptTimeout = 5 * time.Second
+
 // Lock implements ginoauth.Locker with a lease row in the lock table. It
 // returns when the lease is taken, or with a *ginoauth.StorageError wrapping
 // ctx's error when ctx ends first, or wrapping the database error if an
@@ -50,15 +53,24 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (ginoa
 		}
 		wake := s.wakeChan() // before the attempt, so a release in between is not missed
 		now := s.opts.Now()
-		res := s.db.WithContext(ctx).Exec(s.q.lock, name, owner, s.d.ts(now.Add(ttl)), s.d.ts(now))
+		// The attempt is not cancelled with ctx: a statement cancelled
+		// midway may still commit on the server after the client gave up,
+		// leaving a lease nobody releases. ctx is checked between attempts.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockAttemptTimeout)
+		res := s.db.WithContext(actx).Exec(s.q.lock, name, owner, s.d.ts(now.Add(ttl)), s.d.ts(now))
+		cancel()
 		if res.Error != nil {
-			if err := ctx.Err(); err != nil {
-				return nil, storageErr("lock", err)
-			}
+			// It may have taken the lease before failing: give it back.
+			_ = s.unlocker(name, owner)(context.Background())
 			return nil, storageErr("lock", res.Error)
 		}
 		if res.RowsAffected > 0 {
-			return s.unlocker(name, owner), nil
+			unlock := s.unlocker(name, owner)
+			if err := ctx.Err(); err != nil {
+				_ = unlock(context.Background())
+				return nil, storageErr("lock", err)
+			}
+			return unlock, nil
 		}
 		// Jitter keeps waiters in different processes from polling in step.
 		t := time.NewTimer(delay/2 + rand.N(delay)) //nolint:gosec // jitter, not a secret
