@@ -43,7 +43,9 @@ func TestSoakRefresh(t *testing.T) {
 	}
 	s1, s2 := be.Pair(t)
 	logs := &apptest.LogBuffer{}
-	withLogs := func(o *apptest.Options) { o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})) }
+	withLogs := func(o *apptest.Options) {
+		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	apps := []*apptest.App{r.app(s1, withLogs), r.app(s2, withLogs), r.app(s1, withLogs)}
 	defer func() {
 		if t.Failed() {
