@@ -386,3 +386,24 @@ func TestRefusedRefreshEndsTheDeviceSessionAtOnce(t *testing.T) {
 		t.Fatalf("the very next session check must say logged out: %d %s", resp.Status, resp.Body)
 	}
 }
+
+// indigo's typed client over the Manager's session gets the same refresh
+// and the same end of the device session when the refresh is refused.
+func TestTypedClientSharesTheRefreshPath(t *testing.T) {
+	r := newRig(t)
+	a := r.app(nil)
+	b, id := r.login(a)
+	r.as.ExpireAccessTokens()
+	if st := getStatus(b, "/api/pds-session-typed"); st != http.StatusOK {
+		t.Fatalf("typed call with an expired access token: %d", st)
+	}
+	r.alive(a, id)
+	r.as.RevokeAll("alice.test")
+	r.as.ExpireAccessTokens()
+	if resp := b.Get("/api/pds-session-typed"); resp.Status != http.StatusUnauthorized {
+		t.Fatalf("typed call after revocation: want 401, got %d %s", resp.Status, resp.Body)
+	}
+	if st := getStatus(b, "/api/session"); st != http.StatusUnauthorized {
+		t.Fatalf("the device session must have ended: %d", st)
+	}
+}

@@ -262,3 +262,24 @@ func (s *Session) APIClient() *atclient.APIClient {
 	api.Auth = s
 	return api
 }
+
+// APIClient returns indigo's XRPC client over any ginoauth.OAuthSession,
+// such as the one Manager.OAuthSession returns, for typed calls:
+//
+//	api := indigoclient.APIClient(sess)
+//	err := api.Post(ctx, "com.atproto.repo.createRecord", body, &out)
+//
+// Its requests go through sess.Do, so they get the session's coordinated
+// refresh, and a refused refresh ends the device session.
+func APIClient(sess ginoauth.OAuthSession) *atclient.APIClient {
+	did := syntax.DID(sess.DID())
+	return &atclient.APIClient{Host: sess.HostURL(), Auth: sessionAuth{sess}, AccountDID: &did}
+}
+
+// sessionAuth is an atclient.AuthMethod that sends requests through an
+// OAuthSession.
+type sessionAuth struct{ sess ginoauth.OAuthSession }
+
+func (a sessionAuth) DoWithAuth(_ *http.Client, req *http.Request, _ syntax.NSID) (*http.Response, error) {
+	return a.sess.Do(req)
+}

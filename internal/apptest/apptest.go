@@ -73,7 +73,8 @@ type App struct {
 // New starts the app on a loopback port; it stops at the end of the test.
 //
 // Routes: the prebuilt handlers, plus (behind RequireAuth) GET /api/whoami
-// (the user, with the OAuth session id), GET /api/pds-session (com.atproto.server.getSession on the user's PDS), POST
+// (the user, with the OAuth session id), GET /api/pds-session (com.atproto.server.getSession on the user's PDS; the same
+// through indigo's typed client at /api/pds-session-typed), POST
 // /api/post (createRecord with form field text), GET /api/record?uri=
 // (getRecord), POST /api/refresh (forces a token refresh), and GET
 // /dashboard, which greets the user or says "anonymous".
@@ -140,6 +141,14 @@ func (a *App) router(extra []gin.HandlerFunc) *gin.Engine {
 			Handle string `json:"handle"`
 		}
 		err := ginoauth.XRPCQuery(c.Request.Context(), sess, "com.atproto.server.getSession", nil, &out)
+		return out, err
+	}))
+	api.GET("/pds-session-typed", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
+		var out struct {
+			DID    string `json:"did"`
+			Handle string `json:"handle"`
+		}
+		err := indigoclient.APIClient(sess).Get(c.Request.Context(), "com.atproto.server.getSession", nil, &out)
 		return out, err
 	}))
 	api.POST("/post", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
