@@ -1,7 +1,6 @@
 package ginoauth
 
 import (
-	"errors"
 	"net/http"
 )
 
@@ -108,38 +107,3 @@ func (e *MobileIntegrationError) Unwrap() error { return e.Err }
 
 // HTTPStatus is 400.
 func (e *MobileIntegrationError) HTTPStatus() int { return http.StatusBadRequest }
-
-// StorageError reports that the Storage failed to answer (not a "not found").
-// The prebuilt handlers and the middleware answer it with 503.
-type StorageError struct {
-	Op  string // "get", "set", "delete", "take", "lock" or "cleanup"
-	Err error
-}
-
-func (e *StorageError) Error() string {
-	msg := "ginoauth: storage " + e.Op + " failed"
-	if e.Err != nil {
-		msg += ": " + e.Err.Error()
-	}
-	return msg
-}
-
-func (e *StorageError) Unwrap() error { return e.Err }
-
-// HTTPStatus is 503.
-func (e *StorageError) HTTPStatus() int { return http.StatusServiceUnavailable }
-
-// WrapStorageError leaves nil and ErrNotFound alone and turns every other
-// error into a *StorageError with Op op (unless it already is one). Storage
-// implementations and callers of a Storage can use it so that a failure is
-// never mistaken for "not found".
-func WrapStorageError(op string, err error) error {
-	if err == nil || errors.Is(err, ErrNotFound) {
-		return err
-	}
-	var se *StorageError
-	if errors.As(err, &se) {
-		return err
-	}
-	return &StorageError{Op: op, Err: err}
-}

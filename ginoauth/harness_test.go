@@ -6,6 +6,7 @@ import (
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 )
 
@@ -21,7 +22,7 @@ type testApp struct {
 
 // newTestApp starts an authorization server with the accounts alice.test and
 // bob.test, and an app using it.
-func newTestApp(t testing.TB, storage ginoauth.Storage, configure ...func(*ginoauth.Config)) *testApp {
+func newTestApp(t testing.TB, storage storage.Store, configure ...func(*ginoauth.Config)) *testApp {
 	t.Helper()
 	as := ginoauthtest.New(t)
 	as.CreateAccount("alice.test", ginoauthtest.WithDisplayName("Alice"))

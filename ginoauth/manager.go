@@ -8,10 +8,11 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/gin-contrib/sessions"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Manager runs the login flow and the sessions of one app. Build it once with
@@ -27,10 +28,7 @@ type Manager struct {
 	flowCookie    sessions.Options
 	flowCookieNm  string
 
-	// takeMu makes Get+Delete single-use within this process when the
-	// Storage has no atomic Take.
-	takeMu sync.Mutex
-	now    func() time.Time
+	now func() time.Time
 
 	bg background // work that outlives a request, stopped by Close
 }
@@ -68,7 +66,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.sessionCookie.MaxAge = int(cfg.SessionTTL / time.Second)
 	m.flowCookie.MaxAge = int(cfg.FlowTTL / time.Second)
-	if _, ok := cfg.Storage.(Taker); !ok {
+	if _, ok := cfg.Storage.(storage.Taker); !ok {
 		m.log.Warn("storage has no atomic Take: one-time records are single-use within this process only; use a store from the stores packages for several instances")
 	}
 	return m, nil
@@ -113,7 +111,7 @@ func (m *Manager) getJSON(ctx context.Context, key string, v any) error {
 	defer cancel()
 	raw, err := m.store.Get(ctx, key)
 	if err != nil {
-		return WrapStorageError("get", err)
+		return storage.Wrap("get", err)
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		// A record we cannot read is as good as absent, but say so.
@@ -130,27 +128,20 @@ func (m *Manager) setJSON(ctx context.Context, key string, v any, ttl time.Durat
 	}
 	ctx, cancel := m.op(ctx)
 	defer cancel()
-	return WrapStorageError("set", m.store.Set(ctx, key, raw, ttl))
+	return storage.Wrap("set", m.store.Set(ctx, key, raw, ttl))
 }
 
 func (m *Manager) delete(ctx context.Context, key string) error {
 	ctx, cancel := m.op(ctx)
 	defer cancel()
-	return WrapStorageError("delete", m.store.Delete(ctx, key))
+	return storage.Wrap("delete", m.store.Delete(ctx, key))
 }
 
 // takeJSON consumes key (read and delete in one step) into v.
 func (m *Manager) takeJSON(ctx context.Context, key string, v any) error {
 	ctx, cancel := m.op(ctx)
 	defer cancel()
-	var raw []byte
-	var err error
-	if t, ok := m.store.(Taker); ok {
-		raw, err = t.Take(ctx, key)
-		err = WrapStorageError("take", err)
-	} else {
-		raw, err = m.emulatedTake(ctx, key)
-	}
+	raw, err := storage.Take(ctx, m.store, key)
 	if err != nil {
 		return err
 	}
@@ -159,19 +150,6 @@ func (m *Manager) takeJSON(ctx context.Context, key string, v any) error {
 		return ErrNotFound
 	}
 	return nil
-}
-
-func (m *Manager) emulatedTake(ctx context.Context, key string) ([]byte, error) {
-	m.takeMu.Lock()
-	defer m.takeMu.Unlock()
-	raw, err := m.store.Get(ctx, key)
-	if err != nil {
-		return nil, WrapStorageError("take", err)
-	}
-	if err := m.store.Delete(ctx, key); err != nil {
-		return nil, WrapStorageError("take", err)
-	}
-	return raw, nil
 }
 
 // keyPrefix is the non-secret part of a storage key, for logs.

@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // OAuthSession returns a ready OAuth session for the request's user, for
@@ -41,7 +43,7 @@ func (m *Manager) OAuthSession(c *gin.Context) (OAuthSession, error) {
 		setState(c, nil, SessionOAuthGone)
 		return nil, &SessionError{Code: SessionOAuthGone, Err: err}
 	}
-	return nil, WrapStorageError("get", err)
+	return nil, storage.Wrap("get", err)
 }
 
 // deviceBoundSession is the client's OAuth session for one device session.

@@ -3,13 +3,13 @@ package ginoauth_test
 import (
 	"testing"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
 
 type storageCase struct {
 	name string
-	open func(testing.TB) ginoauth.Storage
+	open func(testing.TB) storage.Store
 }
 
 // storages lists the storages end-to-end tests run on: memory, a SQLite file

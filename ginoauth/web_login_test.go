@@ -6,13 +6,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // runWebLogin is the whole story of one user through the prebuilt handlers:
 // login, session check, PDS calls through the ready OAuth session, logout,
 // and then proof that the old cookie and the tokens are dead.
-func runWebLogin(t *testing.T, storage ginoauth.Storage) {
+func runWebLogin(t *testing.T, storage storage.Store) {
 	a := newTestApp(t, storage)
 	b := a.NewBrowser()
 

@@ -1,5 +1,5 @@
 // Command custom-storage runs the example app on a Storage written for this
-// app: package redisstore, a ginoauth.Storage (with Taker and Locker) on
+// app: package redisstore, a storage.Store (with Taker and Locker) on
 // Redis in about a hundred lines. Read redisstore.go to write your own for
 // another database.
 //

@@ -15,6 +15,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Storage key patterns of the AuthStore:
@@ -45,7 +46,7 @@ const maxSpent = 8
 var errStaleTokens = errors.New("indigoclient: refusing to replace stored tokens with older ones")
 
 // AuthStore is an indigo oauth.ClientAuthStore that keeps its data in a
-// ginoauth.Storage, with the TTLs indigo leaves to the store: pending
+// storage.Store, with the TTLs indigo leaves to the store: pending
 // authorization requests expire after AuthRequestTTL, sessions after the
 // lifetime of the login that created them.
 //
@@ -61,7 +62,7 @@ var errStaleTokens = errors.New("indigoclient: refusing to replace stored tokens
 // trip), so the token fields are written only when the tokens rotate, and
 // the Client rotates them only under the refresh lock.
 type AuthStore struct {
-	storage        ginoauth.Storage
+	storage        storage.Store
 	authRequestTTL time.Duration
 	sessionTTL     time.Duration
 	timeout        time.Duration
@@ -84,7 +85,7 @@ type AuthStoreOptions struct {
 }
 
 // NewAuthStore returns an AuthStore over storage.
-func NewAuthStore(storage ginoauth.Storage, opts AuthStoreOptions) *AuthStore {
+func NewAuthStore(storage storage.Store, opts AuthStoreOptions) *AuthStore {
 	if opts.AuthRequestTTL <= 0 {
 		opts.AuthRequestTTL = DefaultAuthRequestTTL
 	}
@@ -141,7 +142,7 @@ func (s *AuthStore) op(ctx context.Context) (context.Context, context.CancelFunc
 }
 
 // GetSession implements oauth.ClientAuthStore. A missing or expired session
-// gives an error wrapping ginoauth.ErrNotFound. The DPoP nonces are the
+// gives an error wrapping storage.ErrNotFound. The DPoP nonces are the
 // freshest this process has seen.
 func (s *AuthStore) GetSession(ctx context.Context, did syntax.DID, sessionID string) (*oauth.ClientSessionData, error) {
 	st, err := s.loadSession(ctx, did, sessionID)
@@ -157,11 +158,11 @@ func (s *AuthStore) loadSession(ctx context.Context, did syntax.DID, sessionID s
 	defer cancel()
 	raw, err := s.storage.Get(ctx, sessionKey(did, sessionID))
 	if err != nil {
-		return nil, ginoauth.WrapStorageError("get", err)
+		return nil, storage.Wrap("get", err)
 	}
 	var st storedSession
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, fmt.Errorf("indigoclient: unreadable session record: %w", ginoauth.ErrNotFound)
+		return nil, fmt.Errorf("indigoclient: unreadable session record: %w", storage.ErrNotFound)
 	}
 	return &st, nil
 }
@@ -180,7 +181,7 @@ func (s *AuthStore) SaveSession(ctx context.Context, sess oauth.ClientSessionDat
 	}
 	old, err := s.loadSession(ctx, sess.AccountDID, sess.SessionID)
 	switch {
-	case errors.Is(err, ginoauth.ErrNotFound):
+	case errors.Is(err, storage.ErrNotFound):
 		return s.put(ctx, &storedSession{Data: sess, ExpiresAt: now.Add(s.sessionTTL)})
 	case err != nil:
 		return err
@@ -224,7 +225,7 @@ func (st *storedSession) rotated(sess oauth.ClientSessionData) *storedSession {
 func (s *AuthStore) put(ctx context.Context, st *storedSession) error {
 	ttl := st.ExpiresAt.Sub(s.now())
 	if ttl <= 0 {
-		return fmt.Errorf("indigoclient: session already expired: %w", ginoauth.ErrNotFound)
+		return fmt.Errorf("indigoclient: session already expired: %w", storage.ErrNotFound)
 	}
 	// Nonces live in memory; storing them would only make the record look
 	// changed on every nonce round.
@@ -235,18 +236,18 @@ func (s *AuthStore) put(ctx context.Context, st *storedSession) error {
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	return ginoauth.WrapStorageError("set", s.storage.Set(ctx, sessionKey(st.Data.AccountDID, st.Data.SessionID), raw, ttl))
+	return storage.Wrap("set", s.storage.Set(ctx, sessionKey(st.Data.AccountDID, st.Data.SessionID), raw, ttl))
 }
 
 // DeleteSession implements oauth.ClientAuthStore.
 func (s *AuthStore) DeleteSession(ctx context.Context, did syntax.DID, sessionID string) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	return ginoauth.WrapStorageError("delete", s.storage.Delete(ctx, sessionKey(did, sessionID)))
+	return storage.Wrap("delete", s.storage.Delete(ctx, sessionKey(did, sessionID)))
 }
 
 // GetAuthRequestInfo implements oauth.ClientAuthStore. It consumes the
-// request (atomically when the Storage is a ginoauth.Taker): an authorization
+// request (atomically when the Storage is a storage.Taker): an authorization
 // request is good for one callback, so a replayed callback finds nothing.
 func (s *AuthStore) GetAuthRequestInfo(ctx context.Context, state string) (*oauth.AuthRequestData, error) {
 	ctx, cancel := s.op(ctx)
@@ -254,7 +255,7 @@ func (s *AuthStore) GetAuthRequestInfo(ctx context.Context, state string) (*oaut
 	key := authRequestPrefix + state
 	var raw []byte
 	var err error
-	if t, ok := s.storage.(ginoauth.Taker); ok {
+	if t, ok := s.storage.(storage.Taker); ok {
 		raw, err = t.Take(ctx, key)
 	} else {
 		raw, err = s.storage.Get(ctx, key)
@@ -263,11 +264,11 @@ func (s *AuthStore) GetAuthRequestInfo(ctx context.Context, state string) (*oaut
 		}
 	}
 	if err != nil {
-		return nil, ginoauth.WrapStorageError("take", err)
+		return nil, storage.Wrap("take", err)
 	}
 	var info oauth.AuthRequestData
 	if err := json.Unmarshal(raw, &info); err != nil {
-		return nil, fmt.Errorf("indigoclient: unreadable auth request: %w", ginoauth.ErrNotFound)
+		return nil, fmt.Errorf("indigoclient: unreadable auth request: %w", storage.ErrNotFound)
 	}
 	return &info, nil
 }
@@ -280,12 +281,12 @@ func (s *AuthStore) SaveAuthRequestInfo(ctx context.Context, info oauth.AuthRequ
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	return ginoauth.WrapStorageError("set", s.storage.Set(ctx, authRequestPrefix+info.State, raw, s.authRequestTTL))
+	return storage.Wrap("set", s.storage.Set(ctx, authRequestPrefix+info.State, raw, s.authRequestTTL))
 }
 
 // DeleteAuthRequestInfo implements oauth.ClientAuthStore.
 func (s *AuthStore) DeleteAuthRequestInfo(ctx context.Context, state string) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	return ginoauth.WrapStorageError("delete", s.storage.Delete(ctx, authRequestPrefix+state))
+	return storage.Wrap("delete", s.storage.Delete(ctx, authRequestPrefix+state))
 }

@@ -10,14 +10,14 @@ import (
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
 
 // ttlRecorder is a real Storage that also remembers the TTL of each Set, so
 // tests can see which lifetime the AuthStore asked for.
 type ttlRecorder struct {
-	ginoauth.Storage
+	storage.Store
 	mu   sync.Mutex
 	ttls map[string]time.Duration
 }
@@ -26,11 +26,11 @@ func (r *ttlRecorder) Set(ctx context.Context, k string, v []byte, ttl time.Dura
 	r.mu.Lock()
 	r.ttls[k] = ttl
 	r.mu.Unlock()
-	return r.Storage.Set(ctx, k, v, ttl)
+	return r.Store.Set(ctx, k, v, ttl)
 }
 
 func (r *ttlRecorder) Take(ctx context.Context, k string) ([]byte, error) {
-	return r.Storage.(ginoauth.Taker).Take(ctx, k)
+	return r.Store.(storage.Taker).Take(ctx, k)
 }
 
 func (r *ttlRecorder) ttl(k string) time.Duration {
@@ -53,7 +53,7 @@ func TestAuthStore(t *testing.T) {
 	for _, be := range testdb.All() {
 		t.Run(be.Name, func(t *testing.T) {
 			t.Run("auth requests expire and are consumed once", func(t *testing.T) {
-				rec := &ttlRecorder{Storage: be.New(t), ttls: map[string]time.Duration{}}
+				rec := &ttlRecorder{Store: be.New(t), ttls: map[string]time.Duration{}}
 				s := NewAuthStore(rec, AuthStoreOptions{AuthRequestTTL: 7 * time.Minute})
 				ctx := context.Background()
 				if err := s.SaveAuthRequestInfo(ctx, oauth.AuthRequestData{State: "st", PKCEVerifier: "v"}); err != nil {
@@ -66,7 +66,7 @@ func TestAuthStore(t *testing.T) {
 				if err != nil || info.PKCEVerifier != "v" {
 					t.Fatalf("first read: %v %+v", err, info)
 				}
-				if _, err := s.GetAuthRequestInfo(ctx, "st"); !errors.Is(err, ginoauth.ErrNotFound) {
+				if _, err := s.GetAuthRequestInfo(ctx, "st"); !errors.Is(err, storage.ErrNotFound) {
 					t.Fatalf("a pending request must be usable once, got %v", err)
 				}
 				if err := s.DeleteAuthRequestInfo(ctx, "st"); err != nil {
@@ -75,7 +75,7 @@ func TestAuthStore(t *testing.T) {
 			})
 
 			t.Run("sessions keep the lifetime of their login", func(t *testing.T) {
-				rec := &ttlRecorder{Storage: be.New(t), ttls: map[string]time.Duration{}}
+				rec := &ttlRecorder{Store: be.New(t), ttls: map[string]time.Duration{}}
 				s := NewAuthStore(rec, AuthStoreOptions{})
 				now := time.Now()
 				s.now = func() time.Time { return now }
@@ -117,10 +117,10 @@ func TestAuthStore(t *testing.T) {
 				if err := s.DeleteSession(ctx, testDID, "state-1"); err != nil {
 					t.Fatal(err)
 				}
-				if err := s.saveRotated(ctx, sessionData("a2"), "r-a1"); !errors.Is(err, ginoauth.ErrNotFound) {
+				if err := s.saveRotated(ctx, sessionData("a2"), "r-a1"); !errors.Is(err, storage.ErrNotFound) {
 					t.Fatalf("update of a deleted session: want ErrNotFound, got %v", err)
 				}
-				if _, err := s.GetSession(ctx, testDID, "state-1"); !errors.Is(err, ginoauth.ErrNotFound) {
+				if _, err := s.GetSession(ctx, testDID, "state-1"); !errors.Is(err, storage.ErrNotFound) {
 					t.Fatalf("deleted session came back: %v", err)
 				}
 			})
@@ -135,7 +135,7 @@ func TestAuthStore(t *testing.T) {
 func TestAuthStoreNeverWritesOlderTokens(t *testing.T) {
 	for _, be := range testdb.All() {
 		t.Run(be.Name, func(t *testing.T) {
-			rec := &ttlRecorder{Storage: be.New(t), ttls: map[string]time.Duration{}}
+			rec := &ttlRecorder{Store: be.New(t), ttls: map[string]time.Duration{}}
 			s := NewAuthStore(rec, AuthStoreOptions{})
 			ctx := context.Background()
 			if err := s.SaveSession(withSessionTTL(ctx, time.Hour), sessionData("a1")); err != nil {
@@ -207,8 +207,8 @@ func (failingStorage) Delete(context.Context, string) error                     
 func TestAuthStoreFailuresAreStorageErrors(t *testing.T) {
 	s := NewAuthStore(failingStorage{}, AuthStoreOptions{})
 	ctx := context.Background()
-	var se *ginoauth.StorageError
-	if _, err := s.GetSession(ctx, testDID, "x"); !errors.As(err, &se) || errors.Is(err, ginoauth.ErrNotFound) {
+	var se *storage.Error
+	if _, err := s.GetSession(ctx, testDID, "x"); !errors.As(err, &se) || errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("GetSession: want a StorageError, not not-found: %v", err)
 	}
 	if _, err := s.GetAuthRequestInfo(ctx, "x"); !errors.As(err, &se) {

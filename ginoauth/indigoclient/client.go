@@ -1,7 +1,7 @@
 // Package indigoclient adapts indigo's AT Protocol OAuth client
 // (github.com/bluesky-social/indigo/atproto/auth/oauth) to the
 // ginoauth.OAuthClient contract, and keeps indigo's data (pending requests,
-// tokens, DPoP keys) in a ginoauth.Storage with TTLs through AuthStore.
+// tokens, DPoP keys) in a storage.Store with TTLs through AuthStore.
 //
 // indigo does the protocol: PAR, PKCE S256, DPoP with nonces, the code
 // exchange with its iss and sub checks, and token refresh on invalid_token.
@@ -33,6 +33,7 @@ import (
 	"github.com/bluesky-social/indigo/util/ssrf"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Options tune a Client; zero values get defaults.
@@ -88,7 +89,7 @@ var (
 // storage. Pass the same storage as the Manager's. Every instance of one app
 // must use the same config (the same client_id): tokens are bound to the
 // client they were issued to.
-func New(config oauth.ClientConfig, storage ginoauth.Storage, opts Options) *Client {
+func New(config oauth.ClientConfig, storage storage.Store, opts Options) *Client {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -225,10 +226,10 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 				msg = "the login was cancelled or denied"
 			}
 			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowDenied, Message: msg, Err: err}
-		case errors.Is(err, ginoauth.ErrNotFound):
+		case errors.Is(err, storage.ErrNotFound):
 			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowUnknownState, Message: "this login has expired or was already used; please start again", Err: err}
 		default:
-			var se *ginoauth.StorageError
+			var se *storage.Error
 			if errors.As(err, &se) {
 				return nil, err
 			}
@@ -246,7 +247,7 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 func (c *Client) Resume(ctx context.Context, did, sessionID string) (ginoauth.OAuthSession, error) {
 	d, err := syntax.ParseDID(did)
 	if err != nil {
-		return nil, ginoauth.ErrNotFound
+		return nil, storage.ErrNotFound
 	}
 	cs, _, err := c.load(ctx, d, sessionID)
 	if err != nil {
@@ -281,7 +282,7 @@ func (c *Client) load(ctx context.Context, did syntax.DID, sessionID string) (*o
 func (c *Client) clientSession(data oauth.ClientSessionData) (*oauth.ClientSession, error) {
 	priv, err := atcrypto.ParsePrivateMultibase(data.DPoPPrivateKeyMultibase)
 	if err != nil {
-		return nil, fmt.Errorf("indigoclient: unreadable DPoP key in session record: %w", ginoauth.ErrNotFound)
+		return nil, fmt.Errorf("indigoclient: unreadable DPoP key in session record: %w", storage.ErrNotFound)
 	}
 	cs := &oauth.ClientSession{Client: c.app.Client, Config: c.app.Config, Data: &data, DPoPPrivateKey: priv}
 	// indigo calls this after every nonce update and after a refresh, with
@@ -312,7 +313,7 @@ func (c *Client) Revoke(ctx context.Context, did, sessionID string) error {
 		defer c.release(unlock)
 	}
 	cs, _, err := c.load(ctx, d, sessionID)
-	if errors.Is(err, ginoauth.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
@@ -41,7 +42,7 @@ func newRig(t *testing.T) *rig {
 
 // app starts one instance on storage; every instance has its own
 // LocalhostConfig (its own port), and so exercises one client_id for all.
-func (r *rig) app(storage ginoauth.Storage, modify ...func(*apptest.Options)) *apptest.App {
+func (r *rig) app(storage storage.Store, modify ...func(*apptest.Options)) *apptest.App {
 	opts := apptest.Options{
 		Storage:    storage,
 		HTTPClient: &http.Client{Transport: r.gate},
@@ -247,8 +248,8 @@ func TestRotatedTokensOutliveAStorageOutage(t *testing.T) {
 // Failed while the failed unlock was ignored.
 func TestFailedUnlockIsRetried(t *testing.T) {
 	r := newRig(t)
-	storage := testdb.All()[1].New(t) // SQLite, with a real lease Locker
-	a := r.app(storage)
+	store := testdb.All()[1].New(t) // SQLite, with a real lease Locker
+	a := r.app(store)
 	b, id := r.login(a)
 	a.Store.Fail(apptest.OpUnlock, "oauth-refresh:", 1)
 	if resp := b.PostForm("/api/refresh", nil); resp.Status != http.StatusOK {
@@ -256,7 +257,7 @@ func TestFailedUnlockIsRetried(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	unlock, err := storage.(ginoauth.Locker).Lock(ctx, indigoclient.RefreshLockName(r.did.String(), id), time.Minute)
+	unlock, err := store.(storage.Locker).Lock(ctx, indigoclient.RefreshLockName(r.did.String(), id), time.Minute)
 	if err != nil {
 		t.Fatalf("the refresh lock is still held after its release failed once: %v", err)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // The refresh lock's timing. The holder finishes (refresh, then save with
@@ -28,10 +28,10 @@ const (
 )
 
 // lockWithin takes the named refresh lock, waiting at most lockWait.
-func (c *Client) lockWithin(ctx context.Context, name string) (ginoauth.Unlock, error) {
+func (c *Client) lockWithin(ctx context.Context, name string) (storage.Unlock, error) {
 	ctx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
-	if l, ok := c.store.storage.(ginoauth.Locker); ok {
+	if l, ok := c.store.storage.(storage.Locker); ok {
 		return l.Lock(ctx, name, refreshLockTTL)
 	}
 	return c.locks.lock(ctx, name)
@@ -40,7 +40,7 @@ func (c *Client) lockWithin(ctx context.Context, name string) (ginoauth.Unlock, 
 // release releases a refresh lock. If that fails (storage trouble), it
 // keeps trying in the background until it works or the lease has lapsed
 // by itself, so other instances do not wait out the whole lease.
-func (c *Client) release(unlock ginoauth.Unlock) {
+func (c *Client) release(unlock storage.Unlock) {
 	lapse := time.Now().Add(refreshLockTTL)
 	try := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), c.store.timeout)
@@ -65,7 +65,7 @@ func (c *Client) saveRotated(ctx context.Context, data oauth.ClientSessionData, 
 	delay := 50 * time.Millisecond
 	for {
 		err := c.store.saveRotated(ctx, data, spent)
-		var se *ginoauth.StorageError
+		var se *storage.Error
 		if !errors.As(err, &se) {
 			return err // saved, gone, stale, or not a storage failure
 		}
@@ -83,7 +83,7 @@ func (c *Client) saveRotated(ctx context.Context, data oauth.ClientSessionData, 
 // rescue keeps rotated tokens whose save failed: in memory for this
 // process's requests, and saved in the background as soon as storage
 // answers, holding the refresh lock until then.
-func (c *Client) rescue(data oauth.ClientSessionData, spent string, unlock ginoauth.Unlock) {
+func (c *Client) rescue(data oauth.ClientSessionData, spent string, unlock storage.Unlock) {
 	did, id := data.AccountDID, data.SessionID
 	c.rescued.put(data)
 	c.log.Error("could not save rotated OAuth tokens; keeping them in memory and retrying in the background", "did", did, "session", shortHash(id))
@@ -95,7 +95,7 @@ func (c *Client) rescue(data oauth.ClientSessionData, spent string, unlock ginoa
 			switch err := c.store.saveRotated(ctx, data, spent); {
 			case err == nil:
 				c.log.Info("saved rotated OAuth tokens after a storage failure", "did", did, "session", shortHash(id))
-			case errors.Is(err, ginoauth.ErrNotFound):
+			case errors.Is(err, storage.ErrNotFound):
 				// Ended meanwhile: nobody may hold the new tokens.
 				c.log.Info("OAuth session ended before its rotated tokens could be saved; revoking them", "did", did, "session", shortHash(id))
 				if cs, cerr := c.clientSession(data); cerr == nil {
@@ -228,7 +228,7 @@ type localLock struct {
 	users int // holders and waiters
 }
 
-func (l *localLocks) lock(ctx context.Context, name string) (ginoauth.Unlock, error) {
+func (l *localLocks) lock(ctx context.Context, name string) (storage.Unlock, error) {
 	l.mu.Lock()
 	if l.entries == nil {
 		l.entries = make(map[string]*localLock)

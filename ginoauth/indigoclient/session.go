@@ -18,6 +18,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Session is a ready OAuth session (a ginoauth.OAuthSession) backed by an
@@ -27,7 +28,7 @@ import (
 // refresh token is single use and the reference PDS kills the whole session
 // when a spent one comes back ("Refresh token replayed"). When the PDS says
 // the access token is invalid, Session takes a lock named after the session
-// (the Storage's ginoauth.Locker, so it holds across every instance sharing
+// (the Storage's storage.Locker, so it holds across every instance sharing
 // the storage; a process-local lock otherwise), re-reads the stored session,
 // and refreshes only if nobody else has rotated the tokens meanwhile. So N
 // concurrent requests on M instances make exactly one refresh grant.
@@ -162,7 +163,7 @@ func (s *Session) refresh(ctx context.Context, rejected string) error {
 	}()
 
 	fresh, spent, err := c.load(ctx, s.did, s.id) // the newest copy, as of now
-	if errors.Is(err, ginoauth.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
 	}
 	if err != nil {
@@ -188,7 +189,7 @@ func (s *Session) refresh(ctx context.Context, rejected string) error {
 	case err == nil:
 		s.swap(fresh)
 		return nil
-	case errors.Is(err, ginoauth.ErrNotFound):
+	case errors.Is(err, storage.ErrNotFound):
 		// Deleted while we refreshed (expired, or ended without waiting
 		// for this lock): nobody may hold the new tokens.
 		c.log.Info("OAuth session ended during a token refresh; revoking the new tokens", "did", s.did, "session", shortHash(s.id))

@@ -3,17 +3,17 @@ package storagetest_test
 import (
 	"testing"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
 	"github.com/gin-atproto/oauth-sessions/stores/memstore"
 )
 
-// Check your own ginoauth.Storage against the contract from one test
+// Check your own storage.Store against the contract from one test
 // function in your package (memstore stands in for your store here).
 func Example() {
 	testMyStore := func(t *testing.T) {
 		storagetest.Run(t, storagetest.Harness{
-			New: func(t *testing.T) ginoauth.Storage {
+			New: func(t *testing.T) storage.Store {
 				s := memstore.New() // mystore.New(...); register t.Cleanup to close it
 				return s
 			},

@@ -11,7 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
 )
 
@@ -124,10 +124,10 @@ func TestMutantChild(t *testing.T) {
 		bug = ""
 	}
 	storagetest.Run(t, storagetest.Harness{
-		New: func(t *testing.T) ginoauth.Storage {
+		New: func(t *testing.T) storage.Store {
 			return &mutant{bug: bug, b: newBackend()}
 		},
-		Reopen: func(t *testing.T, s ginoauth.Storage) ginoauth.Storage {
+		Reopen: func(t *testing.T, s storage.Store) storage.Store {
 			m := s.(*mutant)
 			if bug == "reopen-not-shared" {
 				return &mutant{bug: bug, b: newBackend()}
@@ -140,7 +140,7 @@ func TestMutantChild(t *testing.T) {
 			}
 			return &mutant{bug: bug, b: m.b}
 		},
-		Break: func(t *testing.T, s ginoauth.Storage) {
+		Break: func(t *testing.T, s storage.Store) {
 			m := s.(*mutant)
 			m.b.mu.Lock()
 			m.b.broken = true
@@ -201,7 +201,7 @@ func (m *mutant) check(ctx context.Context, key string) error {
 	m.b.mu.Unlock()
 	if broken {
 		if m.bug == "fault-is-not-found" {
-			return ginoauth.ErrNotFound
+			return storage.ErrNotFound
 		}
 		return errBroken
 	}
@@ -224,7 +224,7 @@ func (m *mutant) Get(ctx context.Context, key string) ([]byte, error) {
 		case "missing-is-nil":
 			return nil, nil
 		}
-		return nil, ginoauth.ErrNotFound
+		return nil, storage.ErrNotFound
 	}
 	if m.bug == "get-shares-slice" {
 		return e.v, nil
@@ -237,7 +237,7 @@ func (m *mutant) Set(ctx context.Context, key string, value []byte, ttl time.Dur
 		return err
 	}
 	if m.bug != "no-key-validation" && m.bug != "key-cut-at-nul" {
-		if err := ginoauth.ValidateKey(key); err != nil {
+		if err := storage.ValidateKey(key); err != nil {
 			return err
 		}
 	} else if key == "" || !utf8.ValidString(key) {
@@ -308,7 +308,7 @@ func (m *mutant) Take(ctx context.Context, key string) ([]byte, error) {
 	e, ok := m.b.data[m.key(key)]
 	delete(m.b.data, m.key(key))
 	if !ok || (!m.live(e) && m.bug != "take-returns-expired") {
-		return nil, ginoauth.ErrNotFound
+		return nil, storage.ErrNotFound
 	}
 	return e.v, nil
 }
@@ -318,7 +318,7 @@ var owners struct {
 	n int64
 }
 
-func (m *mutant) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
+func (m *mutant) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
 	if m.bug == "lock-ignores-name" {
 		name = "global"
 	}
@@ -366,6 +366,6 @@ func (m *mutant) Lock(ctx context.Context, name string, ttl time.Duration) (gino
 }
 
 var (
-	_ ginoauth.Taker  = (*mutant)(nil)
-	_ ginoauth.Locker = (*mutant)(nil)
+	_ storage.Taker  = (*mutant)(nil)
+	_ storage.Locker = (*mutant)(nil)
 )

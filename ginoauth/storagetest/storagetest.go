@@ -1,9 +1,9 @@
-// Package storagetest checks that a ginoauth.Storage keeps the contract
+// Package storagetest checks that a storage.Store keeps the contract
 // written on that interface. Run it from a test of your own store:
 //
 //	func TestMyStore(t *testing.T) {
 //		storagetest.Run(t, storagetest.Harness{
-//			New: func(t *testing.T) ginoauth.Storage {
+//			New: func(t *testing.T) storage.Store {
 //				s := mystore.New(...)
 //				t.Cleanup(func() { s.Close() })
 //				return s
@@ -18,7 +18,7 @@
 // back. Each check can fail: the package's own tests run the suite against
 // stores with one deliberate bug each and require the right check to catch
 // it. The optional
-// capabilities ginoauth.Taker and ginoauth.Locker are checked when the store
+// capabilities storage.Taker and storage.Locker are checked when the store
 // implements them and skipped (with a message) otherwise.
 //
 // TTL and lock-lease checks use real time with 1-second TTLs, so a run takes
@@ -38,26 +38,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Harness tells Run how to make stores.
 type Harness struct {
 	// New returns a ready store. Required. Register its cleanup with
 	// t.Cleanup. Each check calls New once (from a parallel subtest).
-	New func(t *testing.T) ginoauth.Storage
+	New func(t *testing.T) storage.Store
 
 	// Reopen, if set, returns a second, independent handle on the same data
 	// as s: another connection pool or client, as a second app instance
 	// would have. Checks that Set/Take/Lock hold across instances use it and
 	// are skipped when it is nil.
-	Reopen func(t *testing.T, s ginoauth.Storage) ginoauth.Storage
+	Reopen func(t *testing.T, s storage.Store) storage.Store
 
 	// Break, if set, makes s's backend fail from now on (close its
 	// connection pool, drop its table, stop its server). The fault check
 	// then requires every operation to return an error that is not
-	// ginoauth.ErrNotFound. Skipped when nil.
-	Break func(t *testing.T, s ginoauth.Storage)
+	// storage.ErrNotFound. Skipped when nil.
+	Break func(t *testing.T, s storage.Store)
 
 	// Parallel is how many checks run at once (each on its own store).
 	// 0 means DefaultParallel; 1 runs them one after another.
@@ -157,25 +157,25 @@ func randomBytes(t *testing.T, n int) []byte {
 	return b
 }
 
-func taker(t *testing.T, s ginoauth.Storage) ginoauth.Taker {
+func taker(t *testing.T, s storage.Store) storage.Taker {
 	t.Helper()
-	tk, ok := s.(ginoauth.Taker)
+	tk, ok := s.(storage.Taker)
 	if !ok {
-		t.Skipf("%T does not implement ginoauth.Taker", s)
+		t.Skipf("%T does not implement storage.Taker", s)
 	}
 	return tk
 }
 
-func locker(t *testing.T, s ginoauth.Storage) ginoauth.Locker {
+func locker(t *testing.T, s storage.Store) storage.Locker {
 	t.Helper()
-	l, ok := s.(ginoauth.Locker)
+	l, ok := s.(storage.Locker)
 	if !ok {
-		t.Skipf("%T does not implement ginoauth.Locker", s)
+		t.Skipf("%T does not implement storage.Locker", s)
 	}
 	return l
 }
 
-func reopen(t *testing.T, h Harness, s ginoauth.Storage) ginoauth.Storage {
+func reopen(t *testing.T, h Harness, s storage.Store) storage.Store {
 	t.Helper()
 	if h.Reopen == nil {
 		t.Skip("Harness.Reopen is nil: cross-handle behaviour not checked")
@@ -183,7 +183,7 @@ func reopen(t *testing.T, h Harness, s ginoauth.Storage) ginoauth.Storage {
 	return h.Reopen(t, s)
 }
 
-func mustSet(t *testing.T, s ginoauth.Storage, key string, val []byte, ttl time.Duration) {
+func mustSet(t *testing.T, s storage.Store, key string, val []byte, ttl time.Duration) {
 	t.Helper()
 	if err := s.Set(ctxFor(t), key, val, ttl); err != nil {
 		t.Fatalf("Set(%q, ttl %v): %v", key, ttl, err)
@@ -191,7 +191,7 @@ func mustSet(t *testing.T, s ginoauth.Storage, key string, val []byte, ttl time.
 }
 
 // wantValue checks that Get(key) returns want.
-func wantValue(t *testing.T, s ginoauth.Storage, key string, want []byte) {
+func wantValue(t *testing.T, s storage.Store, key string, want []byte) {
 	t.Helper()
 	got, err := s.Get(ctxFor(t), key)
 	if err != nil {
@@ -204,10 +204,10 @@ func wantValue(t *testing.T, s ginoauth.Storage, key string, want []byte) {
 }
 
 // wantNotFound checks that Get(key) reports ErrNotFound and no value.
-func wantNotFound(t *testing.T, s ginoauth.Storage, key string) {
+func wantNotFound(t *testing.T, s storage.Store, key string) {
 	t.Helper()
 	got, err := s.Get(ctxFor(t), key)
-	if !errors.Is(err, ginoauth.ErrNotFound) {
+	if !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("Get(%q) = %s, %v; want ErrNotFound", key, show(got), err)
 		return
 	}
@@ -221,7 +221,7 @@ func wantFailure(t *testing.T, what string, err error) {
 	t.Helper()
 	if err == nil {
 		t.Errorf("%s: no error, want a failure", what)
-	} else if errors.Is(err, ginoauth.ErrNotFound) {
+	} else if errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("%s: %v; a failure must not be reported as ErrNotFound", what, err)
 	}
 }
@@ -286,7 +286,7 @@ func testTTL(t *testing.T, h Harness) {
 	s := h.New(t)
 	ctx := ctxFor(t)
 	p := prefix(t)
-	tk, canTake := s.(ginoauth.Taker)
+	tk, canTake := s.(storage.Taker)
 
 	start := time.Now()
 	mustSet(t, s, p+"expires", []byte("1"), TTL)
@@ -320,7 +320,7 @@ func testTTL(t *testing.T, h Harness) {
 	for _, k := range []string{"expires", "was-forever"} {
 		for {
 			_, err := s.Get(ctx, p+k)
-			if errors.Is(err, ginoauth.ErrNotFound) {
+			if errors.Is(err, storage.ErrNotFound) {
 				break
 			}
 			if err != nil {
@@ -339,7 +339,7 @@ func testTTL(t *testing.T, h Harness) {
 	wantValue(t, s, p+"reset", []byte("6b"))
 	if canTake {
 		got, err := tk.Take(ctx, p+"take-expired")
-		if !errors.Is(err, ginoauth.ErrNotFound) {
+		if !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("Take of an expired key = %s, %v; want ErrNotFound", show(got), err)
 		}
 	}
@@ -400,7 +400,7 @@ func testValueOwnership(t *testing.T, h Harness) {
 		}
 	}
 
-	if tk, ok := s.(ginoauth.Taker); ok {
+	if tk, ok := s.(storage.Taker); ok {
 		mustSet(t, s, p+"t", []byte("taken"), 0)
 		v, err := tk.Take(ctx, p+"t")
 		if err != nil {
@@ -441,7 +441,7 @@ func testLargeValue(t *testing.T, h Harness) {
 	mustSet(t, s, p+"bytes", all, 0)
 	wantValue(t, s, p+"bytes", all)
 
-	if tk, ok := s.(ginoauth.Taker); ok {
+	if tk, ok := s.(storage.Taker); ok {
 		got, err := tk.Take(ctx, p+"big")
 		if err != nil {
 			t.Fatalf("Take of a large value: %v", err)
@@ -470,8 +470,8 @@ func oddKeys(p string) []string {
 	}
 	// Exactly MaxKeyLength bytes, ending in a 3-byte rune, and one that
 	// differs from it only in the last rune.
-	long := p + strings.Repeat("ü", (ginoauth.MaxKeyLength-len(p)-3)/2)
-	long += strings.Repeat("x", ginoauth.MaxKeyLength-len(long)-3)
+	long := p + strings.Repeat("ü", (storage.MaxKeyLength-len(p)-3)/2)
+	long += strings.Repeat("x", storage.MaxKeyLength-len(long)-3)
 	keys = append(keys, long+"€", long+"₤")
 	return keys
 }
@@ -482,7 +482,7 @@ func testOddKeys(t *testing.T, h Harness) {
 	p := prefix(t)
 	keys := oddKeys(p)
 	for i, k := range keys {
-		if len(k) > ginoauth.MaxKeyLength {
+		if len(k) > storage.MaxKeyLength {
 			t.Fatalf("bad test key of %d bytes", len(k))
 		}
 		if err := s.Set(ctx, k, []byte(fmt.Sprint("v", i)), 0); err != nil {
@@ -517,21 +517,21 @@ func testInvalidKeys(t *testing.T, h Harness) {
 	p := prefix(t)
 	invalid := map[string]string{
 		"empty":      "",
-		"too long":   p + strings.Repeat("k", ginoauth.MaxKeyLength-len(p)+1),
+		"too long":   p + strings.Repeat("k", storage.MaxKeyLength-len(p)+1),
 		"bad UTF-8":  p + "\xff\xfe",
 		"NUL":        p + "nul\x00after",
 		"NUL at end": p + "nulend\x00",
 		"surrogate":  p + "\xed\xa0\x80",
 	}
 	for name, k := range invalid {
-		if ginoauth.ValidateKey(k) == nil {
+		if storage.ValidateKey(k) == nil {
 			t.Fatalf("test key %q is valid", name)
 		}
 		wantFailure(t, "Set with an invalid key ("+name+")", s.Set(ctx, k, []byte("x"), 0))
 		if got, err := s.Get(ctx, k); err == nil || got != nil {
 			t.Errorf("Get with an invalid key (%s) = %s, %v; want an error and no value", name, show(got), err)
 		}
-		if tk, ok := s.(ginoauth.Taker); ok {
+		if tk, ok := s.(storage.Taker); ok {
 			if got, err := tk.Take(ctx, k); err == nil || got != nil {
 				t.Errorf("Take with an invalid key (%s) = %s, %v; want an error and no value", name, show(got), err)
 			}
@@ -542,7 +542,7 @@ func testInvalidKeys(t *testing.T, h Harness) {
 	// or at the length limit).
 	wantNotFound(t, s, p+"nul")
 	wantNotFound(t, s, p+"nulend")
-	wantNotFound(t, s, invalid["too long"][:ginoauth.MaxKeyLength])
+	wantNotFound(t, s, invalid["too long"][:storage.MaxKeyLength])
 }
 
 func testContextCanceled(t *testing.T, h Harness) {
@@ -561,7 +561,7 @@ func testContextCanceled(t *testing.T, h Harness) {
 		wantFailure(t, "Get of a missing key with a "+name+" context", err)
 		wantFailure(t, "Set with a "+name+" context", s.Set(ctx, p+"k2", []byte("v"), 0))
 		wantFailure(t, "Delete with a "+name+" context", s.Delete(ctx, p+"k"))
-		if tk, ok := s.(ginoauth.Taker); ok {
+		if tk, ok := s.(storage.Taker); ok {
 			_, err := tk.Take(ctx, p+"k")
 			wantFailure(t, "Take with a "+name+" context", err)
 		}
@@ -574,7 +574,7 @@ func testContextCanceled(t *testing.T, h Harness) {
 // than ErrNotFound, and every value read is one that was written whole.
 func testConcurrent(t *testing.T, h Harness) {
 	s := h.New(t)
-	stores := []ginoauth.Storage{s}
+	stores := []storage.Store{s}
 	if h.Reopen != nil {
 		stores = append(stores, h.Reopen(t, s))
 	}
@@ -607,7 +607,7 @@ func testConcurrent(t *testing.T, h Harness) {
 				case 3:
 					err = st.Delete(ctx, k)
 				}
-				if err != nil && !errors.Is(err, ginoauth.ErrNotFound) {
+				if err != nil && !errors.Is(err, storage.ErrNotFound) {
 					t.Errorf("concurrent op: %v", err)
 					return
 				}
@@ -630,7 +630,7 @@ func testCrossHandle(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	wantNotFound(t, a, p+"k")
-	if tk, ok := b.(ginoauth.Taker); ok {
+	if tk, ok := b.(storage.Taker); ok {
 		mustSet(t, a, p+"t", []byte("take me"), 0)
 		got, err := tk.Take(ctx, p+"t")
 		if err != nil || string(got) != "take me" {
@@ -656,11 +656,11 @@ func testFaults(t *testing.T, h Harness) {
 	wantFailure(t, "Get of a missing key on a broken store", err)
 	wantFailure(t, "Set on a broken store", s.Set(ctx, p+"k", []byte("v"), 0))
 	wantFailure(t, "Delete on a broken store", s.Delete(ctx, p+"k"))
-	if tk, ok := s.(ginoauth.Taker); ok {
+	if tk, ok := s.(storage.Taker); ok {
 		_, err := tk.Take(ctx, p+"k")
 		wantFailure(t, "Take on a broken store", err)
 	}
-	if l, ok := s.(ginoauth.Locker); ok {
+	if l, ok := s.(storage.Locker); ok {
 		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		unlock, err := l.Lock(lctx, p+"lock", time.Minute)
@@ -685,11 +685,11 @@ func testTakeBasic(t *testing.T, h Harness) {
 	}
 	wantNotFound(t, s, p+"k")
 	got, err = tk.Take(ctx, p+"k")
-	if !errors.Is(err, ginoauth.ErrNotFound) || got != nil {
+	if !errors.Is(err, storage.ErrNotFound) || got != nil {
 		t.Errorf("second Take = %s, %v; want ErrNotFound", show(got), err)
 	}
 	got, err = tk.Take(ctx, p+"never-set")
-	if !errors.Is(err, ginoauth.ErrNotFound) || got != nil {
+	if !errors.Is(err, storage.ErrNotFound) || got != nil {
 		t.Errorf("Take of a missing key = %s, %v; want ErrNotFound", show(got), err)
 	}
 	// Take leaves other keys alone, and a taken key can be set again.
@@ -706,7 +706,7 @@ func testTakeBasic(t *testing.T, h Harness) {
 func testTakeExactlyOnce(t *testing.T, h Harness) {
 	s := h.New(t)
 	taker(t, s)
-	stores := []ginoauth.Storage{s}
+	stores := []storage.Store{s}
 	if h.Reopen != nil {
 		stores = append(stores, h.Reopen(t, s))
 	}
@@ -726,7 +726,7 @@ func testTakeExactlyOnce(t *testing.T, h Harness) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				tk := stores[i%len(stores)].(ginoauth.Taker)
+				tk := stores[i%len(stores)].(storage.Taker)
 				<-start
 				got, err := tk.Take(ctx, key)
 				switch {
@@ -735,7 +735,7 @@ func testTakeExactlyOnce(t *testing.T, h Harness) {
 					if !bytes.Equal(got, want) {
 						t.Errorf("Take returned %s, want %s", show(got), show(want))
 					}
-				case errors.Is(err, ginoauth.ErrNotFound):
+				case errors.Is(err, storage.ErrNotFound):
 				default:
 					t.Errorf("concurrent Take: %v (losers must get ErrNotFound)", err)
 				}
@@ -758,7 +758,7 @@ func testTakeExactlyOnce(t *testing.T, h Harness) {
 // counter itself only so the race detector, which cannot see a lock held
 // through a database, stays quiet; the read-pause-write is still unsafe
 // without the lock.
-func lockCounter(t *testing.T, lockers []ginoauth.Locker, name string) {
+func lockCounter(t *testing.T, lockers []storage.Locker, name string) {
 	ctx := ctxFor(t)
 	const workers, iters = 8, 5
 	var (
@@ -801,14 +801,14 @@ func lockCounter(t *testing.T, lockers []ginoauth.Locker, name string) {
 func testLockMutualExclusion(t *testing.T, h Harness) {
 	s := h.New(t)
 	l := locker(t, s)
-	lockCounter(t, []ginoauth.Locker{l}, prefix(t)+"counter")
+	lockCounter(t, []storage.Locker{l}, prefix(t)+"counter")
 }
 
 func testLockAcrossHandles(t *testing.T, h Harness) {
 	a := h.New(t)
 	la := locker(t, a)
 	b := reopen(t, h, a)
-	lockCounter(t, []ginoauth.Locker{la, locker(t, b)}, prefix(t)+"counter")
+	lockCounter(t, []storage.Locker{la, locker(t, b)}, prefix(t)+"counter")
 }
 
 func testLockIndependentNames(t *testing.T, h Harness) {

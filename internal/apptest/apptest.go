@@ -29,6 +29,7 @@ import (
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/stores/memstore"
 )
 
@@ -39,7 +40,7 @@ var Scopes = []string{"atproto", "transition:generic"}
 
 // Options configure New.
 type Options struct {
-	Storage    ginoauth.Storage   // default: a new memstore
+	Storage    storage.Store      // default: a new memstore
 	HTTPClient *http.Client       // how the OAuth client reaches the servers
 	Directory  identity.Directory // how it resolves handles and DIDs
 	// Consent plays the user at the authorization server: given the URL the
@@ -83,7 +84,7 @@ func New(t testing.TB, opts Options) *App {
 	if opts.Storage == nil {
 		opts.Storage = memstore.New()
 	}
-	a := &App{T: t, Store: &FaultyStorage{Storage: opts.Storage}, Clock: &Clock{now: time.Now()}, consent: opts.Consent}
+	a := &App{T: t, Store: &FaultyStorage{Store: opts.Storage}, Clock: &Clock{now: time.Now()}, consent: opts.Consent}
 
 	// The callback URL must be known before the client exists, so listen first.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -375,7 +376,7 @@ func (c *Clock) Advance(d time.Duration) {
 // of it while Down is set (a database outage as the library sees it), or
 // chosen operations on chosen keys (see Fail).
 type FaultyStorage struct {
-	ginoauth.Storage
+	storage.Store
 	Down atomic.Bool
 
 	mu     sync.Mutex
@@ -432,45 +433,45 @@ func (f *FaultyStorage) fails(op, key string) bool {
 	return false
 }
 
-// Get implements ginoauth.Storage.
+// Get implements storage.Store.
 func (f *FaultyStorage) Get(ctx context.Context, k string) ([]byte, error) {
 	if f.fails(OpGet, k) {
 		return nil, ErrDown
 	}
-	return f.Storage.Get(ctx, k)
+	return f.Store.Get(ctx, k)
 }
 
-// Set implements ginoauth.Storage.
+// Set implements storage.Store.
 func (f *FaultyStorage) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
 	if f.fails(OpSet, k) {
 		return ErrDown
 	}
-	return f.Storage.Set(ctx, k, v, ttl)
+	return f.Store.Set(ctx, k, v, ttl)
 }
 
-// Delete implements ginoauth.Storage.
+// Delete implements storage.Store.
 func (f *FaultyStorage) Delete(ctx context.Context, k string) error {
 	if f.fails(OpDelete, k) {
 		return ErrDown
 	}
-	return f.Storage.Delete(ctx, k)
+	return f.Store.Delete(ctx, k)
 }
 
-// Take implements ginoauth.Taker; the wrapped Storage must have it.
+// Take implements storage.Taker; the wrapped Storage must have it.
 func (f *FaultyStorage) Take(ctx context.Context, k string) ([]byte, error) {
 	if f.fails(OpTake, k) {
 		return nil, ErrDown
 	}
-	return f.Storage.(ginoauth.Taker).Take(ctx, k)
+	return f.Store.(storage.Taker).Take(ctx, k)
 }
 
-// Lock implements ginoauth.Locker; the wrapped Storage must have it. The
+// Lock implements storage.Locker; the wrapped Storage must have it. The
 // Unlock it returns fails while an OpUnlock fault matches name.
-func (f *FaultyStorage) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
+func (f *FaultyStorage) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
 	if f.fails(OpLock, name) {
 		return nil, ErrDown
 	}
-	unlock, err := f.Storage.(ginoauth.Locker).Lock(ctx, name, ttl)
+	unlock, err := f.Store.(storage.Locker).Lock(ctx, name, ttl)
 	if err != nil {
 		return nil, err
 	}
@@ -509,7 +510,7 @@ func (a *App) EditStoredOAuthSession(did, sessionID string, edit func(data map[s
 	a.T.Helper()
 	ctx := context.Background()
 	key := "oauth:sess:" + did + ":" + sessionID
-	raw, err := a.Store.Storage.Get(ctx, key)
+	raw, err := a.Store.Store.Get(ctx, key)
 	if err != nil {
 		a.T.Fatalf("reading %s: %v", key, err)
 	}
@@ -524,7 +525,7 @@ func (a *App) EditStoredOAuthSession(did, sessionID string, edit func(data map[s
 		a.T.Fatal(err)
 	}
 	raw, _ = json.Marshal(rec)
-	if err := a.Store.Storage.Set(ctx, key, raw, time.Until(expires)); err != nil {
+	if err := a.Store.Store.Set(ctx, key, raw, time.Until(expires)); err != nil {
 		a.T.Fatal(err)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/refpds"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
@@ -12,7 +12,7 @@ import (
 
 // newApp starts the test app with its OAuth client pointed at the reference
 // PDS; the user's sign-in and consent go through the PDS's own login API.
-func newApp(t *testing.T, env *refpds.Env, storage ginoauth.Storage, modify ...func(*apptest.Options)) *apptest.App {
+func newApp(t *testing.T, env *refpds.Env, storage storage.Store, modify ...func(*apptest.Options)) *apptest.App {
 	t.Helper()
 	opts := apptest.Options{
 		Storage:    storage,

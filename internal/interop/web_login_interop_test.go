@@ -10,7 +10,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/refpds"
 )
@@ -29,7 +29,7 @@ func TestInteropWebLogin(t *testing.T) {
 	}
 }
 
-func runWebLogin(t *testing.T, env *refpds.Env, storage ginoauth.Storage) {
+func runWebLogin(t *testing.T, env *refpds.Env, storage storage.Store) {
 	ctx := context.Background()
 	acct, err := env.Account("alice")
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
 
@@ -20,13 +20,13 @@ const benchKeys = 1000
 
 var benchValue = make([]byte, 256)
 
-func benchStores(b *testing.B, fn func(b *testing.B, s ginoauth.Storage)) {
+func benchStores(b *testing.B, fn func(b *testing.B, s storage.Store)) {
 	for _, be := range testdb.All() {
 		b.Run(be.Name, func(b *testing.B) { fn(b, be.New(b)) })
 	}
 }
 
-func fill(b *testing.B, s ginoauth.Storage, n int, prefix string) {
+func fill(b *testing.B, s storage.Store, n int, prefix string) {
 	ctx := context.Background()
 	for i := range n {
 		if err := s.Set(ctx, fmt.Sprint(prefix, i), benchValue, time.Hour); err != nil {
@@ -36,7 +36,7 @@ func fill(b *testing.B, s ginoauth.Storage, n int, prefix string) {
 }
 
 func BenchmarkGet(b *testing.B) {
-	benchStores(b, func(b *testing.B, s ginoauth.Storage) {
+	benchStores(b, func(b *testing.B, s storage.Store) {
 		fill(b, s, benchKeys, "k")
 		ctx := context.Background()
 		b.ReportAllocs()
@@ -50,7 +50,7 @@ func BenchmarkGet(b *testing.B) {
 }
 
 func BenchmarkGetParallel(b *testing.B) {
-	benchStores(b, func(b *testing.B, s ginoauth.Storage) {
+	benchStores(b, func(b *testing.B, s storage.Store) {
 		fill(b, s, benchKeys, "k")
 		ctx := context.Background()
 		b.ReportAllocs()
@@ -69,7 +69,7 @@ func BenchmarkGetParallel(b *testing.B) {
 }
 
 func BenchmarkSet(b *testing.B) {
-	benchStores(b, func(b *testing.B, s ginoauth.Storage) {
+	benchStores(b, func(b *testing.B, s storage.Store) {
 		ctx := context.Background()
 		b.ReportAllocs()
 		b.ResetTimer()
@@ -82,8 +82,8 @@ func BenchmarkSet(b *testing.B) {
 }
 
 func BenchmarkTake(b *testing.B) {
-	benchStores(b, func(b *testing.B, s ginoauth.Storage) {
-		tk := s.(ginoauth.Taker)
+	benchStores(b, func(b *testing.B, s storage.Store) {
+		tk := s.(storage.Taker)
 		fill(b, s, b.N, "t")
 		ctx := context.Background()
 		b.ReportAllocs()
@@ -97,8 +97,8 @@ func BenchmarkTake(b *testing.B) {
 }
 
 func BenchmarkLockUnlock(b *testing.B) {
-	benchStores(b, func(b *testing.B, s ginoauth.Storage) {
-		l := s.(ginoauth.Locker)
+	benchStores(b, func(b *testing.B, s storage.Store) {
+		l := s.(storage.Locker)
 		ctx := context.Background()
 		b.ReportAllocs()
 		b.ResetTimer()

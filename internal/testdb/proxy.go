@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/stores/postgresstore"
 )
 
@@ -124,7 +124,7 @@ func (p *Proxy) close() {
 // PostgresThrough returns a Postgres store on tables of its own whose
 // connections go through a new Proxy, and the proxy. It skips t when
 // PostgresEnv is unset.
-func PostgresThrough(t testing.TB) (ginoauth.Storage, *Proxy) {
+func PostgresThrough(t testing.TB) (storage.Store, *Proxy) {
 	t.Helper()
 	u, err := url.Parse(PostgresDSN(t))
 	if err != nil {

@@ -1,4 +1,4 @@
-// Package testdb gives other packages' tests a ginoauth.Storage on each
+// Package testdb gives other packages' tests a storage.Store on each
 // backend the module supports, cleaned up when the test ends:
 //
 //	for _, b := range testdb.All() {
@@ -20,7 +20,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/stores/memstore"
 	"github.com/gin-atproto/oauth-sessions/stores/postgresstore"
 	"github.com/gin-atproto/oauth-sessions/stores/sqlitestore"
@@ -32,29 +32,29 @@ const PostgresEnv = "GINOAUTH_TEST_POSTGRES_DSN"
 
 // Backend is one kind of store.
 type Backend struct {
-	Name string                              // "memory", "sqlite" or "postgres"
-	New  func(t testing.TB) ginoauth.Storage // a fresh, empty store
+	Name string                           // "memory", "sqlite" or "postgres"
+	New  func(t testing.TB) storage.Store // a fresh, empty store
 	// Pair returns two independent handles (connection pools) on one fresh,
 	// empty store, as two app instances sharing a database have. For
 	// memory, both are the same store: memory is not shared across
 	// processes.
-	Pair func(t testing.TB) (ginoauth.Storage, ginoauth.Storage)
+	Pair func(t testing.TB) (storage.Store, storage.Store)
 }
 
 // All returns the memory, SQLite and Postgres backends, in that order.
 func All() []Backend {
 	return []Backend{
-		{"memory", Memory, func(t testing.TB) (ginoauth.Storage, ginoauth.Storage) { s := Memory(t); return s, s }},
+		{"memory", Memory, func(t testing.TB) (storage.Store, storage.Store) { s := Memory(t); return s, s }},
 		{"sqlite", SQLite, SQLitePair},
 		{"postgres", Postgres, PostgresPair},
 	}
 }
 
 // SQLitePair opens one new SQLite file twice.
-func SQLitePair(t testing.TB) (ginoauth.Storage, ginoauth.Storage) {
+func SQLitePair(t testing.TB) (storage.Store, storage.Store) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "shared.db")
-	var out [2]ginoauth.Storage
+	var out [2]storage.Store
 	for i := range out {
 		s, err := sqlitestore.Open(path, sqlitestore.Options{})
 		if err != nil {
@@ -68,7 +68,7 @@ func SQLitePair(t testing.TB) (ginoauth.Storage, ginoauth.Storage) {
 
 // PostgresPair returns a fresh Postgres store and a second pool on its
 // tables. It skips t when PostgresEnv is unset.
-func PostgresPair(t testing.TB) (ginoauth.Storage, ginoauth.Storage) {
+func PostgresPair(t testing.TB) (storage.Store, storage.Store) {
 	t.Helper()
 	table := randomTable()
 	first := postgresTable(t, table)
@@ -81,10 +81,10 @@ func PostgresPair(t testing.TB) (ginoauth.Storage, ginoauth.Storage) {
 }
 
 // Memory returns a new in-memory store.
-func Memory(t testing.TB) ginoauth.Storage { return memstore.New() }
+func Memory(t testing.TB) storage.Store { return memstore.New() }
 
 // SQLite returns a store on a new file in t.TempDir(), closed at cleanup.
-func SQLite(t testing.TB) ginoauth.Storage {
+func SQLite(t testing.TB) storage.Store {
 	t.Helper()
 	s, err := sqlitestore.Open(filepath.Join(t.TempDir(), "store.db"), sqlitestore.Options{})
 	if err != nil {
@@ -106,7 +106,7 @@ func PostgresDSN(t testing.TB) string {
 
 // Postgres returns a store on tables of its own in the test database,
 // dropped and closed at cleanup. It skips t when PostgresEnv is unset.
-func Postgres(t testing.TB) ginoauth.Storage {
+func Postgres(t testing.TB) storage.Store {
 	t.Helper()
 	return postgresTable(t, randomTable())
 }
@@ -117,7 +117,7 @@ func randomTable() string {
 	return "testdb_" + hex.EncodeToString(b[:])
 }
 
-func postgresTable(t testing.TB, table string) ginoauth.Storage {
+func postgresTable(t testing.TB, table string) storage.Store {
 	t.Helper()
 	dsn := PostgresDSN(t)
 	s, err := postgresstore.Open(dsn, postgresstore.Options{Table: table})

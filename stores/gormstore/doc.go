@@ -1,5 +1,5 @@
-// Package gormstore is a ginoauth.Storage, ginoauth.Taker and
-// ginoauth.Locker over any *gorm.DB whose dialect is SQLite or Postgres.
+// Package gormstore is a storage.Store, storage.Taker and
+// storage.Locker over any *gorm.DB whose dialect is SQLite or Postgres.
 //
 // Most apps use the one-line constructors in stores/sqlitestore and
 // stores/postgresstore, which open and own the database. Use New directly to
@@ -32,9 +32,9 @@
 //     Waiters in the same process are woken at once by Unlock. A lease lapses
 //     by itself after its ttl, so a crashed holder blocks others for at most
 //     that long.
-//   - Every failure is a *ginoauth.StorageError; only a missing or expired
-//     key gives ginoauth.ErrNotFound.
-//   - Invalid keys (see ginoauth.ValidateKey) are rejected by Set and Lock;
+//   - Every failure is a *storage.Error; only a missing or expired
+//     key gives storage.ErrNotFound.
+//   - Invalid keys (see storage.ValidateKey) are rejected by Set and Lock;
 //     Get and Take report them as not found (they cannot have been stored)
 //     and Delete ignores them, so a hostile oversized identifier never turns
 //     into a storage failure.

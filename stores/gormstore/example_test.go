@@ -45,7 +45,7 @@ func ExampleNew() {
 	fmt.Println(err)
 	// Output:
 	// {"return":"/"}
-	// ginoauth: key not found
+	// storage: key not found
 }
 
 // Print the schema for your own migrations (then set SkipMigration).

@@ -17,7 +17,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
 )
 
@@ -155,16 +155,16 @@ func (f *fixture) reopen(t testing.TB) *Store {
 func harness(kind backendKind) storagetest.Harness {
 	var fixtures sync.Map // *Store -> *fixture
 	return storagetest.Harness{
-		New: func(t *testing.T) ginoauth.Storage {
+		New: func(t *testing.T) storage.Store {
 			f := newFixture(t, kind, Options{})
 			fixtures.Store(f.store, f)
 			return f.store
 		},
-		Reopen: func(t *testing.T, s ginoauth.Storage) ginoauth.Storage {
+		Reopen: func(t *testing.T, s storage.Store) storage.Store {
 			f, _ := fixtures.Load(s.(*Store))
 			return f.(*fixture).reopen(t)
 		},
-		Break: func(t *testing.T, s ginoauth.Storage) {
+		Break: func(t *testing.T, s storage.Store) {
 			sqlDB, err := s.(*Store).DB().DB()
 			if err != nil {
 				t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Lock polling backoff: fast first retries for short critical sections,
@@ -24,8 +24,8 @@ const unlockTimeout = 5 * time.Second
 // lockAttemptTimeout bounds one attempt to take a lease.
 const lockAttemptTimeout = 5 * time.Second
 
-// Lock implements ginoauth.Locker with a lease row in the lock table. It
-// returns when the lease is taken, or with a *ginoauth.StorageError wrapping
+// Lock implements storage.Locker with a lease row in the lock table. It
+// returns when the lease is taken, or with a *storage.Error wrapping
 // ctx's error when ctx ends first, or wrapping the database error if an
 // attempt fails (it does not retry failures). ttl must be positive and name
 // a valid key.
@@ -33,11 +33,11 @@ const lockAttemptTimeout = 5 * time.Second
 // The returned Unlock deletes the lease only if this call still holds it. It
 // ignores the cancellation of the ctx it is given (waiting at most 5s), so a
 // holder whose request was cancelled still releases the lock at once.
-func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
+func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
 	if ttl <= 0 {
 		return nil, storageErr("lock", fmt.Errorf("gormstore: lock ttl must be positive, got %v", ttl))
 	}
-	if err := ginoauth.ValidateKey(name); err != nil {
+	if err := storage.ValidateKey(name); err != nil {
 		return nil, storageErr("lock", err)
 	}
 	var tok [16]byte
@@ -88,7 +88,7 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (ginoa
 
 // unlocker deletes the lease only if this owner still holds it, so a holder
 // whose lease lapsed cannot release its successor's lock.
-func (s *Store) unlocker(name, owner string) ginoauth.Unlock {
+func (s *Store) unlocker(name, owner string) storage.Unlock {
 	return func(ctx context.Context) error {
 		if ctx == nil {
 			ctx = context.Background()

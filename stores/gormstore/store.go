@@ -13,7 +13,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Options configure a Store. The zero value is valid.
@@ -79,7 +79,7 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// Store is a ginoauth.Storage, ginoauth.Taker and ginoauth.Locker on a SQL
+// Store is a storage.Store, storage.Taker and storage.Locker on a SQL
 // database through gorm. It is safe for concurrent use. Create it with New
 // (or sqlitestore.Open / postgresstore.Open) and Close it when done.
 type Store struct {
@@ -104,9 +104,9 @@ type Store struct {
 }
 
 var (
-	_ ginoauth.Storage = (*Store)(nil)
-	_ ginoauth.Taker   = (*Store)(nil)
-	_ ginoauth.Locker  = (*Store)(nil)
+	_ storage.Store  = (*Store)(nil)
+	_ storage.Taker  = (*Store)(nil)
+	_ storage.Locker = (*Store)(nil)
 )
 
 // New returns a Store on db, whose dialect must be SQLite or Postgres. It
@@ -184,16 +184,16 @@ func (s *Store) migrate() error {
 func (s *Store) DB() *gorm.DB { return s.db }
 
 func storageErr(op string, err error) error {
-	return &ginoauth.StorageError{Op: op, Err: err}
+	return &storage.Error{Op: op, Err: err}
 }
 
-// Get implements ginoauth.Storage.
+// Get implements storage.Store.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, storageErr("get", err)
 	}
-	if ginoauth.ValidateKey(key) != nil {
-		return nil, ginoauth.ErrNotFound // Set never stores an invalid key
+	if storage.ValidateKey(key) != nil {
+		return nil, storage.ErrNotFound // Set never stores an invalid key
 	}
 	rows, err := s.db.WithContext(ctx).Raw(s.q.get, key, s.d.ts(s.opts.Now())).Rows()
 	if err != nil {
@@ -202,12 +202,12 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	return scanValue("get", rows)
 }
 
-// Set implements ginoauth.Storage.
+// Set implements storage.Store.
 func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return storageErr("set", err)
 	}
-	if err := ginoauth.ValidateKey(key); err != nil {
+	if err := storage.ValidateKey(key); err != nil {
 		return storageErr("set", err)
 	}
 	if ttl < 0 {
@@ -228,12 +228,12 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	return nil
 }
 
-// Delete implements ginoauth.Storage.
+// Delete implements storage.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return storageErr("delete", err)
 	}
-	if ginoauth.ValidateKey(key) != nil {
+	if storage.ValidateKey(key) != nil {
 		return nil // cannot exist
 	}
 	if err := s.db.WithContext(ctx).Exec(s.q.del, key).Error; err != nil {
@@ -242,14 +242,14 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Take implements ginoauth.Taker with one DELETE ... RETURNING statement.
+// Take implements storage.Taker with one DELETE ... RETURNING statement.
 // An expired entry is not returned (and is left for cleanup).
 func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, storageErr("take", err)
 	}
-	if ginoauth.ValidateKey(key) != nil {
-		return nil, ginoauth.ErrNotFound
+	if storage.ValidateKey(key) != nil {
+		return nil, storage.ErrNotFound
 	}
 	rows, err := s.db.WithContext(ctx).Raw(s.q.take, key, s.d.ts(s.opts.Now())).Rows()
 	if err != nil {
@@ -271,7 +271,7 @@ func scanValue(op string, rows *sql.Rows) ([]byte, error) {
 		if err := rows.Close(); err != nil {
 			return nil, storageErr(op, err)
 		}
-		return nil, ginoauth.ErrNotFound
+		return nil, storage.ErrNotFound
 	}
 	var v []byte // database/sql copies into a fresh slice the caller owns
 	if err := rows.Scan(&v); err != nil {

@@ -13,7 +13,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
 )
 
@@ -26,7 +26,7 @@ func TestSuite(t *testing.T) {
 	})
 }
 
-// TestFaults checks that failures are *ginoauth.StorageError with the
+// TestFaults checks that failures are *storage.Error with the
 // operation named, never ErrNotFound, for a closed pool and a dropped table.
 func TestFaults(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, kind backendKind) {
@@ -56,11 +56,11 @@ func TestFaults(t *testing.T) {
 				breakIt(t, f)
 				check := func(op string, err error) {
 					t.Helper()
-					var se *ginoauth.StorageError
+					var se *storage.Error
 					if !errors.As(err, &se) || se.Op != op {
-						t.Errorf("%s: %v (%T), want *ginoauth.StorageError with Op %q", op, err, err, op)
+						t.Errorf("%s: %v (%T), want *storage.Error with Op %q", op, err, err, op)
 					}
-					if errors.Is(err, ginoauth.ErrNotFound) {
+					if errors.Is(err, storage.ErrNotFound) {
 						t.Errorf("%s: a fault reported as ErrNotFound", op)
 					}
 				}
@@ -84,7 +84,7 @@ func TestContextErrorsAreStorageErrors(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := f.store.Get(ctx, "k")
-	var se *ginoauth.StorageError
+	var se *storage.Error
 	if !errors.As(err, &se) || !errors.Is(err, context.Canceled) {
 		t.Errorf("Get with a cancelled ctx: %v, want a StorageError wrapping context.Canceled", err)
 	}
@@ -384,7 +384,7 @@ func TestClockControlsExpiry(t *testing.T) {
 			t.Fatalf("Get before expiry: %v", err)
 		}
 		c.Advance(2 * time.Minute)
-		if _, err := s.Get(ctx, "k"); !errors.Is(err, ginoauth.ErrNotFound) {
+		if _, err := s.Get(ctx, "k"); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("Get after expiry: %v, want ErrNotFound", err)
 		}
 		if n := count(t, s, f.opts.Table); n != 1 {

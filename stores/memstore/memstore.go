@@ -1,9 +1,9 @@
-// Package memstore is an in-memory ginoauth.Storage for tests, demos and
+// Package memstore is an in-memory storage.Store for tests, demos and
 // single-process apps that accept losing every session on restart.
 //
 // It honours TTLs (expired entries are invisible at once and swept in the
-// background of writes), and implements the optional ginoauth.Taker and
-// ginoauth.Locker capabilities within the one process.
+// background of writes), and implements the optional storage.Taker and
+// storage.Locker capabilities within the one process.
 package memstore
 
 import (
@@ -14,10 +14,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
-// Store is an in-memory ginoauth.Storage. The zero value is not usable; call New.
+// Store is an in-memory storage.Store. The zero value is not usable; call New.
 type Store struct {
 	mu      sync.Mutex
 	entries map[string]entry
@@ -38,9 +38,9 @@ type lease struct {
 }
 
 var (
-	_ ginoauth.Storage = (*Store)(nil)
-	_ ginoauth.Taker   = (*Store)(nil)
-	_ ginoauth.Locker  = (*Store)(nil)
+	_ storage.Store  = (*Store)(nil)
+	_ storage.Taker  = (*Store)(nil)
+	_ storage.Locker = (*Store)(nil)
 )
 
 // sweepEvery is how many writes pass between sweeps of expired entries, so a
@@ -56,30 +56,30 @@ func (s *Store) live(e entry, now time.Time) bool {
 	return e.expiresAt.IsZero() || now.Before(e.expiresAt)
 }
 
-// Get implements ginoauth.Storage.
+// Get implements storage.Store.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, &ginoauth.StorageError{Op: "get", Err: err}
+		return nil, &storage.Error{Op: "get", Err: err}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[key]
 	if !ok || !s.live(e, s.now()) {
-		return nil, ginoauth.ErrNotFound
+		return nil, storage.ErrNotFound
 	}
 	return append([]byte(nil), e.value...), nil
 }
 
-// Set implements ginoauth.Storage.
+// Set implements storage.Store.
 func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if err := ctx.Err(); err != nil {
-		return &ginoauth.StorageError{Op: "set", Err: err}
+		return &storage.Error{Op: "set", Err: err}
 	}
-	if err := ginoauth.ValidateKey(key); err != nil {
-		return &ginoauth.StorageError{Op: "set", Err: err}
+	if err := storage.ValidateKey(key); err != nil {
+		return &storage.Error{Op: "set", Err: err}
 	}
 	if ttl < 0 {
-		return &ginoauth.StorageError{Op: "set", Err: fmt.Errorf("negative ttl %v", ttl)}
+		return &storage.Error{Op: "set", Err: fmt.Errorf("negative ttl %v", ttl)}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -100,10 +100,10 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	return nil
 }
 
-// Delete implements ginoauth.Storage.
+// Delete implements storage.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
-		return &ginoauth.StorageError{Op: "delete", Err: err}
+		return &storage.Error{Op: "delete", Err: err}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -111,20 +111,20 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Take implements ginoauth.Taker.
+// Take implements storage.Taker.
 func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, &ginoauth.StorageError{Op: "take", Err: err}
+		return nil, &storage.Error{Op: "take", Err: err}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[key]
 	if !ok {
-		return nil, ginoauth.ErrNotFound
+		return nil, storage.ErrNotFound
 	}
 	delete(s.entries, key)
 	if !s.live(e, s.now()) {
-		return nil, ginoauth.ErrNotFound
+		return nil, storage.ErrNotFound
 	}
 	return e.value, nil
 }
@@ -136,10 +136,10 @@ func (s *Store) Len() int {
 	return len(s.entries)
 }
 
-// Lock implements ginoauth.Locker within this process.
-func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
+// Lock implements storage.Locker within this process.
+func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
 	if ttl <= 0 {
-		return nil, &ginoauth.StorageError{Op: "lock", Err: fmt.Errorf("lock ttl must be positive, got %v", ttl)}
+		return nil, &storage.Error{Op: "lock", Err: fmt.Errorf("lock ttl must be positive, got %v", ttl)}
 	}
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
@@ -172,7 +172,7 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (ginoa
 	}
 }
 
-func (s *Store) unlocker(name, owner string) ginoauth.Unlock {
+func (s *Store) unlocker(name, owner string) storage.Unlock {
 	return func(context.Context) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()

@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
 )
 
@@ -16,7 +16,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestSuite(t *testing.T) {
 	storagetest.Run(t, storagetest.Harness{
-		New: func(t *testing.T) ginoauth.Storage { return New() },
+		New: func(t *testing.T) storage.Store { return New() },
 	})
 }
 
@@ -88,4 +88,4 @@ func TestLockRejectsBadTTL(t *testing.T) {
 	}
 }
 
-var _ ginoauth.Locker = (*Store)(nil)
+var _ storage.Locker = (*Store)(nil)

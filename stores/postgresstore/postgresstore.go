@@ -1,4 +1,4 @@
-// Package postgresstore opens a ginoauth.Storage on Postgres in one line:
+// Package postgresstore opens a storage.Store on Postgres in one line:
 //
 //	store, err := postgresstore.Open(os.Getenv("DATABASE_URL"), postgresstore.Options{CleanupInterval: 10 * time.Minute})
 //	defer store.Close()

@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
 	"github.com/gin-atproto/oauth-sessions/stores/gormstore"
 	"github.com/gin-atproto/oauth-sessions/stores/postgresstore"
@@ -70,17 +70,17 @@ func TestSuite(t *testing.T) {
 	dsn(t)
 	var tables sync.Map // *gormstore.Store -> table
 	storagetest.Run(t, storagetest.Harness{
-		New: func(t *testing.T) ginoauth.Storage {
+		New: func(t *testing.T) storage.Store {
 			table := newTable(t)
 			s := open(t, table)
 			tables.Store(s, table)
 			return s
 		},
-		Reopen: func(t *testing.T, s ginoauth.Storage) ginoauth.Storage {
+		Reopen: func(t *testing.T, s storage.Store) storage.Store {
 			table, _ := tables.Load(s.(*gormstore.Store))
 			return open(t, table.(string))
 		},
-		Break: func(t *testing.T, s ginoauth.Storage) { _ = s.(*gormstore.Store).Close() },
+		Break: func(t *testing.T, s storage.Store) { _ = s.(*gormstore.Store).Close() },
 	})
 }
 

@@ -1,4 +1,4 @@
-// Package sqlitestore opens a ginoauth.Storage on a SQLite file in one line:
+// Package sqlitestore opens a storage.Store on a SQLite file in one line:
 //
 //	store, err := sqlitestore.Open("sessions.db", sqlitestore.Options{CleanupInterval: 10 * time.Minute})
 //	defer store.Close()

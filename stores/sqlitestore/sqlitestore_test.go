@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
 	"github.com/gin-atproto/oauth-sessions/stores/gormstore"
 	"github.com/gin-atproto/oauth-sessions/stores/sqlitestore"
@@ -32,17 +32,17 @@ func open(t *testing.T, path string) *gormstore.Store {
 func TestSuite(t *testing.T) {
 	var paths sync.Map // *gormstore.Store -> file path
 	storagetest.Run(t, storagetest.Harness{
-		New: func(t *testing.T) ginoauth.Storage {
+		New: func(t *testing.T) storage.Store {
 			path := filepath.Join(t.TempDir(), "s.db")
 			s := open(t, path)
 			paths.Store(s, path)
 			return s
 		},
-		Reopen: func(t *testing.T, s ginoauth.Storage) ginoauth.Storage {
+		Reopen: func(t *testing.T, s storage.Store) storage.Store {
 			path, _ := paths.Load(s.(*gormstore.Store))
 			return open(t, path.(string))
 		},
-		Break: func(t *testing.T, s ginoauth.Storage) { _ = s.(*gormstore.Store).Close() },
+		Break: func(t *testing.T, s storage.Store) { _ = s.(*gormstore.Store).Close() },
 	})
 }
 

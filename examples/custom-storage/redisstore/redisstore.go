@@ -1,4 +1,4 @@
-// Package redisstore is a ginoauth.Storage on Redis, written the way an app
+// Package redisstore is a storage.Store on Redis, written the way an app
 // would write its own storage: a reference implementation of the Storage
 // contract and of the optional Taker and Locker capabilities, in about a
 // hundred lines, with github.com/redis/go-redis/v9.
@@ -8,7 +8,7 @@
 //
 // How each operation maps to Redis (6.2 or newer, for GETDEL):
 //
-//   - Get: GET. A missing key (redis.Nil) is ginoauth.ErrNotFound; Redis
+//   - Get: GET. A missing key (redis.Nil) is storage.ErrNotFound; Redis
 //     never returns an expired key, so no expiry check is needed here.
 //   - Set: SET key value PX ttl (or EX for whole seconds), or a plain SET for
 //     ttl 0. A plain SET also removes any TTL the key had, which is what the
@@ -17,10 +17,10 @@
 //     record's expiry (the indigo adapter, when it saves rotated tokens)
 //     computes the remaining TTL itself and passes it.
 //   - Delete: DEL (deleting a missing key is not an error, as in Redis).
-//   - Take (ginoauth.Taker): GETDEL, atomic on the server, so exactly one of
+//   - Take (storage.Taker): GETDEL, atomic on the server, so exactly one of
 //     several concurrent takers, on any number of app instances, gets the
 //     value.
-//   - Lock (ginoauth.Locker): SET name token NX PX ttl with a random token,
+//   - Lock (storage.Locker): SET name token NX PX ttl with a random token,
 //     retried with a short backoff while someone else holds the lock.
 //     Unlock runs a Lua script that deletes the key only if it still holds
 //     this caller's token, so an Unlock after the lease lapsed cannot
@@ -28,7 +28,7 @@
 //     lock; it is as available as the Redis server itself.
 //
 // Every failure other than a missing key is returned as a
-// *ginoauth.StorageError, so the library answers 503 instead of treating
+// *storage.Error, so the library answers 503 instead of treating
 // an outage as "logged out".
 package redisstore
 
@@ -42,7 +42,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Options configure a Store.
@@ -53,7 +53,7 @@ type Options struct {
 	Prefix string
 }
 
-// Store is a ginoauth.Storage, ginoauth.Taker and ginoauth.Locker on Redis.
+// Store is a storage.Store, storage.Taker and storage.Locker on Redis.
 // It is safe for concurrent use. It does not own the client: close the
 // client when you are done.
 type Store struct {
@@ -64,9 +64,9 @@ type Store struct {
 }
 
 var (
-	_ ginoauth.Storage = (*Store)(nil)
-	_ ginoauth.Taker   = (*Store)(nil)
-	_ ginoauth.Locker  = (*Store)(nil)
+	_ storage.Store  = (*Store)(nil)
+	_ storage.Taker  = (*Store)(nil)
+	_ storage.Locker = (*Store)(nil)
 )
 
 // unlockScript deletes the lock only if it still holds the caller's token:
@@ -87,24 +87,24 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	return &Store{rdb: rdb, kv: opts.Prefix + "kv:", locks: opts.Prefix + "lock:", unlock: redis.NewScript(unlockScript)}
 }
 
-// Get implements ginoauth.Storage.
+// Get implements storage.Store.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fail("get", err)
 	}
-	if ginoauth.ValidateKey(key) != nil {
-		return nil, ginoauth.ErrNotFound // Set never stores an invalid key
+	if storage.ValidateKey(key) != nil {
+		return nil, storage.ErrNotFound // Set never stores an invalid key
 	}
 	v, err := s.rdb.Get(ctx, s.kv+key).Bytes()
 	return value(v, err, "get")
 }
 
-// Set implements ginoauth.Storage.
+// Set implements storage.Store.
 func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return fail("set", err)
 	}
-	if err := ginoauth.ValidateKey(key); err != nil {
+	if err := storage.ValidateKey(key); err != nil {
 		return fail("set", err)
 	}
 	if ttl < 0 {
@@ -117,32 +117,32 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	return fail("set", s.rdb.Set(ctx, s.kv+key, value, ttl).Err())
 }
 
-// Delete implements ginoauth.Storage.
+// Delete implements storage.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return fail("delete", err)
 	}
-	if ginoauth.ValidateKey(key) != nil {
+	if storage.ValidateKey(key) != nil {
 		return nil // it cannot exist
 	}
 	return fail("delete", s.rdb.Del(ctx, s.kv+key).Err())
 }
 
-// Take implements ginoauth.Taker with GETDEL.
+// Take implements storage.Taker with GETDEL.
 func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fail("take", err)
 	}
-	if ginoauth.ValidateKey(key) != nil {
-		return nil, ginoauth.ErrNotFound
+	if storage.ValidateKey(key) != nil {
+		return nil, storage.ErrNotFound
 	}
 	v, err := s.rdb.GetDel(ctx, s.kv+key).Bytes()
 	return value(v, err, "take")
 }
 
-// Lock implements ginoauth.Locker.
-func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (ginoauth.Unlock, error) {
-	if err := ginoauth.ValidateKey(name); err != nil {
+// Lock implements storage.Locker.
+func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
+	if err := storage.ValidateKey(name); err != nil {
 		return nil, fail("lock", err)
 	}
 	if ttl < time.Millisecond {
@@ -189,7 +189,7 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (ginoa
 func value(v []byte, err error, op string) ([]byte, error) {
 	switch {
 	case errors.Is(err, redis.Nil):
-		return nil, ginoauth.ErrNotFound
+		return nil, storage.ErrNotFound
 	case err != nil:
 		return nil, fail(op, err)
 	}
@@ -199,12 +199,12 @@ func value(v []byte, err error, op string) ([]byte, error) {
 	return v, nil
 }
 
-// fail wraps a Redis failure as a *ginoauth.StorageError (nil stays nil).
+// fail wraps a Redis failure as a *storage.Error (nil stays nil).
 func fail(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &ginoauth.StorageError{Op: op, Err: err}
+	return &storage.Error{Op: op, Err: err}
 }
 
 func newToken() (string, error) {

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gin-atproto/oauth-sessions/examples/custom-storage/redisstore"
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storagetest"
 )
 
@@ -58,7 +58,7 @@ func TestStorageContract(t *testing.T) {
 	addr := redisAddr(t)
 	prefix := testPrefix(t, addr)
 	var clients sync.Map // *redisstore.Store -> *redis.Client
-	open := func(t *testing.T) ginoauth.Storage {
+	open := func(t *testing.T) storage.Store {
 		rdb := redis.NewClient(&redis.Options{Addr: addr})
 		t.Cleanup(func() { _ = rdb.Close() })
 		s := redisstore.New(rdb, redisstore.Options{Prefix: prefix})
@@ -68,9 +68,9 @@ func TestStorageContract(t *testing.T) {
 	storagetest.Run(t, storagetest.Harness{
 		New: open,
 		// A second client on the same server, as a second app instance has.
-		Reopen: func(t *testing.T, _ ginoauth.Storage) ginoauth.Storage { return open(t) },
+		Reopen: func(t *testing.T, _ storage.Store) storage.Store { return open(t) },
 		// A closed client fails every call, like a lost connection.
-		Break: func(t *testing.T, s ginoauth.Storage) {
+		Break: func(t *testing.T, s storage.Store) {
 			rdb, _ := clients.Load(s)
 			_ = rdb.(*redis.Client).Close()
 		},
@@ -89,7 +89,7 @@ func TestPrefixes(t *testing.T) {
 	if err := a.Set(ctx, "k", []byte("from a"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Get(ctx, "k"); err != ginoauth.ErrNotFound {
+	if _, err := b.Get(ctx, "k"); err != storage.ErrNotFound {
 		t.Fatalf("another prefix sees the key: %v", err)
 	}
 	if got, err := rdb.Get(ctx, prefix+"a:kv:k").Result(); err != nil || got != "from a" {

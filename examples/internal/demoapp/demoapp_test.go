@@ -22,6 +22,7 @@ import (
 	"github.com/gin-atproto/oauth-sessions/examples/internal/demotest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/stores/gormstore"
 	"github.com/gin-atproto/oauth-sessions/stores/sqlitestore"
 )
@@ -497,7 +498,7 @@ func TestRevokedAtTheServer(t *testing.T) {
 	}
 }
 
-func ginoauthStore(t *testing.T) ginoauth.Storage {
+func ginoauthStore(t *testing.T) storage.Store {
 	st, err := sqlitestore.Open(filepath.Join(t.TempDir(), "s.db"), sqlitestore.Options{})
 	if err != nil {
 		t.Fatal(err)

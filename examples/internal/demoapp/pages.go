@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 //go:embed web
@@ -286,7 +287,7 @@ func statusFor(err error) int {
 // fail answers an error from the library as a page: 503 for storage
 // failures, otherwise the error's own status and safe message.
 func (a *Pages) fail(c *gin.Context, err error) {
-	var se *ginoauth.StorageError
+	var se *storage.Error
 	if errors.As(err, &se) {
 		a.log.Error("storage failure", "route", c.FullPath(), "err", err)
 		c.Header("Retry-After", "5")
