@@ -12,7 +12,7 @@ import (
 // nopClient satisfies OAuthClient for configuration tests that never log in.
 type nopClient struct{}
 
-func (nopClient) Authorize(context.Context, string) (*Authorization, error) {
+func (nopClient) Authorize(context.Context, AuthorizeRequest) (*Authorization, error) {
 	return nil, errors.New("not used")
 }
 func (nopClient) Callback(context.Context, url.Values, time.Duration) (*Grant, error) {

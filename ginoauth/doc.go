@@ -9,9 +9,9 @@
 // session id.
 //
 //	r := gin.Default()
-//	r.Use(ginoauth.Middleware(mgr))
+//	r.Use(mgr.Middleware())
 //	mgr.Mount(r)
-//	r.GET("/me", ginoauth.RequireAuth(), func(c *gin.Context) {
+//	r.GET("/me", mgr.RequireAuth(), func(c *gin.Context) {
 //		user, _ := ginoauth.CurrentUser(c)
 //		c.JSON(200, gin.H{"did": user.DID})
 //	})

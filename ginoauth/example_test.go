@@ -50,9 +50,9 @@ func Example() {
 	}
 
 	r := gin.Default()
-	r.Use(ginoauth.Middleware(mgr))
+	r.Use(mgr.Middleware())
 	mgr.Mount(r) // /login, /oauth/callback, /api/session, /api/logout, metadata
-	r.GET("/me", ginoauth.RequireAuth(), func(c *gin.Context) {
+	r.GET("/me", mgr.RequireAuth(), func(c *gin.Context) {
 		user, _ := ginoauth.CurrentUser(c)
 		c.JSON(http.StatusOK, gin.H{"did": user.DID, "handle": user.Handle})
 	})
@@ -85,7 +85,7 @@ func Example_localLogin() {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(ginoauth.Middleware(mgr))
+	r.Use(mgr.Middleware())
 	mgr.Mount(r)
 	app := &httptest.Server{Listener: ln, Config: &http.Server{Handler: r}}
 	app.Start()

@@ -23,24 +23,26 @@ const maxFormBytes = 16 << 10
 //
 // The last two are mounted only when the OAuth client implements
 // ClientMetadataProvider. Logout is POST only: a GET logout would let any
-// page log users out with an <img> tag.
+// page log users out with an <img> tag. r may be a group, to mount the
+// routes under a prefix or behind middleware of the app's (the paths in
+// Config.Routes are then relative to it).
 func (m *Manager) Mount(r gin.IRouter) {
 	rt := m.cfg.Routes
-	r.GET(rt.Login, m.LoginHandler())
-	r.POST(rt.Login, m.LoginHandler())
-	r.GET(rt.Callback, m.CallbackHandler())
-	r.GET(rt.Session, m.SessionHandler())
-	r.POST(rt.Logout, m.LogoutHandler())
-	if _, ok := m.client.(ClientMetadataProvider); ok {
-		r.GET(rt.ClientMetadata, m.ClientMetadataHandler())
-		r.GET(rt.JWKS, m.JWKSHandler())
+	r.GET(rt.Login, m.loginHandler())
+	r.POST(rt.Login, m.loginHandler())
+	r.GET(rt.Callback, m.callbackHandler())
+	r.GET(rt.Session, m.sessionHandler())
+	r.POST(rt.Logout, m.logoutHandler())
+	if p, ok := m.client.(ClientMetadataProvider); ok {
+		r.GET(rt.ClientMetadata, metadataHandler(p.ClientMetadata))
+		r.GET(rt.JWKS, metadataHandler(p.PublicJWKS))
 	}
 }
 
-// LoginHandler starts a login from the handle query parameter (GET) or form
+// loginHandler starts a login from the handle query parameter (GET) or form
 // field (POST), with an optional redirect return path. Bad input gets
 // 400 {"error": ...}.
-func (m *Manager) LoginHandler() gin.HandlerFunc {
+func (m *Manager) loginHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		handle, redirect := c.Query("handle"), c.Query("redirect")
 		if c.Request.Method == http.MethodPost {
@@ -61,11 +63,11 @@ func (m *Manager) LoginHandler() gin.HandlerFunc {
 	}
 }
 
-// CallbackHandler completes a login and redirects (302) to the return path.
+// callbackHandler completes a login and redirects (302) to the return path.
 // Failures get 400 (502 when the authorization server is unreachable, 503
 // when storage is): through Config.ErrorHandler when set, else a small HTML
 // page for browsers and JSON otherwise.
-func (m *Manager) CallbackHandler() gin.HandlerFunc {
+func (m *Manager) callbackHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		res, err := m.HandleCallback(c)
 		if err != nil {
@@ -81,9 +83,9 @@ func (m *Manager) CallbackHandler() gin.HandlerFunc {
 	}
 }
 
-// SessionHandler answers 200 {"valid":true,"did":...,"handle":...,"scopes":[...]}
+// sessionHandler answers 200 {"valid":true,"did":...,"handle":...,"scopes":[...]}
 // for a logged-in request and 401 {"valid":false} otherwise.
-func (m *Manager) SessionHandler() gin.HandlerFunc {
+func (m *Manager) sessionHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		c.Header("Cache-Control", "no-store")
 		u, err := m.loadUser(c)
@@ -102,9 +104,9 @@ func (m *Manager) SessionHandler() gin.HandlerFunc {
 	}
 }
 
-// LogoutHandler ends the session (see Manager.Logout) and answers
+// logoutHandler ends the session (see Manager.Logout) and answers
 // 200 {"success":true}.
-func (m *Manager) LogoutHandler() gin.HandlerFunc {
+func (m *Manager) logoutHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if err := m.Logout(c); err != nil {
 			m.abortWithError(c, err)
@@ -115,29 +117,10 @@ func (m *Manager) LogoutHandler() gin.HandlerFunc {
 	}
 }
 
-// ClientMetadataHandler serves the OAuth client's metadata document (200,
-// application/json, never a redirect). 404 if the client has none.
-func (m *Manager) ClientMetadataHandler() gin.HandlerFunc {
-	return func(c *gin.Context) {
-		p, ok := m.client.(ClientMetadataProvider)
-		if !ok {
-			c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"error": "no client metadata"})
-			return
-		}
-		c.JSON(http.StatusOK, p.ClientMetadata())
-	}
-}
-
-// JWKSHandler serves the OAuth client's public keys (never private members).
-func (m *Manager) JWKSHandler() gin.HandlerFunc {
-	return func(c *gin.Context) {
-		p, ok := m.client.(ClientMetadataProvider)
-		if !ok {
-			c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"error": "no client keys"})
-			return
-		}
-		c.JSON(http.StatusOK, p.PublicJWKS())
-	}
+// metadataHandler serves a document of the OAuth client (its metadata or
+// its public keys: 200, application/json, never a redirect).
+func metadataHandler(doc func() any) gin.HandlerFunc {
+	return func(c *gin.Context) { c.JSON(http.StatusOK, doc()) }
 }
 
 func wantsHTML(c *gin.Context) bool {

@@ -7,15 +7,15 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// Middleware loads the request's session (one cookie decode, one storage read)
-// and puts the user in the Gin context for CurrentUser. It never blocks
-// anonymous requests. The one exception is a storage failure while a session
-// cookie is present: that request gets 503, because answering it as
+// Middleware loads the request's session (one cookie decode, one storage
+// read) and puts the user in the Gin context for CurrentUser. It never
+// blocks anonymous requests. The one exception is a storage failure while a
+// session cookie is present: that request gets 503, because answering it as
 // "logged out" would be wrong and would hide the outage.
 //
 // Responses to authenticated requests get Cache-Control: no-store, so no
 // shared cache keeps one user's page for another.
-func Middleware(m *Manager) gin.HandlerFunc {
+func (m *Manager) Middleware() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		u, err := m.loadUser(c)
 		if err != nil {
@@ -29,43 +29,48 @@ func Middleware(m *Manager) gin.HandlerFunc {
 	}
 }
 
-// RequireAuth answers 401 {"error": "login required", "code": reason} to
-// requests without a logged-in user, where reason is a Session* code
-// ("not_logged_in", "session_expired", "invalid_cookie", ...). Use it after
-// Middleware, on the routes or groups that need a login.
-func RequireAuth() gin.HandlerFunc {
+// RequireAuth lets only requests with a logged-in user through. It loads
+// the session itself when Middleware did not run before it, and answers the
+// others with 401 through Config.ErrorHandler (default JSON
+// {"error": "login required", "code": reason}, where reason is a Session*
+// code such as "not_logged_in" or "session_expired"), or 503 when storage
+// cannot answer.
+func (m *Manager) RequireAuth() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if _, ok := CurrentUser(c); !ok {
-			code := SessionNotLoggedIn
-			if v, _ := c.Get(userContextKey); v != nil {
-				if st, _ := v.(*sessionState); st != nil && st.reason != "" {
-					code = st.reason
-				}
-			}
-			c.Header("Cache-Control", "no-store")
-			c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "login required", "code": code})
+		u, err := m.ValidateSession(c)
+		if err != nil {
+			m.abortWithError(c, err)
 			return
+		}
+		if u != nil {
+			c.Header("Cache-Control", "no-store")
 		}
 		c.Next()
 	}
 }
 
-// httpStatuser is implemented by every error type of this package.
-type httpStatuser interface{ HTTPStatus() int }
+// Codes of the errors that are not flow, session or mobile errors, found in
+// ErrorResponse.Code.
+const (
+	CodeStorageUnavailable = "storage_unavailable" // the Storage failed (503)
+	CodeInternal           = "internal_error"      // anything unexpected (500)
+)
 
 // ErrorResponse describes how a failed request is answered, for
-// Config.ErrorHandler.
+// Config.ErrorHandler and for apps that render the library's errors
+// themselves (see ErrorResponseFor).
 type ErrorResponse struct {
-	Status  int    // HTTP status: 400, 401, 502, 503 or 500
-	Code    string // machine-readable code, e.g. "invalid_handle", "storage_unavailable"
+	Status  int    // HTTP status: 400, 401, 403, 502, 503 or 500
+	Code    string // machine-readable code: a Flow*, Session*, Mobile* or Code* constant
 	Message string // a short sentence that is safe to show to the user
 	Err     error  // the cause, for logs only; never show it
 }
 
-// replyFor maps err to a status and a safe message, and logs the cause.
-// Internal detail never reaches the response.
-func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
-	r := ErrorResponse{Status: http.StatusInternalServerError, Code: "internal_error", Message: "something went wrong", Err: err}
+// ErrorResponseFor maps any error the library returns to the status, code
+// and safe message the prebuilt handlers answer with. Internal detail never
+// reaches Message; unknown errors are 500 CodeInternal.
+func ErrorResponseFor(err error) ErrorResponse {
+	r := ErrorResponse{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "something went wrong", Err: err}
 	var (
 		fe *OAuthFlowError
 		se *SessionError
@@ -74,7 +79,7 @@ func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
 	)
 	switch {
 	case errors.As(err, &st):
-		r.Code, r.Message = "storage_unavailable", "the session store is unavailable; please try again shortly"
+		r.Code, r.Message = CodeStorageUnavailable, "the session store is unavailable; please try again shortly"
 	case errors.As(err, &fe):
 		r.Code, r.Message = fe.Code, fe.Message
 	case errors.As(err, &me):
@@ -82,13 +87,23 @@ func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
 	case errors.As(err, &se):
 		r.Code, r.Message = se.Code, "login required"
 	}
-	var hs httpStatuser
+	var hs interface{ HTTPStatus() int }
 	if errors.As(err, &hs) {
 		r.Status = hs.HTTPStatus()
 	}
-	level := m.log.Warn
-	if r.Status >= 500 {
+	return r
+}
+
+// replyFor is ErrorResponseFor, logged, with the headers every error
+// answer carries.
+func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
+	r := ErrorResponseFor(err)
+	level := m.log.Info // the user's mistake: a bad handle, a stale link
+	switch {
+	case r.Status >= 500:
 		level = m.log.Error
+	case r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden:
+		level = m.log.Debug // every anonymous visit to a protected page
 	}
 	level("request failed", "path", c.FullPath(), "status", r.Status, "code", r.Code, "err", err)
 	c.Header("Cache-Control", "no-store")

@@ -18,17 +18,17 @@ import (
 // (return path, browser binding), the session cookie and the per-device
 // session record. No application data travels inside state.
 type OAuthClient interface {
-	// Authorize begins an authorization for identifier, a handle or DID the
-	// Manager has already checked for syntax. It resolves the account's
-	// authorization server, sends the pushed authorization request, keeps
-	// what the callback will need, and returns the URL to send the browser to
-	// together with the state value the server will echo back. State must be
-	// random, at least 128 bits, and unique per call.
+	// Authorize begins an authorization described by req. It resolves the
+	// account's authorization server, sends the pushed authorization
+	// request, keeps what the callback will need for req.TTL, and returns
+	// the URL to send the browser to together with the state value the
+	// server will echo back. State must be random, at least 128 bits, and
+	// unique per call.
 	//
 	// Return an *OAuthFlowError to choose the code users see (for example
 	// FlowResolveFailed for an unknown handle); other errors are reported as
 	// FlowServerError (502), and a *StorageError as 503.
-	Authorize(ctx context.Context, identifier string) (*Authorization, error)
+	Authorize(ctx context.Context, req AuthorizeRequest) (*Authorization, error)
 
 	// Callback completes the flow from the callback's query parameters. It
 	// checks state, then the error parameter, then iss; exchanges the code;
@@ -49,6 +49,17 @@ type OAuthClient interface {
 	Revoke(ctx context.Context, did, sessionID string) error
 }
 
+// AuthorizeRequest describes one login to [OAuthClient.Authorize].
+type AuthorizeRequest struct {
+	// Identifier is the handle or DID the user typed, already checked for
+	// AT Protocol syntax and normalised.
+	Identifier string
+	// TTL is how long the login may take: the client must keep what its
+	// callback needs at least this long (the Manager's Config.FlowTTL, so
+	// the two lifetimes cannot disagree).
+	TTL time.Duration
+}
+
 // Authorization is what [OAuthClient.Authorize] returns.
 type Authorization struct {
 	URL   string // where to redirect the browser (the authorization endpoint)
@@ -57,10 +68,12 @@ type Authorization struct {
 
 // Grant is the outcome of a completed authorization.
 type Grant struct {
-	DID       string   // the account, from the token's sub; never from user input
-	Handle    string   // the account's handle from a verified resolution, or "" if unverified
-	SessionID string   // the client's id for this OAuth session (one per login, per device)
-	Scopes    []string // the scopes the server granted
+	DID    string // the account, from the token's sub; never from user input
+	Handle string // the account's handle from a verified resolution, or "" if unverified
+	// OAuthSessionID is the client's id for this OAuth session (one per
+	// login, per device), as Resume and Revoke take it.
+	OAuthSessionID string
+	Scopes         []string // the scopes the server granted
 }
 
 // OAuthSession is a ready, authenticated OAuth session for one login of one

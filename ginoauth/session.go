@@ -43,8 +43,9 @@ const (
 	sessionIDLen = 43
 )
 
-// gin context key for the request's sessionState.
-const userContextKey = "github.com/gin-atproto/oauth-sessions/ginoauth.user"
+// stateKey is the gin context key of the request's sessionState; a type of
+// its own, so no other package can read or overwrite it.
+type stateKey struct{}
 
 // sessionState is what a request's session turned out to be: a user, or the
 // reason (a Session* code) there is none.
@@ -54,7 +55,14 @@ type sessionState struct {
 }
 
 func setState(c *gin.Context, u *User, reason string) {
-	c.Set(userContextKey, &sessionState{user: u, reason: reason})
+	c.Set(stateKey{}, &sessionState{user: u, reason: reason})
+}
+
+// state returns the request's sessionState, or nil before it was loaded.
+func state(c *gin.Context) *sessionState {
+	v, _ := c.Get(stateKey{})
+	st, _ := v.(*sessionState)
+	return st
 }
 
 // User is the logged-in account of the current request's session.
@@ -84,32 +92,40 @@ type sessionRecord struct {
 	ExpiresAt      time.Time `json:"expires_at"`
 }
 
+// user is the User a session record describes; hash is the record's key
+// suffix.
+func (rec *sessionRecord) user(hash string) *User {
+	return &User{
+		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
+		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
+		sessionHash: hash, oauthSessionID: rec.OAuthSessionID,
+	}
+}
+
 func hashSessionID(sid string) string {
 	sum := sha256.Sum256([]byte(sid))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// CurrentUser returns the logged-in user of this request, as loaded by
-// Middleware (or by a prebuilt handler). ok is false for anonymous requests.
+// CurrentUser returns the logged-in user of this request, as loaded by the
+// Manager's Middleware or RequireAuth (or a prebuilt handler). ok is false
+// for anonymous requests and before the session was loaded.
 func CurrentUser(c *gin.Context) (user *User, ok bool) {
-	v, _ := c.Get(userContextKey)
-	st, _ := v.(*sessionState)
-	if st == nil || st.user == nil {
-		return nil, false
+	if st := state(c); st != nil && st.user != nil {
+		return st.user, true
 	}
-	return st.user, true
+	return nil, false
 }
 
 // ValidateSession returns the request's user; or a *SessionError whose Code
 // says why there is none (SessionNotLoggedIn, SessionExpired,
 // SessionInvalidCookie, SessionOAuthGone); or a *StorageError when storage
-// cannot answer.
+// cannot answer. It loads the session if nothing did yet in this request.
 func (m *Manager) ValidateSession(c *gin.Context) (*User, error) {
 	if _, err := m.loadUser(c); err != nil {
 		return nil, err
 	}
-	v, _ := c.Get(userContextKey)
-	st := v.(*sessionState)
+	st := state(c)
 	if st.user == nil {
 		return nil, &SessionError{Code: st.reason}
 	}
@@ -120,10 +136,8 @@ func (m *Manager) ValidateSession(c *gin.Context) (*User, error) {
 // caches the outcome in the gin context. A nil user with a nil error means
 // anonymous; the only error is a *StorageError.
 func (m *Manager) loadUser(c *gin.Context) (*User, error) {
-	if v, ok := c.Get(userContextKey); ok {
-		if st, ok := v.(*sessionState); ok {
-			return st.user, nil
-		}
+	if st := state(c); st != nil {
+		return st.user, nil
 	}
 	u, reason, err := m.readSession(c)
 	if err != nil {
@@ -174,11 +188,7 @@ func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
 			return nil, SessionExpired, m.endSession(c, hash, "idle timeout")
 		}
 	}
-	return &User{
-		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
-		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
-		sessionHash: hash, oauthSessionID: rec.OAuthSessionID,
-	}, "", nil
+	return rec.user(hash), "", nil
 }
 
 // touchIdle reports whether the session was active within IdleTimeout and,
@@ -240,13 +250,13 @@ func (m *Manager) startSession(c *gin.Context, grant *Grant) (*User, error) {
 		if err := m.deleteSessionRecords(ctx, old.sessionHash); err != nil {
 			return nil, err
 		}
-		m.revoke(ctx, old)
+		m.revoke(ctx, old.DID, old.oauthSessionID, old.sessionHash)
 	}
 	sid := randomToken(sessionIDBytes)
 	hash := hashSessionID(sid)
 	now := m.now()
 	rec := sessionRecord{
-		DID: grant.DID, Handle: grant.Handle, OAuthSessionID: grant.SessionID,
+		DID: grant.DID, Handle: grant.Handle, OAuthSessionID: grant.OAuthSessionID,
 		Scopes: grant.Scopes, CreatedAt: now, ExpiresAt: now.Add(m.cfg.SessionTTL),
 	}
 	if err := m.setJSON(ctx, sessionKeyPrefix+hash, rec, m.cfg.SessionTTL); err != nil {
@@ -265,11 +275,7 @@ func (m *Manager) startSession(c *gin.Context, grant *Grant) (*User, error) {
 	if err := m.cookies.Save(c.Request, c.Writer, sess); err != nil {
 		return nil, err
 	}
-	u := &User{
-		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
-		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
-		sessionHash: hash, oauthSessionID: rec.OAuthSessionID,
-	}
+	u := rec.user(hash)
 	setState(c, u, "")
 	m.log.Info("session started", "did", u.DID, "session", hash[:8])
 	return u, nil
@@ -288,7 +294,7 @@ func (m *Manager) Logout(c *gin.Context) error {
 		if err := m.deleteSessionRecords(c.Request.Context(), u.sessionHash); err != nil {
 			return err
 		}
-		m.revoke(c.Request.Context(), u)
+		m.revoke(c.Request.Context(), u.DID, u.oauthSessionID, u.sessionHash)
 		m.log.Info("logged out", "did", u.DID, "session", u.sessionHash[:8])
 	}
 	m.clearSessionCookie(c)
@@ -296,16 +302,25 @@ func (m *Manager) Logout(c *gin.Context) error {
 	return nil
 }
 
-// revoke asks the OAuth client to revoke u's tokens and forget its OAuth
-// session. Failures are logged: the local session is gone either way.
-func (m *Manager) revoke(ctx context.Context, u *User) {
-	// Revoke even if the browser goes away mid-request.
+// revoke asks the OAuth client to revoke a login's tokens and forget its
+// OAuth session, even if the browser goes away meanwhile. Failures are
+// logged: the local session is gone either way. hash names the device
+// session in logs ("" for a login that never got one).
+func (m *Manager) revoke(ctx context.Context, did, oauthSessionID, hash string) {
 	// The client may wait for a refresh in flight (under its lock) first.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
 	defer cancel()
-	if err := m.client.Revoke(ctx, u.DID, u.oauthSessionID); err != nil {
-		m.log.Warn("token revocation failed", "did", u.DID, "session", u.sessionHash[:8], "err", err)
+	if err := m.client.Revoke(ctx, did, oauthSessionID); err != nil {
+		m.log.Warn("token revocation failed", "did", did, "session", shortRef(hash), "err", err)
 	}
+}
+
+// shortRef is the part of a session hash that logs show.
+func shortRef(hash string) string {
+	if len(hash) < 8 {
+		return "-"
+	}
+	return hash[:8]
 }
 
 // clearSessionCookie sends Max-Age=0 for the session cookie, but only if the

@@ -53,7 +53,7 @@ func (m *Manager) StartOAuth(c *gin.Context, identifier string, opts StartOption
 	ctx := c.Request.Context()
 	binding := m.flowBinding(c)
 
-	auth, err := m.client.Authorize(ctx, ident)
+	auth, err := m.client.Authorize(ctx, AuthorizeRequest{Identifier: ident, TTL: m.cfg.FlowTTL})
 	if err != nil {
 		return "", classifyFlowErr(err, FlowServerError, "could not reach the account's authorization server")
 	}
@@ -100,15 +100,13 @@ func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
 	if err != nil {
 		return nil, classifyFlowErr(err, FlowExchangeFailed, "the login could not be completed; please start again")
 	}
-	if grant == nil || grant.DID == "" || grant.SessionID == "" {
+	if grant == nil || grant.DID == "" || grant.OAuthSessionID == "" {
 		return nil, &OAuthFlowError{Code: FlowExchangeFailed, Message: "the login could not be completed; please start again", Err: errors.New("OAuth client returned an empty grant")}
 	}
 	user, err := m.startSession(c, grant)
 	if err != nil {
 		// Do not leave live tokens behind for a session nobody can use.
-		if rerr := m.client.Revoke(ctx, grant.DID, grant.SessionID); rerr != nil {
-			m.log.Warn("revoking tokens of a login that could not be stored failed", "did", grant.DID, "err", rerr)
-		}
+		m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
 		return nil, err
 	}
 	return &CallbackResult{User: user, ReturnTo: SafeReturnPath(rec.ReturnTo)}, nil

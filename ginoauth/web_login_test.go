@@ -147,7 +147,7 @@ func TestClientMetadataDocument(t *testing.T) {
 		t.Fatalf("metadata: want 200 application/json, got %d %q", r.Status, r.Header.Get("Content-Type"))
 	}
 	m := r.JSON(t)
-	if m["client_id"] != a.Client.App().Config.ClientID || m["dpop_bound_access_tokens"] != true {
+	if m["client_id"] != a.OAuthConfig.ClientID || m["dpop_bound_access_tokens"] != true {
 		t.Fatalf("unexpected metadata: %v", m)
 	}
 	j := b.Get("/oauth/jwks.json")

@@ -113,7 +113,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...)    // recovery, request log, security headers
-	r.Use(ginoauth.Middleware(mgr)) // loads the session: ginoauth.CurrentUser(c)
+	r.Use(mgr.Middleware()) // loads the session: ginoauth.CurrentUser(c)
 	mgr.Mount(r)                    // /login, /oauth/callback, /api/session, /api/logout, client metadata
 	pages.Mount(r)                  // /, /pds/session, /pds/note, /logout
 

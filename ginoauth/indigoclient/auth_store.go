@@ -75,7 +75,10 @@ var _ oauth.ClientAuthStore = (*AuthStore)(nil)
 
 // AuthStoreOptions tune an AuthStore; zero values get defaults.
 type AuthStoreOptions struct {
-	AuthRequestTTL time.Duration // default 10 minutes
+	// AuthRequestTTL bounds a pending authorization saved without the
+	// login's own lifetime (that is, when indigo's ClientApp is used
+	// directly). Default 10 minutes.
+	AuthRequestTTL time.Duration
 	// SessionTTL is used for sessions saved without a lifetime from the
 	// Manager (that is, when indigo's ClientApp is used directly).
 	SessionTTL time.Duration // default 7 days
@@ -130,6 +133,13 @@ func sessionKey(did syntax.DID, sessionID string) string {
 }
 
 type sessionTTLKey struct{}
+
+type requestTTLKey struct{}
+
+// withRequestTTL tells SaveAuthRequestInfo how long the login may take.
+func withRequestTTL(ctx context.Context, ttl time.Duration) context.Context {
+	return context.WithValue(ctx, requestTTLKey{}, ttl)
+}
 
 // withSessionTTL tells SaveSession the lifetime of a session being created.
 func withSessionTTL(ctx context.Context, ttl time.Duration) context.Context {
@@ -252,19 +262,9 @@ func (s *AuthStore) DeleteSession(ctx context.Context, did syntax.DID, sessionID
 func (s *AuthStore) GetAuthRequestInfo(ctx context.Context, state string) (*oauth.AuthRequestData, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	key := authRequestPrefix + state
-	var raw []byte
-	var err error
-	if t, ok := s.storage.(storage.Taker); ok {
-		raw, err = t.Take(ctx, key)
-	} else {
-		raw, err = s.storage.Get(ctx, key)
-		if err == nil {
-			err = s.storage.Delete(ctx, key)
-		}
-	}
+	raw, err := storage.Take(ctx, s.storage, authRequestPrefix+state)
 	if err != nil {
-		return nil, storage.Wrap("take", err)
+		return nil, err
 	}
 	var info oauth.AuthRequestData
 	if err := json.Unmarshal(raw, &info); err != nil {
@@ -273,15 +273,21 @@ func (s *AuthStore) GetAuthRequestInfo(ctx context.Context, state string) (*oaut
 	return &info, nil
 }
 
-// SaveAuthRequestInfo implements oauth.ClientAuthStore.
+// SaveAuthRequestInfo implements oauth.ClientAuthStore. The request is kept
+// for the login's lifetime when the Client passes it on (the Manager's
+// FlowTTL), else for AuthRequestTTL.
 func (s *AuthStore) SaveAuthRequestInfo(ctx context.Context, info oauth.AuthRequestData) error {
 	raw, err := json.Marshal(info)
 	if err != nil {
 		return err
 	}
+	ttl := s.authRequestTTL
+	if d, ok := ctx.Value(requestTTLKey{}).(time.Duration); ok && d > 0 {
+		ttl = d
+	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	return storage.Wrap("set", s.storage.Set(ctx, authRequestPrefix+info.State, raw, s.authRequestTTL))
+	return storage.Wrap("set", s.storage.Set(ctx, authRequestPrefix+info.State, raw, ttl))
 }
 
 // DeleteAuthRequestInfo implements oauth.ClientAuthStore.

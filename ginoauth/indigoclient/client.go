@@ -49,8 +49,6 @@ type Options struct {
 	// also refuses reserved names (.local, .internal, .onion, .test, ...)
 	// before any lookup. Tests with local accounts set their own.
 	Directory identity.Directory
-	// AuthRequestTTL bounds a pending authorization. Default 10 minutes.
-	AuthRequestTTL time.Duration
 	// StorageTimeout bounds each storage operation. Default 3 seconds.
 	StorageTimeout time.Duration
 	// BrowserURL, if set, rewrites the authorization URL before the browser
@@ -65,7 +63,7 @@ type Options struct {
 
 // Client is a ginoauth.OAuthClient backed by an indigo oauth.ClientApp.
 // Close it when done: it may be finishing a token save or a lock release
-// in the background (see Session).
+// in the background (see Client.Resume).
 type Client struct {
 	app      *oauth.ClientApp
 	store    *AuthStore
@@ -93,7 +91,7 @@ func New(config oauth.ClientConfig, storage storage.Store, opts Options) *Client
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	store := NewAuthStore(storage, AuthStoreOptions{AuthRequestTTL: opts.AuthRequestTTL, StorageTimeout: opts.StorageTimeout, Logger: opts.Logger})
+	store := NewAuthStore(storage, AuthStoreOptions{StorageTimeout: opts.StorageTimeout, Logger: opts.Logger})
 	// Built by hand rather than with oauth.NewClientApp, whose default
 	// directory starts cache goroutines that can never be stopped.
 	app := &oauth.ClientApp{Config: &config, Store: store, Resolver: oauth.NewResolver(), Dir: opts.Directory}
@@ -135,8 +133,12 @@ func LocalhostConfig(callbackURL string, scopes []string) oauth.ClientConfig {
 	return cfg
 }
 
+// Store returns the AuthStore the Client keeps indigo's data in, to read a
+// stored OAuth session (its scopes, its server) outside a request.
+func (c *Client) Store() *AuthStore { return c.store }
+
 // Close stops the Client's background work: it makes a last attempt at
-// saving rotated tokens whose save failed (see Session) and at releasing
+// saving rotated tokens whose save failed (see Client.Resume) and at releasing
 // refresh locks whose release failed, then waits for that work to end. The
 // Client must not be used afterwards. Close is safe to call more than once.
 func (c *Client) Close() error {
@@ -144,17 +146,11 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// App returns the underlying indigo ClientApp, for what the adapter does not
-// cover. Its Store is the Client's AuthStore.
-func (c *Client) App() *oauth.ClientApp { return c.app }
-
-// Store returns the AuthStore the Client keeps indigo's data in.
-func (c *Client) Store() *AuthStore { return c.store }
-
 // Authorize implements ginoauth.OAuthClient. It follows indigo's
 // StartAuthFlow step by step so that it can return the state and fail when
 // the pending request cannot be stored.
-func (c *Client) Authorize(ctx context.Context, identifier string) (*ginoauth.Authorization, error) {
+func (c *Client) Authorize(ctx context.Context, req ginoauth.AuthorizeRequest) (*ginoauth.Authorization, error) {
+	identifier := req.Identifier
 	atid, err := syntax.ParseAtIdentifier(identifier)
 	if err != nil {
 		return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowInvalidHandle, Message: "that is not a valid handle", Err: err}
@@ -184,7 +180,7 @@ func (c *Client) Authorize(ctx context.Context, identifier string) (*ginoauth.Au
 	}
 	did := ident.DID
 	info.AccountDID = &did // the token's sub must match this account
-	if err := c.store.SaveAuthRequestInfo(ctx, *info); err != nil {
+	if err := c.store.SaveAuthRequestInfo(withRequestTTL(ctx, req.TTL), *info); err != nil {
 		return nil, err
 	}
 	q := url.Values{}
@@ -240,7 +236,7 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 	if ident, err := c.app.Dir.LookupDID(ctx, sd.AccountDID); err == nil && !ident.Handle.IsInvalidHandle() {
 		handle = ident.Handle.String()
 	}
-	return &ginoauth.Grant{DID: sd.AccountDID.String(), Handle: handle, SessionID: sd.SessionID, Scopes: sd.Scopes}, nil
+	return &ginoauth.Grant{DID: sd.AccountDID.String(), Handle: handle, OAuthSessionID: sd.SessionID, Scopes: sd.Scopes}, nil
 }
 
 // Resume implements ginoauth.OAuthClient.
@@ -253,12 +249,12 @@ func (c *Client) Resume(ctx context.Context, did, sessionID string) (ginoauth.OA
 	if err != nil {
 		return nil, err
 	}
-	return &Session{c: c, did: d, id: sessionID, cs: cs}, nil
+	return &session{c: c, did: d, id: sessionID, cs: cs}, nil
 }
 
 // load builds a fresh indigo ClientSession from the newest copy of the
 // session's data: tokens whose save is still pending in this process (see
-// Session), else the stored record. It also returns the refresh token the
+// Client.Resume), else the stored record. It also returns the refresh token the
 // tokens came from.
 func (c *Client) load(ctx context.Context, did syntax.DID, sessionID string) (*oauth.ClientSession, string, error) {
 	data, ok := c.rescued.get(did, sessionID)

@@ -74,7 +74,7 @@ func TestAuthorizeTellsMissingAccountsFromFailedLookups(t *testing.T) {
 	}
 	for _, tc := range cases {
 		c := New(oauth.NewLocalhostConfig("http://127.0.0.1/cb", []string{"atproto"}), memstore.New(), Options{Directory: stubDirectory{tc.err}})
-		_, err := c.Authorize(context.Background(), tc.ident)
+		_, err := c.Authorize(context.Background(), ginoauth.AuthorizeRequest{Identifier: tc.ident})
 		var fe *ginoauth.OAuthFlowError
 		if !errors.As(err, &fe) || fe.Code != tc.code || fe.HTTPStatus() != tc.status {
 			t.Errorf("%s with %v: want %s (%d), got %v", tc.ident, tc.err, tc.code, tc.status, err)

@@ -21,13 +21,13 @@ import (
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
-// Session is a ready OAuth session (a ginoauth.OAuthSession) backed by an
-// indigo oauth.ClientSession.
+// session is a ready OAuth session (a ginoauth.OAuthSession) backed by an
+// indigo oauth.ClientSession, as Client.Resume returns it.
 //
 // Token refresh is coordinated across requests and app instances, because a
 // refresh token is single use and the reference PDS kills the whole session
 // when a spent one comes back ("Refresh token replayed"). When the PDS says
-// the access token is invalid, Session takes a lock named after the session
+// the access token is invalid, the session takes a lock named after the session
 // (the Storage's storage.Locker, so it holds across every instance sharing
 // the storage; a process-local lock otherwise), re-reads the stored session,
 // and refreshes only if nobody else has rotated the tokens meanwhile. So N
@@ -54,7 +54,7 @@ import (
 // with code SessionOAuthGone, as does a session deleted while its refresh
 // ran (whose new tokens are then revoked, since nobody holds them). A
 // network failure returns an error and logs nobody out.
-type Session struct {
+type session struct {
 	c   *Client
 	did syntax.DID
 	id  string
@@ -63,35 +63,35 @@ type Session struct {
 	cs *oauth.ClientSession
 }
 
-func (s *Session) current() *oauth.ClientSession {
+func (s *session) current() *oauth.ClientSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cs
 }
 
 // DID implements ginoauth.OAuthSession.
-func (s *Session) DID() string { return s.did.String() }
+func (s *session) DID() string { return s.did.String() }
 
 // HostURL implements ginoauth.OAuthSession.
-func (s *Session) HostURL() string { return s.current().Data.HostURL }
+func (s *session) HostURL() string { return s.current().Data.HostURL }
 
 // Scopes implements ginoauth.OAuthSession.
-func (s *Session) Scopes() []string { return slices.Clone(s.current().Data.Scopes) }
+func (s *session) Scopes() []string { return slices.Clone(s.current().Data.Scopes) }
 
 // Do implements ginoauth.OAuthSession: it sends req with the access token
 // and a DPoP proof, answers one DPoP nonce challenge, and refreshes the
 // tokens (coordinated, see Session) once when the PDS reports invalid_token.
-func (s *Session) Do(req *http.Request) (*http.Response, error) {
+func (s *session) Do(req *http.Request) (*http.Response, error) {
 	return s.doWithAuth(s.c.app.Client, req)
 }
 
 // DoWithAuth implements indigo's atclient.AuthMethod, so that APIClient's
 // calls get the same coordinated refresh.
-func (s *Session) DoWithAuth(c *http.Client, req *http.Request, _ syntax.NSID) (*http.Response, error) {
+func (s *session) DoWithAuth(c *http.Client, req *http.Request, _ syntax.NSID) (*http.Response, error) {
 	return s.doWithAuth(c, req)
 }
 
-func (s *Session) doWithAuth(hc *http.Client, req *http.Request) (*http.Response, error) {
+func (s *session) doWithAuth(hc *http.Client, req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	htu := dpopURL(req.URL)
 	nonceRetried, refreshed := false, false
@@ -138,14 +138,14 @@ func (s *Session) doWithAuth(hc *http.Client, req *http.Request) (*http.Response
 
 // RefreshTokens forces a (coordinated) token refresh now, as if the PDS had
 // just rejected the current access token.
-func (s *Session) RefreshTokens(ctx context.Context) error {
+func (s *session) RefreshTokens(ctx context.Context) error {
 	access, _ := s.current().GetHostAccessData()
 	return s.refresh(ctx, access)
 }
 
 // refresh replaces the access token that the PDS rejected, unless another
 // request or instance already did.
-func (s *Session) refresh(ctx context.Context, rejected string) error {
+func (s *session) refresh(ctx context.Context, rejected string) error {
 	c := s.c
 	unlock, err := c.lockWithin(ctx, refreshLockName(s.did, s.id))
 	if err != nil {
@@ -209,7 +209,7 @@ func (s *Session) refresh(ctx context.Context, rejected string) error {
 	}
 }
 
-func (s *Session) swap(cs *oauth.ClientSession) {
+func (s *session) swap(cs *oauth.ClientSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cs = cs
@@ -257,7 +257,7 @@ func drain(resp *http.Response) {
 // APIClient returns indigo's XRPC client for this session, for typed calls
 // such as c.Post(ctx, "com.atproto.repo.createRecord", body, &out). Its
 // requests go through this Session, with the same coordinated refresh.
-func (s *Session) APIClient() *atclient.APIClient {
+func (s *session) APIClient() *atclient.APIClient {
 	cs := s.current()
 	api := cs.APIClient()
 	api.Auth = s

@@ -129,9 +129,9 @@ func New(t testing.TB, opts Options) *App {
 func (a *App) router(extra []gin.HandlerFunc) *gin.Engine {
 	r := gin.New()
 	r.Use(extra...)
-	r.Use(ginoauth.Middleware(a.Manager))
+	r.Use(a.Manager.Middleware())
 	a.Manager.Mount(r)
-	api := r.Group("/api", ginoauth.RequireAuth())
+	api := r.Group("/api", a.Manager.RequireAuth())
 	api.GET("/whoami", func(c *gin.Context) {
 		u, _ := ginoauth.CurrentUser(c)
 		c.JSON(http.StatusOK, gin.H{"did": u.DID, "handle": u.Handle, "oauthSessionID": u.OAuthSessionID()})

@@ -347,7 +347,7 @@ func newTestApp(t *testing.T) *testApp {
 	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...)
-	r.Use(ginoauth.Middleware(mgr))
+	r.Use(mgr.Middleware())
 	mgr.Mount(r)
 	pages.Mount(r)
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: r}}
