@@ -1,6 +1,7 @@
 package ginoauth
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -8,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/gob"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,7 +27,18 @@ const MinSecretLength = 32
 // any base64 or AES work.
 const maxCookieValue = 4096
 
-const cookieFormatVersion = 1
+// Plaintext formats. Version 1 holds string keys and values in a compact
+// layout (all the Manager stores, and the common case for apps); version 2
+// holds anything encoding/gob can, as gin-contrib's default cookie store
+// does (register your own types with gob.Register).
+const (
+	cookieFormatStrings = 1
+	cookieFormatGob     = 2
+)
+
+// b64 is the cookie value encoding: base64url without padding, strict, so
+// that one value has exactly one spelling.
+var b64 = base64.RawURLEncoding.Strict()
 
 // Errors a CookieStore reports for cookies it will not accept. The session
 // returned alongside them is new and empty.
@@ -35,11 +48,16 @@ var (
 )
 
 // CookieStore is a gin-contrib/sessions Store whose cookies are sealed with
-// AES-256-GCM (encrypted and authenticated in one step). It holds string
-// values only, which is all the Manager puts in a cookie: an opaque session
-// id. Sealing a session id costs about 2 µs and a handful of allocations,
+// AES-256-GCM (encrypted and authenticated in one step). It is a complete
+// store: an app can use it with sessions.Sessions for its own sessions, next
+// to the Manager, and read them with sessions.Default (it passes
+// gin-contrib's own store test suite). String values take a compact path;
+// other values (flashes, numbers, registered types) are gob-encoded.
+//
+// Sealing a session id costs about 2 µs and a handful of allocations,
 // against some 34 µs and 200 allocations for the gob + securecookie codec of
-// gin-contrib's default cookie store, and every authenticated request pays it.
+// gin-contrib's default cookie store, and every authenticated request pays
+// it.
 //
 // Key rotation: the first secret seals; every secret opens. Put a new secret
 // first and keep the old ones until the longest cookie lifetime has passed.
@@ -51,7 +69,9 @@ var (
 // codec rejects those unless its own MaxAge is raised to match).
 //
 // The cookie name is bound into the seal as additional data, so a value
-// sealed for one cookie is rejected under another name.
+// sealed for one cookie is rejected under another name. When a request
+// carries several cookies of one name (a sibling subdomain can plant
+// extras), the first one that opens is used.
 type CookieStore struct {
 	aeads   []cipher.AEAD
 	options sessions.Options
@@ -100,26 +120,26 @@ func (cs *CookieStore) Get(r *http.Request, name string) (*gsessions.Session, er
 	return cs.New(r, name)
 }
 
-// New is Get: the store keeps no per-request registry because the Manager
-// reads each cookie once per request.
+// New is Get: the store keeps no per-request registry, since gin-contrib's
+// middleware already keeps the session it loaded for the request.
 func (cs *CookieStore) New(r *http.Request, name string) (*gsessions.Session, error) {
 	s := gsessions.NewSession(cs, name)
 	o := cs.options
 	*s.Options = gsessions.Options{Path: o.Path, Domain: o.Domain, MaxAge: o.MaxAge, Secure: o.Secure, HttpOnly: o.HttpOnly, SameSite: o.SameSite}
 	s.IsNew = true
-	c, err := r.Cookie(name)
-	if err != nil {
-		return s, nil // no cookie: a new session, not an error
-	}
-	if err := cs.decode(name, c.Value, s.Values); err != nil {
+	plain, err := cs.open(r, name)
+	if err != nil || plain == nil {
 		return s, err
+	}
+	if err := decodeValues(plain, s.Values); err != nil {
+		clear(s.Values)
+		return s, ErrCookieInvalid
 	}
 	s.IsNew = false
 	return s, nil
 }
 
 // Save writes the session's cookie, or deletes it when Options.MaxAge < 0.
-// Values must be strings keyed by strings.
 func (cs *CookieStore) Save(_ *http.Request, w http.ResponseWriter, s *gsessions.Session) error {
 	opts := s.Options
 	if opts == nil {
@@ -129,11 +149,7 @@ func (cs *CookieStore) Save(_ *http.Request, w http.ResponseWriter, s *gsessions
 		http.SetCookie(w, gsessions.NewCookie(s.Name(), "", opts))
 		return nil
 	}
-	var expires uint64
-	if opts.MaxAge > 0 {
-		expires = unixSeconds(cs.now().Add(time.Duration(opts.MaxAge) * time.Second))
-	}
-	value, err := cs.encode(s.Name(), s.Values, expires)
+	value, err := cs.seal(s.Name(), s.Values, cs.expiry(opts.MaxAge))
 	if err != nil {
 		return err
 	}
@@ -141,23 +157,19 @@ func (cs *CookieStore) Save(_ *http.Request, w http.ResponseWriter, s *gsessions
 	return nil
 }
 
-// encode lays out version | expiry (unix seconds, 0 = none) |
-// (uvarint len, key, uvarint len, value)* and seals it as nonce || ciphertext,
-// base64url without padding.
-func (cs *CookieStore) encode(name string, values map[any]any, expires uint64) (string, error) {
-	plain := make([]byte, 0, 64)
-	plain = append(plain, cookieFormatVersion)
-	plain = binary.BigEndian.AppendUint64(plain, expires)
-	for k, v := range values {
-		ks, ok1 := k.(string)
-		vs, ok2 := v.(string)
-		if !ok1 || !ok2 {
-			return "", fmt.Errorf("ginoauth: CookieStore holds string keys and values only, got %T: %T", k, v)
-		}
-		plain = binary.AppendUvarint(plain, uint64(len(ks)))
-		plain = append(plain, ks...)
-		plain = binary.AppendUvarint(plain, uint64(len(vs)))
-		plain = append(plain, vs...)
+// expiry is the sealed expiry for a cookie of maxAge seconds (0: none).
+func (cs *CookieStore) expiry(maxAge int) uint64 {
+	if maxAge <= 0 {
+		return 0
+	}
+	return unixSeconds(cs.now().Add(time.Duration(maxAge) * time.Second))
+}
+
+// seal encodes values and seals them for the cookie called name.
+func (cs *CookieStore) seal(name string, values map[any]any, expires uint64) (string, error) {
+	plain, err := encodeValues(values, expires)
+	if err != nil {
+		return "", err
 	}
 	aead := cs.aeads[0]
 	sealed := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
@@ -165,25 +177,40 @@ func (cs *CookieStore) encode(name string, values map[any]any, expires uint64) (
 		return "", err
 	}
 	sealed = aead.Seal(sealed, sealed[:aead.NonceSize()], plain, []byte(name))
-	if base64.RawURLEncoding.EncodedLen(len(sealed)) > maxCookieValue {
+	if b64.EncodedLen(len(sealed)) > maxCookieValue {
 		return "", errors.New("ginoauth: session values too large for a cookie")
 	}
-	return base64.RawURLEncoding.EncodeToString(sealed), nil
+	return b64.EncodeToString(sealed), nil
 }
 
-func (cs *CookieStore) decode(name, value string, into map[any]any) error {
-	if value == "" || len(value) > maxCookieValue {
-		return ErrCookieInvalid
+// open returns the plaintext of the request's cookie called name, after its
+// expiry check; nil with a nil error when there is no such cookie. Of
+// several cookies with that name, the first that opens is used; if none
+// does, the error says why the last one failed.
+func (cs *CookieStore) open(r *http.Request, name string) ([]byte, error) {
+	var err error
+	for _, c := range r.CookiesNamed(name) {
+		var plain []byte
+		if plain, err = cs.openValue(name, c.Value); err == nil {
+			return plain, nil
+		}
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(value)
+	return nil, err
+}
+
+func (cs *CookieStore) openValue(name, value string) ([]byte, error) {
+	if value == "" || len(value) > maxCookieValue {
+		return nil, ErrCookieInvalid
+	}
+	raw, err := b64.DecodeString(value)
 	if err != nil {
-		return ErrCookieInvalid
+		return nil, ErrCookieInvalid
 	}
 	var plain []byte
 	for _, aead := range cs.aeads {
 		ns := aead.NonceSize()
 		if len(raw) < ns+aead.Overhead() {
-			return ErrCookieInvalid
+			return nil, ErrCookieInvalid
 		}
 		// Open into a fresh slice: raw must stay intact for the next key.
 		if p, err := aead.Open(nil, raw[:ns], raw[ns:], []byte(name)); err == nil {
@@ -191,13 +218,98 @@ func (cs *CookieStore) decode(name, value string, into map[any]any) error {
 			break
 		}
 	}
-	if len(plain) < 9 || plain[0] != cookieFormatVersion {
-		return ErrCookieInvalid
+	if len(plain) < 9 || (plain[0] != cookieFormatStrings && plain[0] != cookieFormatGob) {
+		return nil, ErrCookieInvalid
 	}
 	if expires := binary.BigEndian.Uint64(plain[1:9]); expires != 0 && unixSeconds(cs.now()) >= expires {
-		return ErrCookieExpired
+		return nil, ErrCookieExpired
 	}
-	rest := plain[9:]
+	return plain, nil
+}
+
+// stringValue is the Manager's fast path: the string under key in the
+// request's cookie called name, without building a session. ok is false
+// when there is no cookie; err is ErrCookieInvalid or ErrCookieExpired.
+func (cs *CookieStore) stringValue(r *http.Request, name, key string) (value string, ok bool, err error) {
+	plain, err := cs.open(r, name)
+	if err != nil || plain == nil {
+		return "", false, err
+	}
+	if plain[0] != cookieFormatStrings {
+		return "", true, ErrCookieInvalid
+	}
+	found := false
+	err = walkStrings(plain[9:], func(k, v string) {
+		if k == key {
+			value, found = v, true
+		}
+	})
+	if err != nil || !found {
+		return "", true, ErrCookieInvalid
+	}
+	return value, true, nil
+}
+
+// setStrings seals values (string pairs) into the cookie called name, with
+// opts.
+func (cs *CookieStore) setStrings(w http.ResponseWriter, name string, values map[any]any, opts sessions.Options) error {
+	value, err := cs.seal(name, values, cs.expiry(opts.MaxAge))
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, gsessions.NewCookie(name, value, opts.ToGorillaOptions()))
+	return nil
+}
+
+// encodeValues lays out version | expiry (unix seconds, 0 = none) | body,
+// where the body of version 1 is (uvarint len, key, uvarint len, value)*
+// and that of version 2 a gob-encoded map.
+func encodeValues(values map[any]any, expires uint64) ([]byte, error) {
+	plain := make([]byte, 9, 64)
+	plain[0] = cookieFormatStrings
+	binary.BigEndian.PutUint64(plain[1:9], expires)
+	for k, v := range values {
+		ks, ok1 := k.(string)
+		vs, ok2 := v.(string)
+		if !ok1 || !ok2 {
+			return encodeGob(values, plain[:9])
+		}
+		plain = binary.AppendUvarint(plain, uint64(len(ks)))
+		plain = append(plain, ks...)
+		plain = binary.AppendUvarint(plain, uint64(len(vs)))
+		plain = append(plain, vs...)
+	}
+	return plain, nil
+}
+
+func encodeGob(values map[any]any, header []byte) ([]byte, error) {
+	header[0] = cookieFormatGob
+	buf := bytes.NewBuffer(header)
+	if err := gob.NewEncoder(buf).Encode(values); err != nil {
+		return nil, fmt.Errorf("ginoauth: session values cannot be encoded (register custom types with gob.Register): %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// decodeValues fills into from a plaintext that passed openValue.
+func decodeValues(plain []byte, into map[any]any) error {
+	if plain[0] == cookieFormatGob {
+		var m map[any]any
+		if err := gob.NewDecoder(bytes.NewReader(plain[9:])).Decode(&m); err != nil {
+			return err
+		}
+		for k, v := range m {
+			into[k] = v
+		}
+		return nil
+	}
+	return walkStrings(plain[9:], func(k, v string) { into[k] = v })
+}
+
+// walkStrings calls f for each pair of a version 1 body; a malformed body
+// or a repeated key is an error.
+func walkStrings(rest []byte, f func(k, v string)) error {
+	var seen []string
 	for len(rest) > 0 {
 		k, n := readChunk(rest)
 		if n <= 0 {
@@ -209,7 +321,13 @@ func (cs *CookieStore) decode(name, value string, into map[any]any) error {
 			return ErrCookieInvalid
 		}
 		rest = rest[m:]
-		into[k] = v
+		for _, s := range seen {
+			if s == k {
+				return ErrCookieInvalid
+			}
+		}
+		seen = append(seen, k)
+		f(k, v)
 	}
 	return nil
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/gin-contrib/sessions"
 	"github.com/gin-contrib/sessions/cookie"
+	"github.com/gin-contrib/sessions/tester"
+	"github.com/gin-gonic/gin"
 	gsessions "github.com/gorilla/sessions"
 )
 
@@ -153,9 +155,10 @@ func TestCookieStoreDeleteAndTypes(t *testing.T) {
 		t.Fatalf("deletion cookie should have Max-Age=0 and no value: %+v", c)
 	}
 	s.Options.MaxAge = 0
-	s.Values["n"] = 1
+	type unregistered struct{ X int }
+	s.Values["n"] = unregistered{1}
 	if err := cs.Save(r, httptest.NewRecorder(), s); err == nil {
-		t.Fatal("non-string values must be refused")
+		t.Fatal("a value gob cannot encode must be refused with an error")
 	}
 	if _, err := NewCookieStore([]byte("short")); err == nil {
 		t.Fatal("short secret accepted")
@@ -220,6 +223,76 @@ func FuzzCookieDecode(f *testing.F) {
 		aead := cs.aeads[0]
 		nonce := make([]byte, aead.NonceSize())
 		sealed := aead.Seal(nonce, nonce, []byte(v), []byte("sid"))
-		_ = cs.decode("sid", base64.RawURLEncoding.EncodeToString(sealed), map[any]any{})
+		if plain, err := cs.openValue("sid", base64.RawURLEncoding.EncodeToString(sealed)); err == nil {
+			_ = decodeValues(plain, map[any]any{})
+		}
 	})
+}
+
+// CookieStore is a complete gin-contrib/sessions store: it passes the store
+// suite gin-contrib runs against its own stores (flashes and options
+// included), so an app can use it for its own sessions.
+func TestCookieStorePassesGinContribSuite(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	newStore := func(*testing.T) sessions.Store {
+		cs := mustStore(t, testSecret)
+		cs.Options(sessions.Options{Path: "/"}) // like cookie.NewStore, not Secure, so plain-http tests carry it
+		return cs
+	}
+	t.Run("GetSet", func(t *testing.T) { tester.GetSet(t, newStore) })
+	t.Run("DeleteKey", func(t *testing.T) { tester.DeleteKey(t, newStore) })
+	t.Run("Flashes", func(t *testing.T) { tester.Flashes(t, newStore) })
+	t.Run("Clear", func(t *testing.T) { tester.Clear(t, newStore) })
+	t.Run("Options", func(t *testing.T) { tester.Options(t, newStore) })
+	t.Run("Many", func(t *testing.T) { tester.Many(t, newStore) })
+}
+
+// Non-string values (a flash list, numbers) round-trip; the Manager's fast
+// path refuses a cookie that is not all strings.
+func TestCookieStoreGeneralValues(t *testing.T) {
+	cs := mustStore(t, testSecret)
+	c := saveCookie(t, cs, "app", map[any]any{"n": 42, "list": []any{"a", "b"}, "s": "x"}, 60)
+	s, err := readCookie(cs, "app", c)
+	if err != nil || s.Values["n"] != 42 || s.Values["s"] != "x" || len(s.Values["list"].([]any)) != 2 {
+		t.Fatalf("general values: %v %#v", err, s.Values)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.AddCookie(&http.Cookie{Name: "app", Value: c.Value})
+	if _, ok, err := cs.stringValue(r, "app", "s"); !ok || !errors.Is(err, ErrCookieInvalid) {
+		t.Fatalf("the fast path must refuse a gob cookie: %v %v", ok, err)
+	}
+}
+
+// A sibling subdomain can plant cookies with the same name; the one that
+// opens wins, whatever the order, and the value has one spelling only.
+func TestCookieStoreTossedCookies(t *testing.T) {
+	cs := mustStore(t, testSecret)
+	good := saveCookie(t, cs, "sid", map[any]any{"sid": "real"}, 60)
+	for _, order := range [][]string{{"garbage", good.Value}, {good.Value, "garbage"}} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		for _, v := range order {
+			r.AddCookie(&http.Cookie{Name: "sid", Value: v})
+		}
+		if v, ok, err := cs.stringValue(r, "sid", "sid"); !ok || err != nil || v != "real" {
+			t.Fatalf("cookies %v: got %q %v %v", order, v, ok, err)
+		}
+	}
+	// The last base64 character carries spare bits: another spelling of
+	// the same bytes must not open.
+	last := good.Value[len(good.Value)-1]
+	for _, alt := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") {
+		if alt == last {
+			continue
+		}
+		v := good.Value[:len(good.Value)-1] + string(alt)
+		raw1, err1 := base64.RawURLEncoding.DecodeString(v)
+		raw2, _ := base64.RawURLEncoding.DecodeString(good.Value)
+		if err1 == nil && bytes.Equal(raw1, raw2) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.AddCookie(&http.Cookie{Name: "sid", Value: v})
+			if _, _, err := cs.stringValue(r, "sid", "sid"); err == nil {
+				t.Fatalf("a second spelling of the cookie opened: %q", v)
+			}
+		}
+	}
 }

@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"net/http"
 	"slices"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	gsessions "github.com/gorilla/sessions"
 )
 
 // Storage key patterns of the Manager (the OAuth client keeps its own; see
@@ -149,7 +151,7 @@ func (m *Manager) loadUser(c *gin.Context) (*User, error) {
 
 // readSession returns the request's user, or the reason there is none.
 func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
-	sess, err := m.cookies.Get(c.Request, m.cfg.CookieName)
+	sid, present, err := m.cookies.stringValue(c.Request, m.cfg.CookieName, cookieSessionID)
 	if err != nil {
 		m.log.Debug("session cookie rejected", "reason", err)
 		m.clearSessionCookie(c)
@@ -158,10 +160,9 @@ func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
 		}
 		return nil, SessionInvalidCookie, nil
 	}
-	if sess.IsNew {
+	if !present {
 		return nil, SessionNotLoggedIn, nil
 	}
-	sid, _ := sess.Values[cookieSessionID].(string)
 	if len(sid) != sessionIDLen {
 		return nil, SessionInvalidCookie, nil
 	}
@@ -267,12 +268,7 @@ func (m *Manager) startSession(c *gin.Context, grant *Grant) (*User, error) {
 			return nil, err
 		}
 	}
-	sess, _ := m.cookies.New(c.Request, m.cfg.CookieName) // a fresh session; an old cookie's error is moot
-	clear(sess.Values)
-	sess.Values[cookieSessionID] = sid
-	opts := m.sessionCookie
-	sess.Options = opts.ToGorillaOptions()
-	if err := m.cookies.Save(c.Request, c.Writer, sess); err != nil {
+	if err := m.cookies.setStrings(c.Writer, m.cfg.CookieName, map[any]any{cookieSessionID: sid}, m.sessionCookie); err != nil {
 		return nil, err
 	}
 	u := rec.user(hash)
@@ -336,7 +332,5 @@ func (m *Manager) clearSessionCookie(c *gin.Context) {
 func (m *Manager) expireCookie(c *gin.Context, name string) {
 	opts := m.sessionCookie
 	opts.MaxAge = -1
-	sess, _ := m.cookies.New(c.Request, name)
-	sess.Options = opts.ToGorillaOptions()
-	_ = m.cookies.Save(c.Request, c.Writer, sess)
+	http.SetCookie(c.Writer, gsessions.NewCookie(name, "", opts.ToGorillaOptions()))
 }

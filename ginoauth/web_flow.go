@@ -115,30 +115,19 @@ func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
 // flowBinding returns the browser's flow binding value, reusing the one in a
 // valid flow cookie so that two logins started in two tabs both complete.
 func (m *Manager) flowBinding(c *gin.Context) string {
-	if sess, err := m.cookies.Get(c.Request, m.flowCookieNm); err == nil && !sess.IsNew {
-		if b, _ := sess.Values[cookieBinding].(string); len(b) >= 22 {
-			return b
-		}
+	if b, ok, err := m.cookies.stringValue(c.Request, m.flowCookieNm, cookieBinding); ok && err == nil && len(b) >= 22 {
+		return b
 	}
 	return randomToken(16)
 }
 
 func (m *Manager) setFlowCookie(c *gin.Context, binding string) error {
-	sess, _ := m.cookies.New(c.Request, m.flowCookieNm)
-	clear(sess.Values)
-	sess.Values[cookieBinding] = binding
-	opts := m.flowCookie
-	sess.Options = opts.ToGorillaOptions()
-	return m.cookies.Save(c.Request, c.Writer, sess)
+	return m.cookies.setStrings(c.Writer, m.flowCookieNm, map[any]any{cookieBinding: binding}, m.flowCookie)
 }
 
 func (m *Manager) flowCookieMatches(c *gin.Context, want []byte) bool {
-	sess, err := m.cookies.Get(c.Request, m.flowCookieNm)
-	if err != nil || sess.IsNew {
-		return false
-	}
-	b, _ := sess.Values[cookieBinding].(string)
-	if b == "" || len(want) != sha256.Size {
+	b, ok, err := m.cookies.stringValue(c.Request, m.flowCookieNm, cookieBinding)
+	if !ok || err != nil || b == "" || len(want) != sha256.Size {
 		return false
 	}
 	got := sha256.Sum256([]byte(b))

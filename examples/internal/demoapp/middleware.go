@@ -142,7 +142,7 @@ func friendlyMessage(status int, code, msg string) string {
 	switch {
 	case status == http.StatusServiceUnavailable:
 		return "The session store is unavailable right now, so logins cannot be checked. Please try again in a moment."
-	case code == "not_logged_in":
+	case code == ginoauth.SessionNotLoggedIn:
 		return "You need to log in first."
 	}
 	if msg != "" {

@@ -18,7 +18,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
-	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 //go:embed web
@@ -284,18 +283,18 @@ func statusFor(err error) int {
 	return http.StatusOK
 }
 
-// fail answers an error from the library as a page: 503 for storage
-// failures, otherwise the error's own status and safe message.
+// fail answers an error from the library as a page, with the status, code
+// and safe message the library's own handlers would use.
 func (a *Pages) fail(c *gin.Context, err error) {
-	var se *storage.Error
-	if errors.As(err, &se) {
-		a.log.Error("storage failure", "route", c.FullPath(), "err", err)
+	r := ginoauth.ErrorResponseFor(err)
+	a.log.Error("request failed", "route", c.FullPath(), "status", r.Status, "code", r.Code, "err", err)
+	if r.Status == http.StatusServiceUnavailable {
 		c.Header("Retry-After", "5")
-		renderError(c, http.StatusServiceUnavailable, friendlyMessage(http.StatusServiceUnavailable, "", ""))
-		return
 	}
-	a.log.Error("request failed", "route", c.FullPath(), "err", err)
-	renderError(c, http.StatusInternalServerError, "Something went wrong on our side. Please try again.")
+	if r.Code == ginoauth.CodeInternal {
+		r.Message = "Something went wrong on our side. Please try again."
+	}
+	renderError(c, r.Status, friendlyMessage(r.Status, r.Code, r.Message))
 }
 
 func (a *Pages) renderStartPage(c *gin.Context, status int, handle, msg string) {
