@@ -63,9 +63,9 @@ func Example() {
 // authorization server + PDS (ginoauthtest), and a cookie-jar client plays
 // the browser.
 func Example_localLogin() {
-	as := ginoauthtest.NewServer()
+	as := ginoauthtest.NewServer(ginoauthtest.Options{})
 	defer as.Close()
-	as.CreateAccount("alice.test")
+	as.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	base := "http://" + ln.Addr().String()

@@ -1,7 +1,6 @@
 package ginoauth_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
@@ -24,9 +23,9 @@ type testApp struct {
 // bob.test, and an app using it.
 func newTestApp(t testing.TB, storage storage.Store, configure ...func(*ginoauth.Config)) *testApp {
 	t.Helper()
-	as := ginoauthtest.New(t)
-	as.CreateAccount("alice.test", ginoauthtest.WithDisplayName("Alice"))
-	as.CreateAccount("bob.test")
+	as := ginoauthtest.New(t, ginoauthtest.Options{})
+	as.CreateAccount(ginoauthtest.Account{Handle: "alice.test", DisplayName: "Alice"})
+	as.CreateAccount(ginoauthtest.Account{Handle: "bob.test"})
 	return startApp(t, as, func(o *apptest.Options) {
 		o.Storage = storage
 		o.Configure = func(c *ginoauth.Config) {
@@ -46,9 +45,7 @@ func startApp(t testing.TB, as *ginoauthtest.Server, modify func(*apptest.Option
 	opts := apptest.Options{
 		HTTPClient: as.HTTPClient(),
 		Directory:  as.Directory(),
-		Consent: func(ctx context.Context, authURL, handle string) (string, error) {
-			return as.Consent(ctx, authURL, handle, true)
-		},
+		Consent: as.Consent,
 	}
 	if modify != nil {
 		modify(&opts)

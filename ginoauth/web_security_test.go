@@ -15,10 +15,11 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 )
 
-func wantFlowError(t *testing.T, r apptest.Response, status int, code string) {
+func wantFlowError(t *testing.T, r ginoauthtest.Response, status int, code string) {
 	t.Helper()
 	if r.Status != status {
 		t.Fatalf("want %d (%s), got %d: %s", status, code, r.Status, r.Body)
@@ -87,7 +88,7 @@ func TestCallbackRejectsWrongIssuer(t *testing.T) {
 }
 
 // A denied authorization ends the flow with a clear error, after state is
-// checked: an error apptest.Response with an unknown state is just an unknown state.
+// checked: an error ginoauthtest.Response with an unknown state is just an unknown state.
 func TestCallbackErrorParameter(t *testing.T) {
 	a := newTestApp(t, nil)
 	b := a.NewBrowser()

@@ -11,34 +11,27 @@ import (
 
 // Account is an account on the test PDS.
 type Account struct {
-	DID         syntax.DID    // did:plc:<24 base32 characters>, generated unless given with WithDID
-	Handle      syntax.Handle // normalized to lower case
-	DisplayName string        // shown on the consent page and by app.bsky.actor.getProfile
+	// DID is did:plc:<24 base32 characters>, generated when empty at
+	// CreateAccount; set it for stable fixtures.
+	DID syntax.DID
+	// Handle is the account's handle, normalised to lower case. A handle
+	// without a dot gets the suffix ".test" ("alice" becomes "alice.test").
+	Handle syntax.Handle
+	// DisplayName is shown on the consent page and by
+	// app.bsky.actor.getProfile.
+	DisplayName string
 }
 
-// AccountOption configures an account created with [Server.CreateAccount].
-type AccountOption func(*Account)
-
-// WithDisplayName sets the account's display name.
-func WithDisplayName(name string) AccountOption {
-	return func(a *Account) { a.DisplayName = name }
-}
-
-// WithDID gives the account a fixed DID instead of a random did:plc. Useful
-// for stable fixtures; it must be a valid DID.
-func WithDID(did string) AccountOption {
-	return func(a *Account) { a.DID = syntax.DID(did) }
-}
-
-// CreateAccount creates an account and publishes it in [Server.Directory]:
-// its DID resolves to the handle and to the PDS https://<host>, and the
-// handle resolves to the DID. A handle without a dot gets the suffix
-// ".test" ("alice" becomes "alice.test").
+// CreateAccount creates the account a describes (only Handle is required)
+// and publishes it in [Server.Directory]: its DID resolves to the handle and
+// to the PDS https://<host>, and the handle resolves to the DID. It returns
+// the account as created.
 //
 // CreateAccount panics on an invalid handle or DID, or on a handle or DID
 // that is already taken: it is a test fixture helper, and those are bugs in
 // the test.
-func (s *Server) CreateAccount(handle string, opts ...AccountOption) Account {
+func (s *Server) CreateAccount(a Account) Account {
+	handle := a.Handle.String()
 	if !strings.Contains(handle, ".") {
 		handle += ".test"
 	}
@@ -46,10 +39,7 @@ func (s *Server) CreateAccount(handle string, opts ...AccountOption) Account {
 	if err != nil {
 		panic(fmt.Sprintf("ginoauthtest: CreateAccount: %v", err))
 	}
-	a := Account{Handle: h.Normalize()}
-	for _, o := range opts {
-		o(&a)
-	}
+	a.Handle = h.Normalize()
 	if a.DID == "" {
 		// did:plc identifiers are 24 characters of lower-case base32.
 		a.DID = syntax.DID("did:plc:" + lowerBase32.EncodeToString(randomBytes(15)))

@@ -66,8 +66,8 @@ func formOf(t *testing.T, pageURL string, p page) (string, url.Values) {
 
 func TestConsentPageInABrowser(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	alice := srv.CreateAccount("alice.test", ginoauthtest.WithDisplayName("Alice Liddell"))
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test", DisplayName: "Alice Liddell"})
 	app, _ := newApp(srv)
 
 	authURL, err := app.StartAuthFlow(ctx, "alice.test") // login_hint = alice.test
@@ -136,9 +136,9 @@ func TestConsentPageInABrowser(t *testing.T) {
 }
 
 func TestConsentPageWithoutHint(t *testing.T) {
-	srv := ginoauthtest.New(t)
-	srv.CreateAccount("alice.test")
-	bob := srv.CreateAccount("bob.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
+	bob := srv.CreateAccount(ginoauthtest.Account{Handle: "bob.test"})
 	f := newRawFlow(t, srv) // no login_hint
 	f.par()
 	pageURL := srv.RewriteForBrowser(f.authorizeURL())
@@ -167,8 +167,8 @@ func TestConsentPageWithoutHint(t *testing.T) {
 }
 
 func TestConsentPageDeny(t *testing.T) {
-	srv := ginoauthtest.New(t)
-	srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	f := newRawFlow(t, srv)
 	f.par()
 	pageURL := srv.RewriteForBrowser(f.authorizeURL())
@@ -182,7 +182,7 @@ func TestConsentPageDeny(t *testing.T) {
 }
 
 func TestConsentPageErrors(t *testing.T) {
-	srv := ginoauthtest.New(t)
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
 	for _, u := range []string{
 		srv.URL() + "/oauth/authorize",
 		srv.URL() + "/oauth/authorize?client_id=http%3A%2F%2Flocalhost&request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3Anope",

@@ -31,8 +31,8 @@
 //
 // With indigo:
 //
-//	srv := ginoauthtest.New(t)
-//	alice := srv.CreateAccount("alice.test")
+//	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+//	alice := srv.CreateAccount(Account{Handle: "alice.test"})
 //
 //	cfg := oauth.NewLocalhostConfig("http://127.0.0.1/callback", []string{"atproto", "transition:generic"})
 //	app := oauth.NewClientApp(&cfg, oauth.NewMemStore())

@@ -13,13 +13,13 @@ import (
 
 // A complete login with indigo's OAuth client against the test server,
 // followed by an authenticated PDS call, a token refresh and a logout. In a
-// test, use ginoauthtest.New(t) instead of NewServer, and it is closed for
+// test, use ginoauthtest.New(t, ginoauthtest.Options{}) instead of NewServer, and it is closed for
 // you.
 func Example() {
 	ctx := context.Background()
-	srv := ginoauthtest.NewServer()
+	srv := ginoauthtest.NewServer(ginoauthtest.Options{})
 	defer srv.Close()
-	alice := srv.CreateAccount("alice.test", ginoauthtest.WithDisplayName("Alice"))
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test", DisplayName: "Alice"})
 
 	// indigo's client, pointed at the server: its HTTP client reaches
 	// https://pds.test (and nothing else), its directory knows alice.
@@ -88,9 +88,9 @@ func Example() {
 // browser is sent to the rewritten authorization URL, where a person clicks
 // Approve on the consent page.
 func ExampleServer_RewriteForBrowser() {
-	srv := ginoauthtest.NewServer() // or WithAddr("127.0.0.1:2583"), or StartListener
+	srv := ginoauthtest.NewServer(ginoauthtest.Options{}) // or Options{Addr: "127.0.0.1:2583"}, or StartListener
 	defer srv.Close()
-	srv.CreateAccount("alice.test")
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 
 	// What indigo's StartAuthFlow returns (the client only knows https://pds.test):
 	authURL := "https://pds.test/oauth/authorize?client_id=...&request_uri=..."

@@ -24,7 +24,7 @@ import (
 
 func TestMetadataPassesIndigoValidation(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
 	r := oauth.NewResolver()
 	r.Client = srv.HTTPClient()
 	as, err := r.ResolveAuthServerURL(ctx, "https://pds.test")
@@ -44,7 +44,7 @@ func TestMetadataPassesIndigoValidation(t *testing.T) {
 }
 
 func TestHTTPClientReachesOnlyTheServer(t *testing.T) {
-	srv := ginoauthtest.New(t)
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
 	c := srv.HTTPClient()
 	for _, u := range []string{"https://example.com/", "http://pds.test/xrpc/_health", "https://pds.test:8443/xrpc/_health", "https://app.test/"} {
 		_, err := c.Get(u)
@@ -78,8 +78,8 @@ func TestHTTPClientReachesOnlyTheServer(t *testing.T) {
 
 func TestLoginAndPDSCalls(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	alice := srv.CreateAccount("alice", ginoauthtest.WithDisplayName("Alice"))
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice", DisplayName: "Alice"})
 	if alice.Handle != "alice.test" || !strings.HasPrefix(alice.DID.String(), "did:plc:") || len(alice.DID.String()) != len("did:plc:")+24 {
 		t.Fatalf("account: %+v", alice)
 	}
@@ -175,8 +175,8 @@ func TestLoginAndPDSCalls(t *testing.T) {
 
 func TestWriteNeedsScope(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	bob := srv.CreateAccount("bob.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	bob := srv.CreateAccount(ginoauthtest.Account{Handle: "bob.test"})
 	app, _ := newApp(srv, "atproto") // no transition:generic, no repo scope
 	sd := login(t, ctx, srv, app, bob)
 	sess, _ := app.ResumeSession(ctx, sd.AccountDID, sd.SessionID)
@@ -192,8 +192,8 @@ func TestWriteNeedsScope(t *testing.T) {
 
 func TestRefreshAfterExpiry(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	alice := srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	app, store := newApp(srv)
 	sd := login(t, ctx, srv, app, alice)
 	// Make the nonces indigo holds stale too, so the refresh also goes
@@ -229,8 +229,8 @@ func TestRefreshAfterExpiry(t *testing.T) {
 
 func TestRefreshTokenReplayKillsSession(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	alice := srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	app, store := newApp(srv)
 	sd := login(t, ctx, srv, app, alice)
 	snapshot := *sd // what a second app instance might still hold
@@ -273,8 +273,8 @@ func TestRefreshTokenReplayKillsSession(t *testing.T) {
 
 func TestLogoutRevokes(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	alice := srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	app, _ := newApp(srv)
 	sd := login(t, ctx, srv, app, alice)
 	data := *sd
@@ -301,8 +301,8 @@ func TestLogoutRevokes(t *testing.T) {
 
 func TestDeny(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	app, _ := newApp(srv)
 	authURL, err := app.StartAuthFlow(ctx, "alice.test")
 	if err != nil {
@@ -328,8 +328,8 @@ func TestDeny(t *testing.T) {
 
 func TestTamperedIssFails(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	app, _ := newApp(srv)
 	authURL, _ := app.StartAuthFlow(ctx, "alice.test")
 	redirect, err := srv.Consent(ctx, authURL, "alice.test", true)
@@ -353,8 +353,8 @@ func TestTamperedIssFails(t *testing.T) {
 
 func TestConfidentialClient(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	alice := srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 
 	cfg := oauth.NewPublicConfig("https://app.test/oauth-client-metadata.json", "https://app.test/oauth/callback", []string{"atproto", "transition:generic"})
 	if err := cfg.SetClientSecret(newKey(t), "kid1"); err != nil {
@@ -392,8 +392,8 @@ func TestConfidentialClient(t *testing.T) {
 
 func TestFetchedClientMetadata(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	alice := srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	cfg := oauth.NewPublicConfig("https://app.test/oauth-client-metadata.json", "https://app.test/oauth/callback", []string{"atproto"})
 	if err := cfg.SetClientSecret(newKey(t), "k"); err != nil {
 		t.Fatal(err)
@@ -431,9 +431,9 @@ func TestFetchedClientMetadata(t *testing.T) {
 
 func TestAutoApprove(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t, ginoauthtest.WithAutoApprove())
-	srv.CreateAccount("alice.test")
-	bob := srv.CreateAccount("bob.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{AutoApprove: true})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
+	bob := srv.CreateAccount(ginoauthtest.Account{Handle: "bob.test"})
 	app, _ := newApp(srv)
 	authURL, err := app.StartAuthFlow(ctx, "bob.test")
 	if err != nil {
@@ -456,8 +456,8 @@ func TestAutoApprove(t *testing.T) {
 
 func TestSessionLifetimeCap(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	alice := srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	app, _ := newApp(srv)
 	sd := login(t, ctx, srv, app, alice)
 	srv.Advance(ginoauthtest.DefaultPublicSessionLifetime + time.Hour)
@@ -473,8 +473,8 @@ func TestSessionLifetimeCap(t *testing.T) {
 
 func TestRevokeAllAndSessions(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
-	alice := srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	app, _ := newApp(srv)
 	a := login(t, ctx, srv, app, alice)
 	b := login(t, ctx, srv, app, alice)
@@ -499,12 +499,12 @@ func TestRevokeAllAndSessions(t *testing.T) {
 
 func TestConcurrentUse(t *testing.T) {
 	ctx := testCtx(t)
-	srv := ginoauthtest.New(t)
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
 	app, _ := newApp(srv)
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for i := range 4 {
-		acct := srv.CreateAccount("user" + string(rune('a'+i)) + ".test")
+		acct := srv.CreateAccount(ginoauthtest.Account{Handle: syntax.Handle("user" + string(rune('a'+i)) + ".test")})
 		sd := login(t, ctx, srv, app, acct)
 		sess, _ := app.ResumeSession(ctx, sd.AccountDID, sd.SessionID)
 		for range 5 {
@@ -532,7 +532,7 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestRewriteForBrowser(t *testing.T) {
-	srv := ginoauthtest.New(t)
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
 	got := srv.RewriteForBrowser("https://pds.test/oauth/authorize?a=b")
 	if got != srv.URL()+"/oauth/authorize?a=b" {
 		t.Fatalf("rewrite: %s", got)
@@ -542,7 +542,7 @@ func TestRewriteForBrowser(t *testing.T) {
 			t.Errorf("%s was rewritten", u)
 		}
 	}
-	srv2 := ginoauthtest.New(t, ginoauthtest.WithHost("as.example"), ginoauthtest.WithBrowserURL("http://localhost:9999/"))
+	srv2 := ginoauthtest.New(t, ginoauthtest.Options{Host: "as.example", BrowserURL: "http://localhost:9999/"})
 	if got := srv2.RewriteForBrowser("https://as.example/oauth/authorize?x=1"); got != "http://localhost:9999/oauth/authorize?x=1" {
 		t.Fatalf("rewrite with WithBrowserURL: %s", got)
 	}
@@ -554,8 +554,8 @@ func TestRewriteForBrowser(t *testing.T) {
 func TestLogsNeverContainSecrets(t *testing.T) {
 	ctx := testCtx(t)
 	var buf apptest.LogBuffer
-	srv := ginoauthtest.New(t, ginoauthtest.WithLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))))
-	alice := srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	app, store := newApp(srv)
 	authURL, _ := app.StartAuthFlow(ctx, "alice.test")
 	redirect, err := srv.Consent(ctx, authURL, "alice.test", true)
@@ -586,8 +586,8 @@ func TestLogsNeverContainSecrets(t *testing.T) {
 }
 
 func TestCreateAccount(t *testing.T) {
-	srv := ginoauthtest.New(t)
-	a := srv.CreateAccount("Carol.Test", ginoauthtest.WithDID("did:web:carol.test"))
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	a := srv.CreateAccount(ginoauthtest.Account{Handle: "Carol.Test", DID: "did:web:carol.test"})
 	if a.Handle != "carol.test" || a.DID != "did:web:carol.test" {
 		t.Fatalf("%+v", a)
 	}
@@ -602,9 +602,9 @@ func TestCreateAccount(t *testing.T) {
 		t.Fatal("unknown handle resolved")
 	}
 	for _, bad := range []func(){
-		func() { srv.CreateAccount("carol.test") },
-		func() { srv.CreateAccount("dave.test", ginoauthtest.WithDID("did:web:carol.test")) },
-		func() { srv.CreateAccount("not a handle") },
+		func() { srv.CreateAccount(ginoauthtest.Account{Handle: "carol.test"}) },
+		func() { srv.CreateAccount(ginoauthtest.Account{Handle: "dave.test", DID: "did:web:carol.test"}) },
+		func() { srv.CreateAccount(ginoauthtest.Account{Handle: "not a handle"}) },
 	} {
 		func() {
 			defer func() {

@@ -123,16 +123,13 @@ func (s *Server) handleXRPC(w http.ResponseWriter, r *http.Request) {
 		h        func(http.ResponseWriter, *http.Request, *authInfo)
 	}
 	endpoints := map[string]endpoint{
-		"_health":                            {http.MethodGet, false, s.xrpcHealth},
-		"com.atproto.server.describeServer":  {http.MethodGet, false, s.xrpcDescribeServer},
-		"com.atproto.server.getSession":      {http.MethodGet, true, s.xrpcGetSession},
-		"com.atproto.identity.resolveHandle": {http.MethodGet, false, s.xrpcResolveHandle},
-		"com.atproto.repo.createRecord":      {http.MethodPost, true, s.xrpcCreateRecord},
-		"com.atproto.repo.putRecord":         {http.MethodPost, true, s.xrpcPutRecord},
-		"com.atproto.repo.deleteRecord":      {http.MethodPost, true, s.xrpcDeleteRecord},
-		"com.atproto.repo.getRecord":         {http.MethodGet, false, s.xrpcGetRecord},
-		"com.atproto.repo.listRecords":       {http.MethodGet, false, s.xrpcListRecords},
-		"app.bsky.actor.getProfile":          {http.MethodGet, false, s.xrpcGetProfile},
+		"_health":                       {http.MethodGet, false, s.xrpcHealth},
+		"com.atproto.server.getSession": {http.MethodGet, true, s.xrpcGetSession},
+		"com.atproto.repo.createRecord": {http.MethodPost, true, s.xrpcCreateRecord},
+		"com.atproto.repo.deleteRecord": {http.MethodPost, true, s.xrpcDeleteRecord},
+		"com.atproto.repo.getRecord":    {http.MethodGet, false, s.xrpcGetRecord},
+		"com.atproto.repo.listRecords":  {http.MethodGet, false, s.xrpcListRecords},
+		"app.bsky.actor.getProfile":     {http.MethodGet, false, s.xrpcGetProfile},
 	}
 	ep, ok := endpoints[nsid]
 	if !ok {
@@ -158,14 +155,6 @@ func (s *Server) xrpcHealth(w http.ResponseWriter, r *http.Request, _ *authInfo)
 	writeJSON(w, http.StatusOK, map[string]string{"version": "ginoauthtest"})
 }
 
-func (s *Server) xrpcDescribeServer(w http.ResponseWriter, r *http.Request, _ *authInfo) {
-	writeJSON(w, http.StatusOK, map[string]any{
-		"did":                  "did:web:" + s.host,
-		"availableUserDomains": []string{".test"},
-		"inviteCodeRequired":   false,
-	})
-}
-
 func (s *Server) xrpcGetSession(w http.ResponseWriter, r *http.Request, auth *authInfo) {
 	s.mu.Lock()
 	a := s.accounts[auth.did]
@@ -175,18 +164,6 @@ func (s *Server) xrpcGetSession(w http.ResponseWriter, r *http.Request, auth *au
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"did": a.DID, "handle": a.Handle, "active": true})
-}
-
-func (s *Server) xrpcResolveHandle(w http.ResponseWriter, r *http.Request, _ *authInfo) {
-	h := r.URL.Query().Get("handle")
-	s.mu.Lock()
-	a := s.lookupAccountLocked(h)
-	s.mu.Unlock()
-	if a == nil || strings.HasPrefix(h, "did:") {
-		xrpcError(w, http.StatusBadRequest, "InvalidRequest", "Unable to resolve handle")
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"did": a.DID})
 }
 
 func (s *Server) xrpcGetProfile(w http.ResponseWriter, r *http.Request, _ *authInfo) {
@@ -368,49 +345,6 @@ func (s *Server) xrpcCreateRecord(w http.ResponseWriter, r *http.Request, auth *
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"uri":              atURI(auth.did, in.Collection, rkey),
-		"cid":              rec.cid,
-		"commit":           map[string]string{"cid": rec.cid, "rev": rev},
-		"validationStatus": "unknown",
-	})
-}
-
-func (s *Server) xrpcPutRecord(w http.ResponseWriter, r *http.Request, auth *authInfo) {
-	var in struct {
-		Repo       string          `json:"repo"`
-		Collection string          `json:"collection"`
-		Rkey       string          `json:"rkey"`
-		Record     json.RawMessage `json:"record"`
-		SwapRecord *string         `json:"swapRecord"`
-	}
-	if !decodeBody(w, r, &in) {
-		return
-	}
-	if _, err := syntax.ParseRecordKey(in.Rkey); err != nil {
-		xrpcError(w, http.StatusBadRequest, "InvalidRequest", "rkey is required and must be valid")
-		return
-	}
-	s.mu.Lock()
-	existing := s.records[auth.did][in.Collection][in.Rkey]
-	s.mu.Unlock()
-	action := "create"
-	if existing != nil {
-		action = "update"
-	}
-	if !s.writeTarget(w, auth, in.Repo, in.Collection, action) || !checkRecordValue(w, in.Record, in.Collection) {
-		return
-	}
-	s.mu.Lock()
-	existing = s.records[auth.did][in.Collection][in.Rkey]
-	if in.SwapRecord != nil && (existing == nil || existing.cid != *in.SwapRecord) {
-		s.mu.Unlock()
-		xrpcError(w, http.StatusBadRequest, "InvalidSwap", "Record was at a different CID")
-		return
-	}
-	rec := s.putLocked(auth.did, in.Collection, in.Rkey, in.Record)
-	rev := s.tid.Next().String()
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{
-		"uri":              atURI(auth.did, in.Collection, in.Rkey),
 		"cid":              rec.cid,
 		"commit":           map[string]string{"cid": rec.cid, "rev": rev},
 		"validationStatus": "unknown",

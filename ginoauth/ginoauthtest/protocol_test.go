@@ -18,7 +18,7 @@ import (
 // must refuse it.
 
 func TestPARRequiresValidDPoPProof(t *testing.T) {
-	srv := ginoauthtest.New(t)
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
 	par := srv.Issuer() + "/oauth/par"
 	other := newKey(t)
 	cases := []struct {
@@ -113,7 +113,7 @@ func TestPARRequiresValidDPoPProof(t *testing.T) {
 }
 
 func TestPARChecksTheRequest(t *testing.T) {
-	srv := ginoauthtest.New(t)
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
 	cases := []struct {
 		name   string
 		change func(v url.Values)
@@ -165,8 +165,8 @@ func TestPARChecksTheRequest(t *testing.T) {
 }
 
 func TestTokenEndpointChecks(t *testing.T) {
-	srv := ginoauthtest.New(t)
-	srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	cases := []struct {
 		name  string
 		setup func(f *rawFlow) (url.Values, string)
@@ -267,8 +267,8 @@ func TestTokenEndpointChecks(t *testing.T) {
 }
 
 func TestRefreshGrantChecks(t *testing.T) {
-	srv := ginoauthtest.New(t)
-	srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	f := newRawFlow(t, srv)
 	f.approve("alice.test")
 	tok := f.tokens()
@@ -312,8 +312,8 @@ func TestRefreshGrantChecks(t *testing.T) {
 }
 
 func TestRevocationEndpoint(t *testing.T) {
-	srv := ginoauthtest.New(t)
-	srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	f := newRawFlow(t, srv)
 	f.approve("alice.test")
 	tok := f.tokens()
@@ -346,8 +346,8 @@ func TestRevocationEndpoint(t *testing.T) {
 }
 
 func TestPDSChecks(t *testing.T) {
-	srv := ginoauthtest.New(t)
-	srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	f := newRawFlow(t, srv)
 	f.approve("alice.test")
 	at := f.tokens().str("access_token")
@@ -439,7 +439,7 @@ type assertion struct {
 }
 
 func TestConfidentialClientAuthentication(t *testing.T) {
-	srv := ginoauthtest.New(t)
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
 	const clientID = "https://app.test/oauth-client-metadata.json"
 	cfg := oauth.NewPublicConfig(clientID, "https://app.test/callback", []string{"atproto"})
 	key := newKey(t)
@@ -551,8 +551,8 @@ func TestConfidentialClientAuthentication(t *testing.T) {
 
 func TestRequestURIIsSingleUseAndExpires(t *testing.T) {
 	ctx := context.Background()
-	srv := ginoauthtest.New(t)
-	srv.CreateAccount("alice.test")
+	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 
 	f := newRawFlow(t, srv)
 	f.approve("alice.test")

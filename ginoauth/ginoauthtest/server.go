@@ -106,83 +106,46 @@ type Server struct {
 	nonceRotation        time.Duration
 }
 
-// Option configures a [Server] at construction.
-type Option func(*Server)
-
-// WithHost sets the server's public host name (default "pds.test"). The
-// issuer becomes https://<host>, and that is also the PDS URL in the
-// accounts' DID documents. It must be a bare host name: no scheme, no port.
-func WithHost(host string) Option {
-	return func(s *Server) { s.host = strings.ToLower(host) }
-}
-
-// WithLogger makes the server log through l (default: nothing is logged).
-// Tokens, codes, DPoP keys and CSRF tokens are never logged.
-func WithLogger(l *slog.Logger) Option {
-	return func(s *Server) {
-		if l != nil {
-			s.log = l
-		}
-	}
-}
-
-// WithAutoApprove starts the server in auto-approve mode; see
-// [Server.SetAutoApprove].
-func WithAutoApprove() Option {
-	return func(s *Server) { s.autoApprove.Store(true) }
-}
-
-// WithAccessTokenLifetime sets the lifetime of access tokens issued from
-// now on (default [DefaultAccessTokenLifetime]).
-func WithAccessTokenLifetime(d time.Duration) Option {
-	return func(s *Server) { s.accessLifetime = d }
-}
-
-// WithSessionLifetimes sets the maximum lifetime of a session, from the
-// authorization to the last possible refresh, for public and confidential
-// clients (defaults [DefaultPublicSessionLifetime] and
-// [DefaultConfidentialSessionLifetime]). A zero value keeps the default.
-func WithSessionLifetimes(public, confidential time.Duration) Option {
-	return func(s *Server) {
-		if public > 0 {
-			s.publicLifetime = public
-		}
-		if confidential > 0 {
-			s.confidentialLifetime = confidential
-		}
-	}
-}
-
-// WithNonceRotation sets how often the DPoP nonce changes (default
-// [DefaultNonceRotation]). Rotation is computed from the server clock when
-// a request arrives; there is no timer goroutine.
-func WithNonceRotation(d time.Duration) Option {
-	return func(s *Server) {
-		if d > 0 {
-			s.nonceRotation = d
-		}
-	}
-}
-
-// WithAddr makes [Server.Start] listen on addr (for example
-// "127.0.0.1:2583") instead of a random loopback port. Start panics if it
-// cannot listen; use [Server.StartListener] to handle the error yourself.
-func WithAddr(addr string) Option {
-	return func(s *Server) { s.addr = addr }
-}
-
-// WithBrowserURL sets the base URL under which a real browser reaches this
-// server's handler (default: the address it listens on, [Server.URL]). It
-// is used only by [Server.RewriteForBrowser]. Set it when you serve
-// [Server.Handler] behind your own listener or proxy.
-func WithBrowserURL(u string) Option {
-	return func(s *Server) { s.browserURL = strings.TrimRight(u, "/") }
+// Options configure a [Server]. The zero value is what most tests want.
+type Options struct {
+	// Host is the server's public host name (default "pds.test"). The
+	// issuer becomes https://<host>, and that is also the PDS URL in the
+	// accounts' DID documents. It must be a bare host name: no scheme, no
+	// port.
+	Host string
+	// Logger receives the server's logs (default: nothing is logged).
+	// Tokens, codes, DPoP keys and CSRF tokens are never logged.
+	Logger *slog.Logger
+	// AutoApprove starts the server in auto-approve mode; see
+	// [Server.SetAutoApprove].
+	AutoApprove bool
+	// AccessTokenLifetime is the lifetime of access tokens (default
+	// [DefaultAccessTokenLifetime]); see also [Server.SetAccessTokenLifetime].
+	AccessTokenLifetime time.Duration
+	// PublicSessionLifetime and ConfidentialSessionLifetime cap a session,
+	// from the authorization to the last possible refresh (defaults
+	// [DefaultPublicSessionLifetime] and [DefaultConfidentialSessionLifetime]).
+	PublicSessionLifetime, ConfidentialSessionLifetime time.Duration
+	// NonceRotation is how often the DPoP nonce changes (default
+	// [DefaultNonceRotation]); a nonce is accepted for one more period
+	// after it is replaced. Rotation is computed from the server clock when
+	// a request arrives; there is no timer goroutine.
+	NonceRotation time.Duration
+	// Addr makes [Server.Start] listen on addr (for example
+	// "127.0.0.1:2583") instead of a random loopback port. Start panics if
+	// it cannot listen; use [Server.StartListener] to handle the error.
+	Addr string
+	// BrowserURL is the base URL under which a real browser reaches this
+	// server's handler (default: the address it listens on, [Server.URL]),
+	// for [Server.RewriteForBrowser]. Set it when you serve [Server.Handler]
+	// behind your own listener or proxy.
+	BrowserURL string
 }
 
 // NewUnstartedServer returns a server that is configured but not yet
 // listening. Call [Server.Start] or [Server.StartListener] before using its
 // [Server.HTTPClient]; accounts and clients can be set up before that.
-func NewUnstartedServer(opts ...Option) *Server {
+func NewUnstartedServer(opts Options) *Server {
 	s := &Server{
 		host:                 "pds.test",
 		log:                  slog.New(slog.DiscardHandler),
@@ -208,11 +171,21 @@ func NewUnstartedServer(opts ...Option) *Server {
 		confidentialRTLife:   DefaultConfidentialRefreshInactivity,
 		nonceRotation:        DefaultNonceRotation,
 	}
-	for _, o := range opts {
-		o(s)
+	if opts.Host != "" {
+		s.host = strings.ToLower(opts.Host)
 	}
-	if s.host == "" || strings.ContainsAny(s.host, ":/?#@ ") {
-		panic(fmt.Sprintf("ginoauthtest: WithHost(%q): want a bare host name such as pds.test", s.host))
+	if opts.Logger != nil {
+		s.log = opts.Logger
+	}
+	s.autoApprove.Store(opts.AutoApprove)
+	setIf(&s.accessLifetime, opts.AccessTokenLifetime)
+	setIf(&s.publicLifetime, opts.PublicSessionLifetime)
+	setIf(&s.confidentialLifetime, opts.ConfidentialSessionLifetime)
+	setIf(&s.nonceRotation, opts.NonceRotation)
+	s.addr = opts.Addr
+	s.browserURL = strings.TrimRight(opts.BrowserURL, "/")
+	if strings.ContainsAny(s.host, ":/?#@ ") {
+		panic(fmt.Sprintf("ginoauthtest: Options.Host %q: want a bare host name such as pds.test", s.host))
 	}
 	s.issuer = "https://" + s.host
 	s.dir = &directory{s: s}
@@ -226,24 +199,29 @@ func NewUnstartedServer(opts ...Option) *Server {
 	return s
 }
 
-// NewServer starts and returns a new server on a loopback port (or on the
-// address given with [WithAddr]). The caller must Close it.
-func NewServer(opts ...Option) *Server {
-	s := NewUnstartedServer(opts...)
+func setIf(field *time.Duration, d time.Duration) {
+	if d > 0 {
+		*field = d
+	}
+}
+
+// NewServer starts and returns a new server on a loopback port (or on
+// Options.Addr). The caller must Close it.
+func NewServer(opts Options) *Server {
+	s := NewUnstartedServer(opts)
 	s.Start()
 	return s
 }
 
 // New is [NewServer] for tests: it registers Close with t.Cleanup.
-func New(t testing.TB, opts ...Option) *Server {
+func New(t testing.TB, opts Options) *Server {
 	t.Helper()
-	s := NewServer(opts...)
+	s := NewServer(opts)
 	t.Cleanup(s.Close)
 	return s
 }
 
-// Start starts listening on a random loopback port, or on the address given
-// with [WithAddr]. It panics if it cannot listen, like httptest.Server.
+// Start starts listening on a random loopback port, or on Options.Addr. It panics if it cannot listen, like httptest.Server.
 func (s *Server) Start() {
 	addr := s.addr
 	if addr == "" {
@@ -312,7 +290,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // RewriteForBrowser maps a URL on the server's public origin
 // (https://<host>/...) to the address a real browser can open: the
-// [WithBrowserURL] base, or [Server.URL]. Any other URL is returned
+// Options.BrowserURL base, or [Server.URL]. Any other URL is returned
 // unchanged. Use it on the authorization URL an OAuth client returns, before
 // redirecting a browser to it; everything the client itself sends keeps
 // using https://<host>.

@@ -35,8 +35,8 @@ type rig struct {
 }
 
 func newRig(t *testing.T) *rig {
-	as := ginoauthtest.New(t)
-	alice := as.CreateAccount("alice.test")
+	as := ginoauthtest.New(t, ginoauthtest.Options{})
+	alice := as.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	return &rig{t: t, as: as, gate: &apptest.Gate{Base: as.HTTPClient().Transport}, did: alice.DID}
 }
 
@@ -47,9 +47,7 @@ func (r *rig) app(storage storage.Store, modify ...func(*apptest.Options)) *appt
 		Storage:    storage,
 		HTTPClient: &http.Client{Transport: r.gate},
 		Directory:  r.as.Directory(),
-		Consent: func(ctx context.Context, authURL, handle string) (string, error) {
-			return r.as.Consent(ctx, authURL, handle, true)
-		},
+		Consent: r.as.Consent,
 	}
 	for _, m := range modify {
 		m(&opts)
@@ -58,7 +56,7 @@ func (r *rig) app(storage storage.Store, modify ...func(*apptest.Options)) *appt
 }
 
 // login logs alice in on a and returns her browser and OAuth session id.
-func (r *rig) login(a *apptest.App) (*apptest.Browser, string) {
+func (r *rig) login(a *apptest.App) (*ginoauthtest.Browser, string) {
 	b := a.NewBrowser()
 	if resp := b.Login("alice.test", ""); resp.Status != http.StatusFound {
 		r.t.Fatalf("login: %d %s", resp.Status, resp.Body)
@@ -88,7 +86,7 @@ func (r *rig) alive(a *apptest.App, id string) {
 	}
 }
 
-func getStatus(b *apptest.Browser, path string) int { return b.Get(path).Status }
+func getStatus(b *ginoauthtest.Browser, path string) int { return b.Get(path).Status }
 
 // Defect 1. A request loads the session, another refreshes, then the first
 // one's PDS call is answered use_dpop_nonce. indigo hands its whole (stale)
@@ -352,7 +350,7 @@ func TestSessionDeletedDuringRefresh(t *testing.T) {
 	a := r.app(nil)
 	b, id := r.login(a)
 	arrived, release := r.gate.Hold(apptest.IsRefreshGrant, true)
-	done := make(chan apptest.Response)
+	done := make(chan ginoauthtest.Response)
 	go func() { done <- b.PostForm("/api/refresh", nil) }()
 	<-arrived
 	if err := a.Client.Store().DeleteSession(context.Background(), r.did, id); err != nil {

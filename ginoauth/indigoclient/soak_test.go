@@ -34,8 +34,8 @@ func TestSoakRefresh(t *testing.T) {
 		t.Skip("soak test off: set " + SoakEnv + " to a duration, e.g. " + SoakEnv + "=60s")
 	}
 	const sessions, workers = 24, 16
-	as := ginoauthtest.New(t, ginoauthtest.WithNonceRotation(250*time.Millisecond), ginoauthtest.WithAccessTokenLifetime(time.Second))
-	as.CreateAccount("alice.test")
+	as := ginoauthtest.New(t, ginoauthtest.Options{NonceRotation: 250 * time.Millisecond, AccessTokenLifetime: time.Second})
+	as.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	r := &rig{t: t, as: as, gate: &apptest.Gate{Base: as.HTTPClient().Transport}}
 	be := testdb.All()[1]
 	if os.Getenv(testdb.PostgresEnv) != "" {

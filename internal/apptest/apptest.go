@@ -1,20 +1,19 @@
 // Package apptest builds a real Gin app on the library, wired the way a user
 // wires it, for end-to-end tests against any authorization server: the local
 // one in ginoauthtest, or the reference PDS in the interop tests. It also
-// gives tests a cookie-jar browser that does not follow redirects, a settable
-// clock, a storage wrapper that can simulate an outage, and a counter of the
-// callbacks the Manager hands to the OAuth client.
+// gives tests ginoauthtest's cookie-jar browser wired to the app, a settable
+// clock, a storage wrapper that injects faults, a transport gate that holds a
+// request at a chosen moment, and a counter of the callbacks the Manager
+// hands to the OAuth client.
 package apptest
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -28,6 +27,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/stores/memstore"
@@ -43,10 +43,9 @@ type Options struct {
 	Storage    storage.Store      // default: a new memstore
 	HTTPClient *http.Client       // how the OAuth client reaches the servers
 	Directory  identity.Directory // how it resolves handles and DIDs
-	// Consent plays the user at the authorization server: given the URL the
-	// app redirected to, it returns the URL the server sends the browser
-	// back to (the callback with code, state and iss).
-	Consent func(ctx context.Context, authorizeURL, handle string) (string, error)
+	// Consent plays the user at the authorization server (for
+	// ginoauthtest, its Server.Consent).
+	Consent ginoauthtest.ConsentFunc
 	// ClientConfig, if set, is used instead of a new localhost client for
 	// this app's address: several instances of one app share it, as they
 	// share one public URL behind a load balancer.
@@ -68,7 +67,7 @@ type App struct {
 	Manager     *ginoauth.Manager
 	Server      *httptest.Server
 	Clock       *Clock
-	consent     func(ctx context.Context, authorizeURL, handle string) (string, error)
+	consent     ginoauthtest.ConsentFunc
 }
 
 // New starts the app on a loopback port; it stops at the end of the test.
@@ -219,122 +218,14 @@ func statusOf(err error, def int) int {
 	return def
 }
 
-// Browser is one user agent: its own cookie jar; redirects are not followed
-// so that every hop can be checked.
-type Browser struct {
-	t   testing.TB
-	app *App
-	jar *cookiejar.Jar
-	hc  *http.Client
-}
-
-// NewBrowser returns a browser with an empty cookie jar.
-func (a *App) NewBrowser() *Browser {
-	jar, _ := cookiejar.New(nil)
-	return &Browser{t: a.T, app: a, jar: jar, hc: &http.Client{
-		Jar:           jar,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
-}
-
-// Response is a fully read HTTP response.
-type Response struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-// JSON decodes the body as a JSON object, failing the test if it is not one.
-func (r Response) JSON(t testing.TB) map[string]any {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(r.Body, &m); err != nil {
-		t.Fatalf("response is not JSON (%d): %s", r.Status, r.Body)
-	}
-	return m
-}
-
-// Do sends one request; a target starting with "/" is on the app.
-func (b *Browser) Do(method, target string, body io.Reader, header http.Header) Response {
-	b.t.Helper()
-	if strings.HasPrefix(target, "/") {
-		target = b.app.Server.URL + target
-	}
-	req, err := http.NewRequest(method, target, body)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return Response{resp.StatusCode, resp.Header, data}
-}
-
-// Get is Do with GET.
-func (b *Browser) Get(target string) Response { return b.Do(http.MethodGet, target, nil, nil) }
-
-// PostForm POSTs form, URL-encoded.
-func (b *Browser) PostForm(target string, form url.Values) Response {
-	return b.Do(http.MethodPost, target, strings.NewReader(form.Encode()),
-		http.Header{"Content-Type": {"application/x-www-form-urlencoded"}})
-}
-
-// StartLogin GETs /login and returns the authorization URL it redirects to.
-func (b *Browser) StartLogin(handle, redirect string) string {
-	b.t.Helper()
-	q := url.Values{"handle": {handle}}
-	if redirect != "" {
-		q.Set("redirect", redirect)
-	}
-	r := b.Get("/login?" + q.Encode())
-	if r.Status != http.StatusFound {
-		b.t.Fatalf("/login: want 302, got %d: %s", r.Status, r.Body)
-	}
-	return r.Header.Get("Location")
-}
-
-// Consent plays the user at the authorization server (Options.Consent) and
-// returns the callback URL the browser is sent back to.
-func (b *Browser) Consent(authURL, handle string) string {
-	b.t.Helper()
-	cb, err := b.app.consent(context.Background(), authURL, handle)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return cb
-}
-
-// Login runs the whole flow and returns the callback's response.
-func (b *Browser) Login(handle, redirect string) Response {
-	b.t.Helper()
-	return b.Get(b.Consent(b.StartLogin(handle, redirect), handle))
-}
-
-// Cookie returns the browser's cookie called name for the app, or nil.
-func (b *Browser) Cookie(name string) *http.Cookie {
-	u, _ := url.Parse(b.app.Server.URL)
-	for _, c := range b.jar.Cookies(u) {
-		if c.Name == name {
-			return c
-		}
-	}
-	return nil
-}
-
-// SetCookie plants a cookie for the app in the browser.
-func (b *Browser) SetCookie(c *http.Cookie) {
-	u, _ := url.Parse(b.app.Server.URL)
-	b.jar.SetCookies(u, []*http.Cookie{c})
+// NewBrowser returns a browser (ginoauthtest's) with an empty cookie jar
+// for the app, whose logins Options.Consent approves.
+func (a *App) NewBrowser() *ginoauthtest.Browser {
+	return ginoauthtest.NewBrowser(a.T, a.Server.URL, a.consent)
 }
 
 // WithCookie sends one request carrying exactly the session cookie value.
-func (a *App) WithCookie(method, path, value string) Response {
+func (a *App) WithCookie(method, path, value string) ginoauthtest.Response {
 	return a.NewBrowser().Do(method, path, nil, http.Header{"Cookie": {"sid=" + value}})
 }
 

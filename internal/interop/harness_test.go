@@ -2,6 +2,7 @@ package interop_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
@@ -18,7 +19,10 @@ func newApp(t *testing.T, env *refpds.Env, storage storage.Store, modify ...func
 		Storage:    storage,
 		HTTPClient: env.HTTPClient(),
 		Directory:  env.Directory(),
-		Consent: func(ctx context.Context, authURL, handle string) (string, error) {
+		Consent: func(ctx context.Context, authURL, handle string, approve bool) (string, error) {
+			if !approve {
+				return "", errors.New("interop: only approval is driven at the reference PDS")
+			}
 			acct, err := env.Account(handle)
 			if err != nil {
 				return "", err

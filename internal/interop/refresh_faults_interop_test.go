@@ -11,6 +11,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/gin-gonic/gin"
 
+	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/refpds"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
@@ -29,7 +30,7 @@ func gatedApp(t *testing.T, env *refpds.Env, modify ...func(*apptest.Options)) (
 // stillAlive forces one more refresh and checks at the reference server
 // that the session lives: a spent refresh token written back to storage
 // would make that refresh a replay, which ends the session there.
-func stillAlive(t *testing.T, env *refpds.Env, a *apptest.App, b *apptest.Browser) {
+func stillAlive(t *testing.T, env *refpds.Env, a *apptest.App, b *ginoauthtest.Browser) {
 	t.Helper()
 	if r := b.PostForm("/api/refresh", nil); r.Status != http.StatusOK {
 		t.Fatalf("the next refresh failed (the login was lost): %d %s", r.Status, r.Body)

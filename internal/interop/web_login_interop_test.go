@@ -10,6 +10,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/refpds"
@@ -102,7 +103,7 @@ func runWebLogin(t *testing.T, env *refpds.Env, storage storage.Store) {
 
 // currentTokens reads the user's OAuth session (tokens, DPoP key) as stored
 // by the library right now.
-func currentTokens(t *testing.T, a *apptest.App, b *apptest.Browser) oauth.ClientSessionData {
+func currentTokens(t *testing.T, a *apptest.App, b *ginoauthtest.Browser) oauth.ClientSessionData {
 	t.Helper()
 	who := b.Get("/api/whoami").JSON(t)
 	did, _ := who["did"].(string)

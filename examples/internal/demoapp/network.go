@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
+	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
@@ -46,9 +47,9 @@ func StartNetwork(cfg Config, log *slog.Logger) (*Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the built-in AT Protocol server on %s (%s): %w", cfg.LocalPDSAddr, EnvLocalPDSAddr, err)
 	}
-	srv := ginoauthtest.NewUnstartedServer(ginoauthtest.WithLogger(log.With("component", "local-pds")))
-	srv.CreateAccount(DemoAccount.Handle, ginoauthtest.WithDID(DemoAccount.DID), ginoauthtest.WithDisplayName(DemoAccount.DisplayName))
-	srv.CreateAccount(secondAccount.Handle, ginoauthtest.WithDID(secondAccount.DID), ginoauthtest.WithDisplayName(secondAccount.DisplayName))
+	srv := ginoauthtest.NewUnstartedServer(ginoauthtest.Options{Logger: log.With("component", "local-pds")})
+	srv.CreateAccount(ginoauthtest.Account{Handle: syntax.Handle(DemoAccount.Handle), DID: syntax.DID(DemoAccount.DID), DisplayName: DemoAccount.DisplayName})
+	srv.CreateAccount(ginoauthtest.Account{Handle: syntax.Handle(secondAccount.Handle), DID: syntax.DID(secondAccount.DID), DisplayName: secondAccount.DisplayName})
 	srv.StartListener(ln)
 	n.local = srv
 	return n, nil
