@@ -39,7 +39,7 @@ type Config struct {
 	CookieDomain string
 
 	// SessionTTL is the absolute lifetime of a login, enforced server side.
-	// Default 7 days (the seed library's sessionTtl).
+	// Default 7 days.
 	SessionTTL time.Duration
 	// IdleTimeout, when set, also ends a session after this long without a
 	// request. Default 0: off.
@@ -66,8 +66,9 @@ type Config struct {
 	// Default time.Now; tests set it to move time forward.
 	Now func() time.Time
 
-	// Logger receives the library's logs. Default: discard (silent, as the
-	// seed library is). Logs never contain tokens, keys or raw session ids.
+	// Logger receives the library's logs. Default: discard; the library is
+	// silent unless given a logger. Logs never contain tokens, keys or raw
+	// session ids.
 	Logger *slog.Logger
 }
 

@@ -1,18 +1,124 @@
 // Package ginoauth adds AT Protocol (Bluesky) OAuth login, and the sessions
 // that keep users logged in, to Gin applications.
 //
-// A Manager runs the authorization-code flow (PAR, PKCE and DPoP, through a
-// bring-your-own [OAuthClient]; ginoauth/indigoclient adapts indigo's client),
-// keeps flow data and one session record per device in a bring-your-own
-// [Storage] (see the stores packages for SQLite, Postgres and memory), and
-// identifies browsers with an encrypted cookie that holds only a random
-// session id.
+// The app is a backend-for-frontend: it is the OAuth client, it keeps the
+// tokens and DPoP keys on the server, and the browser only ever holds an
+// encrypted cookie with a random session id.
+//
+// # Wiring it up
+//
+// A Manager needs an OAuth client (ginoauth/indigoclient adapts indigo's),
+// a Storage (stores/sqlitestore, stores/postgresstore, stores/memstore, or
+// your own), a cookie secret and the app's public origin:
+//
+//	store, _ := sqlitestore.Open("app.db", sqlitestore.Options{CleanupInterval: 10 * time.Minute})
+//	client := indigoclient.New(oauth.NewPublicConfig(
+//		"https://myapp.example/oauth-client-metadata.json",
+//		"https://myapp.example/oauth/callback",
+//		[]string{"atproto", "repo:app.bsky.feed.post?action=create"},
+//	), store, indigoclient.Options{})
+//	mgr, err := ginoauth.New(ginoauth.Config{
+//		OAuthClient:  client,
+//		Storage:      store,
+//		CookieSecret: os.Getenv("COOKIE_SECRET"), // at least 32 random bytes
+//		BaseURL:      "https://myapp.example",
+//	})
 //
 //	r := gin.Default()
-//	r.Use(mgr.Middleware())
-//	mgr.Mount(r)
+//	r.Use(mgr.Middleware()) // loads the session; never blocks anonymous requests
+//	mgr.Mount(r)            // /login, /oauth/callback, /api/session, /api/logout, metadata
 //	r.GET("/me", mgr.RequireAuth(), func(c *gin.Context) {
 //		user, _ := ginoauth.CurrentUser(c)
-//		c.JSON(200, gin.H{"did": user.DID})
+//		c.JSON(http.StatusOK, gin.H{"did": user.DID, "handle": user.Handle})
 //	})
+//
+// Close the Manager and the client after the server stops (client.Close
+// may be finishing a token save), then the store.
+//
+// # A login, step by step
+//
+//  1. GET or POST /login with a handle (or DID): Manager.StartOAuth checks
+//     its syntax before any network call, and the OAuth client resolves the
+//     account's PDS and authorization server and sends the pushed
+//     authorization request (PAR) with PKCE S256 and a DPoP proof. The
+//     Manager keeps a flow record under the OAuth state, server side, for
+//     Config.FlowTTL: the return path and a hash of a random browser
+//     binding. No application data travels inside state. The binding goes
+//     into a short-lived flow cookie, and the browser is redirected to the
+//     authorization server.
+//  2. The user signs in and approves at their server, which sends the
+//     browser back to /oauth/callback with code, state and iss.
+//  3. Manager.HandleCallback takes the flow record for state atomically (a
+//     replayed callback finds nothing) and checks that the flow cookie
+//     holds its binding: a callback from another browser (login CSRF) is
+//     refused. The OAuth client checks error and iss, exchanges the code
+//     with the PKCE verifier under DPoP, and checks that the token's sub is
+//     the account the login started with.
+//  4. A new device session is created: a random 256-bit id, stored only as
+//     its SHA-256 (sess:{hash}) with the account DID, the verified handle,
+//     the OAuth session's id, the granted scopes and the absolute expiry
+//     (Config.SessionTTL). A session the browser already had is ended like
+//     a logout, so the id always changes at login (no fixation). The id
+//     goes to the browser in the session cookie, sealed with AES-256-GCM
+//     (CookieStore), and the browser is redirected to the checked return
+//     path (SafeReturnPath).
+//
+// # Every request
+//
+// Middleware (or RequireAuth, or ValidateSession) opens the cookie and
+// reads the session record: one cookie decode, one storage read. The
+// absolute expiry and, when Config.IdleTimeout is set, the idle timeout are
+// enforced here, on the server. The outcome is cached for the request:
+// CurrentUser returns the user, and ValidateSession says why there is none
+// (a *SessionError with code not_logged_in, session_expired,
+// invalid_cookie or oauth_session_gone). A storage failure is a
+// *StorageError (503), never a silent "logged out".
+//
+// # Calling the user's PDS
+//
+// Manager.OAuthSession returns a ready OAuthSession: its Do sends a request
+// with the DPoP-bound access token, answers DPoP nonce challenges, and
+// refreshes the tokens when the PDS says they expired. XRPCQuery and
+// XRPCProcedure wrap the common JSON calls; indigoclient.APIClient gives
+// indigo's typed client over the same session.
+//
+// Refresh tokens are single use, and the reference PDS ends the whole
+// session when a spent one comes back. indigoclient refreshes under a lock
+// shared by every instance (the Storage's storage.Locker), re-reads the
+// stored tokens first, writes tokens only as their lock holder and never
+// over newer ones, runs the refresh and its save detached from the request,
+// and keeps rotated tokens in memory if storage fails until they are saved.
+// N concurrent requests on M instances make exactly one refresh. A refresh
+// the server refuses for good ends the device session in the same call.
+//
+// # Logout
+//
+// Manager.Logout (POST /api/logout; there is no GET logout) deletes the
+// session record, revokes the tokens at the authorization server (waiting
+// for a refresh in flight, so the current tokens are the ones revoked) and
+// clears the cookie. The old cookie is refused afterwards on every
+// instance.
+//
+// # Errors
+//
+// Every error is typed (ConfigurationError, OAuthFlowError, SessionError,
+// MobileIntegrationError, StorageError), has HTTPStatus, and carries a
+// message that is safe to show. ErrorResponseFor maps any of them to the
+// status, code and message the prebuilt handlers answer with;
+// Config.ErrorHandler renders them your way (for example as HTML pages),
+// for the prebuilt handlers, Middleware and RequireAuth alike.
+//
+// # Storage
+//
+// Everything server side lives in one Storage (package storage: Get, Set
+// and Delete with TTLs, plus the optional Taker and Locker that several
+// instances need). Keys: flow:{state}, sess:{hash}, idle:{hash}, and the
+// OAuth client's own (indigoclient: oauth:req:{state},
+// oauth:sess:{did}:{id}). ginoauth/storagetest checks any implementation.
+//
+// # Testing
+//
+// ginoauth/ginoauthtest is a local AT Protocol authorization server and PDS
+// that checks PAR, PKCE, DPoP, state and iss for real, with a cookie-jar
+// Browser that runs a whole login against your app in a test.
 package ginoauth

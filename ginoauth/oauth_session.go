@@ -18,7 +18,7 @@ import (
 )
 
 // OAuthSession returns a ready OAuth session for the request's user, for
-// calls to their PDS (the seed's getOAuthSession). Errors: a *SessionError
+// calls to their PDS. Errors: a *SessionError
 // when nobody is logged in or when the OAuth session is gone (revoked,
 // expired, or its refresh failed for good; the local session is then ended
 // too, so the user is asked to log in again), or a *StorageError.

@@ -13,7 +13,7 @@ const maxReturnPath = 2048
 // it starts with exactly one "/", has no scheme, host or user info, and holds
 // no backslash, control character, or percent-encoded slash or backslash.
 // Browsers treat "/\evil.example" and "/%5Cevil.example" like
-// "//evil.example", which is how the seed library's startsWith check was
+// "//evil.example", which is how a plain startsWith("/") check is
 // bypassed; rejecting every such form is simpler than normalising them.
 func SafeReturnPath(raw string) string {
 	if !isSafeReturnPath(raw) {

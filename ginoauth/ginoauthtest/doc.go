@@ -2,7 +2,7 @@
 // and PDS (personal data server) for tests, in the spirit of net/http/httptest.
 //
 // One loopback server plays both roles under one public identity,
-// https://pds.test (the host is configurable with [WithHost]): it is the
+// https://pds.test (the host is configurable with Options.Host): it is the
 // OAuth issuer, the resource server, and the PDS every account's DID document
 // points to. It speaks the real protocol to real clients, such as indigo's
 // atproto/auth/oauth ClientApp, and checks every step for real, so a client
@@ -32,7 +32,7 @@
 // With indigo:
 //
 //	srv := ginoauthtest.New(t, ginoauthtest.Options{})
-//	alice := srv.CreateAccount(Account{Handle: "alice.test"})
+//	alice := srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 //
 //	cfg := oauth.NewLocalhostConfig("http://127.0.0.1/callback", []string{"atproto", "transition:generic"})
 //	app := oauth.NewClientApp(&cfg, oauth.NewMemStore())
@@ -49,7 +49,7 @@
 // a cookie jar), take the authorization URL from the app's redirect, call
 // [Server.Consent], and GET the returned URL through the same client: the
 // app's callback then runs exactly as after a real browser login. For the
-// simplest tests, [WithAutoApprove] makes the authorization endpoint redirect
+// simplest tests, Options.AutoApprove makes the authorization endpoint redirect
 // straight back for the login_hint account, so a cookie-jar client that
 // follows redirects completes the whole login by itself, provided it can
 // reach the authorization URL (rewrite it with [Server.RewriteForBrowser] or
@@ -72,7 +72,7 @@
 // valid nonce is answered 400 {"error":"use_dpop_nonce"} (authorization
 // server) or 401 with WWW-Authenticate: DPoP error="use_dpop_nonce" (PDS), with
 // a DPoP-Nonce header either way. Nonces rotate every [DefaultNonceRotation]
-// ([WithNonceRotation], [Server.RotateDPoPNonce]).
+// (Options.NonceRotation, [Server.RotateDPoPNonce]).
 //
 // Clients: a client_id is either the loopback development client
 // (http://localhost?redirect_uri=...&scope=..., redirect URIs on 127.0.0.1 or
@@ -115,7 +115,7 @@
 // "error_description":"Refresh token replayed"}, and the whole session is
 // deleted, so its current tokens stop working too. Sessions are capped at two
 // weeks for public clients and two years for confidential ones
-// ([WithSessionLifetimes]); a confidential client's refresh token also
+// (Options.PublicSessionLifetime, Options.ConfidentialSessionLifetime); a confidential client's refresh token also
 // expires after three months without use.
 //
 // Revocation (/oauth/revoke, RFC 7009): DPoP proof and client
@@ -131,9 +131,8 @@
 // (the answer that makes indigo refresh). Writes need the
 // transition:generic scope or a matching repo: scope (403 InsufficientScope
 // otherwise). XRPC errors have the body {"error":...,"message":...}. Methods:
-// _health, com.atproto.server.getSession, com.atproto.server.describeServer,
-// com.atproto.identity.resolveHandle, com.atproto.repo.createRecord,
-// putRecord, deleteRecord, getRecord and listRecords (records kept in memory;
+// _health, com.atproto.server.getSession, com.atproto.repo.createRecord,
+// deleteRecord, getRecord and listRecords (records kept in memory;
 // rkeys are TIDs; CIDs are deterministic but not real DAG-CBOR CIDs), and
 // app.bsky.actor.getProfile (display name from the account, or from an
 // app.bsky.actor.profile/self record).
@@ -148,6 +147,20 @@
 // firehose, no blobs, no app view (getProfile answers from local data); no
 // CORS for browser-based OAuth clients; no TLS: the https identity is
 // provided by the transport of [Server.HTTPClient].
+//
+// # A browser for end-to-end tests
+//
+// [NewBrowser] returns a cookie-jar [Browser] for your app that runs a whole
+// login the way a person does: your app's /login with the handle, consent
+// at this server ([Server.Consent] is the [ConsentFunc] to give it), and
+// your app's callback. An end-to-end test of an app is then a few lines:
+//
+//	srv := ginoauthtest.New(t, ginoauthtest.Options{})
+//	srv.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
+//	app := httptest.NewServer(myApp(srv.HTTPClient(), srv.Directory()))
+//	b := ginoauthtest.NewBrowser(t, app.URL, srv.Consent)
+//	b.Login("alice.test", "/")
+//	r := b.Get("/me") // logged in
 //
 // # Test controls
 //
@@ -176,11 +189,11 @@
 // depends on it). Only the browser needs another address: pass the
 // authorization URL the client returns through [Server.RewriteForBrowser]
 // before redirecting the browser. It maps https://pds.test/... to the
-// loopback address (or the base set with [WithBrowserURL]); the consent page
+// loopback address (or the base set with Options.BrowserURL); the consent page
 // posts to a path relative to itself, and its redirect goes to the client's
 // redirect_uri, e.g. http://127.0.0.1:<app port>/oauth/callback. The server
 // handles requests the same whatever their Host header.
 //
-// Logging goes to the *slog.Logger given with [WithLogger] (none by default)
+// Logging goes to Options.Logger (none by default)
 // and never includes tokens, codes, keys or CSRF tokens.
 package ginoauthtest

@@ -34,7 +34,8 @@ type Options struct {
 	// CleanupBatchSize is the most rows one cleanup statement deletes.
 	// Default DefaultCleanupBatchSize (1000).
 	CleanupBatchSize int
-	// Logger receives cleanup failures. Default slog.Default().
+	// Logger receives cleanup failures. Default: discard (silent, like the
+	// rest of the library); set it to see them.
 	Logger *slog.Logger
 	// CloseDB makes Close also close the *gorm.DB's connection pool. The
 	// one-line constructors in sqlitestore and postgresstore set it because
@@ -71,7 +72,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.CleanupBatchSize = DefaultCleanupBatchSize
 	}
 	if o.Logger == nil {
-		o.Logger = slog.Default()
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
