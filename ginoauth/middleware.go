@@ -15,19 +15,7 @@ import (
 //
 // Responses to authenticated requests get Cache-Control: no-store, so no
 // shared cache keeps one user's page for another.
-func (m *Manager) Middleware() gin.HandlerFunc {
-	return func(c *gin.Context) {
-		u, err := m.loadUser(c)
-		if err != nil {
-			m.abortWithError(c, err)
-			return
-		}
-		if u != nil {
-			c.Header("Cache-Control", "no-store")
-		}
-		c.Next()
-	}
-}
+func (m *Manager) Middleware() gin.HandlerFunc { return m.sessionCheck(false) }
 
 // RequireAuth lets only requests with a logged-in user through. It loads
 // the session itself when Middleware did not run before it, and answers the
@@ -35,9 +23,17 @@ func (m *Manager) Middleware() gin.HandlerFunc {
 // {"error": "login required", "code": reason}, where reason is a Session*
 // code such as "not_logged_in" or "session_expired"), or 503 when storage
 // cannot answer.
-func (m *Manager) RequireAuth() gin.HandlerFunc {
+func (m *Manager) RequireAuth() gin.HandlerFunc { return m.sessionCheck(true) }
+
+// sessionCheck loads the request's session and lets the request on, unless
+// storage fails or, when required, nobody is logged in.
+func (m *Manager) sessionCheck(required bool) gin.HandlerFunc {
+	load := m.loadUser
+	if required {
+		load = m.ValidateSession
+	}
 	return func(c *gin.Context) {
-		u, err := m.ValidateSession(c)
+		u, err := load(c)
 		if err != nil {
 			m.abortWithError(c, err)
 			return
