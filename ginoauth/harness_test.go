@@ -45,7 +45,7 @@ func startApp(t testing.TB, as *ginoauthtest.Server, modify func(*apptest.Option
 	opts := apptest.Options{
 		HTTPClient: as.HTTPClient(),
 		Directory:  as.Directory(),
-		Consent: as.Consent,
+		Consent:    as.Consent,
 	}
 	if modify != nil {
 		modify(&opts)

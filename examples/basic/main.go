@@ -112,10 +112,10 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	defer mgr.Close()
 	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
-	r.Use(pages.Middleware()...)    // recovery, request log, security headers
-	r.Use(mgr.Middleware()) // loads the session: ginoauth.CurrentUser(c)
-	mgr.Mount(r)                    // /login, /oauth/callback, /api/session, /api/logout, client metadata
-	pages.Mount(r)                  // /, /pds/session, /pds/note, /logout
+	r.Use(pages.Middleware()...) // recovery, request log, security headers
+	r.Use(mgr.Middleware())      // loads the session: ginoauth.CurrentUser(c)
+	mgr.Mount(r)                 // /login, /oauth/callback, /api/session, /api/logout, client metadata
+	pages.Mount(r)               // /, /pds/session, /pds/note, /logout
 
 	demoapp.Banner{URLs: []string{baseURL}, Network: network, Storage: "SQLite file " + cfg.SQLitePath}.Print(stdout)
 	return demoapp.Serve(ctx, ln, r, log)

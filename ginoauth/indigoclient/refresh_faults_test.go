@@ -47,7 +47,7 @@ func (r *rig) app(storage storage.Store, modify ...func(*apptest.Options)) *appt
 		Storage:    storage,
 		HTTPClient: &http.Client{Transport: r.gate},
 		Directory:  r.as.Directory(),
-		Consent: r.as.Consent,
+		Consent:    r.as.Consent,
 	}
 	for _, m := range modify {
 		m(&opts)
