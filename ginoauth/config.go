@@ -31,12 +31,23 @@ type Config struct {
 	// hosts (localhost, 127.0.0.1, [::1]) during development.
 	BaseURL string
 
-	// CookieName is the session cookie's name. Default "sid". A "__Host-"
-	// prefix is supported (it requires an https BaseURL and no CookieDomain).
+	// CookieName is the session cookie's name. Default "__Host-sid" for an
+	// https BaseURL without CookieDomain (the prefix makes browsers refuse
+	// the cookie from anything but this exact host, over https, for path
+	// /: a sibling subdomain cannot plant one), else "sid" (plain http
+	// development, or a shared CookieDomain). The flow cookie is named
+	// CookieName + "_flow".
 	CookieName string
 	// CookieDomain sets the cookie's Domain attribute. Default none, which
 	// keeps the cookie on the exact host (the safer choice).
 	CookieDomain string
+
+	// AllowedOrigins are origins besides BaseURL's (for example
+	// "https://www.myapp.example") whose pages may send the prebuilt
+	// state-changing routes, and routes behind RequireSameOrigin, a
+	// request. Requests that the browser marks as coming from any other
+	// site are refused (see RequireSameOrigin).
+	AllowedOrigins []string
 
 	// SessionTTL is the absolute lifetime of a login, enforced server side.
 	// Default 7 days.
@@ -51,6 +62,12 @@ type Config struct {
 	// database (one that neither answers nor refuses) turns into a quick
 	// 503 instead of holding every request. Default 3 seconds.
 	StorageTimeout time.Duration
+
+	// AuthenticationOnly is for apps that only need to know who the user is:
+	// logins request the atproto scope alone, and the tokens are revoked as
+	// soon as the callback has verified the account, so none are stored.
+	// OAuthSession then fails with ErrAuthenticationOnly.
+	AuthenticationOnly bool
 
 	// Routes are the paths Mount registers the prebuilt handlers on.
 	Routes Routes
@@ -79,6 +96,7 @@ type Routes struct {
 	Callback       string // default "/oauth/callback"
 	Session        string // default "/api/session"
 	Logout         string // POST only; default "/api/logout"
+	Upgrade        string // GET and POST, step-up; default "/login/upgrade"
 	ClientMetadata string // default "/oauth-client-metadata.json"
 	JWKS           string // default "/oauth/jwks.json"
 }
@@ -96,6 +114,9 @@ const (
 func (cfg Config) withDefaults() Config {
 	if cfg.CookieName == "" {
 		cfg.CookieName = DefaultCookieName
+		if strings.HasPrefix(cfg.BaseURL, "https://") && cfg.CookieDomain == "" {
+			cfg.CookieName = "__Host-" + DefaultCookieName
+		}
 	}
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = DefaultSessionTTL
@@ -117,6 +138,7 @@ func (cfg Config) withDefaults() Config {
 	setDefault(&r.Callback, "/oauth/callback")
 	setDefault(&r.Session, "/api/session")
 	setDefault(&r.Logout, "/api/logout")
+	setDefault(&r.Upgrade, "/login/upgrade")
 	setDefault(&r.ClientMetadata, "/oauth-client-metadata.json")
 	setDefault(&r.JWKS, "/oauth/jwks.json")
 	return cfg
@@ -162,6 +184,11 @@ func (cfg Config) validate() (secure bool, err error) {
 	default:
 		return bad("BaseURL", "scheme must be https (or http on loopback)")
 	}
+	for _, o := range cfg.AllowedOrigins {
+		if ou, err := url.Parse(o); err != nil || (ou.Scheme != "https" && ou.Scheme != "http") || ou.Host == "" || ou.Path != "" || ou.RawQuery != "" || ou.User != nil {
+			return bad("AllowedOrigins", "%q is not an origin such as https://www.myapp.example", o)
+		}
+	}
 	if !validCookieName(cfg.CookieName) {
 		return bad("CookieName", "%q is not a valid cookie name", cfg.CookieName)
 	}
@@ -185,7 +212,7 @@ func (cfg Config) validate() (secure bool, err error) {
 	}
 	for name, p := range map[string]string{
 		"Routes.Login": cfg.Routes.Login, "Routes.Callback": cfg.Routes.Callback,
-		"Routes.Session": cfg.Routes.Session, "Routes.Logout": cfg.Routes.Logout,
+		"Routes.Session": cfg.Routes.Session, "Routes.Logout": cfg.Routes.Logout, "Routes.Upgrade": cfg.Routes.Upgrade,
 		"Routes.ClientMetadata": cfg.Routes.ClientMetadata, "Routes.JWKS": cfg.Routes.JWKS,
 	} {
 		if !strings.HasPrefix(p, "/") {

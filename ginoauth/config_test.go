@@ -81,7 +81,7 @@ func TestConfigDefaultsAndCookieSecurity(t *testing.T) {
 	if cfg.CookieSecret != "" {
 		t.Fatal("Config() must not hand out the cookie secret")
 	}
-	if cfg.CookieName != "sid" || cfg.SessionTTL != 7*24*time.Hour || cfg.FlowTTL != 10*time.Minute || cfg.Routes.Callback != "/oauth/callback" {
+	if cfg.CookieName != "__Host-sid" || cfg.SessionTTL != 7*24*time.Hour || cfg.FlowTTL != 10*time.Minute || cfg.Routes.Callback != "/oauth/callback" {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
 	if !m.sessionCookie.Secure || !m.sessionCookie.HttpOnly || m.sessionCookie.MaxAge != 7*24*3600 {

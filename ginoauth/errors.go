@@ -2,6 +2,7 @@ package ginoauth
 
 import (
 	"net/http"
+	"strings"
 )
 
 // The library's errors are typed so callers can branch with errors.As. Each
@@ -59,6 +60,8 @@ const (
 	FlowDenied          = "access_denied"      // the user or server refused authorization
 	FlowExchangeFailed  = "exchange_failed"    // the code exchange or its checks (iss, sub) failed
 	FlowServerError     = "server_unavailable" // the authorization server could not be reached
+	FlowInvalidScope    = "invalid_scope"      // a scope the client does not declare, or the server refused
+	FlowAccountMismatch = "account_mismatch"   // a step-up approved for another account than the logged-in one
 )
 
 // OAuthFlowError reports a login flow that cannot go on.
@@ -107,3 +110,20 @@ func (e *MobileIntegrationError) Unwrap() error { return e.Err }
 
 // HTTPStatus is 400.
 func (e *MobileIntegrationError) HTTPStatus() int { return http.StatusBadRequest }
+
+// CodeInsufficientScope is the code of a *ScopeError.
+const CodeInsufficientScope = "insufficient_scope"
+
+// ScopeError reports that the session's granted permissions do not cover
+// what a route needs (see Manager.RequireScopes).
+type ScopeError struct {
+	Missing    []string // the permissions that are not granted
+	UpgradeURL string   // where to send the user to grant them (a step-up), or ""
+}
+
+func (e *ScopeError) Error() string {
+	return "ginoauth: permission not granted: " + strings.Join(e.Missing, " ")
+}
+
+// HTTPStatus is 403.
+func (e *ScopeError) HTTPStatus() int { return http.StatusForbidden }

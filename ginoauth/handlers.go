@@ -1,7 +1,9 @@
 package ginoauth
 
 import (
+	"errors"
 	"html/template"
+	"slices"
 	"net/http"
 	"strings"
 
@@ -14,10 +16,16 @@ const maxFormBytes = 16 << 10
 // Mount registers the prebuilt handlers on r at the paths in Config.Routes:
 //
 //	GET  /login?handle=H&redirect=/path   302 to the authorization server
-//	POST /login (form: handle, redirect)  same, for HTML forms
+//	POST /login (form: handle, redirect)  same, for HTML forms; both also take
+//	                                      server (start at a server, no handle)
+//	                                      and prompt (login, select_account,
+//	                                      consent, create)
+//	GET|POST /login/upgrade?scope=S&redirect=/path  step-up: a new login of the
+//	                                      user's account with more permissions
 //	GET  /oauth/callback                  completes the login, 302 to the return path
 //	GET  /api/session                     200 {"valid":true,"did",...} or 401 {"valid":false}
-//	POST /api/logout                      200 {"success":true}
+//	POST /api/logout                      200 {"success":true}; 303 to the form's
+//	                                      redirect (default /) for an HTML form
 //	GET  /oauth-client-metadata.json      the client metadata document
 //	GET  /oauth/jwks.json                 the client's public keys
 //
@@ -28,14 +36,49 @@ const maxFormBytes = 16 << 10
 // Config.Routes are then relative to it).
 func (m *Manager) Mount(r gin.IRouter) {
 	rt := m.cfg.Routes
-	r.GET(rt.Login, m.loginHandler())
-	r.POST(rt.Login, m.loginHandler())
-	r.GET(rt.Callback, m.callbackHandler())
-	r.GET(rt.Session, m.sessionHandler())
-	r.POST(rt.Logout, m.logoutHandler())
+	routes := []struct {
+		path    string
+		methods []string
+		h       gin.HandlerFunc
+	}{
+		{rt.Login, []string{http.MethodGet, http.MethodPost}, m.loginHandler()},
+		{rt.Callback, []string{http.MethodGet}, m.callbackHandler()},
+		{rt.Session, []string{http.MethodGet}, m.sessionHandler()},
+		{rt.Logout, []string{http.MethodPost}, m.logoutHandler()},
+		{rt.Upgrade, []string{http.MethodGet, http.MethodPost}, m.upgradeHandler()},
+	}
 	if p, ok := m.client.(ClientMetadataProvider); ok {
-		r.GET(rt.ClientMetadata, metadataHandler(p.ClientMetadata))
-		r.GET(rt.JWKS, metadataHandler(p.PublicJWKS))
+		routes = append(routes,
+			struct {
+				path    string
+				methods []string
+				h       gin.HandlerFunc
+			}{rt.ClientMetadata, []string{http.MethodGet}, metadataHandler(p.ClientMetadata)},
+			struct {
+				path    string
+				methods []string
+				h       gin.HandlerFunc
+			}{rt.JWKS, []string{http.MethodGet}, metadataHandler(p.PublicJWKS)})
+	}
+	for _, route := range routes {
+		for _, method := range route.methods {
+			r.Handle(method, route.path, route.h)
+		}
+		// Every other method gets 405 with Allow, as JSON, instead of
+		// Gin's plain-text 404.
+		allow := strings.Join(route.methods, ", ")
+		for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions} {
+			if !slices.Contains(route.methods, method) {
+				r.Handle(method, route.path, methodNotAllowed(allow))
+			}
+		}
+	}
+}
+
+func methodNotAllowed(allow string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Header("Allow", allow)
+		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"error": "method not allowed; use " + allow, "code": CodeMethodNotAllowed})
 	}
 }
 
@@ -44,16 +87,20 @@ func (m *Manager) Mount(r gin.IRouter) {
 // 400 {"error": ...}.
 func (m *Manager) loginHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		handle, redirect := c.Query("handle"), c.Query("redirect")
-		if c.Request.Method == http.MethodPost {
-			c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxFormBytes)
-			if err := c.Request.ParseForm(); err != nil {
-				m.abortWithError(c, &OAuthFlowError{Code: FlowInvalidRequest, Message: "the login form could not be read", Err: err})
-				return
-			}
-			handle, redirect = c.Request.PostForm.Get("handle"), c.Request.PostForm.Get("redirect")
+		if !m.readForm(c) {
+			return
 		}
-		authURL, err := m.StartOAuth(c, handle, StartOptions{ReturnTo: redirect})
+		f := c.Request.Form
+		if c.Request.Method == http.MethodPost && m.fromOtherSite(c.Request) {
+			m.refuseCrossSite(c) // login CSRF: a page elsewhere auto-posting the form
+			return
+		}
+		if m.confirmCrossSiteLogin(c, f) {
+			return
+		}
+		// Scopes are not taken from the request: they are the app's choice.
+		opts := StartOptions{ReturnTo: f.Get("redirect"), Server: f.Get("server"), Prompt: f.Get("prompt")}
+		authURL, err := m.StartOAuth(c, f.Get("handle"), opts)
 		if err != nil {
 			m.abortWithError(c, err)
 			return
@@ -89,12 +136,16 @@ func (m *Manager) sessionHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		c.Header("Cache-Control", "no-store")
 		u, err := m.loadUser(c)
-		if err != nil {
-			m.abortWithError(c, err)
+		if err == nil && u != nil {
+			err = m.refreshScopes(c, u) // the granted scopes as of the last refresh
+		}
+		var se *SessionError
+		if errors.As(err, &se) || (err == nil && u == nil) {
+			c.JSON(http.StatusUnauthorized, gin.H{"valid": false})
 			return
 		}
-		if u == nil {
-			c.JSON(http.StatusUnauthorized, gin.H{"valid": false})
+		if err != nil {
+			m.abortWithError(c, err)
 			return
 		}
 		c.JSON(http.StatusOK, gin.H{
@@ -108,13 +159,39 @@ func (m *Manager) sessionHandler() gin.HandlerFunc {
 // 200 {"success":true}.
 func (m *Manager) logoutHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if m.fromOtherSite(c.Request) {
+			m.refuseCrossSite(c) // logout CSRF
+			return
+		}
+		if !m.readForm(c) {
+			return
+		}
 		if err := m.Logout(c); err != nil {
 			m.abortWithError(c, err)
 			return
 		}
 		c.Header("Cache-Control", "no-store")
+		if wantsHTML(c) {
+			// An HTML form: back to a page, not to raw JSON.
+			c.Redirect(http.StatusSeeOther, SafeReturnPath(c.Request.Form.Get("redirect")))
+			return
+		}
 		c.JSON(http.StatusOK, gin.H{"success": true})
 	}
+}
+
+// readForm parses the query and, for a POST, a form body of at most
+// maxFormBytes into c.Request.Form (body values first), answering bad
+// input itself.
+func (m *Manager) readForm(c *gin.Context) bool {
+	if c.Request.Method == http.MethodPost {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxFormBytes)
+	}
+	if err := c.Request.ParseForm(); err != nil {
+		m.abortWithError(c, &OAuthFlowError{Code: FlowInvalidRequest, Message: "the form could not be read", Err: err})
+		return false
+	}
+	return true
 }
 
 // metadataHandler serves a document of the OAuth client (its metadata or
@@ -123,8 +200,14 @@ func metadataHandler(doc func() any) gin.HandlerFunc {
 	return func(c *gin.Context) { c.JSON(http.StatusOK, doc()) }
 }
 
+// wantsHTML reports whether the client is a browser navigating (a form post
+// or a link) rather than a script asking for JSON: its Accept header names
+// text/html before, or without, application/json.
 func wantsHTML(c *gin.Context) bool {
-	return strings.Contains(c.GetHeader("Accept"), "text/html")
+	accept := c.GetHeader("Accept")
+	h := strings.Index(accept, "text/html")
+	j := strings.Index(accept, "application/json")
+	return h >= 0 && (j < 0 || h < j)
 }
 
 var callbackErrorPage = template.Must(template.New("err").Parse(`<!doctype html>

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-contrib/sessions"
@@ -27,6 +28,7 @@ type Manager struct {
 	sessionCookie sessions.Options
 	flowCookie    sessions.Options
 	flowCookieNm  string
+	origin        string // BaseURL's scheme://host[:port], as browsers send Origin
 
 	now func() time.Time
 
@@ -62,6 +64,7 @@ func New(cfg Config) (*Manager, error) {
 		sessionCookie: base,
 		flowCookie:    base,
 		flowCookieNm:  cfg.CookieName + "_flow",
+		origin:        strings.TrimRight(cfg.BaseURL, "/"),
 		now:           cfg.Now,
 	}
 	m.sessionCookie.MaxAge = int(cfg.SessionTTL / time.Second)

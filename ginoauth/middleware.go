@@ -50,6 +50,7 @@ func (m *Manager) sessionCheck(required bool) gin.HandlerFunc {
 const (
 	CodeStorageUnavailable = "storage_unavailable" // the Storage failed (503)
 	CodeInternal           = "internal_error"      // anything unexpected (500)
+	CodeMethodNotAllowed   = "method_not_allowed"  // a prebuilt route asked with another method (405)
 )
 
 // ErrorResponse describes how a failed request is answered, for
@@ -60,6 +61,12 @@ type ErrorResponse struct {
 	Code    string // machine-readable code: a Flow*, Session*, Mobile* or Code* constant
 	Message string // a short sentence that is safe to show to the user
 	Err     error  // the cause, for logs only; never show it
+
+	// For CodeInsufficientScope: the permissions the session lacks, and
+	// where to send the user to grant them ("" when there is no upgrade
+	// route).
+	Missing    []string
+	UpgradeURL string
 }
 
 // ErrorResponseFor maps any error the library returns to the status, code
@@ -72,8 +79,14 @@ func ErrorResponseFor(err error) ErrorResponse {
 		se *SessionError
 		me *MobileIntegrationError
 		st *StorageError
+		pe *ScopeError
 	)
 	switch {
+	case errors.As(err, &crossSiteError{}):
+		r.Code, r.Message = CodeCrossSite, "this request came from another site, so it was refused"
+	case errors.As(err, &pe):
+		r.Code, r.Message = CodeInsufficientScope, "this needs a permission you have not granted to the app"
+		r.Missing, r.UpgradeURL = pe.Missing, pe.UpgradeURL
 	case errors.As(err, &st):
 		r.Code, r.Message = CodeStorageUnavailable, "the session store is unavailable; please try again shortly"
 	case errors.As(err, &fe):
@@ -118,5 +131,12 @@ func (m *Manager) abortWithError(c *gin.Context, err error) {
 		c.Abort()
 		return
 	}
-	c.AbortWithStatusJSON(r.Status, gin.H{"error": r.Message, "code": r.Code})
+	body := gin.H{"error": r.Message, "code": r.Code}
+	if len(r.Missing) > 0 {
+		body["missing"] = r.Missing
+		if r.UpgradeURL != "" {
+			body["upgrade"] = r.UpgradeURL
+		}
+	}
+	c.AbortWithStatusJSON(r.Status, body)
 }

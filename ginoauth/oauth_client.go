@@ -52,8 +52,23 @@ type OAuthClient interface {
 // AuthorizeRequest describes one login to [OAuthClient.Authorize].
 type AuthorizeRequest struct {
 	// Identifier is the handle or DID the user typed, already checked for
-	// AT Protocol syntax and normalised.
+	// AT Protocol syntax and normalised; "" when the login starts from
+	// Server instead.
 	Identifier string
+	// Server, when Identifier is empty, is the https origin of the
+	// authorization server or PDS to start from, for a user who has no
+	// handle yet or signs up ("https://bsky.social").
+	Server string
+	// Scopes to request; nil means the client's configured scopes. They
+	// must be among the scopes the client metadata declares, and include
+	// atproto (the client adds it).
+	Scopes []string
+	// Prompt is passed on to the authorization server: "" (its choice),
+	// "login", "select_account", "consent" or "create" (sign-up).
+	Prompt string
+	// LoginHint is passed on as login_hint: what the user typed, as they
+	// typed it (the client defaults it to Identifier).
+	LoginHint string
 	// TTL is how long the login may take: the client must keep what its
 	// callback needs at least this long (the Manager's Config.FlowTTL, so
 	// the two lifetimes cannot disagree).
@@ -64,6 +79,10 @@ type AuthorizeRequest struct {
 type Authorization struct {
 	URL   string // where to redirect the browser (the authorization endpoint)
 	State string // the OAuth state parameter the server will send back
+	// Scopes are the scopes the client asked for (its default list when
+	// the request named none). The Manager keeps them with the session, so
+	// that a step-up asks for these and more.
+	Scopes []string
 }
 
 // Grant is the outcome of a completed authorization.

@@ -32,8 +32,14 @@ func (m *Manager) OAuthSession(c *gin.Context) (OAuthSession, error) {
 	if err != nil {
 		return nil, err
 	}
+	if u.oauthSessionID == "" {
+		return nil, ErrAuthenticationOnly
+	}
 	sess, err := m.client.Resume(c.Request.Context(), u.DID, u.oauthSessionID)
 	if err == nil {
+		if s := sess.Scopes(); len(s) > 0 {
+			u.Scopes = s // as of the last refresh, for this request
+		}
 		return &deviceBoundSession{OAuthSession: sess, m: m, hash: u.sessionHash}, nil
 	}
 	if errors.Is(err, ErrNotFound) {

@@ -3,18 +3,25 @@ package ginoauth
 import (
 	"net/url"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // maxReturnPath bounds the post-login return path kept in a flow record.
 const maxReturnPath = 2048
 
 // SafeReturnPath returns raw if it is a safe post-login destination on this
-// site, and "/" otherwise. Safe means a relative path, checked after parsing:
-// it starts with exactly one "/", has no scheme, host or user info, and holds
-// no backslash, control character, or percent-encoded slash or backslash.
-// Browsers treat "/\evil.example" and "/%5Cevil.example" like
-// "//evil.example", which is how a plain startsWith("/") check is
-// bypassed; rejecting every such form is simpler than normalising them.
+// site, and "/" otherwise.
+//
+// The path and the query are checked by their own rules. The path must be
+// plain: printable ASCII, starting with exactly one "/", with no backslash,
+// no "." or ".." segment (resolved or not, they are how "/.//evil.example"
+// turns into "//evil.example"), no percent-encoded "/", "\", "." or "%"
+// (an encoded slash or a double encoding is how "/%2F%2Fevil.example"
+// survives a check), and no space or invisible character (browsers drop or
+// fold them). The query and fragment may hold anything printable, encoded
+// slashes included ("/search?q=%2F%2Fx" is fine): they cannot change where
+// the browser goes.
 func SafeReturnPath(raw string) string {
 	if !isSafeReturnPath(raw) {
 		return "/"
@@ -26,31 +33,35 @@ func isSafeReturnPath(raw string) bool {
 	if raw == "" || len(raw) > maxReturnPath || raw[0] != '/' {
 		return false
 	}
-	if len(raw) > 1 && (raw[1] == '/' || raw[1] == '\\') {
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c <= ' ' || c >= 0x7f || c == '\\' {
+			return false // controls, space, non-ASCII (zero-width and the like), backslash
+		}
+	}
+	p := raw
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		p = raw[:i]
+	}
+	if len(p) > 1 && p[1] == '/' {
 		return false
 	}
-	for i := 0; i < len(raw); i++ {
-		if c := raw[i]; c < 0x20 || c == 0x7f || c == '\\' {
+	decoded, err := url.PathUnescape(p)
+	if err != nil || strings.ContainsAny(decoded, "%\\") || strings.Count(decoded, "/") != strings.Count(p, "/") {
+		return false // malformed, double-encoded, or an encoded slash or backslash
+	}
+	for _, seg := range strings.Split(decoded, "/") {
+		if seg == "." || seg == ".." {
 			return false
 		}
 	}
-	lower := strings.ToLower(raw)
-	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%00") {
+	if !utf8.ValidString(decoded) {
 		return false
+	}
+	for _, r := range decoded {
+		if r != ' ' && !unicode.IsPrint(r) || r >= 0x7f && unicode.IsSpace(r) {
+			return false // an encoded control, format (zero-width, BOM) or odd space character
+		}
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
-		return false
-	}
-	// Percent-decoding must not produce what the raw checks rejected.
-	p := u.Path
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		if c := p[i]; c < 0x20 || c == 0x7f {
-			return false
-		}
-	}
-	return true
+	return err == nil && u.Scheme == "" && u.Host == "" && u.User == nil && u.Opaque == ""
 }

@@ -1,10 +1,14 @@
 package ginoauth
 
-import "testing"
+import (
+	"net/url"
+	"testing"
+)
 
 func TestSafeReturnPath(t *testing.T) {
 	allowed := []string{
-		"/", "/dashboard", "/a/b?x=1&y=2", "/page#frag", "/caf%C3%A9", "/search?q=a%20b", "/a/./b",
+		"/", "/dashboard", "/a/b?x=1&y=2", "/page#frag", "/caf%C3%A9", "/search?q=a%20b",
+		"/search?q=%2F%2Fx", "/a?next=//x&u=%5C", "/my%20page", "/a//b", "/x?y#z%2F",
 	}
 	for _, p := range allowed {
 		if got := SafeReturnPath(p); got != p {
@@ -19,6 +23,10 @@ func TestSafeReturnPath(t *testing.T) {
 		"/\tevil", "/\nevil", "/\r\nLocation: https://evil.example", "/\x00", "/a\\b",
 		" /x", "/%00", "/x\x7f", "//@evil.example", "https:/evil.example", "data:text/html,x",
 		"/" + string(make([]byte, maxReturnPath)),
+		// Double encoding, dot segments, invisible and space-led variants.
+		"/%252F%252Fevil.example", "/%25252F", "/.//evil.example", "/./", "/a/./b", "/a/../..//evil.example",
+		"/%2e%2e/%2e%2e//evil.example", "/%2E/evil", "/​/evil.example", "/%E2%80%8B/evil.example",
+		"/ /evil.example", "/%C2%A0/evil", "/%EF%BB%BF", "/x%", "/%zz", "/ ",
 	}
 	for _, p := range rejected {
 		if got := SafeReturnPath(p); got != "/" {
@@ -40,9 +48,14 @@ func FuzzSafeReturnPath(f *testing.F) {
 			t.Fatalf("unsafe path accepted: %q", raw)
 		}
 		for i := 0; i < len(got); i++ {
-			if got[i] < 0x20 || got[i] == '\\' || got[i] == 0x7f {
-				t.Fatalf("control or backslash accepted: %q", raw)
+			if got[i] <= 0x20 || got[i] == '\\' || got[i] >= 0x7f {
+				t.Fatalf("control, space, non-ASCII or backslash accepted: %q", raw)
 			}
+		}
+		// What a browser would do with it: resolve dot segments; the result
+		// must still be a path on this site.
+		if u, err := url.Parse("https://app.example" + got); err != nil || u.Host != "app.example" {
+			t.Fatalf("%q leaves the site: %v", raw, u)
 		}
 	})
 }

@@ -30,8 +30,9 @@ const (
 
 // cookie value keys inside the sealed cookies.
 const (
-	cookieSessionID = "sid"
-	cookieBinding   = "b"
+	cookieSessionID    = "sid"
+	cookieBinding      = "b"
+	cookieBindingSince = "t"
 )
 
 // revokeTimeout bounds a revocation, which may first wait for a token
@@ -77,6 +78,8 @@ type User struct {
 
 	sessionHash    string // sha256 of the session id: the record's key suffix
 	oauthSessionID string
+	requested      []string // the scopes the login asked for
+	resolver       any      // the OAuth client, when it resolves permission sets
 }
 
 // OAuthSessionID is the OAuth client's id for this login's OAuth session
@@ -90,17 +93,19 @@ type sessionRecord struct {
 	Handle         string    `json:"handle,omitempty"`
 	OAuthSessionID string    `json:"oauth_session_id"`
 	Scopes         []string  `json:"scopes,omitempty"`
+	Requested      []string  `json:"requested,omitempty"` // what the login asked for, for a step-up
 	CreatedAt      time.Time `json:"created_at"`
 	ExpiresAt      time.Time `json:"expires_at"`
 }
 
-// user is the User a session record describes; hash is the record's key
+// newUser is the User a session record describes; hash is the record's key
 // suffix.
-func (rec *sessionRecord) user(hash string) *User {
+func (m *Manager) newUser(rec *sessionRecord, hash string) *User {
 	return &User{
 		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
-		sessionHash: hash, oauthSessionID: rec.OAuthSessionID,
+		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: slices.Clone(rec.Requested),
+		resolver: m.client,
 	}
 }
 
@@ -189,7 +194,7 @@ func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
 			return nil, SessionExpired, m.endSession(c, hash, "idle timeout")
 		}
 	}
-	return rec.user(hash), "", nil
+	return m.newUser(&rec, hash), "", nil
 }
 
 // touchIdle reports whether the session was active within IdleTimeout and,
@@ -245,20 +250,22 @@ func (m *Manager) deleteSessionRecords(ctx context.Context, hash string) error {
 // A session the request already had is ended like a logout (record deleted,
 // tokens revoked): the id always changes at login, so a cookie planted
 // before login is worthless after it.
-func (m *Manager) startSession(c *gin.Context, grant *Grant) (*User, error) {
+func (m *Manager) startSession(c *gin.Context, grant *Grant, requested []string) (*User, error) {
 	ctx := c.Request.Context()
 	if old, err := m.loadUser(c); err == nil && old != nil {
 		if err := m.deleteSessionRecords(ctx, old.sessionHash); err != nil {
 			return nil, err
 		}
-		m.revoke(ctx, old.DID, old.oauthSessionID, old.sessionHash)
+		if old.oauthSessionID != "" {
+			m.revoke(ctx, old.DID, old.oauthSessionID, old.sessionHash)
+		}
 	}
 	sid := randomToken(sessionIDBytes)
 	hash := hashSessionID(sid)
 	now := m.now()
 	rec := sessionRecord{
 		DID: grant.DID, Handle: grant.Handle, OAuthSessionID: grant.OAuthSessionID,
-		Scopes: grant.Scopes, CreatedAt: now, ExpiresAt: now.Add(m.cfg.SessionTTL),
+		Scopes: grant.Scopes, Requested: requested, CreatedAt: now, ExpiresAt: now.Add(m.cfg.SessionTTL),
 	}
 	if err := m.setJSON(ctx, sessionKeyPrefix+hash, rec, m.cfg.SessionTTL); err != nil {
 		return nil, err
@@ -271,7 +278,7 @@ func (m *Manager) startSession(c *gin.Context, grant *Grant) (*User, error) {
 	if err := m.cookies.setStrings(c.Writer, m.cfg.CookieName, map[any]any{cookieSessionID: sid}, m.sessionCookie); err != nil {
 		return nil, err
 	}
-	u := rec.user(hash)
+	u := m.newUser(&rec, hash)
 	setState(c, u, "")
 	m.log.Info("session started", "did", u.DID, "session", hash[:8])
 	return u, nil
@@ -290,7 +297,9 @@ func (m *Manager) Logout(c *gin.Context) error {
 		if err := m.deleteSessionRecords(c.Request.Context(), u.sessionHash); err != nil {
 			return err
 		}
-		m.revoke(c.Request.Context(), u.DID, u.oauthSessionID, u.sessionHash)
+		if u.oauthSessionID != "" {
+			m.revoke(c.Request.Context(), u.DID, u.oauthSessionID, u.sessionHash)
+		}
 		m.log.Info("logged out", "did", u.DID, "session", u.sessionHash[:8])
 	}
 	m.clearSessionCookie(c)
@@ -332,5 +341,6 @@ func (m *Manager) clearSessionCookie(c *gin.Context) {
 func (m *Manager) expireCookie(c *gin.Context, name string) {
 	opts := m.sessionCookie
 	opts.MaxAge = -1
+	c.Header("Cache-Control", "no-store")
 	http.SetCookie(c.Writer, gsessions.NewCookie(name, "", opts.ToGorillaOptions()))
 }

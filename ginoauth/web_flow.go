@@ -4,6 +4,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,7 +22,23 @@ type StartOptions struct {
 	// ReturnTo is where to send the browser after login. It is checked with
 	// SafeReturnPath; anything unsafe becomes "/".
 	ReturnTo string
+	// Server starts the login at an authorization server or PDS instead of
+	// from a handle, for users who have none yet or sign up: a URL or host
+	// such as "https://bsky.social" or "bsky.social" (https, no port, path,
+	// query or user info). Used only when the identifier is empty.
+	Server string
+	// Scopes to request for this login, among those the client metadata
+	// declares; nil means the client's configured scopes. Set them from
+	// your code only, never from user input.
+	Scopes []string
+	// Prompt asks the authorization server for a behaviour: "" (its
+	// choice), "login" (sign in again), "select_account", "consent" (show
+	// the consent screen again) or "create" (sign up).
+	Prompt string
 }
+
+// Prompt values StartOptions.Prompt accepts.
+var prompts = []string{"", "login", "select_account", "consent", "create"}
 
 // flowRecord is what flow:{state} holds: everything the callback needs that
 // must not travel inside state.
@@ -29,6 +48,10 @@ type flowRecord struct {
 	// is accepted only from the browser holding that cookie (login CSRF).
 	BindingHash []byte    `json:"binding_hash"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Scopes are the scopes the login asked for.
+	Scopes []string `json:"scopes,omitempty"`
+	// StepUpDID is set for a step-up: the account that must approve.
+	StepUpDID string `json:"step_up_did,omitempty"`
 }
 
 // CallbackResult is what HandleCallback returns on success.
@@ -38,22 +61,45 @@ type CallbackResult struct {
 }
 
 // StartOAuth begins a login for identifier (a handle such as alice.bsky.social,
-// with or without "@", or a DID). It asks the OAuth client for an
-// authorization, keeps the flow record server side under its state, binds the
-// flow to this browser with a short-lived flow cookie, and returns the URL to
-// redirect the browser to.
+// with or without "@", or a DID), or, when identifier is empty, at
+// opts.Server. It checks its input before any network call, asks the OAuth
+// client for an authorization with the login's options (the identifier is
+// passed on as login_hint as the user typed it), keeps the flow record
+// server side under its state, binds the flow to this browser with a
+// short-lived flow cookie, and returns the URL to redirect the browser to.
 //
-// Errors: *OAuthFlowError (bad handle: 400; unreachable server: 502) or
+// Errors: *OAuthFlowError (bad input: 400; unreachable server: 502) or
 // *StorageError (503).
 func (m *Manager) StartOAuth(c *gin.Context, identifier string, opts StartOptions) (string, error) {
-	ident, err := normalizeIdentifier(identifier)
-	if err != nil {
-		return "", err
+	return m.startFlow(c, identifier, opts, "")
+}
+
+// startFlow is StartOAuth; stepUpDID names the account of a step-up.
+func (m *Manager) startFlow(c *gin.Context, identifier string, opts StartOptions, stepUpDID string) (string, error) {
+	req := AuthorizeRequest{Scopes: opts.Scopes, Prompt: opts.Prompt, TTL: m.cfg.FlowTTL}
+	if !slices.Contains(prompts, opts.Prompt) {
+		return "", &OAuthFlowError{Code: FlowInvalidRequest, Message: "that sign-in option is not supported"}
+	}
+	if strings.TrimSpace(identifier) == "" && opts.Server != "" {
+		server, err := normalizeServer(opts.Server)
+		if err != nil {
+			return "", err
+		}
+		req.Server = server
+	} else {
+		ident, err := normalizeIdentifier(identifier)
+		if err != nil {
+			return "", err
+		}
+		req.Identifier, req.LoginHint = ident, strings.TrimSpace(identifier)
+	}
+	if m.cfg.AuthenticationOnly {
+		req.Scopes = []string{"atproto"}
 	}
 	ctx := c.Request.Context()
-	binding := m.flowBinding(c)
+	binding, since := m.flowBinding(c)
 
-	auth, err := m.client.Authorize(ctx, AuthorizeRequest{Identifier: ident, TTL: m.cfg.FlowTTL})
+	auth, err := m.client.Authorize(ctx, req)
 	if err != nil {
 		return "", classifyFlowErr(err, FlowServerError, "could not reach the account's authorization server")
 	}
@@ -61,40 +107,56 @@ func (m *Manager) StartOAuth(c *gin.Context, identifier string, opts StartOption
 		return "", &OAuthFlowError{Code: FlowServerError, Message: "the OAuth client returned an unusable authorization", Err: errors.New("empty URL or state")}
 	}
 	bh := sha256.Sum256([]byte(binding))
-	rec := flowRecord{ReturnTo: SafeReturnPath(opts.ReturnTo), BindingHash: bh[:], CreatedAt: m.now()}
+	rec := flowRecord{
+		ReturnTo: SafeReturnPath(opts.ReturnTo), BindingHash: bh[:], CreatedAt: m.now(),
+		Scopes: auth.Scopes, StepUpDID: stepUpDID,
+	}
 	if err := m.setJSON(ctx, flowKeyPrefix+auth.State, rec, m.cfg.FlowTTL); err != nil {
 		return "", err
 	}
-	if err := m.setFlowCookie(c, binding); err != nil {
+	if err := m.setFlowCookie(c, binding, since); err != nil {
 		return "", err
 	}
-	m.log.Info("login started", "identifier", ident)
+	m.log.Info("login started", "identifier", req.Identifier, "server", req.Server, "prompt", req.Prompt, "step_up", stepUpDID != "")
 	return auth.URL, nil
 }
 
 // HandleCallback completes a login at the redirect URI. In order: the flow
-// record for state is consumed atomically (a replayed callback finds
-// nothing), the flow cookie must match it, the OAuth client checks error and
-// iss and exchanges the code, and a new session (new id) is stored and its
-// cookie set. The caller redirects to result.ReturnTo.
+// cookie must hold the binding of the flow record for state (so a callback
+// URL that leaked to someone else cannot use up the real browser's login),
+// the record is consumed atomically (a replayed callback finds nothing), the
+// OAuth client checks error and iss and exchanges the code, and a new
+// session (new id) is stored, its cookie set and the flow cookie cleared.
+// The caller redirects to result.ReturnTo.
 //
 // Errors: *OAuthFlowError (400, or 502) or *StorageError (503).
 func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
 	ctx := c.Request.Context()
 	params := c.Request.URL.Query()
 	state := params.Get("state")
-	if state == "" || len(state) > maxStateLen {
+	if state == "" || len(state) > maxStateLen || len(params["state"]) != 1 {
 		return nil, &OAuthFlowError{Code: FlowInvalidRequest, Message: "the login response is missing its state; please start again"}
+	}
+	unknown := &OAuthFlowError{Code: FlowUnknownState, Message: "this login link has expired or was already used; please start again"}
+	var peek flowRecord
+	switch err := m.getJSON(ctx, flowKeyPrefix+state, &peek); {
+	case errors.Is(err, ErrNotFound):
+		return nil, unknown
+	case err != nil:
+		return nil, err
+	}
+	if !m.flowCookieMatches(c, peek.BindingHash) {
+		return nil, &OAuthFlowError{Code: FlowBrowserMismatch, Message: "this login was started in a different browser; please start again here"}
 	}
 	var rec flowRecord
 	switch err := m.takeJSON(ctx, flowKeyPrefix+state, &rec); {
 	case errors.Is(err, ErrNotFound):
-		return nil, &OAuthFlowError{Code: FlowUnknownState, Message: "this login link has expired or was already used; please start again"}
+		return nil, unknown // consumed by a concurrent callback
 	case err != nil:
 		return nil, err
 	}
-	if !m.flowCookieMatches(c, rec.BindingHash) {
-		return nil, &OAuthFlowError{Code: FlowBrowserMismatch, Message: "this login was started in a different browser; please start again here"}
+	if subtle.ConstantTimeCompare(rec.BindingHash, peek.BindingHash) != 1 {
+		return nil, unknown
 	}
 	grant, err := m.client.Callback(ctx, params, m.cfg.SessionTTL)
 	if err != nil {
@@ -103,26 +165,52 @@ func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
 	if grant == nil || grant.DID == "" || grant.OAuthSessionID == "" {
 		return nil, &OAuthFlowError{Code: FlowExchangeFailed, Message: "the login could not be completed; please start again", Err: errors.New("OAuth client returned an empty grant")}
 	}
-	user, err := m.startSession(c, grant)
+	if rec.StepUpDID != "" && grant.DID != rec.StepUpDID {
+		m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
+		return nil, &OAuthFlowError{Code: FlowAccountMismatch, Message: "the permissions were approved with a different account; please try again with the account you are logged in with"}
+	}
+	if m.cfg.AuthenticationOnly {
+		// Who the user is, is all this app needs: no tokens are kept.
+		m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
+		grant.OAuthSessionID = ""
+	}
+	user, err := m.startSession(c, grant, rec.Scopes)
 	if err != nil {
 		// Do not leave live tokens behind for a session nobody can use.
-		m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
+		if grant.OAuthSessionID != "" {
+			m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
+		}
 		return nil, err
 	}
+	m.expireCookie(c, m.flowCookieNm)
 	return &CallbackResult{User: user, ReturnTo: SafeReturnPath(rec.ReturnTo)}, nil
 }
 
-// flowBinding returns the browser's flow binding value, reusing the one in a
-// valid flow cookie so that two logins started in two tabs both complete.
-func (m *Manager) flowBinding(c *gin.Context) string {
-	if b, ok, err := m.cookies.stringValue(c.Request, m.flowCookieNm, cookieBinding); ok && err == nil && len(b) >= 22 {
-		return b
+// flowBinding returns the browser's flow binding value and when it was
+// made, reusing the one in a valid flow cookie so that two logins started
+// in two tabs both complete. A binding is never kept past FlowTTL from its
+// making: a new /login does not extend it.
+func (m *Manager) flowBinding(c *gin.Context) (binding string, since time.Time) {
+	now := m.now()
+	b, ok, err := m.cookies.stringValue(c.Request, m.flowCookieNm, cookieBinding)
+	t, _, _ := m.cookies.stringValue(c.Request, m.flowCookieNm, cookieBindingSince)
+	if ok && err == nil && len(b) >= 22 {
+		if unix, perr := strconv.ParseInt(t, 10, 64); perr == nil {
+			if made := time.Unix(unix, 0); now.Sub(made) < m.cfg.FlowTTL-time.Minute && !made.After(now) {
+				return b, made
+			}
+		}
 	}
-	return randomToken(16)
+	return randomToken(16), now
 }
 
-func (m *Manager) setFlowCookie(c *gin.Context, binding string) error {
-	return m.cookies.setStrings(c.Writer, m.flowCookieNm, map[any]any{cookieBinding: binding}, m.flowCookie)
+// setFlowCookie sets the flow cookie to expire FlowTTL after the binding
+// was made.
+func (m *Manager) setFlowCookie(c *gin.Context, binding string, since time.Time) error {
+	opts := m.flowCookie
+	opts.MaxAge = max(60, int((m.cfg.FlowTTL-m.now().Sub(since))/time.Second))
+	values := map[any]any{cookieBinding: binding, cookieBindingSince: strconv.FormatInt(since.Unix(), 10)}
+	return m.cookies.setStrings(c.Writer, m.flowCookieNm, values, opts)
 }
 
 func (m *Manager) flowCookieMatches(c *gin.Context, want []byte) bool {
@@ -170,4 +258,27 @@ func classifyFlowErr(err error, code, msg string) error {
 		return err
 	}
 	return &OAuthFlowError{Code: code, Message: msg, Err: err}
+}
+
+// normalizeServer checks a server a login starts from and returns its https
+// origin. A bare host gets https://.
+func normalizeServer(raw string) (string, error) {
+	bad := &OAuthFlowError{Code: FlowInvalidRequest, Message: "that is not a server address; use one such as https://bsky.social"}
+	s := strings.TrimSpace(raw)
+	if len(s) > 256 {
+		return "", bad
+	}
+	if !strings.Contains(s, "://") {
+		s = "https://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.User != nil || u.RawQuery != "" || u.Fragment != "" ||
+		(u.Path != "" && u.Path != "/") || u.Port() != "" || u.Opaque != "" {
+		return "", bad
+	}
+	host := strings.ToLower(u.Hostname())
+	if _, err := syntax.ParseHandle(host); err != nil { // a DNS name with a TLD: no IP address, no single label
+		return "", bad
+	}
+	return "https://" + host, nil
 }

@@ -289,17 +289,28 @@ func TestLoginBadInput(t *testing.T) {
 	}
 }
 
-// Two logins started in two tabs of one browser both complete.
-func TestTwoTabsOneBrowser(t *testing.T) {
+// Two logins started in two tabs share one flow binding, and a completed
+// login spends it: the flow cookie is cleared, so the other tab's login
+// must start again (it is refused as from another browser, and its flow
+// record is not used up).
+func TestCompletedLoginSpendsTheFlowCookie(t *testing.T) {
 	a := newTestApp(t, nil)
 	b := a.NewBrowser()
 	first := b.StartLogin("alice.test", "/one")
+	binding := b.Cookie("sid_flow").Value
 	second := b.StartLogin("alice.test", "/two")
-	if r := b.Get(b.Consent(second, "alice.test")); r.Header.Get("Location") != "/two" {
+	r := b.Get(b.Consent(second, "alice.test"))
+	if r.Header.Get("Location") != "/two" {
 		t.Fatalf("second tab: %d %s", r.Status, r.Body)
 	}
-	if r := b.Get(b.Consent(first, "alice.test")); r.Header.Get("Location") != "/one" {
-		t.Fatalf("first tab: %d %s", r.Status, r.Body)
+	if b.Cookie("sid_flow") != nil || !strings.Contains(strings.Join(r.Header.Values("Set-Cookie"), "\n"), "sid_flow=;") {
+		t.Fatalf("the flow cookie must be cleared after a completed login: %v", r.Header.Values("Set-Cookie"))
+	}
+	callback := b.Consent(first, "alice.test")
+	wantFlowError(t, b.Get(callback), http.StatusBadRequest, ginoauth.FlowBrowserMismatch)
+	b.SetCookie(&http.Cookie{Name: "sid_flow", Value: binding})
+	if r := b.Get(callback); r.Header.Get("Location") != "/one" {
+		t.Fatalf("with its binding, the first tab's login is still there to complete: %d %s", r.Status, r.Body)
 	}
 }
 
@@ -333,9 +344,10 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		c.Logger = slog.New(slog.NewTextHandler(&ours, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	b := a.NewBrowser()
-	b.Login("alice.test", "")
-	sid := b.Cookie("sid").Value
+	authURL := b.StartLogin("alice.test", "")
 	flow := b.Cookie("sid_flow").Value
+	b.Get(b.Consent(authURL, "alice.test"))
+	sid := b.Cookie("sid").Value
 	who := b.Get("/api/whoami").JSON(t)
 	stored, err := a.Client.Store().GetSession(t.Context(), a.alice.DID, who["oauthSessionID"].(string))
 	if err != nil {

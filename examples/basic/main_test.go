@@ -84,7 +84,7 @@ func TestOfflineLoginPDSCallLogout(t *testing.T) {
 	if acct.Status != http.StatusOK || !acct.Contains("@alice.test") || !acct.Contains(demoapp.DemoAccount.DID) {
 		t.Fatalf("after login: want the account page with handle and DID, got %d: %.800s", acct.Status, acct.Body)
 	}
-	for _, want := range []string{"atproto", "transition:generic", "Session ends", "Log out"} {
+	for _, want := range []string{"atproto", "repo:com.example.ginoauth.note?action=create", "Session ends", "Log out"} {
 		if !acct.Contains(want) {
 			t.Errorf("account page lacks %q", want)
 		}

@@ -103,7 +103,7 @@ func TestBasicExampleInChromium(t *testing.T) {
 		t.Fatalf("account page shows handle %q and DID %q, want %q and %q", handle, did, demoHandle, demoDID)
 	}
 	page := get(t, ctx, "read the account page", chromedp.Text(chromedp.CSS("main")))
-	for _, want := range []string{"atproto", "transition:generic", "Session ends"} {
+	for _, want := range []string{"atproto", "repo:com.example.ginoauth.note?action=create", "Session ends"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("account page lacks %q", want)
 		}

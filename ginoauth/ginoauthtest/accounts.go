@@ -28,16 +28,30 @@ type Account struct {
 // the account as created.
 //
 // CreateAccount panics on an invalid handle or DID, or on a handle or DID
-// that is already taken: it is a test fixture helper, and those are bugs in
-// the test.
+// that is already taken (did:web:<host> is taken by the server itself, see
+// [Server.PublishPermissionSet]): it is a test fixture helper, and those are
+// bugs in the test.
 func (s *Server) CreateAccount(a Account) Account {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	created, err := s.createAccountLocked(a)
+	if err != nil {
+		panic("ginoauthtest: CreateAccount: " + err.Error())
+	}
+	return created
+}
+
+// createAccountLocked is CreateAccount returning an error, shared with
+// sign-up on the consent page (prompt=create), where a bad handle is the
+// user's typo rather than a bug in the test.
+func (s *Server) createAccountLocked(a Account) (Account, error) {
 	handle := a.Handle.String()
 	if !strings.Contains(handle, ".") {
 		handle += ".test"
 	}
 	h, err := syntax.ParseHandle(handle)
 	if err != nil {
-		panic(fmt.Sprintf("ginoauthtest: CreateAccount: %v", err))
+		return Account{}, err
 	}
 	a.Handle = h.Normalize()
 	if a.DID == "" {
@@ -45,23 +59,20 @@ func (s *Server) CreateAccount(a Account) Account {
 		a.DID = syntax.DID("did:plc:" + lowerBase32.EncodeToString(randomBytes(15)))
 	}
 	if _, err := syntax.ParseDID(a.DID.String()); err != nil {
-		panic(fmt.Sprintf("ginoauthtest: CreateAccount: %v", err))
+		return Account{}, err
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, ok := s.handles[a.Handle]; ok {
-		panic(fmt.Sprintf("ginoauthtest: CreateAccount: handle %s already exists", a.Handle))
+		return Account{}, fmt.Errorf("handle %s already exists", a.Handle)
 	}
-	if _, ok := s.accounts[a.DID]; ok {
-		panic(fmt.Sprintf("ginoauthtest: CreateAccount: DID %s already exists", a.DID))
+	if _, ok := s.accounts[a.DID]; ok || a.DID == s.lexDID {
+		return Account{}, fmt.Errorf("DID %s already exists", a.DID)
 	}
 	acct := a
 	s.accounts[a.DID] = &acct
 	s.handles[a.Handle] = a.DID
 	s.accountList = append(s.accountList, a.DID)
 	s.log.Info("account created", "did", a.DID, "handle", a.Handle)
-	return a
+	return a, nil
 }
 
 // Account looks an account up by handle or DID.
@@ -108,6 +119,17 @@ func (s *Server) lookupAccountLocked(id string) *Account {
 // https://<host>, and each handle to its DID. Set it as the Dir of indigo's
 // oauth.ClientApp. Accounts created later are visible at once.
 //
+// It also knows the server's own lexicon repository, did:web:<host> (no
+// handle: handle.invalid), and implements
+//
+//	ResolveNSID(ctx context.Context, nsid syntax.NSID) (syntax.DID, error)
+//
+// with the signature of indigo's identity.BaseDirectory: the NSID of a set
+// published with [Server.PublishPermissionSet] resolves to did:web:<host>,
+// any other NSID fails with identity.ErrNSIDNotFound. On the network that
+// step is a DNS TXT lookup of _lexicon.<authority>, which a test cannot
+// make.
+//
 // (It is a small directory of its own rather than identity.MockDirectory,
 // whose Lookup takes its read lock twice and can deadlock when an account
 // is added during a concurrent lookup.)
@@ -115,16 +137,19 @@ func (s *Server) Directory() identity.Directory { return s.dir }
 
 type directory struct{ s *Server }
 
-func (d *directory) identity(a *Account) *identity.Identity {
-	return &identity.Identity{
-		DID:         a.DID,
-		Handle:      a.Handle,
-		AlsoKnownAs: []string{"at://" + a.Handle.String()},
+func (d *directory) identity(did syntax.DID, h syntax.Handle) *identity.Identity {
+	ident := &identity.Identity{
+		DID:    did,
+		Handle: h,
 		Services: map[string]identity.ServiceEndpoint{
 			"atproto_pds": {Type: "AtprotoPersonalDataServer", URL: d.s.issuer},
 		},
 		Keys: map[string]identity.VerificationMethod{},
 	}
+	if h != syntax.HandleInvalid {
+		ident.AlsoKnownAs = []string{"at://" + h.String()}
+	}
+	return ident
 }
 
 func (d *directory) LookupHandle(ctx context.Context, h syntax.Handle) (*identity.Identity, error) {
@@ -134,17 +159,20 @@ func (d *directory) LookupHandle(ctx context.Context, h syntax.Handle) (*identit
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", identity.ErrHandleNotFound, h)
 	}
-	return d.identity(d.s.accounts[did]), nil
+	return d.identity(did, d.s.accounts[did].Handle), nil
 }
 
 func (d *directory) LookupDID(ctx context.Context, did syntax.DID) (*identity.Identity, error) {
+	if did == d.s.lexDID {
+		return d.identity(did, syntax.HandleInvalid), nil
+	}
 	d.s.mu.Lock()
 	defer d.s.mu.Unlock()
 	a, ok := d.s.accounts[did]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", identity.ErrDIDNotFound, did)
 	}
-	return d.identity(a), nil
+	return d.identity(a.DID, a.Handle), nil
 }
 
 func (d *directory) Lookup(ctx context.Context, atid syntax.AtIdentifier) (*identity.Identity, error) {
@@ -158,3 +186,14 @@ func (d *directory) Lookup(ctx context.Context, atid syntax.AtIdentifier) (*iden
 }
 
 func (d *directory) Purge(ctx context.Context, atid syntax.AtIdentifier) error { return nil }
+
+// ResolveNSID resolves the NSID of a published permission set to the
+// server's lexicon repository; see [Server.Directory].
+func (d *directory) ResolveNSID(ctx context.Context, nsid syntax.NSID) (syntax.DID, error) {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	if _, ok := d.s.permSets[nsid]; !ok {
+		return "", fmt.Errorf("%w: %s", identity.ErrNSIDNotFound, nsid)
+	}
+	return d.s.lexDID, nil
+}

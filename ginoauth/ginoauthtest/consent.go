@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
 )
 
 // consentError is an authorization-endpoint failure that is shown to the
@@ -72,6 +74,15 @@ func (s *Server) decide(clientID, requestURI, account string, approve bool) (str
 	if cerr != nil || redirect != "" {
 		return redirect, cerr
 	}
+	if req.prompt == "none" {
+		return s.silentLocked(req)
+	}
+	return s.decideLocked(req, account, approve)
+}
+
+// decideLocked approves or denies a pending request. With prompt=create,
+// approving for a handle that has no account first creates it (sign-up).
+func (s *Server) decideLocked(req *parRequest, account string, approve bool) (string, *consentError) {
 	if !approve {
 		req.used = true
 		s.stats.Denials++
@@ -79,24 +90,87 @@ func (s *Server) decide(clientID, requestURI, account string, approve bool) (str
 		return s.redirectLocked(req, url.Values{"error": {"access_denied"}, "error_description": {"The user denied the request"}}), nil
 	}
 	acct := s.lookupAccountLocked(account)
+	if acct == nil && req.prompt == "create" {
+		var cerr *consentError
+		if acct, cerr = s.signUpLocked(account); cerr != nil {
+			return "", cerr
+		}
+	}
 	if acct == nil {
 		return "", &consentError{status: http.StatusBadRequest, msg: fmt.Sprintf("Unknown account %q: use the handle or DID of an account on %s", account, s.host), retry: true}
 	}
 	req.used = true
 	code := randomToken()
+	scope, denied := s.approvedScopeLocked(req.scope)
 	s.codes[code] = &authCode{
 		clientID:      req.clientID,
 		redirectURI:   req.redirectURI,
 		codeChallenge: req.codeChallenge,
 		jkt:           req.jkt,
 		did:           acct.DID,
-		scope:         req.scope,
+		scope:         scope,
+		denied:        denied,
 		confidential:  req.confidential,
 		expires:       s.now().Add(CodeLifetime),
 	}
 	s.stats.Approvals++
 	s.log.Info("authorization approved", "client_id", req.clientID, "did", acct.DID, "request", shortID(req.uri))
 	return s.redirectLocked(req, url.Values{"code": {code}}), nil
+}
+
+// signUpLocked creates the account for handle typed on the sign-up form
+// (prompt=create), with CreateAccount's rules.
+func (s *Server) signUpLocked(handle string) (*Account, *consentError) {
+	handle = strings.TrimPrefix(strings.TrimSpace(handle), "@")
+	retry := func(msg string) *consentError {
+		return &consentError{status: http.StatusBadRequest, msg: msg, retry: true}
+	}
+	if handle == "" {
+		return nil, retry("Choose a handle for the new account")
+	}
+	if strings.HasPrefix(handle, "did:") {
+		return nil, retry(fmt.Sprintf("Unknown account %s: a new account needs a handle, not a DID", handle))
+	}
+	a, err := s.createAccountLocked(Account{Handle: syntax.Handle(handle)})
+	if err != nil {
+		return nil, retry(fmt.Sprintf("Cannot create the account %q: %v", handle, err))
+	}
+	s.stats.AccountsCreated++
+	s.log.Info("account signed up at consent", "did", a.DID, "handle", a.Handle)
+	return s.accounts[a.DID], nil
+}
+
+// autoAccountLocked is the account auto-approve mode approves for: the
+// login_hint account, or without a usable hint the only account. For a
+// sign-up (prompt=create) only the hint counts, and decideLocked creates it
+// if needed. "" means the page must be shown.
+func (s *Server) autoAccountLocked(req *parRequest) string {
+	if !s.autoApprove.Load() {
+		return ""
+	}
+	if req.prompt == "create" {
+		return req.loginHint
+	}
+	if a := s.lookupAccountLocked(req.loginHint); a != nil {
+		return a.DID.String()
+	}
+	if len(s.accountList) == 1 {
+		return s.accountList[0].String()
+	}
+	return ""
+}
+
+// silentLocked answers a prompt=none request, which must not show a page.
+// There is no signed-in browser session here, so it ends with
+// error=login_required like the reference server without one, unless
+// auto-approve mode stands for a signed-in user who has consented.
+func (s *Server) silentLocked(req *parRequest) (string, *consentError) {
+	if account := s.autoAccountLocked(req); account != "" {
+		return s.decideLocked(req, account, true)
+	}
+	req.used = true
+	s.log.Info("silent authorization refused: no signed-in session", "client_id", req.clientID, "request", shortID(req.uri))
+	return s.redirectLocked(req, url.Values{"error": {"login_required"}, "error_description": {"Login is required (prompt=none, and no one is signed in)"}}), nil
 }
 
 // Consent does what a user does on the consent page, without a browser:
@@ -108,10 +182,20 @@ func (s *Server) decide(clientID, requestURI, account string, approve bool) (str
 // or with error=access_denied. The test then GETs that URL through the app,
 // with the browser's cookie jar.
 //
+// For a sign-up request (prompt=create), approving for a handle that has no
+// account creates the account first, with [Server.CreateAccount]'s rules
+// ("carol" becomes carol.test), as the sign-up form does; an existing account
+// is approved as usual. A prompt=none request shows no page, so Consent
+// returns what the authorization endpoint answers, whatever account and
+// approve say: a redirect with error=login_required, or, in auto-approve
+// mode, the approval. Approvals grant the requested scope minus
+// [Server.DenyScopes].
+//
 // Like the page, a request that was already used or has expired yields a
 // redirect with error=access_denied (not an error). An error is returned
 // when the page would show one instead of redirecting: unknown request_uri,
-// client_id mismatch, or unknown account.
+// client_id mismatch, unknown account, or a handle that cannot be signed
+// up.
 func (s *Server) Consent(ctx context.Context, authorizeURL string, account string, approve bool) (redirectTo string, err error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -136,7 +220,8 @@ type consentPage struct {
 	ClientName  string
 	ClientID    string
 	RedirectURI string
-	Scopes      []string
+	Scopes      []scopeItem
+	Create      bool // prompt=create: the sign-up form
 	RequestURI  string
 	CSRF        string
 	Account     *Account
@@ -144,6 +229,13 @@ type consentPage struct {
 	Typed       string
 	Known       []Account
 	Error       string
+}
+
+// scopeItem is one requested scope on the page; an include: scope lists the
+// permissions its set grants now.
+type scopeItem struct {
+	Value    string
+	Includes []string
 }
 
 func (s *Server) handleAuthorizePage(w http.ResponseWriter, r *http.Request) {
@@ -162,24 +254,32 @@ func (s *Server) handleAuthorizePage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, redirect, http.StatusSeeOther)
 		return
 	}
-	hinted := s.lookupAccountLocked(req.loginHint)
-	if s.autoApprove.Load() {
-		acct := hinted
-		if acct == nil && len(s.accountList) == 1 {
-			acct = s.accounts[s.accountList[0]]
+	if req.prompt == "none" {
+		redirect, cerr := s.silentLocked(req)
+		s.mu.Unlock()
+		if cerr != nil {
+			s.renderError(w, cerr.status, cerr.msg)
+			return
 		}
-		if acct != nil {
-			did := acct.DID.String()
+		http.Redirect(w, r, redirect, http.StatusSeeOther) //nolint:gosec // redirect is the client's registered redirect_uri, checked at PAR
+		return
+	}
+	if account := s.autoAccountLocked(req); account != "" {
+		redirect, cerr := s.decideLocked(req, account, true)
+		if cerr == nil {
 			s.mu.Unlock()
-			redirect, cerr := s.decide(clientID, requestURI, did, true)
-			if cerr != nil {
-				s.renderError(w, cerr.status, cerr.msg)
-				return
-			}
 			http.Redirect(w, r, redirect, http.StatusSeeOther) //nolint:gosec // redirect is the client's registered redirect_uri, checked at PAR
 			return
 		}
+		// A sign-up hint that is not a usable handle: show the form,
+		// saying why.
+		page := s.pageLocked(req, nil)
+		s.mu.Unlock()
+		page.Error = cerr.msg
+		s.renderConsent(w, http.StatusOK, page)
+		return
 	}
+	hinted := s.lookupAccountLocked(req.loginHint)
 	page := s.pageLocked(req, hinted)
 	s.mu.Unlock()
 	s.renderConsent(w, http.StatusOK, page)
@@ -191,9 +291,20 @@ func (s *Server) pageLocked(req *parRequest, hinted *Account) *consentPage {
 		ClientName:  req.clientName,
 		ClientID:    req.clientID,
 		RedirectURI: req.redirectURI,
-		Scopes:      strings.Fields(req.scope),
 		RequestURI:  req.uri,
 		CSRF:        s.csrfToken(req.uri),
+		Create:      req.prompt == "create",
+	}
+	for _, v := range strings.Fields(req.scope) {
+		item := scopeItem{Value: v}
+		if inc := parseInclude(v); inc != nil {
+			item.Includes = includeScopes(inc, s.permSets[syntax.NSID(inc.NSID)])
+		}
+		p.Scopes = append(p.Scopes, item)
+	}
+	if p.Create {
+		p.Typed = strings.TrimPrefix(req.loginHint, "@")
+		return p
 	}
 	if hinted != nil {
 		a := *hinted
@@ -309,6 +420,7 @@ dl{margin:0 0 20px;display:grid;grid-template-columns:auto 1fr;gap:6px 14px;font
 dt{color:var(--muted)}dd{margin:0;word-break:break-all}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
 .scope{display:inline-block;background:var(--soft);border-radius:6px;padding:1px 7px;margin:0 4px 4px 0}
+.includes{display:block;font-size:13px;color:var(--muted);margin:0 0 6px 12px}
 label{display:block;font-size:14px;color:var(--muted);margin-bottom:6px}
 input[type=text]{width:100%;padding:10px 12px;border:1px solid var(--border);border-radius:8px;background:transparent;color:inherit;font-size:16px;margin-bottom:8px}
 .known{font-size:13px;color:var(--muted);margin:0 0 18px}
@@ -329,19 +441,25 @@ var consentTmpl = template.Must(template.New("consent").Parse(`<!doctype html>
 <style>` + pageStyle + `</style></head>
 <body><main>
 <span class="badge">{{.Host}} · test authorization server</span>
-<h1>Authorize {{.ClientName}}</h1>
+{{if .Create}}<h1>Create an account for {{.ClientName}}</h1>
+<p>This app wants you to sign up on <strong>{{.Host}}</strong> and act on the new account with the scopes below.</p>
+{{else}}<h1>Authorize {{.ClientName}}</h1>
 <p>This app wants to sign in with your account on <strong>{{.Host}}</strong> and act on it with the scopes below.</p>
-<dl>
+{{end}}<dl>
 <dt>Client</dt><dd><code>{{.ClientID}}</code></dd>
 <dt>Returns to</dt><dd><code>{{.RedirectURI}}</code></dd>
-<dt>Scopes</dt><dd>{{range .Scopes}}<code class="scope">{{.}}</code>{{end}}</dd>
+<dt>Scopes</dt><dd>{{range .Scopes}}<code class="scope">{{.Value}}</code>{{if .Includes}}<span class="includes">grants {{range .Includes}}<code class="scope">{{.}}</code>{{end}}</span>{{end}}{{end}}</dd>
 </dl>
 {{if .Error}}<p class="error" role="alert">{{.Error}}</p>{{end}}
 <form method="post" action="authorize">
 <input type="hidden" name="client_id" value="{{.ClientID}}">
 <input type="hidden" name="request_uri" value="{{.RequestURI}}">
 <input type="hidden" name="csrf_token" value="{{.CSRF}}">
-{{if .Account}}
+{{if .Create}}
+<label for="account">Handle for the new account</label>
+<input type="text" id="account" name="account" value="{{.Typed}}" autocomplete="off" spellcheck="false">
+<p class="known">A handle without a dot gets <code>.test</code>. The handle of an existing account signs in to it instead.</p>
+{{else if .Account}}
 <div class="account"><div class="avatar" aria-hidden="true">{{.Initial}}</div>
 <div class="who">{{if .Account.DisplayName}}<strong>{{.Account.DisplayName}}</strong><br>{{end}}<code>@{{.Account.Handle}}</code><br><code>{{.Account.DID}}</code></div></div>
 <input type="hidden" name="account" value="{{.Account.DID}}">
@@ -352,7 +470,7 @@ var consentTmpl = template.Must(template.New("consent").Parse(`<!doctype html>
 <p class="known">{{if .Known}}Accounts on this server: {{range $i, $a := .Known}}{{if $i}}, {{end}}<code>{{$a.Handle}}</code>{{end}}{{else}}This server has no accounts yet (create them with CreateAccount).{{end}}</p>
 {{end}}
 <div class="actions">
-<button class="primary" type="submit" name="decision" value="approve">Approve</button>
+<button class="primary" type="submit" name="decision" value="approve">{{if .Create}}Create account and approve{{else}}Approve{{end}}</button>
 <button type="submit" name="decision" value="deny">Deny</button>
 </div>
 </form>

@@ -1,6 +1,7 @@
 package ginoauthtest
 
 import (
+	"slices"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -20,6 +21,7 @@ type Stats struct {
 	Revocations     int // revocation requests answered 200 (known or unknown tokens)
 	SessionsRevoked int // sessions ended through the revocation endpoint or RevokeAll/RevokeToken
 	NonceChallenges int // use_dpop_nonce answers, at the authorization server and the PDS
+	AccountsCreated int // accounts created by sign-up (prompt=create) at consent; not CreateAccount
 	ActiveSessions  int // sessions not ended and not past their lifetime, now
 }
 
@@ -43,7 +45,7 @@ type SessionInfo struct {
 	ID                 string     // the server's id for the session (not a secret)
 	DID                syntax.DID // the account (the token's sub)
 	ClientID           string
-	Scope              string // granted scope, space separated
+	Scope              string // granted scope now, space separated: include: scopes expanded as of the last grant
 	Confidential       bool   // authenticated with private_key_jwt
 	DPoPJKT            string // RFC 7638 thumbprint of the DPoP key the session is bound to
 	AccessToken        string // the current access token (the only one accepted)
@@ -54,6 +56,26 @@ type SessionInfo struct {
 	Expires            time.Time // the session lifetime cap; refreshing never extends it
 	Active             bool      // not ended and not past Expires
 	EndReason          string    // why it ended: "revoked", "refresh token replayed", "authorization code replayed", "session expired", "refresh token expired"; "" if it did not
+}
+
+// AuthorizationRequestInfo is a pushed authorization request the server
+// accepted, as the client sent it, so that a test can check what a client
+// asked for.
+type AuthorizationRequestInfo struct {
+	ClientID    string
+	RedirectURI string
+	Scope       string    // the requested scope, space separated, as sent (include: scopes not expanded)
+	Prompt      string    // the prompt parameter; "" if none was sent
+	LoginHint   string    // the login_hint parameter; "" if none was sent
+	Created     time.Time // when it was accepted (server clock)
+}
+
+// AuthorizationRequests lists every pushed authorization request accepted
+// so far, oldest first, whether or not it was used since.
+func (s *Server) AuthorizationRequests() []AuthorizationRequestInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.requestLog)
 }
 
 func (s *Server) infoLocked(sess *session) SessionInfo {

@@ -61,7 +61,7 @@
 // /.well-known/oauth-authorization-server carry every field indigo's
 // AuthServerMetadata.Validate requires (PAR required, S256, ES256, none and
 // private_key_jwt, the atproto scope, the iss parameter, client ID metadata
-// documents, a revocation endpoint).
+// documents, a revocation endpoint), and the prompt values it accepts.
 //
 // DPoP proofs (RFC 9449), at every token-related endpoint and at the PDS:
 // exactly one compact JWS; typ dpop+jwt; alg ES256; an embedded public P-256
@@ -77,7 +77,8 @@
 // Clients: a client_id is either the loopback development client
 // (http://localhost?redirect_uri=...&scope=..., redirect URIs on 127.0.0.1 or
 // [::1] only, defaulting to http://127.0.0.1/ and http://[::1]/, scope
-// defaulting to atproto), or an https URL whose metadata document was given
+// defaulting to atproto; granular and include: scopes are declared there
+// too, query-encoded as indigo's NewLocalhostConfig writes them), or an https URL whose metadata document was given
 // to [Server.RegisterClient] (or is fetched with the client set by
 // [Server.SetClientMetadataClient]; no redirects). Confidential clients
 // (token_endpoint_auth_method private_key_jwt) must authenticate on every
@@ -89,19 +90,34 @@
 // PAR (/oauth/par): a valid DPoP proof, then the client; response_type code;
 // a registered redirect_uri (exact match; any port for loopback IPs, RFC 8252);
 // state; code_challenge_method S256 with a code_challenge; a scope that
-// includes atproto and only values the client declared; no repeated
-// parameters. The DPoP key's thumbprint (RFC 7638) is bound to the request.
-// The answer is 201 with a single-use request_uri valid for
-// [RequestLifetime].
+// includes atproto and only values the client declared, compared as exact
+// strings like the reference server does (repo:com.example.note does not
+// cover repo:com.example.note?action=create), repeated values dropped; every
+// include:<nsid> naming a permission set published with
+// [Server.PublishPermissionSet] (invalid_scope otherwise, as when the
+// reference cannot resolve a set); prompt, if sent, one of none, login,
+// select_account, consent and create (invalid_request otherwise), and none
+// only from a confidential client (a public one gets consent_required, like
+// from the reference server); no repeated parameters. login_hint is kept as
+// sent. The DPoP key's thumbprint (RFC 7638) is bound to the request. The
+// answer is 201 with a single-use request_uri valid for [RequestLifetime].
 //
 // Authorization (/oauth/authorize): a consent page showing the client, its
-// redirect URI, the scopes and the account (from login_hint, or a handle
-// field), with Approve and Deny. The form posts back with a CSRF token tied to
-// the request_uri; cross-site posts are refused. Approve redirects (303) to
+// redirect URI, the scopes (with what each include: scope's set grants) and
+// the account (from login_hint, or a handle field), with Approve and Deny.
+// With prompt=create it is a sign-up form instead: a handle field (prefilled
+// from login_hint) whose approval creates that account with
+// [Server.CreateAccount]'s rules and approves for it (an existing handle is
+// simply approved for). prompt=login, select_account and consent show the
+// usual page. prompt=none shows no page: it redirects with
+// error=login_required, since no one is ever signed in here, unless
+// auto-approve mode is on. The form posts back with a CSRF token tied to the
+// request_uri; cross-site posts are refused. Approve redirects (303) to
 // redirect_uri?code=...&state=...&iss=https://<host>; Deny to
 // redirect_uri?error=access_denied&state=...&iss=.... A used or expired
 // request_uri redirects with error=access_denied, as the reference server
-// does. No password is asked.
+// does. No password is asked. An approval grants the requested scope minus
+// what [Server.DenyScopes] refuses.
 //
 // Token (/oauth/token), authorization_code grant: DPoP proof with the same key
 // as the PAR; a code that exists, was not used before (a reused code also ends
@@ -110,7 +126,20 @@
 // answer has access_token, refresh_token, token_type "DPoP", sub (the DID),
 // scope and expires_in. refresh_token grant: DPoP proof with the session's
 // key; the current refresh token of a live session. Each refresh rotates both
-// tokens, and only the newest access token is accepted from then on. A
+// tokens, and only the newest access token is accepted from then on. The
+// scope of both grants is the granted scope with every include:<nsid>
+// expanded, as the reference server does: the set's granular permissions as
+// published at that moment (so a refresh after a set lost permissions grants
+// less), then the other scope values; never an include:<nsid> scope itself
+// (a value that does not parse as one is passed on like any other, as by
+// the reference).
+// Expansion follows the reference: only repo: and rpc: permissions whose
+// collections and methods are under the set's NSID authority (the NSID up
+// to its last dot) are granted; an rpc permission with inheritAud takes the
+// aud of the include: scope and is dropped without one; permissions are
+// written in the reference's canonical form (repo:com.example.note?action=create,
+// repo?collection=a&collection=b, all three actions left out,
+// rpc:com.example.getNotes?aud=did:web:api.example.com%23svc). A
 // rotated-out refresh token is a replay: 400 {"error":"invalid_grant",
 // "error_description":"Refresh token replayed"}, and the whole session is
 // deleted, so its current tokens stop working too. Sessions are capped at two
@@ -128,25 +157,48 @@
 // ath = base64url(SHA-256(token)) whose key is the one the token is bound to.
 // An expired, rotated-out, revoked or unknown token gets 401 with
 // WWW-Authenticate: DPoP error="invalid_token", error_description="..."
-// (the answer that makes indigo refresh). Writes need the
-// transition:generic scope or a matching repo: scope (403 InsufficientScope
-// otherwise). XRPC errors have the body {"error":...,"message":...}. Methods:
-// _health, com.atproto.server.getSession, com.atproto.repo.createRecord,
-// deleteRecord, getRecord and listRecords (records kept in memory;
-// rkeys are TIDs; CIDs are deterministic but not real DAG-CBOR CIDs), and
-// app.bsky.actor.getProfile (display name from the account, or from an
-// app.bsky.actor.profile/self record).
+// (the answer that makes indigo refresh). Writes are checked against the
+// granted (expanded) scope like the reference PDS does: transition:generic
+// allows every write; otherwise a repo: scope must name the collection (or
+// "*") and the action, create for createRecord, delete for deleteRecord, and
+// both create and update for putRecord (a repo: scope without action allows
+// all three; one that does not parse, with indigo's atproto/auth parser,
+// allows nothing). A missing permission is answered 403
+// {"error":"InsufficientScope","message":"Missing required scope
+// \"repo:<collection>?action=<action>\""}. XRPC errors have the body
+// {"error":...,"message":...}. Methods: _health, com.atproto.server.getSession,
+// com.atproto.repo.createRecord, putRecord, deleteRecord, getRecord and
+// listRecords (records kept in memory; rkeys are TIDs; CIDs are deterministic
+// but not real DAG-CBOR CIDs), and app.bsky.actor.getProfile (display name
+// from the account, or from an app.bsky.actor.profile/self record).
+//
+// Permission sets ([Server.PublishPermissionSet]) are lexicon documents
+// published as on the network: the record
+// com.atproto.lexicon.schema/<nsid> in the repository of did:web:<host>, the
+// server's own lexicon authority (not an account), readable without
+// authentication through getRecord and listRecords; that DID resolves in
+// [Server.Directory] and through https://<host>/.well-known/did.json, and the
+// directory's ResolveNSID maps the set's NSID to it.
 //
 // # What it deliberately does not do
 //
-// No passwords, sign-up, or account management UI (accounts come from
-// [Server.CreateAccount]); no JAR (request objects), no response modes other
-// than query, no prompt=none; tokens are opaque random strings, not JWTs; no
-// granular permission sets beyond repo: scopes for writes; no lexicon
-// validation of records, no real repository (commits, CAR files, MST), no
-// firehose, no blobs, no app view (getProfile answers from local data); no
-// CORS for browser-based OAuth clients; no TLS: the https identity is
-// provided by the transport of [Server.HTTPClient].
+// No passwords, and no account management UI (accounts come from
+// [Server.CreateAccount], or from the prompt=create sign-up form, which asks
+// only for a handle); no browser sessions, so nothing is remembered between
+// authorizations (prompt=none never signs in silently outside auto-approve
+// mode, select_account has no accounts to choose among, and consent is
+// asked every time); login_hint is not validated (the reference refuses one
+// that is neither a handle nor a DID); no JAR (request objects), no response
+// modes other than query; tokens are opaque random strings, not JWTs. Of
+// the granular permissions only repo: scopes are enforced, on writes: there
+// are no blob uploads, no service proxying (rpc:), and no account or identity
+// methods, so blob:, rpc:, account: and identity: scopes are granted and
+// reported but never checked. Permission sets come only from
+// [Server.PublishPermissionSet] (no DNS, no fetching from other servers) and
+// cannot be unpublished. No lexicon validation of records, no real
+// repository (commits, CAR files, MST), no firehose, no app view (getProfile
+// answers from local data); no CORS for browser-based OAuth clients; no TLS:
+// the https identity is provided by the transport of [Server.HTTPClient].
 //
 // # A browser for end-to-end tests
 //
@@ -166,12 +218,16 @@
 //
 // Everything is safe for concurrent use. [Server.CreateAccount] adds accounts
 // (did:plc with 24 base32 characters, optional display name).
+// [Server.PublishPermissionSet] publishes or replaces a permission set;
+// [Server.DenyScopes] makes the user grant less than requested from then on.
+// [Server.AuthorizationRequests] lists the pushed authorization requests as
+// the clients sent them (scope, prompt, login_hint).
 // [Server.ExpireAccessTokens] expires the access tokens issued so far;
 // [Server.SetAccessTokenLifetime] changes the lifetime of new ones;
 // [Server.Advance] moves the server clock (request URIs, codes, tokens,
 // sessions, nonces) without sleeping. [Server.Stats] counts PARs, approvals,
-// grants of each type, token errors, replays, revocations, nonce challenges
-// and active sessions. [Server.Session], [Server.Sessions], [Server.Revoked]
+// grants of each type, token errors, replays, revocations, nonce challenges,
+// accounts created by sign-up and active sessions. [Server.Session], [Server.Sessions], [Server.Revoked]
 // and [Server.TokenActive] inspect sessions and tokens; [Server.RevokeToken]
 // and [Server.RevokeAll] end them from the server side; [Server.Record] reads
 // a stored record. [Server.DPoPNonce] helps tests that build proofs by hand.

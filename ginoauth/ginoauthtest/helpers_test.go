@@ -228,6 +228,7 @@ type rawFlow struct {
 	key        *atcrypto.PrivateKeyP256
 	clientID   string
 	redirect   string
+	scope      string // requested at PAR
 	verifier   string
 	state      string
 	requestURI string
@@ -235,13 +236,20 @@ type rawFlow struct {
 }
 
 func newRawFlow(t *testing.T, srv *ginoauthtest.Server) *rawFlow {
-	cfg := oauth.NewLocalhostConfig(callbackURL, []string{"atproto", "transition:generic"})
+	return newScopedFlow(t, srv, "atproto", "transition:generic")
+}
+
+// newScopedFlow is newRawFlow for a loopback client that declares scopes
+// in its client_id and requests all of them.
+func newScopedFlow(t *testing.T, srv *ginoauthtest.Server, scopes ...string) *rawFlow {
+	cfg := oauth.NewLocalhostConfig(callbackURL, scopes)
 	return &rawFlow{
 		t:        t,
 		srv:      srv,
 		key:      newKey(t),
 		clientID: cfg.ClientID,
 		redirect: callbackURL,
+		scope:    strings.Join(scopes, " "),
 		verifier: rand.Text() + rand.Text(),
 		state:    rand.Text(),
 	}
@@ -252,7 +260,7 @@ func (f *rawFlow) parForm() url.Values {
 		"client_id":             {f.clientID},
 		"redirect_uri":          {f.redirect},
 		"response_type":         {"code"},
-		"scope":                 {"atproto transition:generic"},
+		"scope":                 {f.scope},
 		"state":                 {f.state},
 		"code_challenge":        {oauth.S256CodeChallenge(f.verifier)},
 		"code_challenge_method": {"S256"},
@@ -310,6 +318,14 @@ func (f *rawFlow) tokens() rawResp {
 		f.t.Fatalf("token: %d %v", r.status, r.body)
 	}
 	return r
+}
+
+// refresh sends a refresh_token grant with the flow's key and returns the
+// answer, whatever it is.
+func (f *rawFlow) refresh(refreshToken string) rawResp {
+	f.t.Helper()
+	form := url.Values{"grant_type": {"refresh_token"}, "client_id": {f.clientID}, "refresh_token": {refreshToken}}
+	return postForm(f.t, f.srv, "/oauth/token", form, f.proof("/oauth/token"))
 }
 
 // pdsGet calls GET https://<host>/xrpc/<nsid> with the given Authorization

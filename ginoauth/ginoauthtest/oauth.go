@@ -24,9 +24,10 @@ type parRequest struct {
 	confidential  bool
 	redirectURI   string
 	state         string
-	scope         string
+	scope         string // requested, deduplicated, include: scopes not expanded
 	codeChallenge string
 	loginHint     string
+	prompt        string
 	jkt           string
 	expires       time.Time
 	used          bool
@@ -38,7 +39,8 @@ type authCode struct {
 	codeChallenge string
 	jkt           string
 	did           syntax.DID
-	scope         string
+	scope         string          // approved: requested minus DenyScopes, include: scopes not expanded
+	denied        map[string]bool // DenyScopes at approval, applied to every expansion
 	confidential  bool
 	expires       time.Time
 }
@@ -50,7 +52,9 @@ type session struct {
 	clientID       string
 	confidential   bool
 	jkt            string
-	scope          string
+	approvedScope  string          // what the user approved; include: scopes re-expanded at every grant
+	denied         map[string]bool // scopes the user refused
+	scope          string          // granted now: approvedScope expanded
 	created        time.Time
 	expires        time.Time
 	accessToken    string
@@ -92,6 +96,7 @@ func (s *Server) newMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/oauth-protected-resource", s.handleProtectedResource)
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.handleASMetadata)
+	mux.HandleFunc("GET /.well-known/did.json", s.handleDIDDocument)
 	mux.HandleFunc("POST /oauth/par", s.asEndpoint(s.handlePAR))
 	mux.HandleFunc("GET /oauth/authorize", s.handleAuthorizePage)
 	mux.HandleFunc("POST /oauth/authorize", s.handleAuthorizeDecision)
@@ -138,6 +143,7 @@ func (s *Server) handleASMetadata(w http.ResponseWriter, r *http.Request) {
 		"subject_types_supported":                          []string{"public"},
 		"ui_locales_supported":                             []string{"en-US"},
 		"display_values_supported":                         []string{"page"},
+		"prompt_values_supported":                          promptValues,
 		"token_endpoint_auth_methods_supported":            []string{"none", "private_key_jwt"},
 		"token_endpoint_auth_signing_alg_values_supported": []string{"ES256"},
 		"revocation_endpoint_auth_methods_supported":       []string{"none", "private_key_jwt"},
@@ -216,6 +222,9 @@ func parseForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError)
 	return form, nil
 }
 
+// promptValues are the prompt values the reference server accepts.
+var promptValues = []string{"none", "login", "consent", "select_account", "create"}
+
 var codeChallengeRE = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 var codeVerifierRE = regexp.MustCompile(`^[A-Za-z0-9._~-]{43,128}$`)
 
@@ -256,9 +265,26 @@ func (s *Server) handlePAR(w http.ResponseWriter, r *http.Request, form url.Valu
 	if !codeChallengeRE.MatchString(form.Get("code_challenge")) {
 		return invalidRequest("code_challenge is required (base64url SHA-256, 43 characters)")
 	}
-	scope := strings.Join(strings.Fields(form.Get("scope")), " ")
+	asSent := strings.Join(strings.Fields(form.Get("scope")), " ")
+	// Duplicates are dropped, like the reference server does.
+	var values []string
+	for _, v := range strings.Fields(asSent) {
+		if !slices.Contains(values, v) {
+			values = append(values, v)
+		}
+	}
+	scope := strings.Join(values, " ")
 	if err := ci.checkScope(scope); err != nil {
 		return oerr(http.StatusBadRequest, "invalid_scope", "%s", err.Error())
+	}
+	prompt := form.Get("prompt")
+	if prompt != "" && !slices.Contains(promptValues, prompt) {
+		return invalidRequest("unsupported prompt value %q (want one of %s)", prompt, strings.Join(promptValues, ", "))
+	}
+	if prompt == "none" && !ci.confidential {
+		// The reference server refuses silent sign-in for clients that do
+		// not authenticate.
+		return oerr(http.StatusBadRequest, "consent_required", "Public clients are not allowed to use silent-sign-on")
 	}
 	if jkt := form.Get("dpop_jkt"); jkt != "" && jkt != proof.jkt {
 		return invalidRequest("dpop_jkt does not match the DPoP proof key")
@@ -274,11 +300,27 @@ func (s *Server) handlePAR(w http.ResponseWriter, r *http.Request, form url.Valu
 		scope:         scope,
 		codeChallenge: form.Get("code_challenge"),
 		loginHint:     form.Get("login_hint"),
+		prompt:        prompt,
 		jkt:           proof.jkt,
 	}
 	s.mu.Lock()
-	req.expires = s.now().Add(RequestLifetime)
+	// Like the reference, which resolves the permission sets of the
+	// request before accepting it.
+	if nsid := s.unknownIncludeLocked(scope); nsid != "" {
+		s.mu.Unlock()
+		return oerr(http.StatusBadRequest, "invalid_scope", "Could not resolve the permission set %s (publish it with PublishPermissionSet)", nsid)
+	}
+	now := s.now()
+	req.expires = now.Add(RequestLifetime)
 	s.requests[req.uri] = req
+	s.requestLog = append(s.requestLog, AuthorizationRequestInfo{
+		ClientID:    ci.id,
+		RedirectURI: redirectURI,
+		Scope:       asSent,
+		Prompt:      prompt,
+		LoginHint:   req.loginHint,
+		Created:     now,
+	})
 	s.stats.PARs++
 	s.mu.Unlock()
 	s.log.Info("pushed authorization request accepted", "client_id", ci.id, "request", shortID(req.uri), "confidential", ci.confidential)
@@ -379,13 +421,15 @@ func (s *Server) codeGrant(ci *clientInfo, form url.Values, proof *dpopProof) (*
 	}
 
 	sess := &session{
-		id:           randomToken()[:16],
-		did:          c.did,
-		clientID:     c.clientID,
-		confidential: c.confidential,
-		jkt:          c.jkt,
-		scope:        c.scope,
-		created:      now,
+		id:            randomToken()[:16],
+		did:           c.did,
+		clientID:      c.clientID,
+		confidential:  c.confidential,
+		jkt:           c.jkt,
+		approvedScope: c.scope,
+		denied:        c.denied,
+		scope:         s.expandScopeLocked(c.scope, c.denied),
+		created:       now,
 	}
 	if c.confidential {
 		sess.expires = now.Add(s.confidentialLifetime)
@@ -463,6 +507,10 @@ func (s *Server) refreshGrant(ci *clientInfo, form url.Values, proof *dpopProof)
 		return nil, invalidGrant("Refresh token expired")
 	}
 	rec.used = true
+	// Permission sets are resolved again at every refresh, like the
+	// reference server does: a set published since with fewer
+	// permissions grants less from now on.
+	sess.scope = s.expandScopeLocked(sess.approvedScope, sess.denied)
 	s.issueTokensLocked(sess, now)
 	sess.refreshes++
 	s.stats.RefreshGrants++

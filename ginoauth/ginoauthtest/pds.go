@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -126,6 +125,7 @@ func (s *Server) handleXRPC(w http.ResponseWriter, r *http.Request) {
 		"_health":                       {http.MethodGet, false, s.xrpcHealth},
 		"com.atproto.server.getSession": {http.MethodGet, true, s.xrpcGetSession},
 		"com.atproto.repo.createRecord": {http.MethodPost, true, s.xrpcCreateRecord},
+		"com.atproto.repo.putRecord":    {http.MethodPost, true, s.xrpcPutRecord},
 		"com.atproto.repo.deleteRecord": {http.MethodPost, true, s.xrpcDeleteRecord},
 		"com.atproto.repo.getRecord":    {http.MethodGet, false, s.xrpcGetRecord},
 		"com.atproto.repo.listRecords":  {http.MethodGet, false, s.xrpcListRecords},
@@ -198,40 +198,6 @@ func (s *Server) xrpcGetProfile(w http.ResponseWriter, r *http.Request, _ *authI
 	writeJSON(w, http.StatusOK, out)
 }
 
-// canWrite reports whether a granted scope allows action ("create",
-// "update" or "delete") on collection: transition:generic, or a repo scope
-// (repo:<collection>, repo:*, repo?collection=...) with a matching action.
-func canWrite(scope, collection, action string) bool {
-	for _, v := range strings.Fields(scope) {
-		if v == "transition:generic" {
-			return true
-		}
-		var positional, rawQuery string
-		switch {
-		case strings.HasPrefix(v, "repo:"):
-			positional, rawQuery, _ = strings.Cut(strings.TrimPrefix(v, "repo:"), "?")
-		case v == "repo" || strings.HasPrefix(v, "repo?"):
-			_, rawQuery, _ = strings.Cut(v, "?")
-		default:
-			continue
-		}
-		q, err := url.ParseQuery(rawQuery)
-		if err != nil {
-			continue
-		}
-		colls := q["collection"]
-		if positional != "" {
-			colls = append(colls, positional)
-		}
-		actions := q["action"]
-		if (slices.Contains(colls, "*") || slices.Contains(colls, collection)) &&
-			(len(actions) == 0 || slices.Contains(actions, action)) {
-			return true
-		}
-	}
-	return false
-}
-
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
@@ -245,8 +211,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// writeTarget resolves and checks the repo and collection of a write.
-func (s *Server) writeTarget(w http.ResponseWriter, auth *authInfo, repo, collection, action string) bool {
+// writeTarget resolves and checks the repo and collection of a write, and
+// that the token's scope allows every one of actions on the collection.
+func (s *Server) writeTarget(w http.ResponseWriter, auth *authInfo, repo, collection string, actions ...string) bool {
 	s.mu.Lock()
 	a := s.lookupAccountLocked(repo)
 	s.mu.Unlock()
@@ -258,10 +225,13 @@ func (s *Server) writeTarget(w http.ResponseWriter, auth *authInfo, repo, collec
 		xrpcError(w, http.StatusBadRequest, "InvalidRequest", "collection must be a valid NSID")
 		return false
 	}
-	if !canWrite(auth.scope, collection, action) {
-		xrpcError(w, http.StatusForbidden, "InsufficientScope",
-			fmt.Sprintf("Missing required scope \"repo:%s?action=%s\" (or transition:generic)", collection, action))
-		return false
+	for _, act := range actions {
+		if !canWrite(auth.scope, collection, act) {
+			// The reference PDS's error name and message.
+			xrpcError(w, http.StatusForbidden, "InsufficientScope",
+				fmt.Sprintf("Missing required scope %q", neededScope(collection, act)))
+			return false
+		}
 	}
 	return true
 }
@@ -310,6 +280,18 @@ func (s *Server) putLocked(did syntax.DID, collection, rkey string, value json.R
 	return rec
 }
 
+// repoLocked resolves the repo parameter of a read: an account (handle or
+// DID), or the server's lexicon repository did:web:<host>.
+func (s *Server) repoLocked(repo string) (syntax.DID, bool) {
+	if a := s.lookupAccountLocked(repo); a != nil {
+		return a.DID, true
+	}
+	if strings.TrimSpace(repo) == s.lexDID.String() {
+		return s.lexDID, true
+	}
+	return "", false
+}
+
 func atURI(did syntax.DID, collection, rkey string) string {
 	return "at://" + did.String() + "/" + collection + "/" + rkey
 }
@@ -351,6 +333,35 @@ func (s *Server) xrpcCreateRecord(w http.ResponseWriter, r *http.Request, auth *
 	})
 }
 
+// xrpcPutRecord creates or replaces a record. Like the reference PDS, it
+// needs both the create and the update permission on the collection,
+// whether or not the record exists.
+func (s *Server) xrpcPutRecord(w http.ResponseWriter, r *http.Request, auth *authInfo) {
+	var in struct {
+		Repo       string          `json:"repo"`
+		Collection string          `json:"collection"`
+		Rkey       string          `json:"rkey"`
+		Record     json.RawMessage `json:"record"`
+	}
+	if !decodeBody(w, r, &in) || !s.writeTarget(w, auth, in.Repo, in.Collection, "create", "update") || !checkRecordValue(w, in.Record, in.Collection) {
+		return
+	}
+	if _, err := syntax.ParseRecordKey(in.Rkey); err != nil {
+		xrpcError(w, http.StatusBadRequest, "InvalidRequest", "rkey is required and must be a valid record key")
+		return
+	}
+	s.mu.Lock()
+	rec := s.putLocked(auth.did, in.Collection, in.Rkey, in.Record)
+	rev := s.tid.Next().String()
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"uri":              atURI(auth.did, in.Collection, in.Rkey),
+		"cid":              rec.cid,
+		"commit":           map[string]string{"cid": rec.cid, "rev": rev},
+		"validationStatus": "unknown",
+	})
+}
+
 func (s *Server) xrpcDeleteRecord(w http.ResponseWriter, r *http.Request, auth *authInfo) {
 	var in struct {
 		Repo       string `json:"repo"`
@@ -371,14 +382,14 @@ func (s *Server) xrpcGetRecord(w http.ResponseWriter, r *http.Request, _ *authIn
 	q := r.URL.Query()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a := s.lookupAccountLocked(q.Get("repo"))
-	if a == nil {
+	did, ok := s.repoLocked(q.Get("repo"))
+	if !ok {
 		xrpcError(w, http.StatusBadRequest, "RepoNotFound", "Could not find repo: "+q.Get("repo"))
 		return
 	}
 	coll, rkey := q.Get("collection"), q.Get("rkey")
-	uri := atURI(a.DID, coll, rkey)
-	rec := s.records[a.DID][coll][rkey]
+	uri := atURI(did, coll, rkey)
+	rec := s.records[did][coll][rkey]
 	if rec == nil || (q.Get("cid") != "" && q.Get("cid") != rec.cid) {
 		xrpcError(w, http.StatusBadRequest, "RecordNotFound", "Could not locate record: "+uri)
 		return
@@ -402,13 +413,13 @@ func (s *Server) xrpcListRecords(w http.ResponseWriter, r *http.Request, _ *auth
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a := s.lookupAccountLocked(q.Get("repo"))
-	if a == nil {
+	did, ok := s.repoLocked(q.Get("repo"))
+	if !ok {
 		xrpcError(w, http.StatusBadRequest, "RepoNotFound", "Could not find repo: "+q.Get("repo"))
 		return
 	}
 	coll := q.Get("collection")
-	recs := s.records[a.DID][coll]
+	recs := s.records[did][coll]
 	keys := make([]string, 0, len(recs))
 	for k := range recs {
 		keys = append(keys, k)
@@ -428,7 +439,7 @@ func (s *Server) xrpcListRecords(w http.ResponseWriter, r *http.Request, _ *auth
 			break
 		}
 		rec := recs[k]
-		out = append(out, map[string]any{"uri": atURI(a.DID, coll, k), "cid": rec.cid, "value": rec.value})
+		out = append(out, map[string]any{"uri": atURI(did, coll, k), "cid": rec.cid, "value": rec.value})
 		last = k
 	}
 	resp := map[string]any{"records": out}
@@ -438,7 +449,8 @@ func (s *Server) xrpcListRecords(w http.ResponseWriter, r *http.Request, _ *auth
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// Record returns the stored value of a record by its at:// URI
+// Record returns the stored value of a record by its at:// URI, in an
+// account's repository or the lexicon repository did:web:<host>
 // (at://<did>/<collection>/<rkey>; a handle works in place of the DID).
 func (s *Server) Record(uri string) (json.RawMessage, bool) {
 	rest, ok := strings.CutPrefix(uri, "at://")
@@ -451,11 +463,11 @@ func (s *Server) Record(uri string) (json.RawMessage, bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a := s.lookupAccountLocked(parts[0])
-	if a == nil {
+	did, ok := s.repoLocked(parts[0])
+	if !ok {
 		return nil, false
 	}
-	rec := s.records[a.DID][parts[1]][parts[2]]
+	rec := s.records[did][parts[1]][parts[2]]
 	if rec == nil {
 		return nil, false
 	}

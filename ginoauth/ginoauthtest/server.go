@@ -71,6 +71,7 @@ type Server struct {
 	transport *http.Transport
 	tid       *syntax.TIDClock
 	dir       *directory
+	lexDID    syntax.DID // did:web:<host>, the repo that holds published permission sets
 
 	offset      atomic.Int64 // Advance, in nanoseconds
 	autoApprove atomic.Bool
@@ -98,6 +99,9 @@ type Server struct {
 	stats       Stats
 	records     map[syntax.DID]map[string]map[string]*record
 	lastSweep   time.Time
+	requestLog  []AuthorizationRequestInfo      // every accepted PAR, oldest first
+	permSets    map[syntax.NSID][]setPermission // published permission sets
+	denied      map[string]bool                 // DenyScopes
 
 	accessLifetime       time.Duration
 	publicLifetime       time.Duration
@@ -165,6 +169,8 @@ func NewUnstartedServer(opts Options) *Server {
 		proofJTIs:            map[string]time.Time{},
 		assertJTIs:           map[string]time.Time{},
 		records:              map[syntax.DID]map[string]map[string]*record{},
+		permSets:             map[syntax.NSID][]setPermission{},
+		denied:               map[string]bool{},
 		accessLifetime:       DefaultAccessTokenLifetime,
 		publicLifetime:       DefaultPublicSessionLifetime,
 		confidentialLifetime: DefaultConfidentialSessionLifetime,
@@ -188,6 +194,7 @@ func NewUnstartedServer(opts Options) *Server {
 		panic(fmt.Sprintf("ginoauthtest: Options.Host %q: want a bare host name such as pds.test", s.host))
 	}
 	s.issuer = "https://" + s.host
+	s.lexDID = syntax.DID("did:web:" + s.host)
 	s.dir = &directory{s: s}
 	s.transport = &http.Transport{
 		Proxy:               nil, // never send test traffic to a proxy from the environment
@@ -323,7 +330,11 @@ func (s *Server) RewriteForBrowser(u string) string {
 // authorization endpoint does not show the consent page: it approves at once
 // for the account named by the request's login_hint (or, without a usable
 // hint, the only account if exactly one exists) and redirects straight back
-// to the client. Without such an account the page is shown as usual.
+// to the client. Without such an account the page is shown as usual. For a
+// sign-up request (prompt=create) only login_hint counts: that account is
+// created if it does not exist, then approved for. A prompt=none request is
+// approved the same way, standing for a user who is signed in and has
+// consented; outside this mode it gets error=login_required.
 func (s *Server) SetAutoApprove(on bool) { s.autoApprove.Store(on) }
 
 // SetAccessTokenLifetime changes the lifetime of access tokens issued from

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,6 +76,7 @@ type Client struct {
 	rescued  rescuedTokens
 	// saveBudget is the package's saveBudget; tests shorten it.
 	saveBudget time.Duration
+	sets       permissionSets
 }
 
 var (
@@ -146,40 +148,63 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Authorize implements ginoauth.OAuthClient. It follows indigo's
-// StartAuthFlow step by step so that it can return the state and fail when
-// the pending request cannot be stored.
+// Authorize implements ginoauth.OAuthClient. It resolves the account's PDS
+// and authorization server (or starts from req.Server when the user has no
+// handle yet), sends the pushed authorization request itself, so that it
+// can carry prompt as well as login_hint and the login's own scopes, and
+// fails when the pending request cannot be stored (indigo's StartAuthFlow
+// ignores that error).
 func (c *Client) Authorize(ctx context.Context, req ginoauth.AuthorizeRequest) (*ginoauth.Authorization, error) {
-	identifier := req.Identifier
-	atid, err := syntax.ParseAtIdentifier(identifier)
+	scopes, err := c.loginScopes(req.Scopes)
 	if err != nil {
-		return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowInvalidHandle, Message: "that is not a valid handle", Err: err}
-	}
-	ident, err := c.app.Dir.Lookup(ctx, atid)
-	if err != nil {
-		return nil, lookupError(atid, err)
-	}
-	host := ident.PDSEndpoint()
-	if host == "" {
-		return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowResolveFailed, Message: "that account has no PDS to log in with", Err: errors.New("no atproto_pds service in DID document")}
+		return nil, err
 	}
 	unreachable := func(err error) error {
 		return &ginoauth.OAuthFlowError{Code: ginoauth.FlowServerError, Message: "the account's authorization server could not be reached; please try again", Err: err}
 	}
-	asURL, err := c.app.Resolver.ResolveAuthServerURL(ctx, host)
+	var (
+		meta *oauth.AuthServerMetadata
+		did  *syntax.DID
+	)
+	if req.Identifier == "" {
+		if meta, err = c.serverMetadata(ctx, req.Server); err != nil {
+			return nil, err
+		}
+	} else {
+		atid, err := syntax.ParseAtIdentifier(req.Identifier)
+		if err != nil {
+			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowInvalidHandle, Message: "that is not a valid handle", Err: err}
+		}
+		ident, err := c.app.Dir.Lookup(ctx, atid)
+		if err != nil {
+			return nil, lookupError(atid, err)
+		}
+		host := ident.PDSEndpoint()
+		if host == "" {
+			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowResolveFailed, Message: "that account has no PDS to log in with", Err: errors.New("no atproto_pds service in DID document")}
+		}
+		asURL, err := c.app.Resolver.ResolveAuthServerURL(ctx, host)
+		if err != nil {
+			return nil, unreachable(err)
+		}
+		if meta, err = c.app.Resolver.ResolveAuthServerMetadata(ctx, asURL); err != nil {
+			return nil, unreachable(err)
+		}
+		did = &ident.DID // the token's sub must be this account
+	}
+	hint := req.LoginHint
+	if hint == "" {
+		hint = req.Identifier
+	}
+	info, err := c.sendPAR(ctx, meta, pushedRequest{scopes: scopes, loginHint: hint, prompt: req.Prompt})
 	if err != nil {
+		var te *tokenError
+		if errors.As(err, &te) && te.Code == "invalid_scope" {
+			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowInvalidScope, Message: "the account's server refused the permissions this app asked for", Err: err}
+		}
 		return nil, unreachable(err)
 	}
-	meta, err := c.app.Resolver.ResolveAuthServerMetadata(ctx, asURL)
-	if err != nil {
-		return nil, unreachable(err)
-	}
-	info, err := c.app.SendAuthRequest(ctx, meta, c.app.Config.Scopes, identifier)
-	if err != nil {
-		return nil, unreachable(err)
-	}
-	did := ident.DID
-	info.AccountDID = &did // the token's sub must match this account
+	info.AccountDID = did
 	if err := c.store.SaveAuthRequestInfo(withRequestTTL(ctx, req.TTL), *info); err != nil {
 		return nil, err
 	}
@@ -190,7 +215,47 @@ func (c *Client) Authorize(ctx context.Context, req ginoauth.AuthorizeRequest) (
 	if c.browser != nil {
 		authURL = c.browser(authURL)
 	}
-	return &ginoauth.Authorization{URL: authURL, State: info.State}, nil
+	return &ginoauth.Authorization{URL: authURL, State: info.State, Scopes: scopes}, nil
+}
+
+// loginScopes returns the scopes to request: the client's configured ones,
+// or the login's own, which must be among those the client metadata
+// declares (the server refuses others) and always include atproto.
+func (c *Client) loginScopes(want []string) ([]string, error) {
+	declared := c.app.Config.Scopes
+	if len(want) == 0 {
+		return declared, nil
+	}
+	out := []string{"atproto"}
+	for _, s := range want {
+		switch {
+		case s == "atproto" || slices.Contains(out, s):
+		case !slices.Contains(declared, s):
+			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowInvalidScope, Message: "this app asked for a permission it does not declare",
+				Err: fmt.Errorf("scope %q is not in the client's declared scopes %q", s, declared)}
+		default:
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// serverMetadata finds the authorization server for a login that starts
+// from a server URL: the URL of an authorization server (an entryway such
+// as https://bsky.social), or of a PDS, whose protected-resource metadata
+// names its authorization server.
+func (c *Client) serverMetadata(ctx context.Context, server string) (*oauth.AuthServerMetadata, error) {
+	meta, err := c.app.Resolver.ResolveAuthServerMetadata(ctx, server)
+	if err == nil {
+		return meta, nil
+	}
+	asURL, perr := c.app.Resolver.ResolveAuthServerURL(ctx, server)
+	if perr == nil {
+		if meta, perr = c.app.Resolver.ResolveAuthServerMetadata(ctx, asURL); perr == nil {
+			return meta, nil
+		}
+	}
+	return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowServerError, Message: "that server could not be reached, or it does not offer AT Protocol login", Err: errors.Join(err, perr)}
 }
 
 // lookupError tells an account that does not exist (400 resolve_failed)
@@ -206,13 +271,13 @@ func lookupError(atid syntax.AtIdentifier, err error) error {
 	return &ginoauth.OAuthFlowError{Code: ginoauth.FlowServerError, Message: "the account could not be looked up right now; please try again", Err: err}
 }
 
-// Callback implements ginoauth.OAuthClient with indigo's ProcessCallback,
-// which checks state, then error, then iss, exchanges the code with the PKCE
-// verifier under DPoP, and checks the token's sub against the account the
-// login started with. The handle is taken from a verified resolution of the
-// DID, never from what the user typed.
+// Callback implements ginoauth.OAuthClient: it checks state, then error,
+// then iss, exchanges the code with the PKCE verifier under DPoP, and checks
+// the token's sub against the account the login started with (tokens
+// issued for another account are revoked at once). The handle is taken
+// from a verified resolution of the DID, never from what the user typed.
 func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL time.Duration) (*ginoauth.Grant, error) {
-	sd, err := c.app.ProcessCallback(withSessionTTL(ctx, sessionTTL), params)
+	sd, err := c.exchangeCode(ctx, params)
 	if err != nil {
 		var cbErr *oauth.AuthRequestCallbackError
 		switch {
@@ -222,6 +287,8 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 				msg = "the login was cancelled or denied"
 			}
 			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowDenied, Message: msg, Err: err}
+		case errors.Is(err, errWrongAccount):
+			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowAccountMismatch, Message: "the login was approved for another account than the one it started with; please start again", Err: err}
 		case errors.Is(err, storage.ErrNotFound):
 			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowUnknownState, Message: "this login has expired or was already used; please start again", Err: err}
 		default:
@@ -232,11 +299,24 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowExchangeFailed, Message: "the login could not be completed; please start again", Err: err}
 		}
 	}
+	if err := c.store.SaveSession(withSessionTTL(ctx, sessionTTL), *sd); err != nil {
+		_ = c.revokeSessionData(context.WithoutCancel(ctx), *sd)
+		return nil, err
+	}
 	handle := ""
 	if ident, err := c.app.Dir.LookupDID(ctx, sd.AccountDID); err == nil && !ident.Handle.IsInvalidHandle() {
 		handle = ident.Handle.String()
 	}
 	return &ginoauth.Grant{DID: sd.AccountDID.String(), Handle: handle, OAuthSessionID: sd.SessionID, Scopes: sd.Scopes}, nil
+}
+
+// revokeSessionData revokes the tokens in d.
+func (c *Client) revokeSessionData(ctx context.Context, d oauth.ClientSessionData) error {
+	cs, err := c.clientSession(d)
+	if err != nil {
+		return err
+	}
+	return c.revokeSession(ctx, cs)
 }
 
 // Resume implements ginoauth.OAuthClient.
@@ -317,7 +397,7 @@ func (c *Client) Revoke(ctx context.Context, did, sessionID string) error {
 	}
 	var revokeErr error
 	if cs.Data.AuthServerRevocationEndpoint != "" {
-		revokeErr = cs.RevokeSession(ctx)
+		revokeErr = c.revokeSession(ctx, cs)
 	}
 	c.rescued.drop(d, sessionID)
 	return errors.Join(revokeErr, c.store.DeleteSession(ctx, d, sessionID))

@@ -99,7 +99,7 @@ func (c *Client) rescue(data oauth.ClientSessionData, spent string, unlock stora
 				// Ended meanwhile: nobody may hold the new tokens.
 				c.log.Info("OAuth session ended before its rotated tokens could be saved; revoking them", "did", did, "session", shortHash(id))
 				if cs, cerr := c.clientSession(data); cerr == nil {
-					_ = cs.RevokeSession(ctx)
+					_ = c.revokeSession(ctx, cs)
 				}
 			case errors.Is(err, errStaleTokens):
 				c.log.Warn("rotated OAuth tokens were superseded before they could be saved", "did", did, "session", shortHash(id))

@@ -173,7 +173,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		s.swap(fresh) // someone else refreshed: use their tokens
 		return nil
 	}
-	if _, err := fresh.RefreshTokens(ctx); err != nil {
+	if err := c.refreshGrant(ctx, fresh); err != nil {
 		if !isTerminalRefreshError(err) {
 			return fmt.Errorf("indigoclient: token refresh: %w", err)
 		}
@@ -193,7 +193,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		// Deleted while we refreshed (expired, or ended without waiting
 		// for this lock): nobody may hold the new tokens.
 		c.log.Info("OAuth session ended during a token refresh; revoking the new tokens", "did", s.did, "session", shortHash(s.id))
-		if rerr := fresh.RevokeSession(ctx); rerr != nil {
+		if rerr := c.revokeSession(ctx, fresh); rerr != nil {
 			c.log.Warn("revoking the tokens of an ended session failed", "did", s.did, "session", shortHash(s.id), "err", rerr)
 		}
 		return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
@@ -213,12 +213,6 @@ func (s *session) swap(cs *oauth.ClientSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cs = cs
-}
-
-// isTerminalRefreshError reports whether the token endpoint refused the
-// refresh token itself. indigo reports the OAuth error code only as text.
-func isTerminalRefreshError(err error) bool {
-	return strings.Contains(err.Error(), "invalid_grant")
 }
 
 func refreshLockName(did syntax.DID, sessionID string) string {

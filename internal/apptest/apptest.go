@@ -56,6 +56,10 @@ type Options struct {
 	Middleware []gin.HandlerFunc
 	// Logger receives the logs of the Manager and the OAuth client.
 	Logger *slog.Logger
+	// Scopes the client declares and asks for by default (default Scopes).
+	Scopes []string
+	// Routes, if set, adds routes of the test's own to the app.
+	Routes func(r *gin.Engine, m *ginoauth.Manager)
 }
 
 // App is a running test app.
@@ -92,7 +96,11 @@ func New(t testing.TB, opts Options) *App {
 	}
 	base := "http://" + ln.Addr().String()
 	// One client_id for every instance on 127.0.0.1, whatever its port.
-	oc := indigoclient.LocalhostConfig(base+"/oauth/callback", Scopes)
+	scopes := Scopes
+	if opts.Scopes != nil {
+		scopes = opts.Scopes
+	}
+	oc := indigoclient.LocalhostConfig(base+"/oauth/callback", scopes)
 	if opts.ClientConfig != nil {
 		oc = *opts.ClientConfig
 	}
@@ -115,7 +123,11 @@ func New(t testing.TB, opts Options) *App {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: a.router(opts.Middleware)}}
+	r := a.router(opts.Middleware)
+	if opts.Routes != nil {
+		opts.Routes(r, a.Manager)
+	}
+	a.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: r}}
 	a.Server.Start()
 	t.Cleanup(func() {
 		a.Server.Close()
@@ -180,6 +192,19 @@ func (a *App) router(extra []gin.HandlerFunc) *gin.Engine {
 		}
 		return gin.H{"refreshed": true}, r.RefreshTokens(c.Request.Context())
 	}))
+	// A login with the options of StartOptions; the scopes come from the
+	// test (an app takes them from its own code, never from a request).
+	r.GET("/start", func(c *gin.Context) {
+		authURL, err := a.Manager.StartOAuth(c, c.Query("handle"), ginoauth.StartOptions{
+			ReturnTo: c.Query("redirect"), Server: c.Query("server"), Prompt: c.Query("prompt"), Scopes: c.QueryArray("scope"),
+		})
+		if err != nil {
+			e := ginoauth.ErrorResponseFor(err)
+			c.JSON(e.Status, gin.H{"error": e.Message, "code": e.Code})
+			return
+		}
+		c.Redirect(http.StatusFound, authURL)
+	})
 	r.GET("/dashboard", func(c *gin.Context) {
 		if u, ok := ginoauth.CurrentUser(c); ok {
 			c.String(http.StatusOK, "hello "+u.Handle)
@@ -235,12 +260,29 @@ func (a *App) WithCookie(method, path, value string) ginoauthtest.Response {
 type ObservedClient struct {
 	*indigoclient.Client
 	Callbacks atomic.Int64
+
+	mu   sync.Mutex
+	last *ginoauth.Grant
 }
 
 // Callback counts and delegates.
 func (o *ObservedClient) Callback(ctx context.Context, params url.Values, ttl time.Duration) (*ginoauth.Grant, error) {
 	o.Callbacks.Add(1)
-	return o.Client.Callback(ctx, params, ttl)
+	g, err := o.Client.Callback(ctx, params, ttl)
+	if g != nil {
+		o.mu.Lock()
+		cp := *g
+		o.last = &cp
+		o.mu.Unlock()
+	}
+	return g, err
+}
+
+// LastGrant is a copy of the last grant the client returned, or nil.
+func (o *ObservedClient) LastGrant() *ginoauth.Grant {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.last
 }
 
 // Clock is a settable clock for the Manager.

@@ -53,7 +53,8 @@ import (
 //	                  makes the app a confidential client (longer sessions);
 //	                  create one with `go run ./examples/basic -new-client-key`
 //	CLIENT_KEY_ID     the key's id in the app's JWKS; required with CLIENT_SECRET_KEY
-//	OAUTH_SCOPES      space-separated scopes (default "atproto transition:generic")
+//	OAUTH_SCOPES      space-separated scopes (default "atproto repo:com.example.ginoauth.note?action=create":
+//	                  log in, and write the demo's notes, nothing else)
 const (
 	EnvAddr            = "ADDR"
 	EnvDataDir         = "DATA_DIR"
@@ -73,7 +74,7 @@ const (
 	DefaultAddr         = "127.0.0.1:8080"
 	DefaultDataDir      = ".ginoauth-demo"
 	DefaultLocalPDSAddr = "127.0.0.1:0"
-	DefaultScopes       = "atproto transition:generic"
+	DefaultScopes       = "atproto repo:" + NoteCollection + "?action=create"
 )
 
 // Network modes (ATPROTO_NETWORK).
