@@ -3,8 +3,8 @@ package ginoauth
 import (
 	"errors"
 	"html/template"
-	"slices"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/gin-gonic/gin"
