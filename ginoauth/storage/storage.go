@@ -48,8 +48,9 @@ var ErrNotFound = errors.New("storage: key not found")
 //     from Get that the caller owns.
 //
 // Optional capabilities are separate interfaces found by type assertion:
-// Taker (atomic read-and-delete) and Locker (a lock shared by every process
-// that uses the same store).
+// Taker (atomic read-and-delete), Locker (a lock shared by every process
+// that uses the same store) and Indexer (sets of members, for the
+// per-account index of sessions).
 type Store interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
@@ -87,6 +88,31 @@ type Locker interface {
 
 // Unlock releases a lock taken with Locker.Lock.
 type Unlock func(ctx context.Context) error
+
+// Indexer is an optional Store capability: named sets of members, each
+// member with an expiry of its own. The library keeps one set per account,
+// holding a member per device session, so that it can list an account's
+// sessions and end them all ("log out everywhere"), across instances.
+//
+// Every operation is atomic on its own and independent of other members,
+// so concurrent logins and logouts on any number of instances never lose
+// an addition or undo a removal (no read-modify-write of a whole set):
+//
+//   - AddMember puts member in set, or renews it: it expires ttl from now
+//     (ttl == 0: never; ttl < 0 is an error).
+//   - RemoveMember takes member out of set; a member that is not there is
+//     not an error.
+//   - Members returns set's members whose expiry has not passed, in any
+//     order; an empty or unknown set gives none and a nil error. Expired
+//     members must be invisible whether or not a cleanup has run.
+//
+// Set names and members follow the key rules (ValidateKey). Failures are
+// system failures, as for Store.
+type Indexer interface {
+	AddMember(ctx context.Context, set, member string, ttl time.Duration) error
+	RemoveMember(ctx context.Context, set, member string) error
+	Members(ctx context.Context, set string) ([]string, error)
+}
 
 // ValidateKey reports whether key satisfies the key rules (non-empty, valid
 // UTF-8, at most MaxKeyLength bytes, no NUL). Stores may use it to reject
