@@ -8,6 +8,17 @@ type background struct {
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup
+	stop   chan struct{} // closed by close; made on first use
+}
+
+// stopping is closed when the Manager closes: waiting work should end.
+func (b *background) stopping() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stop == nil {
+		b.stop = make(chan struct{})
+	}
+	return b.stop
 }
 
 // run starts f in a goroutine, or runs it at once after close.
@@ -28,7 +39,13 @@ func (b *background) run(f func()) {
 
 func (b *background) close() {
 	b.mu.Lock()
-	b.closed = true
+	if !b.closed {
+		b.closed = true
+		if b.stop == nil {
+			b.stop = make(chan struct{})
+		}
+		close(b.stop)
+	}
 	b.mu.Unlock()
 	b.wg.Wait()
 }

@@ -69,6 +69,10 @@ type Config struct {
 	// OAuthSession then fails with ErrAuthenticationOnly.
 	AuthenticationOnly bool
 
+	// Mobile enables the native-app flow (off unless it names redirect
+	// URIs); see MobileConfig.
+	Mobile MobileConfig
+
 	// Routes are the paths Mount registers the prebuilt handlers on.
 	Routes Routes
 
@@ -97,6 +101,11 @@ type Routes struct {
 	Session        string // default "/api/session"
 	Logout         string // POST only; default "/api/logout"
 	Upgrade        string // GET and POST, step-up; default "/login/upgrade"
+
+	MobileStart         string // GET and POST; default "/api/auth/mobile-start"
+	MobileToken         string // POST; default "/api/auth/mobile-token"
+	MobileRefresh       string // POST; default "/api/auth/mobile-refresh"
+	MobileRefreshLegacy string // GET, the Deno library's route; default "/mobile/refresh-token"
 	ClientMetadata string // default "/oauth-client-metadata.json"
 	JWKS           string // default "/oauth/jwks.json"
 }
@@ -139,6 +148,20 @@ func (cfg Config) withDefaults() Config {
 	setDefault(&r.Session, "/api/session")
 	setDefault(&r.Logout, "/api/logout")
 	setDefault(&r.Upgrade, "/login/upgrade")
+	setDefault(&r.MobileStart, "/api/auth/mobile-start")
+	setDefault(&r.MobileToken, "/api/auth/mobile-token")
+	setDefault(&r.MobileRefresh, "/api/auth/mobile-refresh")
+	setDefault(&r.MobileRefreshLegacy, "/mobile/refresh-token")
+	mc := &cfg.Mobile
+	if mc.SessionTTL == 0 {
+		mc.SessionTTL = cfg.SessionTTL
+	}
+	if mc.CodeTTL == 0 {
+		mc.CodeTTL = DefaultMobileCodeTTL
+	}
+	if mc.RefreshGrace == 0 {
+		mc.RefreshGrace = DefaultMobileRefreshGrace
+	}
 	setDefault(&r.ClientMetadata, "/oauth-client-metadata.json")
 	setDefault(&r.JWKS, "/oauth/jwks.json")
 	return cfg
@@ -184,6 +207,14 @@ func (cfg Config) validate() (secure bool, err error) {
 	default:
 		return bad("BaseURL", "scheme must be https (or http on loopback)")
 	}
+	for _, ru := range cfg.Mobile.RedirectURIs {
+		if why := validateRedirectURI(ru); why != "" {
+			return bad("Mobile.RedirectURIs", "%q: %s", ru, why)
+		}
+	}
+	if mc := cfg.Mobile; mc.SessionTTL < time.Minute || mc.CodeTTL < 10*time.Second || mc.CodeTTL > 5*time.Minute || mc.RefreshGrace < 0 || mc.RefreshGrace > 10*time.Minute {
+		return bad("Mobile", "SessionTTL must be at least a minute, CodeTTL between 10 seconds and 5 minutes, RefreshGrace at most 10 minutes (got %v, %v, %v)", mc.SessionTTL, mc.CodeTTL, mc.RefreshGrace)
+	}
 	for _, o := range cfg.AllowedOrigins {
 		if ou, err := url.Parse(o); err != nil || (ou.Scheme != "https" && ou.Scheme != "http") || ou.Host == "" || ou.Path != "" || ou.RawQuery != "" || ou.User != nil {
 			return bad("AllowedOrigins", "%q is not an origin such as https://www.myapp.example", o)
@@ -213,6 +244,8 @@ func (cfg Config) validate() (secure bool, err error) {
 	for name, p := range map[string]string{
 		"Routes.Login": cfg.Routes.Login, "Routes.Callback": cfg.Routes.Callback,
 		"Routes.Session": cfg.Routes.Session, "Routes.Logout": cfg.Routes.Logout, "Routes.Upgrade": cfg.Routes.Upgrade,
+		"Routes.MobileStart": cfg.Routes.MobileStart, "Routes.MobileToken": cfg.Routes.MobileToken,
+		"Routes.MobileRefresh": cfg.Routes.MobileRefresh, "Routes.MobileRefreshLegacy": cfg.Routes.MobileRefreshLegacy,
 		"Routes.ClientMetadata": cfg.Routes.ClientMetadata, "Routes.JWKS": cfg.Routes.JWKS,
 	} {
 		if !strings.HasPrefix(p, "/") {

@@ -29,6 +29,7 @@ const (
 	SessionExpired       = "session_expired" // absolute lifetime or idle timeout passed
 	SessionOAuthGone     = "oauth_session_gone"
 	SessionInvalidCookie = "invalid_cookie" // tampered, foreign or oversized cookie
+	SessionInvalidToken  = "invalid_token"  // a native app's bearer token that is malformed or not one
 )
 
 // SessionError reports that a request has no usable session.
@@ -90,10 +91,19 @@ func (e *OAuthFlowError) HTTPStatus() int {
 	return http.StatusBadRequest
 }
 
+// Native-app flow error codes, found in MobileIntegrationError.Code.
+const (
+	MobileInvalidRequest     = "invalid_request"      // a malformed or oversized field
+	MobileInvalidRedirectURI = "invalid_redirect_uri" // a redirect_uri that is not registered
+	MobileInvalidChallenge   = "invalid_challenge"    // a missing, plain or malformed code_challenge
+	MobileInvalidGrant       = "invalid_grant"        // an unknown, used or expired code, or the wrong code_verifier
+	MobileDisabled           = "mobile_disabled"      // the app has no registered redirect URI
+)
+
 // MobileIntegrationError reports a failure in the native-app flow (bad app
-// redirect, wrong code_verifier, unknown exchange code, bad bearer token).
+// redirect, wrong code_verifier, unknown exchange code).
 type MobileIntegrationError struct {
-	Code    string
+	Code    string // one of the Mobile* constants
 	Message string // safe to show
 	Err     error
 }

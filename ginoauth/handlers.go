@@ -22,6 +22,14 @@ const maxFormBytes = 16 << 10
 //	                                      consent, create)
 //	GET|POST /login/upgrade?scope=S&redirect=/path  step-up: a new login of the
 //	                                      user's account with more permissions
+//
+// With Config.Mobile set, also the native-app routes (see MobileConfig):
+//
+//	POST /api/auth/mobile-start    {handle, code_challenge, code_challenge_method,
+//	                               redirect_uri, state} -> {"authUrl": ...} (GET: 302)
+//	POST /api/auth/mobile-token    {code, code_verifier, redirect_uri} -> the session token
+//	POST /api/auth/mobile-refresh  (bearer) -> a new session token
+//	GET  /mobile/refresh-token     (bearer) -> {"success", "payload": {"did", "sid"}}
 //	GET  /oauth/callback                  completes the login, 302 to the return path
 //	GET  /api/session                     200 {"valid":true,"did",...} or 401 {"valid":false}
 //	POST /api/logout                      200 {"success":true}; 303 to the form's
@@ -46,6 +54,18 @@ func (m *Manager) Mount(r gin.IRouter) {
 		{rt.Session, []string{http.MethodGet}, m.sessionHandler()},
 		{rt.Logout, []string{http.MethodPost}, m.logoutHandler()},
 		{rt.Upgrade, []string{http.MethodGet, http.MethodPost}, m.upgradeHandler()},
+	}
+	if m.cfg.Mobile.enabled() {
+		routes = append(routes, []struct {
+			path    string
+			methods []string
+			h       gin.HandlerFunc
+		}{
+			{rt.MobileStart, []string{http.MethodGet, http.MethodPost}, m.mobileStartHandler()},
+			{rt.MobileToken, []string{http.MethodPost}, m.mobileTokenHandler()},
+			{rt.MobileRefresh, []string{http.MethodPost}, m.mobileRefreshHandler(false)},
+			{rt.MobileRefreshLegacy, []string{http.MethodGet}, m.mobileRefreshHandler(true)},
+		}...)
 	}
 	if p, ok := m.client.(ClientMetadataProvider); ok {
 		routes = append(routes,
@@ -126,6 +146,10 @@ func (m *Manager) callbackHandler() gin.HandlerFunc {
 			return
 		}
 		c.Header("Cache-Control", "no-store")
+		if res.AppRedirect != "" {
+			c.Redirect(http.StatusFound, res.AppRedirect) // a native app's registered redirect URI
+			return
+		}
 		c.Redirect(http.StatusFound, res.ReturnTo)
 	}
 }

@@ -116,6 +116,9 @@ func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
 	}
 	level("request failed", "path", c.FullPath(), "status", r.Status, "code", r.Code, "err", err)
 	c.Header("Cache-Control", "no-store")
+	if _, bearer := bearerToken(c.Request); bearer && r.Status == http.StatusUnauthorized {
+		c.Header("WWW-Authenticate", `Bearer error="invalid_token"`) // RFC 6750
+	}
 	if r.Status == http.StatusServiceUnavailable {
 		c.Header("Retry-After", "5")
 	}

@@ -43,9 +43,10 @@ func (m *Manager) OAuthSession(c *gin.Context) (OAuthSession, error) {
 		return &deviceBoundSession{OAuthSession: sess, m: m, hash: u.sessionHash}, nil
 	}
 	if errors.Is(err, ErrNotFound) {
-		if derr := m.endSession(c, u.sessionHash, "OAuth session gone"); derr != nil {
+		if derr := m.endSession(c.Request.Context(), u.sessionHash, "OAuth session gone"); derr != nil {
 			return nil, derr
 		}
+		m.clearSessionCookie(c)
 		setState(c, nil, SessionOAuthGone)
 		return nil, &SessionError{Code: SessionOAuthGone, Err: err}
 	}

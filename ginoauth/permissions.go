@@ -278,7 +278,7 @@ func (m *Manager) StepUp(c *gin.Context, perms []string, returnTo string) (strin
 			scopes = append(scopes, p)
 		}
 	}
-	return m.startFlow(c, u.DID, StartOptions{ReturnTo: returnTo, Scopes: scopes, Prompt: "consent"}, u.DID)
+	return m.startFlowWith(c, u.DID, StartOptions{ReturnTo: returnTo, Scopes: scopes, Prompt: "consent"}, flowExtra{stepUpDID: u.DID})
 }
 
 // upgradeHandler is the prebuilt step-up route: GET or POST with one or

@@ -80,6 +80,10 @@ type User struct {
 	oauthSessionID string
 	requested      []string // the scopes the login asked for
 	resolver       any      // the OAuth client, when it resolves permission sets
+	kind           string   // kindWeb or kindMobile
+	// A native app's rotated tokens: the record this one replaced, and the
+	// sealed successor of a rotated-out one.
+	previous, successor string
 }
 
 // OAuthSessionID is the OAuth client's id for this login's OAuth session
@@ -87,8 +91,15 @@ type User struct {
 // client directly.
 func (u *User) OAuthSessionID() string { return u.oauthSessionID }
 
+// Kinds of device session.
+const (
+	kindWeb    = "web"    // a browser, by cookie
+	kindMobile = "mobile" // a native app, by bearer token
+)
+
 // sessionRecord is what sess:{hash} holds.
 type sessionRecord struct {
+	Kind           string    `json:"kind,omitempty"` // kindWeb when empty
 	DID            string    `json:"did"`
 	Handle         string    `json:"handle,omitempty"`
 	OAuthSessionID string    `json:"oauth_session_id"`
@@ -96,6 +107,21 @@ type sessionRecord struct {
 	Requested      []string  `json:"requested,omitempty"` // what the login asked for, for a step-up
 	CreatedAt      time.Time `json:"created_at"`
 	ExpiresAt      time.Time `json:"expires_at"`
+
+	// A native app's token rotation: the rotated-out record stays valid
+	// until GraceUntil and holds its successor (sealed), so that a retried
+	// rotation gets the same new token; the successor names its predecessor
+	// so that a logout ends both.
+	GraceUntil time.Time `json:"grace_until,omitzero"`
+	Successor  string    `json:"successor,omitempty"`
+	Previous   string    `json:"previous,omitempty"`
+}
+
+func (rec *sessionRecord) kind() string {
+	if rec.Kind == "" {
+		return kindWeb
+	}
+	return rec.Kind
 }
 
 // newUser is the User a session record describes; hash is the record's key
@@ -105,7 +131,7 @@ func (m *Manager) newUser(rec *sessionRecord, hash string) *User {
 		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
 		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: slices.Clone(rec.Requested),
-		resolver: m.client,
+		resolver: m.client, kind: rec.kind(), previous: rec.Previous, successor: rec.Successor,
 	}
 }
 
@@ -154,8 +180,14 @@ func (m *Manager) loadUser(c *gin.Context) (*User, error) {
 	return u, nil
 }
 
-// readSession returns the request's user, or the reason there is none.
+// readSession returns the request's user, or the reason there is none. A
+// native app's bearer token (Authorization: Bearer) is read when the
+// request carries one; otherwise the session cookie. A token anywhere else
+// (a query string, say) is never read.
 func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
+	if token, ok := bearerToken(c.Request); ok {
+		return m.readBearer(c, token)
+	}
 	sid, present, err := m.cookies.stringValue(c.Request, m.cfg.CookieName, cookieSessionID)
 	if err != nil {
 		m.log.Debug("session cookie rejected", "reason", err)
@@ -171,19 +203,33 @@ func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
 	if len(sid) != sessionIDLen {
 		return nil, SessionInvalidCookie, nil
 	}
-	ctx := c.Request.Context()
-	hash := hashSessionID(sid)
+	u, reason, err := m.sessionFor(c.Request.Context(), hashSessionID(sid), kindWeb)
+	if err == nil && u == nil {
+		m.clearSessionCookie(c)
+	}
+	return u, reason, err
+}
+
+// sessionFor loads the session record under hash and checks its kind and
+// lifetimes; a session past them is ended here. The caller clears a
+// cookie that led nowhere.
+func (m *Manager) sessionFor(ctx context.Context, hash, kind string) (*User, string, error) {
 	var rec sessionRecord
 	switch err := m.getJSON(ctx, sessionKeyPrefix+hash, &rec); {
 	case errors.Is(err, ErrNotFound):
-		m.clearSessionCookie(c) // logged out elsewhere, or expired in storage
-		return nil, SessionNotLoggedIn, nil
+		return nil, SessionNotLoggedIn, nil // logged out elsewhere, or expired in storage
 	case err != nil:
 		return nil, "", err
 	}
+	if rec.kind() != kind {
+		return nil, map[string]string{kindWeb: SessionInvalidCookie, kindMobile: SessionInvalidToken}[kind], nil
+	}
 	now := m.now()
+	if !rec.GraceUntil.IsZero() && !now.Before(rec.GraceUntil) {
+		return nil, SessionNotLoggedIn, nil // a rotated-out token past its grace
+	}
 	if !now.Before(rec.ExpiresAt) {
-		return nil, SessionExpired, m.endSession(c, hash, "absolute lifetime reached")
+		return nil, SessionExpired, m.endSession(ctx, hash, "absolute lifetime reached")
 	}
 	if m.cfg.IdleTimeout > 0 {
 		active, err := m.touchIdle(ctx, hash, now)
@@ -191,7 +237,7 @@ func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
 			return nil, "", err
 		}
 		if !active {
-			return nil, SessionExpired, m.endSession(c, hash, "idle timeout")
+			return nil, SessionExpired, m.endSession(ctx, hash, "idle timeout")
 		}
 	}
 	return m.newUser(&rec, hash), "", nil
@@ -227,12 +273,24 @@ func (m *Manager) idleTouchEvery() time.Duration {
 }
 
 // endSession deletes an expired session's records and clears its cookie.
-func (m *Manager) endSession(c *gin.Context, hash, why string) error {
+func (m *Manager) endSession(ctx context.Context, hash, why string) error {
 	m.log.Info("session ended", "reason", why, "session", hash[:8])
-	if err := m.deleteSessionRecords(c.Request.Context(), hash); err != nil {
-		return err
+	return m.deleteSessionRecords(ctx, hash)
+}
+
+// deleteLinked deletes the other token of a native app's rotation: the
+// rotated-out one in its grace window, or its successor.
+func (m *Manager) deleteLinked(ctx context.Context, u *User) error {
+	if u.previous != "" {
+		if err := m.delete(ctx, sessionKeyPrefix+u.previous); err != nil {
+			return err
+		}
 	}
-	m.clearSessionCookie(c)
+	if u.successor != "" {
+		if t, err := m.openSuccessor(u.sessionHash, u.successor); err == nil {
+			return m.delete(ctx, sessionKeyPrefix+hashSessionID(t))
+		}
+	}
 	return nil
 }
 
@@ -295,6 +353,9 @@ func (m *Manager) Logout(c *gin.Context) error {
 	}
 	if u != nil {
 		if err := m.deleteSessionRecords(c.Request.Context(), u.sessionHash); err != nil {
+			return err
+		}
+		if err := m.deleteLinked(c.Request.Context(), u); err != nil {
 			return err
 		}
 		if u.oauthSessionID != "" {

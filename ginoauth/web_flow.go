@@ -52,12 +52,18 @@ type flowRecord struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// StepUpDID is set for a step-up: the account that must approve.
 	StepUpDID string `json:"step_up_did,omitempty"`
+	// Mobile is set for a native app's login (which has no browser
+	// binding: the app's PKCE and state do that job).
+	Mobile *mobileFlow `json:"mobile,omitempty"`
 }
 
 // CallbackResult is what HandleCallback returns on success.
 type CallbackResult struct {
-	User     *User
+	User     *User  // the new session's user; nil for a native app's login
 	ReturnTo string // the validated return path, "/" by default
+	// AppRedirect, for a native app's login, is where to send the browser
+	// instead: the app's redirect URI with its one-time code and state.
+	AppRedirect string
 }
 
 // StartOAuth begins a login for identifier (a handle such as alice.bsky.social,
@@ -71,11 +77,17 @@ type CallbackResult struct {
 // Errors: *OAuthFlowError (bad input: 400; unreachable server: 502) or
 // *StorageError (503).
 func (m *Manager) StartOAuth(c *gin.Context, identifier string, opts StartOptions) (string, error) {
-	return m.startFlow(c, identifier, opts, "")
+	return m.startFlowWith(c, identifier, opts, flowExtra{})
 }
 
-// startFlow is StartOAuth; stepUpDID names the account of a step-up.
-func (m *Manager) startFlow(c *gin.Context, identifier string, opts StartOptions, stepUpDID string) (string, error) {
+// flowExtra is what a step-up or a native app's login adds to a flow.
+type flowExtra struct {
+	stepUpDID string
+	mobile    *mobileFlow
+}
+
+// startFlowWith is StartOAuth with the extras of the other kinds of login.
+func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOptions, extra flowExtra) (string, error) {
 	req := AuthorizeRequest{Scopes: opts.Scopes, Prompt: opts.Prompt, TTL: m.cfg.FlowTTL}
 	if !slices.Contains(prompts, opts.Prompt) {
 		return "", &OAuthFlowError{Code: FlowInvalidRequest, Message: "that sign-in option is not supported"}
@@ -97,7 +109,11 @@ func (m *Manager) startFlow(c *gin.Context, identifier string, opts StartOptions
 		req.Scopes = []string{"atproto"}
 	}
 	ctx := c.Request.Context()
-	binding, since := m.flowBinding(c)
+	var binding string
+	var since time.Time
+	if extra.mobile == nil {
+		binding, since = m.flowBinding(c)
+	}
 
 	auth, err := m.client.Authorize(ctx, req)
 	if err != nil {
@@ -106,18 +122,23 @@ func (m *Manager) startFlow(c *gin.Context, identifier string, opts StartOptions
 	if auth == nil || auth.URL == "" || auth.State == "" || len(auth.State) > maxStateLen {
 		return "", &OAuthFlowError{Code: FlowServerError, Message: "the OAuth client returned an unusable authorization", Err: errors.New("empty URL or state")}
 	}
-	bh := sha256.Sum256([]byte(binding))
 	rec := flowRecord{
-		ReturnTo: SafeReturnPath(opts.ReturnTo), BindingHash: bh[:], CreatedAt: m.now(),
-		Scopes: auth.Scopes, StepUpDID: stepUpDID,
+		ReturnTo: SafeReturnPath(opts.ReturnTo), CreatedAt: m.now(),
+		Scopes: auth.Scopes, StepUpDID: extra.stepUpDID, Mobile: extra.mobile,
+	}
+	if extra.mobile == nil {
+		bh := sha256.Sum256([]byte(binding))
+		rec.BindingHash = bh[:]
 	}
 	if err := m.setJSON(ctx, flowKeyPrefix+auth.State, rec, m.cfg.FlowTTL); err != nil {
 		return "", err
 	}
-	if err := m.setFlowCookie(c, binding, since); err != nil {
-		return "", err
+	if extra.mobile == nil {
+		if err := m.setFlowCookie(c, binding, since); err != nil {
+			return "", err
+		}
 	}
-	m.log.Info("login started", "identifier", req.Identifier, "server", req.Server, "prompt", req.Prompt, "step_up", stepUpDID != "")
+	m.log.Info("login started", "identifier", req.Identifier, "server", req.Server, "prompt", req.Prompt, "step_up", extra.stepUpDID != "", "mobile", extra.mobile != nil)
 	return auth.URL, nil
 }
 
@@ -145,7 +166,7 @@ func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
 	case err != nil:
 		return nil, err
 	}
-	if !m.flowCookieMatches(c, peek.BindingHash) {
+	if peek.Mobile == nil && !m.flowCookieMatches(c, peek.BindingHash) {
 		return nil, &OAuthFlowError{Code: FlowBrowserMismatch, Message: "this login was started in a different browser; please start again here"}
 	}
 	var rec flowRecord
@@ -158,9 +179,21 @@ func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
 	if subtle.ConstantTimeCompare(rec.BindingHash, peek.BindingHash) != 1 {
 		return nil, unknown
 	}
-	grant, err := m.client.Callback(ctx, params, m.cfg.SessionTTL)
+	ttl := m.cfg.SessionTTL
+	if rec.Mobile != nil {
+		ttl = m.cfg.Mobile.SessionTTL
+	}
+	grant, err := m.client.Callback(ctx, params, ttl)
 	if err != nil {
-		return nil, classifyFlowErr(err, FlowExchangeFailed, "the login could not be completed; please start again")
+		err = classifyFlowErr(err, FlowExchangeFailed, "the login could not be completed; please start again")
+		if rec.Mobile != nil {
+			// The app is told, at the redirect URI it registered.
+			var fe *OAuthFlowError
+			if errors.As(err, &fe) {
+				return &CallbackResult{AppRedirect: appRedirect(rec.Mobile.RedirectURI, url.Values{"error": {fe.Code}, "state": {rec.Mobile.AppState}})}, nil
+			}
+		}
+		return nil, err
 	}
 	if grant == nil || grant.DID == "" || grant.OAuthSessionID == "" {
 		return nil, &OAuthFlowError{Code: FlowExchangeFailed, Message: "the login could not be completed; please start again", Err: errors.New("OAuth client returned an empty grant")}
@@ -168,6 +201,14 @@ func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
 	if rec.StepUpDID != "" && grant.DID != rec.StepUpDID {
 		m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
 		return nil, &OAuthFlowError{Code: FlowAccountMismatch, Message: "the permissions were approved with a different account; please try again with the account you are logged in with"}
+	}
+	if rec.Mobile != nil {
+		to, err := m.finishMobile(c, &rec, grant)
+		if err != nil {
+			m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
+			return nil, err
+		}
+		return &CallbackResult{AppRedirect: to}, nil
 	}
 	if m.cfg.AuthenticationOnly {
 		// Who the user is, is all this app needs: no tokens are kept.
