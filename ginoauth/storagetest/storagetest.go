@@ -17,12 +17,14 @@
 // one SQL table) are fine as long as nothing else deletes keys behind its
 // back. Each check can fail: the package's own tests run the suite against
 // stores with one deliberate bug each and require the right check to catch
-// it. The optional
-// capabilities storage.Taker and storage.Locker are checked when the store
-// implements them and skipped (with a message) otherwise.
+// it. The optional capabilities storage.Taker, storage.Locker and
+// storage.Indexer are checked when the store implements them (the Take/,
+// Lock/ and Index/ checks, and their parts of the others) and skipped
+// (with a message) otherwise.
 //
-// TTL and lock-lease checks use real time with 1-second TTLs, so a run takes
-// a few seconds. Stores must resolve TTLs to at least 100ms.
+// TTL, member-expiry and lock-lease checks use real time with 1-second
+// TTLs, so a run takes a few seconds. Stores must resolve TTLs to at least
+// 100ms.
 package storagetest
 
 import (
@@ -49,8 +51,8 @@ type Harness struct {
 
 	// Reopen, if set, returns a second, independent handle on the same data
 	// as s: another connection pool or client, as a second app instance
-	// would have. Checks that Set/Take/Lock hold across instances use it and
-	// are skipped when it is nil.
+	// would have. Checks that Set/Take/Lock/AddMember hold across instances
+	// use it and are skipped when it is nil.
 	Reopen func(t *testing.T, s storage.Store) storage.Store
 
 	// Break, if set, makes s's backend fail from now on (close its
@@ -109,6 +111,11 @@ func Run(t *testing.T, h Harness) {
 		{"Lock/StaleUnlock", testLockStaleUnlock},
 		{"Lock/Context", testLockContext},
 		{"Lock/CancelledWaiters", testLockCancelledWaiters},
+		{"Index/Basic", testIndexBasic},
+		{"Index/TTL", testIndexTTL},
+		{"Index/Concurrent", testIndexConcurrent},
+		{"Index/InvalidNames", testIndexInvalidNames},
+		{"Index/AcrossHandles", testIndexAcrossHandles},
 	}
 	// Most checks spend their time sleeping on TTLs and leases, so they run
 	// concurrently through goroutines rather than t.Parallel, which -parallel
@@ -173,6 +180,15 @@ func locker(t *testing.T, s storage.Store) storage.Locker {
 		t.Skipf("%T does not implement storage.Locker", s)
 	}
 	return l
+}
+
+func indexer(t *testing.T, s storage.Store) storage.Indexer {
+	t.Helper()
+	ix, ok := s.(storage.Indexer)
+	if !ok {
+		t.Skipf("%T does not implement storage.Indexer", s)
+	}
+	return ix
 }
 
 func reopen(t *testing.T, h Harness, s storage.Store) storage.Store {
@@ -549,6 +565,11 @@ func testContextCanceled(t *testing.T, h Harness) {
 	s := h.New(t)
 	p := prefix(t)
 	mustSet(t, s, p+"k", []byte("v"), 0)
+	ix, canIndex := s.(storage.Indexer)
+	if canIndex {
+		mustAdd(t, ix, p+"set", "m", 0)
+		defer wantMembers(t, ix, p+"set", "m") // the failed calls changed nothing
+	}
 
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -564,6 +585,15 @@ func testContextCanceled(t *testing.T, h Harness) {
 		if tk, ok := s.(storage.Taker); ok {
 			_, err := tk.Take(ctx, p+"k")
 			wantFailure(t, "Take with a "+name+" context", err)
+		}
+		if ix, ok := s.(storage.Indexer); ok {
+			wantFailure(t, "AddMember with a "+name+" context", ix.AddMember(ctx, p+"set", "new", 0))
+			wantFailure(t, "RemoveMember with a "+name+" context", ix.RemoveMember(ctx, p+"set", "m"))
+			got, err := ix.Members(ctx, p+"set")
+			wantFailure(t, "Members with a "+name+" context", err)
+			if got != nil {
+				t.Errorf("Members with a %s context returned members %q along with its error", name, got)
+			}
 		}
 	}
 	// The failed Delete and Take did not remove the key.
@@ -647,6 +677,10 @@ func testFaults(t *testing.T, h Harness) {
 	s := h.New(t)
 	p := prefix(t)
 	mustSet(t, s, p+"k", []byte("v"), 0)
+	ix, canIndex := s.(storage.Indexer)
+	if canIndex {
+		mustAdd(t, ix, p+"set", "m", 0)
+	}
 	h.Break(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -668,6 +702,19 @@ func testFaults(t *testing.T, h Harness) {
 		if unlock != nil {
 			_ = unlock(ctx)
 		}
+	}
+	if canIndex {
+		// An empty answer would tell the library that an account has no
+		// sessions: a "log out everywhere" that silently ends nothing.
+		for _, set := range []string{p + "set", p + "unknown-set"} {
+			got, err := ix.Members(ctx, set)
+			wantFailure(t, "Members on a broken store", err)
+			if got != nil {
+				t.Errorf("Members on a broken store returned %q along with its error", got)
+			}
+		}
+		wantFailure(t, "AddMember on a broken store", ix.AddMember(ctx, p+"set", "new", time.Hour))
+		wantFailure(t, "RemoveMember on a broken store", ix.RemoveMember(ctx, p+"set", "m"))
 	}
 }
 
@@ -976,4 +1023,402 @@ func testLockCancelledWaiters(t *testing.T, h Harness) {
 		t.Fatalf("after contenders gave up at random moments, the lock is still held: %v (a cancelled Lock left a lease behind)", err)
 	}
 	_ = unlock(ctx)
+}
+
+// ---- Indexer ----
+
+func mustAdd(t *testing.T, ix storage.Indexer, set, member string, ttl time.Duration) {
+	t.Helper()
+	if err := ix.AddMember(ctxFor(t), set, member, ttl); err != nil {
+		t.Fatalf("AddMember(%q, %q, ttl %v): %v", set, member, ttl, err)
+	}
+}
+
+func mustRemove(t *testing.T, ix storage.Indexer, set, member string) {
+	t.Helper()
+	if err := ix.RemoveMember(ctxFor(t), set, member); err != nil {
+		t.Fatalf("RemoveMember(%q, %q): %v", set, member, err)
+	}
+}
+
+// members returns set's members as a set, failing t on an error or on a
+// member listed twice.
+func members(t *testing.T, ix storage.Indexer, set string) map[string]bool {
+	t.Helper()
+	got, err := ix.Members(ctxFor(t), set)
+	if err != nil {
+		t.Fatalf("Members(%q): %v", set, err)
+	}
+	m := make(map[string]bool, len(got))
+	for _, g := range got {
+		if m[g] {
+			t.Errorf("Members(%q) lists %q twice", set, g)
+		}
+		m[g] = true
+	}
+	return m
+}
+
+// wantMembers checks that set's members are exactly want (in any order).
+func wantMembers(t *testing.T, ix storage.Indexer, set string, want ...string) {
+	t.Helper()
+	got := members(t, ix, set)
+	var missing, extra []string
+	wanted := make(map[string]bool, len(want))
+	for _, w := range want {
+		wanted[w] = true
+		if !got[w] {
+			missing = append(missing, w)
+		}
+	}
+	for g := range got {
+		if !wanted[g] {
+			extra = append(extra, g)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("Members(%q) lacks %d of the %d members it should have: %s", shorten(set), len(missing), len(want), list(missing))
+	}
+	if len(extra) > 0 {
+		t.Errorf("Members(%q) has %d members it should not have: %s", shorten(set), len(extra), list(extra))
+	}
+}
+
+// list shows a few members, shortened, so a failure with thousands of
+// members stays readable.
+func list(ms []string) string {
+	const most = 8
+	var b strings.Builder
+	for i, m := range ms {
+		if i == most {
+			fmt.Fprintf(&b, " ... and %d more", len(ms)-most)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", shorten(m))
+	}
+	return b.String()
+}
+
+func shorten(s string) string {
+	if len(s) > 60 {
+		return s[:30] + "..." + s[len(s)-20:]
+	}
+	return s
+}
+
+func testIndexBasic(t *testing.T, h Harness) {
+	s := h.New(t)
+	ix := indexer(t, s)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	set, other := p+"set", p+"other"
+
+	wantMembers(t, ix, p+"never-used") // unknown: none, nil error
+	mustAdd(t, ix, set, "a", 0)
+	mustAdd(t, ix, set, "b", time.Hour)
+	mustAdd(t, ix, set, "c", time.Hour)
+	mustAdd(t, ix, other, "a", time.Hour) // same member, another set
+	mustAdd(t, ix, other, "x", 0)
+	wantMembers(t, ix, set, "a", "b", "c")
+	wantMembers(t, ix, other, "a", "x")
+
+	mustRemove(t, ix, set, "b")
+	wantMembers(t, ix, set, "a", "c")
+	if err := ix.RemoveMember(ctx, set, "b"); err != nil {
+		t.Errorf("RemoveMember of a removed member: %v, want nil", err)
+	}
+	if err := ix.RemoveMember(ctx, set, "never-added"); err != nil {
+		t.Errorf("RemoveMember of a member never added: %v, want nil", err)
+	}
+	if err := ix.RemoveMember(ctx, p+"never-used", "a"); err != nil {
+		t.Errorf("RemoveMember from an unknown set: %v, want nil", err)
+	}
+	// Removing a from set left the other set's a alone.
+	mustRemove(t, ix, set, "a")
+	wantMembers(t, ix, other, "a", "x")
+	mustRemove(t, ix, set, "c")
+	wantMembers(t, ix, set) // emptied: none, nil error
+	wantMembers(t, ix, p+"never-used")
+
+	// A member can be added again after removal, and adding twice lists
+	// it once.
+	mustAdd(t, ix, set, "a", 0)
+	mustAdd(t, ix, set, "a", time.Hour)
+	wantMembers(t, ix, set, "a")
+
+	// Look-alike members and set names stay distinct (LIKE wildcards,
+	// collations, normalisation, the maximum length).
+	odd := oddKeys(p)
+	for _, m := range odd {
+		mustAdd(t, ix, p+"odd", m, time.Hour)
+	}
+	wantMembers(t, ix, p+"odd", odd...)
+	mustRemove(t, ix, p+"odd", p+"percent%")
+	mustRemove(t, ix, p+"odd", p+"under_score")
+	var kept []string
+	for _, m := range odd {
+		if m != p+"percent%" && m != p+"under_score" {
+			kept = append(kept, m)
+		}
+	}
+	wantMembers(t, ix, p+"odd", kept...)
+	for i, name := range odd {
+		mustAdd(t, ix, name, fmt.Sprint("m", i), 0)
+	}
+	for i, name := range odd {
+		wantMembers(t, ix, name, fmt.Sprint("m", i))
+	}
+	wantMembers(t, ix, p+"percentage")
+	wantMembers(t, ix, p+"%")
+
+	// Re-adding renews the ttl. witness is added after renewed's first
+	// add with the same ttl, so once witness has expired so has renewed's
+	// first ttl: whatever the timing, renewed must then still be there.
+	renew := p + "renew"
+	mustAdd(t, ix, renew, "renewed", TTL)
+	mustAdd(t, ix, renew, "witness", TTL)
+	mustAdd(t, ix, renew, "renewed", time.Hour)
+	deadline := time.Now().Add(3 * TTL)
+	for members(t, ix, renew)["witness"] {
+		if time.Now().After(deadline) {
+			t.Fatalf("a member added with ttl %v is still listed after %v", TTL, 3*TTL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantMembers(t, ix, renew, "renewed")
+}
+
+// testIndexTTL checks member expiry with one wait shared by every case, as
+// testTTL does for entries.
+func testIndexTTL(t *testing.T, h Harness) {
+	s := h.New(t)
+	ix := indexer(t, s)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	set, lone := p+"set", p+"lone"
+
+	start := time.Now()
+	mustAdd(t, ix, set, "expires", TTL)
+	mustAdd(t, ix, set, "forever", 0)
+	mustAdd(t, ix, set, "long", time.Hour)
+	// Re-adding replaces the ttl every way.
+	mustAdd(t, ix, set, "was-ttl", TTL)
+	mustAdd(t, ix, set, "was-ttl", 0)
+	mustAdd(t, ix, set, "was-forever", 0)
+	mustAdd(t, ix, set, "was-forever", TTL)
+	mustAdd(t, ix, set, "was-long", time.Hour)
+	mustAdd(t, ix, set, "was-long", TTL)
+	mustAdd(t, ix, set, "remove-expired", TTL)
+	mustAdd(t, ix, lone, "only", TTL) // a set whose every member expires
+	addDone := time.Now()             // every ttl above ran out by addDone+TTL
+	if addDone.Sub(start) > TTL/4 {
+		t.Skipf("adding 11 members took %v; too slow to check %v TTLs", addDone.Sub(start), TTL)
+	}
+	expiring := []string{"expires", "was-forever", "was-long", "remove-expired"}
+	staying := []string{"forever", "long", "was-ttl"}
+
+	wantFailure(t, "AddMember with a negative ttl", ix.AddMember(ctx, set, "negative", -time.Second))
+	wantFailure(t, "AddMember with a negative ttl over a member", ix.AddMember(ctx, set, "forever", -time.Nanosecond))
+
+	// Not early: all there at half the ttl (checked only if the answer
+	// came back before the shortest ttl could have run out).
+	time.Sleep(time.Until(start.Add(TTL / 2)))
+	got := members(t, ix, set)
+	if time.Since(start) < TTL {
+		for _, m := range append(expiring, staying...) {
+			if !got[m] {
+				t.Errorf("member %q missing %v after it was added with ttl %v", m, time.Since(start).Round(time.Millisecond), TTL)
+			}
+		}
+		if got["negative"] {
+			t.Error("a member added with a negative ttl is listed")
+		}
+	}
+
+	// Gone soon after the ttl, each on its own ttl, without any cleanup
+	// having to run; the others stay.
+	time.Sleep(time.Until(addDone.Add(TTL + 50*time.Millisecond)))
+	deadline := addDone.Add(2 * TTL)
+	for {
+		got := members(t, ix, set)
+		var still []string
+		for _, m := range expiring {
+			if got[m] {
+				still = append(still, m)
+			}
+		}
+		if len(still) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members %s still listed %v after they were added with ttl %v", list(still), time.Since(start).Round(time.Millisecond), TTL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantMembers(t, ix, set, staying...)
+	wantMembers(t, ix, lone)
+	if err := ix.RemoveMember(ctx, set, "remove-expired"); err != nil {
+		t.Errorf("RemoveMember of an expired member: %v", err)
+	}
+	// An expired member can be added again, with its new ttl.
+	mustAdd(t, ix, set, "expires", 0)
+	mustAdd(t, ix, lone, "only", time.Hour)
+	wantMembers(t, ix, set, append(staying, "expires")...)
+	wantMembers(t, ix, lone, "only")
+}
+
+// testIndexConcurrent has workers on several handles add and remove
+// distinct members of one set at once, as logins and logouts of one account
+// on several instances do, while readers list it. A store that rewrites the
+// whole set loses additions or brings removed members back.
+func testIndexConcurrent(t *testing.T, h Harness) {
+	s := h.New(t)
+	handles := []storage.Indexer{indexer(t, s)}
+	if h.Reopen != nil {
+		for range 2 {
+			handles = append(handles, indexer(t, h.Reopen(t, s)))
+		}
+	}
+	ctx := ctxFor(t)
+	set := prefix(t) + "account"
+	const workers, perWorker = 8, 24
+	member := func(w, i int) string { return fmt.Sprintf("session-%d-%d", w, i) }
+	removed := func(i int) bool { return i%3 == 1 }
+
+	var (
+		wg      sync.WaitGroup
+		done    = make(chan struct{})
+		start   = make(chan struct{})
+		readers sync.WaitGroup
+	)
+	for r := range 2 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			ix := handles[r%len(handles)]
+			<-start
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				got, err := ix.Members(ctx, set)
+				if err != nil {
+					t.Errorf("Members during concurrent changes: %v", err)
+					return
+				}
+				seen := make(map[string]bool, len(got))
+				for _, g := range got {
+					if seen[g] {
+						t.Errorf("Members during concurrent changes lists %q twice", g)
+						return
+					}
+					seen[g] = true
+				}
+			}
+		}()
+	}
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ix := handles[w%len(handles)]
+			<-start
+			for i := range perWorker {
+				ttl := time.Hour
+				if i%2 == 0 {
+					ttl = 0
+				}
+				if err := ix.AddMember(ctx, set, member(w, i), ttl); err != nil {
+					t.Errorf("concurrent AddMember: %v", err)
+					return
+				}
+				// Remove an earlier member of this worker's, so removals
+				// race other workers' additions.
+				if i > 0 && removed(i-1) {
+					if err := ix.RemoveMember(ctx, set, member(w, i-1)); err != nil {
+						t.Errorf("concurrent RemoveMember: %v", err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(done)
+	readers.Wait()
+
+	var want []string
+	for w := range workers {
+		for i := range perWorker {
+			// The last member of a worker is never removed (its removal
+			// would come at i == perWorker).
+			if !removed(i) || i == perWorker-1 {
+				want = append(want, member(w, i))
+			}
+		}
+	}
+	for i, ix := range handles {
+		t.Logf("checking the set through handle %d of %d", i+1, len(handles))
+		wantMembers(t, ix, set, want...)
+	}
+}
+
+func testIndexInvalidNames(t *testing.T, h Harness) {
+	s := h.New(t)
+	ix := indexer(t, s)
+	ctx := ctxFor(t)
+	p := prefix(t)
+	set := p + "set"
+	mustAdd(t, ix, set, "ok", 0)
+	invalid := map[string]string{
+		"empty":      "",
+		"too long":   p + strings.Repeat("k", storage.MaxKeyLength-len(p)+1),
+		"bad UTF-8":  p + "\xff\xfe",
+		"NUL":        p + "nul\x00after",
+		"NUL at end": p + "nulend\x00",
+		"surrogate":  p + "\xed\xa0\x80",
+	}
+	for name, k := range invalid {
+		if storage.ValidateKey(k) == nil {
+			t.Fatalf("test key %q is valid", name)
+		}
+		wantFailure(t, "AddMember to an invalid set name ("+name+")", ix.AddMember(ctx, k, "m", 0))
+		wantFailure(t, "AddMember of an invalid member ("+name+")", ix.AddMember(ctx, set, k, time.Hour))
+		// Nothing can be stored under an invalid name, so an error and an
+		// empty answer are both fine; members are not.
+		if got, _ := ix.Members(ctx, k); len(got) > 0 {
+			t.Errorf("Members of an invalid set name (%s) = %q", name, got)
+		}
+		_ = ix.RemoveMember(ctx, k, "m") // either answer is fine; it must not panic
+		_ = ix.RemoveMember(ctx, set, k)
+	}
+	// A refused name was not stored under a mangled form (truncated at
+	// NUL or at the length limit).
+	wantMembers(t, ix, set, "ok")
+	wantMembers(t, ix, p+"nul")
+	wantMembers(t, ix, p+"nulend")
+	wantMembers(t, ix, invalid["too long"][:storage.MaxKeyLength])
+}
+
+// testIndexAcrossHandles: one instance sees the members another added,
+// and a removal on one is a removal for all.
+func testIndexAcrossHandles(t *testing.T, h Harness) {
+	a := h.New(t)
+	ixa := indexer(t, a)
+	ixb := indexer(t, reopen(t, h, a))
+	set := prefix(t) + "account"
+	mustAdd(t, ixa, set, "from-a", time.Hour)
+	wantMembers(t, ixb, set, "from-a")
+	mustAdd(t, ixb, set, "from-b", 0)
+	wantMembers(t, ixa, set, "from-a", "from-b")
+	mustRemove(t, ixb, set, "from-a")
+	wantMembers(t, ixa, set, "from-b")
+	mustRemove(t, ixa, set, "from-b")
+	wantMembers(t, ixb, set)
 }
