@@ -87,6 +87,20 @@ type Config struct {
 	// Default time.Now; tests set it to move time forward.
 	Now func() time.Time
 
+	// OnEvent, if set, receives lifecycle events (logins, logouts, sessions
+	// ended and why) for audit logs and app logic. It runs on a goroutine
+	// of its own, one event at a time; a slow hook loses events (logged)
+	// rather than slowing a login, and a panicking one is recovered. Events
+	// never hold tokens or session ids.
+	OnEvent func(Event)
+	// Metrics, if set, receives measurements (logins, session checks,
+	// storage failures); ginoauth/prommetrics wires them to Prometheus.
+	Metrics Metrics
+	// RecordIP keeps each session's client IP at login (c.ClientIP(), so
+	// configure Gin's trusted proxies) for the device list. Default off:
+	// no IP addresses are stored.
+	RecordIP bool
+
 	// Logger receives the library's logs. Default: discard; the library is
 	// silent unless given a logger. Logs never contain tokens, keys or raw
 	// session ids.
@@ -106,6 +120,13 @@ type Routes struct {
 	MobileToken         string // POST; default "/api/auth/mobile-token"
 	MobileRefresh       string // POST; default "/api/auth/mobile-refresh"
 	MobileRefreshLegacy string // GET, the Deno library's route; default "/mobile/refresh-token"
+
+	// The current user's devices; mounted when the Storage has a
+	// storage.Indexer.
+	Sessions         string // GET; default "/api/sessions"
+	EndSession       string // POST {"ref"}; default "/api/sessions/end"
+	EndOtherSessions string // POST; default "/api/sessions/end-others"
+	EndAllSessions   string // POST; default "/api/sessions/end-all"
 	ClientMetadata string // default "/oauth-client-metadata.json"
 	JWKS           string // default "/oauth/jwks.json"
 }
@@ -152,6 +173,10 @@ func (cfg Config) withDefaults() Config {
 	setDefault(&r.MobileToken, "/api/auth/mobile-token")
 	setDefault(&r.MobileRefresh, "/api/auth/mobile-refresh")
 	setDefault(&r.MobileRefreshLegacy, "/mobile/refresh-token")
+	setDefault(&r.Sessions, "/api/sessions")
+	setDefault(&r.EndSession, "/api/sessions/end")
+	setDefault(&r.EndOtherSessions, "/api/sessions/end-others")
+	setDefault(&r.EndAllSessions, "/api/sessions/end-all")
 	mc := &cfg.Mobile
 	if mc.SessionTTL == 0 {
 		mc.SessionTTL = cfg.SessionTTL
@@ -212,7 +237,8 @@ func (cfg Config) validate() (secure bool, err error) {
 			return bad("Mobile.RedirectURIs", "%q: %s", ru, why)
 		}
 	}
-	if mc := cfg.Mobile; mc.SessionTTL < time.Minute || mc.CodeTTL < 10*time.Second || mc.CodeTTL > 5*time.Minute || mc.RefreshGrace < 0 || mc.RefreshGrace > 10*time.Minute {
+	// Only when the flow is on: its defaults follow SessionTTL.
+	if mc := cfg.Mobile; mc.enabled() && (mc.SessionTTL < time.Minute || mc.CodeTTL < 10*time.Second || mc.CodeTTL > 5*time.Minute || mc.RefreshGrace < 0 || mc.RefreshGrace > 10*time.Minute) {
 		return bad("Mobile", "SessionTTL must be at least a minute, CodeTTL between 10 seconds and 5 minutes, RefreshGrace at most 10 minutes (got %v, %v, %v)", mc.SessionTTL, mc.CodeTTL, mc.RefreshGrace)
 	}
 	for _, o := range cfg.AllowedOrigins {
@@ -246,6 +272,8 @@ func (cfg Config) validate() (secure bool, err error) {
 		"Routes.Session": cfg.Routes.Session, "Routes.Logout": cfg.Routes.Logout, "Routes.Upgrade": cfg.Routes.Upgrade,
 		"Routes.MobileStart": cfg.Routes.MobileStart, "Routes.MobileToken": cfg.Routes.MobileToken,
 		"Routes.MobileRefresh": cfg.Routes.MobileRefresh, "Routes.MobileRefreshLegacy": cfg.Routes.MobileRefreshLegacy,
+		"Routes.Sessions": cfg.Routes.Sessions, "Routes.EndSession": cfg.Routes.EndSession,
+		"Routes.EndOtherSessions": cfg.Routes.EndOtherSessions, "Routes.EndAllSessions": cfg.Routes.EndAllSessions,
 		"Routes.ClientMetadata": cfg.Routes.ClientMetadata, "Routes.JWKS": cfg.Routes.JWKS,
 	} {
 		if !strings.HasPrefix(p, "/") {

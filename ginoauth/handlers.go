@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // maxFormBytes bounds POST bodies the prebuilt handlers read.
@@ -54,6 +56,18 @@ func (m *Manager) Mount(r gin.IRouter) {
 		{rt.Session, []string{http.MethodGet}, m.sessionHandler()},
 		{rt.Logout, []string{http.MethodPost}, m.logoutHandler()},
 		{rt.Upgrade, []string{http.MethodGet, http.MethodPost}, m.upgradeHandler()},
+	}
+	if _, ok := m.store.(storage.Indexer); ok {
+		routes = append(routes, []struct {
+			path    string
+			methods []string
+			h       gin.HandlerFunc
+		}{
+			{rt.Sessions, []string{http.MethodGet}, m.listSessionsHandler()},
+			{rt.EndSession, []string{http.MethodPost}, m.endSessionsHandler("one")},
+			{rt.EndOtherSessions, []string{http.MethodPost}, m.endSessionsHandler("others")},
+			{rt.EndAllSessions, []string{http.MethodPost}, m.endSessionsHandler("all")},
+		}...)
 	}
 	if m.cfg.Mobile.enabled() {
 		routes = append(routes, []struct {

@@ -2,6 +2,8 @@ package ginoauth
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -32,7 +34,11 @@ type Manager struct {
 
 	now func() time.Time
 
-	bg background // work that outlives a request, stopped by Close
+	bg      background // work that outlives a request, stopped by Close
+	hooks   hooks
+	metrics Metrics
+	refKey  []byte // for opaque session references
+	seenTracker
 }
 
 // New validates cfg, fills in defaults and returns a Manager. Every problem
@@ -65,10 +71,19 @@ func New(cfg Config) (*Manager, error) {
 		flowCookie:    base,
 		flowCookieNm:  cfg.CookieName + "_flow",
 		origin:        strings.TrimRight(cfg.BaseURL, "/"),
+		metrics:       cfg.Metrics,
+		seenTracker:   seenTracker{seen: map[string]time.Time{}},
 		now:           cfg.Now,
 	}
 	m.sessionCookie.MaxAge = int(cfg.SessionTTL / time.Second)
 	m.flowCookie.MaxAge = int(cfg.FlowTTL / time.Second)
+	if m.metrics == nil {
+		m.metrics = nopMetrics{}
+	}
+	m.hooks = hooks{fn: cfg.OnEvent, log: m.log.Warn}
+	if m.refKey, err = hkdf.Key(sha256.New, []byte(cfg.CookieSecret), nil, "ginoauth session ref v1", 32); err != nil {
+		return nil, err
+	}
 	if _, ok := cfg.Storage.(storage.Taker); !ok {
 		m.log.Warn("storage has no atomic Take: one-time records are single-use within this process only; use a store from the stores packages for several instances")
 	}
@@ -114,7 +129,7 @@ func (m *Manager) getJSON(ctx context.Context, key string, v any) error {
 	defer cancel()
 	raw, err := m.store.Get(ctx, key)
 	if err != nil {
-		return storage.Wrap("get", err)
+		return m.storageFailed("get", err)
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		// A record we cannot read is as good as absent, but say so.
@@ -131,13 +146,13 @@ func (m *Manager) setJSON(ctx context.Context, key string, v any, ttl time.Durat
 	}
 	ctx, cancel := m.op(ctx)
 	defer cancel()
-	return storage.Wrap("set", m.store.Set(ctx, key, raw, ttl))
+	return m.storageFailed("set", m.store.Set(ctx, key, raw, ttl))
 }
 
 func (m *Manager) delete(ctx context.Context, key string) error {
 	ctx, cancel := m.op(ctx)
 	defer cancel()
-	return storage.Wrap("delete", m.store.Delete(ctx, key))
+	return m.storageFailed("delete", m.store.Delete(ctx, key))
 }
 
 // takeJSON consumes key (read and delete in one step) into v.
@@ -146,7 +161,7 @@ func (m *Manager) takeJSON(ctx context.Context, key string, v any) error {
 	defer cancel()
 	raw, err := storage.Take(ctx, m.store, key)
 	if err != nil {
-		return err
+		return m.storageFailed("take", err)
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		m.log.Warn("unreadable one-time record in storage; ignoring it", "key_prefix", keyPrefix(key), "err", err)

@@ -265,6 +265,7 @@ func (m *Manager) RedeemMobileCode(c *gin.Context, code, verifier, redirectURI s
 	rec := sessionRecord{
 		Kind: kindMobile, DID: mc.Grant.DID, Handle: mc.Grant.Handle, OAuthSessionID: mc.Grant.OAuthSessionID,
 		Scopes: mc.Grant.Scopes, Requested: mc.Requested, CreatedAt: now, ExpiresAt: now.Add(m.cfg.Mobile.SessionTTL),
+		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c),
 	}
 	token, err := m.storeMobileSession(ctx, &rec)
 	if err != nil {
@@ -272,6 +273,7 @@ func (m *Manager) RedeemMobileCode(c *gin.Context, code, verifier, redirectURI s
 		return nil, err
 	}
 	m.log.Info("native app session started", "did", rec.DID)
+	m.emit(EventLogin, "", &rec, hashSessionID(token))
 	return mobileAnswer(token, &rec), nil
 }
 
@@ -282,7 +284,12 @@ func (m *Manager) storeMobileSession(ctx context.Context, rec *sessionRecord) (s
 	if ttl <= 0 {
 		return "", &SessionError{Code: SessionExpired}
 	}
-	if err := m.setJSON(ctx, sessionKeyPrefix+hashSessionID(token), rec, ttl); err != nil {
+	hash := hashSessionID(token)
+	if err := m.setJSON(ctx, sessionKeyPrefix+hash, rec, ttl); err != nil {
+		return "", err
+	}
+	if err := m.index(ctx, rec.DID, hash, ttl); err != nil {
+		_ = m.deleteSessionRecords(ctx, hash)
 		return "", err
 	}
 	return token, nil
@@ -389,6 +396,7 @@ func (m *Manager) RotateMobileToken(c *gin.Context) (*MobileSession, error) {
 	if err := m.setJSON(ctx, sessionKeyPrefix+u.sessionHash, old, m.cfg.Mobile.RefreshGrace); err != nil {
 		return nil, err
 	}
+	_ = m.unindex(ctx, rec.DID, u.sessionHash) // the device is listed once, by its new token
 	return mobileAnswer(token, &next), nil
 }
 

@@ -40,10 +40,10 @@ func (m *Manager) OAuthSession(c *gin.Context) (OAuthSession, error) {
 		if s := sess.Scopes(); len(s) > 0 {
 			u.Scopes = s // as of the last refresh, for this request
 		}
-		return &deviceBoundSession{OAuthSession: sess, m: m, hash: u.sessionHash}, nil
+		return &deviceBoundSession{OAuthSession: sess, m: m, hash: u.sessionHash, rec: *u.record()}, nil
 	}
 	if errors.Is(err, ErrNotFound) {
-		if derr := m.endSession(c.Request.Context(), u.sessionHash, "OAuth session gone"); derr != nil {
+		if derr := m.endDevice(c.Request.Context(), u.sessionHash, u.record(), EndRevoked); derr != nil {
 			return nil, derr
 		}
 		m.clearSessionCookie(c)
@@ -58,6 +58,7 @@ type deviceBoundSession struct {
 	OAuthSession
 	m     *Manager
 	hash  string
+	rec   sessionRecord // what ending the device session needs
 	ended sync.Once
 }
 
@@ -95,11 +96,11 @@ func (s *deviceBoundSession) endIfGone(err error) {
 		// The request may be over; the user must be logged out anyway.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*s.m.cfg.StorageTimeout)
 		defer cancel()
-		if err := s.m.deleteSessionRecords(ctx, s.hash); err != nil {
+		if err := s.m.endDevice(ctx, s.hash, &s.rec, EndRefreshRefused); err != nil {
 			s.m.log.Error("ending a session whose OAuth session is gone failed", "session", s.hash[:8], "err", err)
 			return
 		}
-		s.m.log.Info("session ended", "reason", "OAuth session gone", "session", s.hash[:8])
+		s.m.log.Info("session ended", "reason", EndRefreshRefused, "session", s.hash[:8])
 	})
 }
 

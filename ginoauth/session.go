@@ -105,6 +105,8 @@ type sessionRecord struct {
 	OAuthSessionID string    `json:"oauth_session_id"`
 	Scopes         []string  `json:"scopes,omitempty"`
 	Requested      []string  `json:"requested,omitempty"` // what the login asked for, for a step-up
+	Device         string    `json:"device,omitempty"`    // from the User-Agent at login
+	IP             string    `json:"ip,omitempty"`        // only with Config.RecordIP
 	CreatedAt      time.Time `json:"created_at"`
 	ExpiresAt      time.Time `json:"expires_at"`
 
@@ -126,6 +128,11 @@ func (rec *sessionRecord) kind() string {
 
 // newUser is the User a session record describes; hash is the record's key
 // suffix.
+// record is the part of a session record that ending it needs.
+func (u *User) record() *sessionRecord {
+	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, Previous: u.previous, Successor: u.successor}
+}
+
 func (m *Manager) newUser(rec *sessionRecord, hash string) *User {
 	return &User{
 		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
@@ -172,9 +179,19 @@ func (m *Manager) loadUser(c *gin.Context) (*User, error) {
 	if st := state(c); st != nil {
 		return st.user, nil
 	}
+	began := time.Now()
 	u, reason, err := m.readSession(c)
-	if err != nil {
+	switch {
+	case err != nil:
+		m.metrics.SessionChecked(CodeStorageUnavailable, time.Since(began))
 		return nil, err
+	case u != nil:
+		m.metrics.SessionChecked("ok", time.Since(began))
+		m.noteSeen(u)
+	case reason == SessionNotLoggedIn:
+		m.metrics.SessionChecked("anonymous", time.Since(began))
+	default:
+		m.metrics.SessionChecked(reason, time.Since(began))
 	}
 	setState(c, u, reason)
 	return u, nil
@@ -229,7 +246,7 @@ func (m *Manager) sessionFor(ctx context.Context, hash, kind string) (*User, str
 		return nil, SessionNotLoggedIn, nil // a rotated-out token past its grace
 	}
 	if !now.Before(rec.ExpiresAt) {
-		return nil, SessionExpired, m.endSession(ctx, hash, "absolute lifetime reached")
+		return nil, SessionExpired, m.endDevice(ctx, hash, &rec, EndExpired)
 	}
 	if m.cfg.IdleTimeout > 0 {
 		active, err := m.touchIdle(ctx, hash, now)
@@ -237,7 +254,7 @@ func (m *Manager) sessionFor(ctx context.Context, hash, kind string) (*User, str
 			return nil, "", err
 		}
 		if !active {
-			return nil, SessionExpired, m.endSession(ctx, hash, "idle timeout")
+			return nil, SessionExpired, m.endDevice(ctx, hash, &rec, EndIdle)
 		}
 	}
 	return m.newUser(&rec, hash), "", nil
@@ -273,26 +290,7 @@ func (m *Manager) idleTouchEvery() time.Duration {
 }
 
 // endSession deletes an expired session's records and clears its cookie.
-func (m *Manager) endSession(ctx context.Context, hash, why string) error {
-	m.log.Info("session ended", "reason", why, "session", hash[:8])
-	return m.deleteSessionRecords(ctx, hash)
-}
 
-// deleteLinked deletes the other token of a native app's rotation: the
-// rotated-out one in its grace window, or its successor.
-func (m *Manager) deleteLinked(ctx context.Context, u *User) error {
-	if u.previous != "" {
-		if err := m.delete(ctx, sessionKeyPrefix+u.previous); err != nil {
-			return err
-		}
-	}
-	if u.successor != "" {
-		if t, err := m.openSuccessor(u.sessionHash, u.successor); err == nil {
-			return m.delete(ctx, sessionKeyPrefix+hashSessionID(t))
-		}
-	}
-	return nil
-}
 
 func (m *Manager) deleteSessionRecords(ctx context.Context, hash string) error {
 	if err := m.delete(ctx, sessionKeyPrefix+hash); err != nil {
@@ -311,11 +309,8 @@ func (m *Manager) deleteSessionRecords(ctx context.Context, hash string) error {
 func (m *Manager) startSession(c *gin.Context, grant *Grant, requested []string) (*User, error) {
 	ctx := c.Request.Context()
 	if old, err := m.loadUser(c); err == nil && old != nil {
-		if err := m.deleteSessionRecords(ctx, old.sessionHash); err != nil {
+		if err := m.endDevice(ctx, old.sessionHash, old.record(), EndReplaced); err != nil {
 			return nil, err
-		}
-		if old.oauthSessionID != "" {
-			m.revoke(ctx, old.DID, old.oauthSessionID, old.sessionHash)
 		}
 	}
 	sid := randomToken(sessionIDBytes)
@@ -324,8 +319,13 @@ func (m *Manager) startSession(c *gin.Context, grant *Grant, requested []string)
 	rec := sessionRecord{
 		DID: grant.DID, Handle: grant.Handle, OAuthSessionID: grant.OAuthSessionID,
 		Scopes: grant.Scopes, Requested: requested, CreatedAt: now, ExpiresAt: now.Add(m.cfg.SessionTTL),
+		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c),
 	}
 	if err := m.setJSON(ctx, sessionKeyPrefix+hash, rec, m.cfg.SessionTTL); err != nil {
+		return nil, err
+	}
+	if err := m.index(ctx, rec.DID, hash, m.cfg.SessionTTL); err != nil {
+		_ = m.deleteSessionRecords(ctx, hash)
 		return nil, err
 	}
 	if m.cfg.IdleTimeout > 0 {
@@ -339,6 +339,7 @@ func (m *Manager) startSession(c *gin.Context, grant *Grant, requested []string)
 	u := m.newUser(&rec, hash)
 	setState(c, u, "")
 	m.log.Info("session started", "did", u.DID, "session", hash[:8])
+	m.emit(EventLogin, "", &rec, hash)
 	return u, nil
 }
 
@@ -352,14 +353,8 @@ func (m *Manager) Logout(c *gin.Context) error {
 		return err
 	}
 	if u != nil {
-		if err := m.deleteSessionRecords(c.Request.Context(), u.sessionHash); err != nil {
+		if err := m.endDevice(c.Request.Context(), u.sessionHash, u.record(), EndLogout); err != nil {
 			return err
-		}
-		if err := m.deleteLinked(c.Request.Context(), u); err != nil {
-			return err
-		}
-		if u.oauthSessionID != "" {
-			m.revoke(c.Request.Context(), u.DID, u.oauthSessionID, u.sessionHash)
 		}
 		m.log.Info("logged out", "did", u.DID, "session", u.sessionHash[:8])
 	}

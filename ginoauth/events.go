@@ -1,0 +1,140 @@
+package ginoauth
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// This file is what the Manager tells the app about: lifecycle events for
+// audit logs and app logic, and measurements for metrics.
+
+// EventType names a lifecycle event.
+type EventType string
+
+// Lifecycle events.
+const (
+	EventLogin        EventType = "login"         // a device session started (web, or a native app's code redeemed)
+	EventLogout       EventType = "logout"        // the user logged out on that device
+	EventSessionEnded EventType = "session_ended" // a session ended for another reason (Event.Reason)
+)
+
+// Reasons a session ended, found in Event.Reason.
+const (
+	EndLogout         = "logout"            // the user logged out on that device
+	EndExpired        = "expired"           // its absolute lifetime passed
+	EndIdle           = "idle"              // no request for Config.IdleTimeout
+	EndRefreshRefused = "refresh_refused"   // the authorization server refused a token refresh
+	EndRevoked        = "revoked"           // its OAuth session was gone (revoked at the server, or deleted)
+	EndByUser         = "ended_by_user"     // the user ended it from another device
+	EndEverywhere     = "ended_everywhere"  // all sessions of the account were ended
+	EndReplaced       = "replaced"          // a new login on the same device (or a step-up) replaced it
+	EndCodeUnredeemed = "code_not_redeemed" // a native app never redeemed its login's code
+)
+
+// Event is one lifecycle event. It never holds tokens, codes or session
+// ids: Session is the same opaque reference the device list shows.
+type Event struct {
+	Type    EventType
+	Reason  string // for EventSessionEnded (and EndLogout for EventLogout)
+	DID     string
+	Handle  string
+	Session string // opaque reference of the device session, as in SessionInfo.Ref
+	Kind    string // "web" or "mobile"
+	Time    time.Time
+}
+
+// maxQueuedEvents bounds the events waiting for a slow hook; past it, new
+// events are dropped (and logged), so a hook can never hold up a login.
+const maxQueuedEvents = 1024
+
+// hooks delivers events to Config.OnEvent on a goroutine of its own.
+type hooks struct {
+	fn   func(Event)
+	log  func(msg string, args ...any)
+	once sync.Once
+	ch   chan Event
+	done chan struct{}
+}
+
+// emit queues e for the hook, never blocking.
+func (h *hooks) emit(m *Manager, e Event) {
+	if h.fn == nil {
+		return
+	}
+	h.once.Do(func() {
+		h.ch = make(chan Event, maxQueuedEvents)
+		h.done = make(chan struct{})
+		m.bg.run(func() { h.deliver(m) })
+	})
+	select {
+	case h.ch <- e:
+	default:
+		h.log("event hook is too slow; event dropped", "type", string(e.Type), "reason", e.Reason)
+	}
+}
+
+// deliver runs the hook for each event until the Manager closes, then for
+// the events still queued.
+func (h *hooks) deliver(m *Manager) {
+	call := func(e Event) {
+		defer func() {
+			if r := recover(); r != nil {
+				h.log("event hook panicked", "type", string(e.Type), "panic", fmt.Sprint(r))
+			}
+		}()
+		h.fn(e)
+	}
+	for {
+		select {
+		case e := <-h.ch:
+			call(e)
+		case <-m.bg.stopping():
+			for {
+				select {
+				case e := <-h.ch:
+					call(e)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// Metrics receives the Manager's measurements; set Config.Metrics. The
+// ginoauth/prommetrics package implements it for Prometheus. Methods must
+// be quick and safe for concurrent use. Outcomes and codes are the
+// Session* and Flow* constants ("ok" for success).
+type Metrics interface {
+	// LoginStarted counts a login sent to an authorization server ("web",
+	// "mobile" or "step_up").
+	LoginStarted(kind string)
+	// LoginFinished records a callback: code "ok" or the failure's code,
+	// and how long the callback took.
+	LoginFinished(code string, took time.Duration)
+	// SessionChecked records a session check (cookie or bearer) and its
+	// outcome: "ok", "anonymous", or a Session* code; storage failures are
+	// CodeStorageUnavailable.
+	SessionChecked(outcome string, took time.Duration)
+	// StorageFailed counts a storage failure by operation.
+	StorageFailed(op string)
+}
+
+// RefreshMetrics receives an OAuth client's token refresh measurements
+// (indigoclient.Options.Metrics). prommetrics implements it too.
+type RefreshMetrics interface {
+	// RefreshLockWaited records how long a refresh waited for its lock.
+	RefreshLockWaited(took time.Duration)
+	// RefreshFinished records a refresh grant: "ok", "refused" (the login
+	// ended), "network" or "storage", and how long it took.
+	RefreshFinished(outcome string, took time.Duration)
+}
+
+// nopMetrics is the default Metrics.
+type nopMetrics struct{}
+
+func (nopMetrics) LoginStarted(string)                  {}
+func (nopMetrics) LoginFinished(string, time.Duration)  {}
+func (nopMetrics) SessionChecked(string, time.Duration) {}
+func (nopMetrics) StorageFailed(string)                 {}
