@@ -139,6 +139,14 @@ func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOpt
 		}
 	}
 	m.log.Info("login started", "identifier", req.Identifier, "server", req.Server, "prompt", req.Prompt, "step_up", extra.stepUpDID != "", "mobile", extra.mobile != nil)
+	kind := "web"
+	switch {
+	case extra.mobile != nil:
+		kind = "mobile"
+	case extra.stepUpDID != "":
+		kind = "step_up"
+	}
+	m.metrics.LoginStarted(kind)
 	return auth.URL, nil
 }
 
@@ -152,6 +160,17 @@ func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOpt
 //
 // Errors: *OAuthFlowError (400, or 502) or *StorageError (503).
 func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
+	began := time.Now()
+	res, err := m.handleCallback(c)
+	code := "ok"
+	if err != nil {
+		code = ErrorResponseFor(err).Code
+	}
+	m.metrics.LoginFinished(code, time.Since(began))
+	return res, err
+}
+
+func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 	ctx := c.Request.Context()
 	params := c.Request.URL.Query()
 	state := params.Get("state")

@@ -59,7 +59,10 @@ type Options struct {
 	// Metadata, if set, can add fields (client_name, logo_uri, ...) to the
 	// client metadata document served by the Manager.
 	Metadata func(*oauth.ClientMetadata)
-	Logger   *slog.Logger
+	// Metrics, if set, receives token refresh measurements (lock waits,
+	// grants by outcome); ginoauth/prommetrics implements it.
+	Metrics ginoauth.RefreshMetrics
+	Logger  *slog.Logger
 }
 
 // Client is a ginoauth.OAuthClient backed by an indigo oauth.ClientApp.
@@ -77,6 +80,7 @@ type Client struct {
 	// saveBudget is the package's saveBudget; tests shorten it.
 	saveBudget time.Duration
 	sets       permissionSets
+	metrics    ginoauth.RefreshMetrics
 }
 
 var (
@@ -109,7 +113,10 @@ func New(config oauth.ClientConfig, storage storage.Store, opts Options) *Client
 	if app.Dir == nil {
 		app.Dir = newPublicDirectory(app.Resolver.UserAgent)
 	}
-	c := &Client{app: app, store: store, browser: opts.BrowserURL, metadata: opts.Metadata, log: opts.Logger, saveBudget: saveBudget}
+	c := &Client{app: app, store: store, browser: opts.BrowserURL, metadata: opts.Metadata, log: opts.Logger, saveBudget: saveBudget, metrics: opts.Metrics}
+	if c.metrics == nil {
+		c.metrics = noRefreshMetrics{}
+	}
 	c.bg.init()
 	return c
 }
@@ -424,3 +431,9 @@ func shortHash(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:4])
 }
+
+// noRefreshMetrics is the default RefreshMetrics.
+type noRefreshMetrics struct{}
+
+func (noRefreshMetrics) RefreshLockWaited(time.Duration)        {}
+func (noRefreshMetrics) RefreshFinished(string, time.Duration) {}

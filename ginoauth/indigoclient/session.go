@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atclient"
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
@@ -147,7 +148,9 @@ func (s *session) RefreshTokens(ctx context.Context) error {
 // request or instance already did.
 func (s *session) refresh(ctx context.Context, rejected string) error {
 	c := s.c
+	began := time.Now()
 	unlock, err := c.lockWithin(ctx, refreshLockName(s.did, s.id))
+	c.metrics.RefreshLockWaited(time.Since(began))
 	if err != nil {
 		return fmt.Errorf("indigoclient: waiting for the refresh lock: %w", err)
 	}
@@ -173,7 +176,10 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		s.swap(fresh) // someone else refreshed: use their tokens
 		return nil
 	}
-	if err := c.refreshGrant(ctx, fresh); err != nil {
+	granted := time.Now()
+	err = c.refreshGrant(ctx, fresh)
+	c.metrics.RefreshFinished(refreshOutcome(err), time.Since(granted))
+	if err != nil {
 		if !isTerminalRefreshError(err) {
 			return fmt.Errorf("indigoclient: token refresh: %w", err)
 		}
@@ -213,6 +219,17 @@ func (s *session) swap(cs *oauth.ClientSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cs = cs
+}
+
+// refreshOutcome names a refresh grant's result for metrics.
+func refreshOutcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case isTerminalRefreshError(err):
+		return "refused"
+	}
+	return "network"
 }
 
 func refreshLockName(did syntax.DID, sessionID string) string {

@@ -327,6 +327,7 @@ const (
 	OpTake   = "take"
 	OpLock   = "lock"
 	OpUnlock = "unlock"
+	OpIndex  = "index"
 )
 
 type fault struct {
@@ -414,6 +415,30 @@ func (f *FaultyStorage) Lock(ctx context.Context, name string, ttl time.Duration
 		}
 		return unlock(ctx)
 	}, nil
+}
+
+// AddMember implements storage.Indexer; the wrapped Storage must have it.
+func (f *FaultyStorage) AddMember(ctx context.Context, set, member string, ttl time.Duration) error {
+	if f.fails(OpIndex, set) {
+		return ErrDown
+	}
+	return f.Store.(storage.Indexer).AddMember(ctx, set, member, ttl)
+}
+
+// RemoveMember implements storage.Indexer.
+func (f *FaultyStorage) RemoveMember(ctx context.Context, set, member string) error {
+	if f.fails(OpIndex, set) {
+		return ErrDown
+	}
+	return f.Store.(storage.Indexer).RemoveMember(ctx, set, member)
+}
+
+// Members implements storage.Indexer.
+func (f *FaultyStorage) Members(ctx context.Context, set string) ([]string, error) {
+	if f.fails(OpIndex, set) {
+		return nil, ErrDown
+	}
+	return f.Store.(storage.Indexer).Members(ctx, set)
 }
 
 // LogBuffer is a goroutine-safe io.Writer for capturing logs in tests.
