@@ -52,9 +52,14 @@ type Config struct {
 	// SessionTTL is the absolute lifetime of a login, enforced server side.
 	// Default 7 days.
 	SessionTTL time.Duration
-	// IdleTimeout, when set, also ends a session after this long without a
-	// request. Default 0: off.
+	// IdleTimeout, when set, also ends a browser session after this long
+	// without a request. Default 0: off. The time of the last request is
+	// sealed in the session cookie, so it costs no storage access. Native
+	// app sessions are bounded by Mobile.SessionTTL and token rotation.
 	IdleTimeout time.Duration
+	// SessionCache, when its TTL is set, caches session records in
+	// process; see SessionCacheConfig for the staleness it allows.
+	SessionCache SessionCacheConfig
 	// FlowTTL bounds how long a user may take between /login and the
 	// callback. Default 10 minutes.
 	FlowTTL time.Duration
@@ -260,6 +265,9 @@ func (cfg Config) validate() (secure bool, err error) {
 	}
 	if cfg.IdleTimeout < 0 || (cfg.IdleTimeout > 0 && cfg.IdleTimeout < time.Minute) {
 		return bad("IdleTimeout", "must be 0 (off) or at least a minute (got %v)", cfg.IdleTimeout)
+	}
+	if cfg.SessionCache.TTL < 0 || cfg.SessionCache.TTL > 5*time.Minute {
+		return bad("SessionCache.TTL", "must be between 0 (off) and 5 minutes (got %v)", cfg.SessionCache.TTL)
 	}
 	if cfg.StorageTimeout < 10*time.Millisecond || cfg.StorageTimeout > time.Minute {
 		return bad("StorageTimeout", "must be between 10ms and a minute (got %v)", cfg.StorageTimeout)

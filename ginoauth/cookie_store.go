@@ -13,6 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/textproto"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-contrib/sessions"
@@ -199,55 +202,122 @@ func (cs *CookieStore) open(r *http.Request, name string) ([]byte, error) {
 }
 
 func (cs *CookieStore) openValue(name, value string) ([]byte, error) {
-	if value == "" || len(value) > maxCookieValue {
-		return nil, ErrCookieInvalid
-	}
-	raw, err := b64.DecodeString(value)
+	plain, err := cs.openString(name, value)
 	if err != nil {
-		return nil, ErrCookieInvalid
+		return nil, err
 	}
+	return []byte(plain), nil
+}
+
+// bufPool holds buffers for decoding and opening cookies, which every
+// request does: the plaintext leaves them as one string.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// openString is openValue with the plaintext as a string, in one
+// allocation.
+func (cs *CookieStore) openString(name, value string) (string, error) {
+	if value == "" || len(value) > maxCookieValue {
+		return "", ErrCookieInvalid
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	// One buffer: the encoded value, then its decoding.
+	need := len(value) + b64.DecodedLen(len(value))
+	if cap(*bp) < need {
+		*bp = make([]byte, need)
+	}
+	buf := (*bp)[:need]
+	enc := buf[:copy(buf, value)]
+	n, err := b64.Decode(buf[len(value):], enc)
+	if err != nil {
+		return "", ErrCookieInvalid
+	}
+	raw := buf[len(value) : len(value)+n]
 	var plain []byte
-	for _, aead := range cs.aeads {
+	for i, aead := range cs.aeads {
 		ns := aead.NonceSize()
 		if len(raw) < ns+aead.Overhead() {
-			return nil, ErrCookieInvalid
+			return "", ErrCookieInvalid
 		}
-		// Open into a fresh slice: raw must stay intact for the next key.
+		if i == len(cs.aeads)-1 { // the last key may open in place
+			if p, err := aead.Open(raw[ns:ns], raw[:ns], raw[ns:], []byte(name)); err == nil {
+				plain = p
+			}
+			break
+		}
+		// Earlier keys open into a second buffer: raw must stay intact.
 		if p, err := aead.Open(nil, raw[:ns], raw[ns:], []byte(name)); err == nil {
 			plain = p
 			break
 		}
 	}
 	if len(plain) < 9 || (plain[0] != cookieFormatStrings && plain[0] != cookieFormatGob) {
-		return nil, ErrCookieInvalid
+		return "", ErrCookieInvalid
 	}
 	if expires := binary.BigEndian.Uint64(plain[1:9]); expires != 0 && unixSeconds(cs.now()) >= expires {
-		return nil, ErrCookieExpired
+		return "", ErrCookieExpired
 	}
-	return plain, nil
+	return string(plain), nil
 }
 
 // stringValue is the Manager's fast path: the string under key in the
 // request's cookie called name, without building a session. ok is false
 // when there is no cookie; err is ErrCookieInvalid or ErrCookieExpired.
 func (cs *CookieStore) stringValue(r *http.Request, name, key string) (value string, ok bool, err error) {
-	plain, err := cs.open(r, name)
-	if err != nil || plain == nil {
-		return "", false, err
+	v, _, ok, err := cs.stringValues(r, name, key, "")
+	return v, ok, err
+}
+
+// stringValues is stringValue for two keys of one cookie, opened once; the
+// second key may be absent (then its value is ""), the first may not.
+func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2 string) (v1, v2 string, ok bool, err error) {
+	var plain string
+	eachCookie(r, name, func(value string) bool {
+		ok = true
+		plain, err = cs.openString(name, value)
+		return err == nil
+	})
+	if !ok || err != nil {
+		return "", "", ok, err
 	}
 	if plain[0] != cookieFormatStrings {
-		return "", true, ErrCookieInvalid
+		return "", "", true, ErrCookieInvalid
 	}
 	found := false
 	err = walkStrings(plain[9:], func(k, v string) {
-		if k == key {
-			value, found = v, true
+		switch k {
+		case key1:
+			v1, found = v, true
+		case key2:
+			v2 = v
 		}
 	})
 	if err != nil || !found {
-		return "", true, ErrCookieInvalid
+		return "", "", true, ErrCookieInvalid
 	}
-	return value, true, nil
+	return v1, v2, true, nil
+}
+
+// eachCookie calls f with the value of each cookie called name in the
+// request's Cookie headers, in order, until f returns true, reading the
+// values as net/http's parser does but without building a Cookie for every
+// cookie of the request.
+func eachCookie(r *http.Request, name string, f func(value string) bool) {
+	for _, line := range r.Header["Cookie"] {
+		for part := range strings.SplitSeq(line, ";") {
+			part = textproto.TrimString(part)
+			k, v, found := strings.Cut(part, "=")
+			if !found || k != name {
+				continue
+			}
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if f(v) {
+				return
+			}
+		}
+	}
 }
 
 // setStrings seals values (string pairs) into the cookie called name, with
@@ -303,13 +373,14 @@ func decodeValues(plain []byte, into map[any]any) error {
 		}
 		return nil
 	}
-	return walkStrings(plain[9:], func(k, v string) { into[k] = v })
+	return walkStrings(string(plain[9:]), func(k, v string) { into[k] = v })
 }
 
 // walkStrings calls f for each pair of a version 1 body; a malformed body
-// or a repeated key is an error.
-func walkStrings(rest []byte, f func(k, v string)) error {
-	var seen []string
+// or a repeated key is an error. The strings f gets share rest's memory.
+func walkStrings(rest string, f func(k, v string)) error {
+	var small [8]string // the keys seen, without an allocation for small cookies
+	seen := small[:0]
 	for len(rest) > 0 {
 		k, n := readChunk(rest)
 		if n <= 0 {
@@ -333,16 +404,25 @@ func walkStrings(rest []byte, f func(k, v string)) error {
 }
 
 // readChunk reads one uvarint-prefixed string; n <= 0 means malformed.
-func readChunk(b []byte) (string, int) {
-	l, n := binary.Uvarint(b)
-	if n <= 0 {
-		return "", 0
+func readChunk(b string) (string, int) {
+	var l uint64
+	n := 0
+	for shift := uint(0); ; shift += 7 {
+		if n >= len(b) || shift >= 64 {
+			return "", 0
+		}
+		c := b[n]
+		n++
+		l |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			break
+		}
 	}
 	rest := b[n:]
 	if l > uint64(len(rest)) { //nolint:gosec // a length is never negative
 		return "", 0
 	}
-	return string(rest[:l]), n + int(l) //nolint:gosec // l <= len(rest), so it fits an int
+	return rest[:l], n + int(l) //nolint:gosec // l <= len(rest), so it fits an int
 }
 
 // unixSeconds is t as non-negative Unix seconds (times before 1970 are 0).

@@ -109,7 +109,7 @@ func (m *Manager) accountSessions(ctx context.Context, did string) ([]string, []
 	now := m.now()
 	for _, h := range members {
 		var rec sessionRecord
-		switch err := m.getJSON(ctx, sessionKeyPrefix+h, &rec); {
+		switch err := m.getRecord(ctx, h, &rec); {
 		case errors.Is(err, ErrNotFound):
 			_ = m.unindex(ctx, did, h) // ended; the index catches up
 			continue

@@ -38,6 +38,7 @@ type Manager struct {
 	hooks   hooks
 	metrics Metrics
 	refKey  []byte // for opaque session references
+	cache   *recordCache
 	seenTracker
 }
 
@@ -72,6 +73,7 @@ func New(cfg Config) (*Manager, error) {
 		flowCookieNm:  cfg.CookieName + "_flow",
 		origin:        strings.TrimRight(cfg.BaseURL, "/"),
 		metrics:       cfg.Metrics,
+		cache:         newRecordCache(cfg.SessionCache),
 		seenTracker:   seenTracker{seen: map[string]time.Time{}},
 		now:           cfg.Now,
 	}

@@ -285,7 +285,7 @@ func (m *Manager) storeMobileSession(ctx context.Context, rec *sessionRecord) (s
 		return "", &SessionError{Code: SessionExpired}
 	}
 	hash := hashSessionID(token)
-	if err := m.setJSON(ctx, sessionKeyPrefix+hash, rec, ttl); err != nil {
+	if err := m.putRecord(ctx, hash, rec, ttl); err != nil {
 		return "", err
 	}
 	if err := m.index(ctx, rec.DID, hash, ttl); err != nil {
@@ -358,7 +358,7 @@ func (m *Manager) RotateMobileToken(c *gin.Context) (*MobileSession, error) {
 	}
 	ctx := c.Request.Context()
 	var rec sessionRecord
-	if err := m.getJSON(ctx, sessionKeyPrefix+u.sessionHash, &rec); err != nil {
+	if err := m.getRecord(ctx, u.sessionHash, &rec); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, &SessionError{Code: SessionNotLoggedIn}
 		}
@@ -393,7 +393,7 @@ func (m *Manager) RotateMobileToken(c *gin.Context) (*MobileSession, error) {
 	}
 	old := rec
 	old.GraceUntil, old.Successor = m.now().Add(m.cfg.Mobile.RefreshGrace), sealed
-	if err := m.setJSON(ctx, sessionKeyPrefix+u.sessionHash, old, m.cfg.Mobile.RefreshGrace); err != nil {
+	if err := m.putRecord(ctx, u.sessionHash, &old, m.cfg.Mobile.RefreshGrace); err != nil {
 		return nil, err
 	}
 	_ = m.unindex(ctx, rec.DID, u.sessionHash) // the device is listed once, by its new token

@@ -6,7 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
-	"slices"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -17,20 +17,22 @@ import (
 // the indigoclient package):
 //
 //	sess:{sha256(session id)}  one session record per login per device
-//	idle:{sha256(session id)}  last-activity marker, only with IdleTimeout
 //	flow:{state}               one login in progress (FlowTTL)
+//	acct:{did}                 the account's index set (storage.Indexer)
+//	seen:{sha256(session id)}  coarse last-seen time, for the device list
+//	mcode:{sha256(code)}       a native app's one-time code (Mobile.CodeTTL)
 //
 // Session ids are stored hashed, so a leaked database holds no usable
 // cookie values.
 const (
 	sessionKeyPrefix = "sess:"
-	idleKeyPrefix    = "idle:"
 	flowKeyPrefix    = "flow:"
 )
 
 // cookie value keys inside the sealed cookies.
 const (
 	cookieSessionID    = "sid"
+	cookieActive       = "a" // last activity, Unix seconds, for IdleTimeout
 	cookieBinding      = "b"
 	cookieBindingSince = "t"
 )
@@ -58,7 +60,12 @@ type sessionState struct {
 }
 
 func setState(c *gin.Context, u *User, reason string) {
-	c.Set(stateKey{}, &sessionState{user: u, reason: reason})
+	if u != nil {
+		u.state = sessionState{user: u} // in the User: no allocation of its own
+		c.Set(stateKey{}, &u.state)
+		return
+	}
+	c.Set(stateKey{}, &sessionState{reason: reason})
 }
 
 // state returns the request's sessionState, or nil before it was loaded.
@@ -84,6 +91,7 @@ type User struct {
 	// A native app's rotated tokens: the record this one replaced, and the
 	// sealed successor of a rotated-out one.
 	previous, successor string
+	state               sessionState // the request's state, when this is its user
 }
 
 // OAuthSessionID is the OAuth client's id for this login's OAuth session
@@ -135,9 +143,9 @@ func (u *User) record() *sessionRecord {
 
 func (m *Manager) newUser(rec *sessionRecord, hash string) *User {
 	return &User{
-		DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes),
+		DID: rec.DID, Handle: rec.Handle, Scopes: rec.Scopes, // rec is the caller's own, freshly decoded
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
-		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: slices.Clone(rec.Requested),
+		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: rec.Requested,
 		resolver: m.client, kind: rec.kind(), previous: rec.Previous, successor: rec.Successor,
 	}
 }
@@ -205,7 +213,7 @@ func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
 	if token, ok := bearerToken(c.Request); ok {
 		return m.readBearer(c, token)
 	}
-	sid, present, err := m.cookies.stringValue(c.Request, m.cfg.CookieName, cookieSessionID)
+	sid, active, present, err := m.cookies.stringValues(c.Request, m.cfg.CookieName, cookieSessionID, cookieActive)
 	if err != nil {
 		m.log.Debug("session cookie rejected", "reason", err)
 		m.clearSessionCookie(c)
@@ -221,10 +229,42 @@ func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
 		return nil, SessionInvalidCookie, nil
 	}
 	u, reason, err := m.sessionFor(c.Request.Context(), hashSessionID(sid), kindWeb)
+	if err == nil && u != nil && m.cfg.IdleTimeout > 0 {
+		u, reason, err = m.checkIdle(c, u, sid, active)
+	}
 	if err == nil && u == nil {
 		m.clearSessionCookie(c)
 	}
 	return u, reason, err
+}
+
+// checkIdle enforces Config.IdleTimeout for a browser session. The time of
+// its last activity is sealed in the session cookie (which no one can
+// forge or move forward) and checked here, on the server; the cookie is
+// resealed at most once per idleTouchEvery. So idle tracking needs no
+// storage at all, and a session check stays one storage read. (Native app
+// sessions are bounded by their absolute lifetime and token rotation.)
+func (m *Manager) checkIdle(c *gin.Context, u *User, sid, active string) (*User, string, error) {
+	now := m.now()
+	last, perr := strconv.ParseInt(active, 10, 64)
+	if perr != nil || now.Sub(time.Unix(last, 0)) >= m.cfg.IdleTimeout {
+		return nil, SessionExpired, m.endDevice(c.Request.Context(), u.sessionHash, u.record(), EndIdle)
+	}
+	if now.Sub(time.Unix(last, 0)) > m.idleTouchEvery() {
+		if err := m.setSessionCookie(c, sid, now, u.ExpiresAt); err != nil {
+			return nil, "", err
+		}
+	}
+	return u, "", nil
+}
+
+// setSessionCookie seals the session id and the time of last activity into
+// the session cookie, expiring with the session.
+func (m *Manager) setSessionCookie(c *gin.Context, sid string, active, expires time.Time) error {
+	opts := m.sessionCookie
+	opts.MaxAge = max(1, int(expires.Sub(m.now())/time.Second))
+	values := map[any]any{cookieSessionID: sid, cookieActive: strconv.FormatInt(active.Unix(), 10)}
+	return m.cookies.setStrings(c.Writer, m.cfg.CookieName, values, opts)
 }
 
 // sessionFor loads the session record under hash and checks its kind and
@@ -232,59 +272,30 @@ func (m *Manager) readSession(c *gin.Context) (*User, string, error) {
 // cookie that led nowhere.
 func (m *Manager) sessionFor(ctx context.Context, hash, kind string) (*User, string, error) {
 	var rec sessionRecord
-	switch err := m.getJSON(ctx, sessionKeyPrefix+hash, &rec); {
-	case errors.Is(err, ErrNotFound):
-		return nil, SessionNotLoggedIn, nil // logged out elsewhere, or expired in storage
-	case err != nil:
-		return nil, "", err
+	now := m.now()
+	if !m.cache.get(hash, now, &rec) {
+		switch err := m.getRecord(ctx, hash, &rec); {
+		case errors.Is(err, ErrNotFound):
+			return nil, SessionNotLoggedIn, nil // logged out elsewhere, or expired in storage
+		case err != nil:
+			return nil, "", err
+		}
+		m.cache.put(hash, &rec, now)
 	}
 	if rec.kind() != kind {
 		return nil, map[string]string{kindWeb: SessionInvalidCookie, kindMobile: SessionInvalidToken}[kind], nil
 	}
-	now := m.now()
 	if !rec.GraceUntil.IsZero() && !now.Before(rec.GraceUntil) {
 		return nil, SessionNotLoggedIn, nil // a rotated-out token past its grace
 	}
 	if !now.Before(rec.ExpiresAt) {
 		return nil, SessionExpired, m.endDevice(ctx, hash, &rec, EndExpired)
 	}
-	if m.cfg.IdleTimeout > 0 {
-		active, err := m.touchIdle(ctx, hash, now)
-		if err != nil {
-			return nil, "", err
-		}
-		if !active {
-			return nil, SessionExpired, m.endDevice(ctx, hash, &rec, EndIdle)
-		}
-	}
 	return m.newUser(&rec, hash), "", nil
 }
 
-// touchIdle reports whether the session was active within IdleTimeout and,
-// if so, renews its idle marker. The marker lives in its own key so that a
-// renewal racing a logout can never bring the deleted session record back.
-// Renewals are rate-limited to keep a write off most requests.
-func (m *Manager) touchIdle(ctx context.Context, hash string, now time.Time) (bool, error) {
-	var last time.Time
-	switch err := m.getJSON(ctx, idleKeyPrefix+hash, &last); {
-	case errors.Is(err, ErrNotFound):
-		return false, nil
-	case err != nil:
-		return false, err
-	}
-	// The marker's TTL already ends idle sessions; the timestamp check keeps
-	// that true with a Storage whose expiry is coarse or lagging.
-	if now.Sub(last) >= m.cfg.IdleTimeout {
-		return false, nil
-	}
-	if now.Sub(last) > m.idleTouchEvery() {
-		if err := m.setJSON(ctx, idleKeyPrefix+hash, now, m.cfg.IdleTimeout); err != nil {
-			return false, err
-		}
-	}
-	return true, nil
-}
-
+// idleTouchEvery is how stale the sealed last activity may get before the
+// cookie is resealed: a tenth of the idle timeout, at most a minute.
 func (m *Manager) idleTouchEvery() time.Duration {
 	return min(m.cfg.IdleTimeout/10, time.Minute)
 }
@@ -293,13 +304,10 @@ func (m *Manager) idleTouchEvery() time.Duration {
 
 
 func (m *Manager) deleteSessionRecords(ctx context.Context, hash string) error {
-	if err := m.delete(ctx, sessionKeyPrefix+hash); err != nil {
-		return err
-	}
-	if m.cfg.IdleTimeout > 0 {
-		return m.delete(ctx, idleKeyPrefix+hash)
-	}
-	return nil
+	m.cache.drop(hash) // before: a request racing this delete must not re-cache it
+	err := m.delete(ctx, sessionKeyPrefix+hash)
+	m.cache.drop(hash)
+	return err
 }
 
 // startSession creates a new session record for grant and sets its cookie.
@@ -321,19 +329,15 @@ func (m *Manager) startSession(c *gin.Context, grant *Grant, requested []string)
 		Scopes: grant.Scopes, Requested: requested, CreatedAt: now, ExpiresAt: now.Add(m.cfg.SessionTTL),
 		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c),
 	}
-	if err := m.setJSON(ctx, sessionKeyPrefix+hash, rec, m.cfg.SessionTTL); err != nil {
+	if err := m.putRecord(ctx, hash, &rec, m.cfg.SessionTTL); err != nil {
 		return nil, err
 	}
 	if err := m.index(ctx, rec.DID, hash, m.cfg.SessionTTL); err != nil {
 		_ = m.deleteSessionRecords(ctx, hash)
 		return nil, err
 	}
-	if m.cfg.IdleTimeout > 0 {
-		if err := m.setJSON(ctx, idleKeyPrefix+hash, now, m.cfg.IdleTimeout); err != nil {
-			return nil, err
-		}
-	}
-	if err := m.cookies.setStrings(c.Writer, m.cfg.CookieName, map[any]any{cookieSessionID: sid}, m.sessionCookie); err != nil {
+
+	if err := m.setSessionCookie(c, sid, now, rec.ExpiresAt); err != nil {
 		return nil, err
 	}
 	u := m.newUser(&rec, hash)
