@@ -115,11 +115,11 @@ type Config struct {
 // Routes are the paths of the prebuilt handlers; empty fields get defaults.
 // The callback path must match the redirect URI the OAuth client registers.
 type Routes struct {
-	Login          string // GET and POST; default "/login"
-	Callback       string // default "/oauth/callback"
-	Session        string // default "/api/session"
-	Logout         string // POST only; default "/api/logout"
-	Upgrade        string // GET and POST, step-up; default "/login/upgrade"
+	Login    string // GET and POST; default "/login"
+	Callback string // default "/oauth/callback"
+	Session  string // default "/api/session"
+	Logout   string // POST only; default "/api/logout"
+	Upgrade  string // GET and POST, step-up; default "/login/upgrade"
 
 	MobileStart         string // GET and POST; default "/api/auth/mobile-start"
 	MobileToken         string // POST; default "/api/auth/mobile-token"
@@ -132,8 +132,8 @@ type Routes struct {
 	EndSession       string // POST {"ref"}; default "/api/sessions/end"
 	EndOtherSessions string // POST; default "/api/sessions/end-others"
 	EndAllSessions   string // POST; default "/api/sessions/end-all"
-	ClientMetadata string // default "/oauth-client-metadata.json"
-	JWKS           string // default "/oauth/jwks.json"
+	ClientMetadata   string // default "/oauth-client-metadata.json"
+	JWKS             string // default "/oauth/jwks.json"
 }
 
 // Defaults.

@@ -302,7 +302,6 @@ func (m *Manager) idleTouchEvery() time.Duration {
 
 // endSession deletes an expired session's records and clears its cookie.
 
-
 func (m *Manager) deleteSessionRecords(ctx context.Context, hash string) error {
 	m.cache.drop(hash) // before: a request racing this delete must not re-cache it
 	err := m.delete(ctx, sessionKeyPrefix+hash)

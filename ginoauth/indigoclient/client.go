@@ -435,5 +435,5 @@ func shortHash(s string) string {
 // noRefreshMetrics is the default RefreshMetrics.
 type noRefreshMetrics struct{}
 
-func (noRefreshMetrics) RefreshLockWaited(time.Duration)        {}
+func (noRefreshMetrics) RefreshLockWaited(time.Duration)       {}
 func (noRefreshMetrics) RefreshFinished(string, time.Duration) {}
