@@ -17,7 +17,7 @@ func TestStoresLinkNoFrameworkOrOAuthClient(t *testing.T) {
 	const mod = "github.com/gin-atproto/oauth-sessions/"
 	pkgs := []string{
 		"ginoauth/storage", "ginoauth/storagetest",
-		"stores/memstore", "stores/gormstore", "stores/sqlitestore", "stores/postgresstore",
+		"stores/memstore", "stores/gormstore", "stores/sqlitestore", "stores/postgresstore", "stores/redisstore",
 	}
 	forbidden := []string{"github.com/gin-gonic/", "github.com/gin-contrib/", "github.com/gorilla/", "github.com/bluesky-social/", mod + "ginoauth\n"}
 	for _, pkg := range pkgs {

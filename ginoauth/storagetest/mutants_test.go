@@ -53,6 +53,16 @@ var mutants = []struct {
 	{"unlock-any-holder", "Lock/StaleUnlock"},
 	{"lock-ignores-ctx", "Lock/Context"},
 	{"lock-leaks-on-cancel", "Lock/CancelledWaiters"},
+	{"members-never-expire", "Index/TTL"},
+	{"members-expiry-per-set", "Index/TTL"},
+	{"member-negative-ttl-accepted", "Index/TTL"},
+	{"member-renew-keeps-ttl", "Index/Basic"},
+	{"remove-missing-member-errors", "Index/Basic"},
+	{"members-ignore-set", "Index/Basic"},
+	{"members-lost-updates", "Index/Concurrent"},
+	{"index-no-key-validation", "Index/InvalidNames"},
+	{"index-per-handle", "Index/AcrossHandles"},
+	{"members-fault-is-empty", "Faults"},
 }
 
 func TestMutants(t *testing.T) {
@@ -138,6 +148,12 @@ func TestMutantChild(t *testing.T) {
 				b.locks = map[string]lease{} // ...but not the locks
 				return &mutant{bug: bug, b: &b}
 			}
+			if bug == "index-per-handle" {
+				b := *m.b // same entries and locks, but not the sets
+				b.sets = map[string]map[string]time.Time{}
+				b.setExp = map[string]time.Time{}
+				return &mutant{bug: bug, b: &b}
+			}
 			return &mutant{bug: bug, b: m.b}
 		},
 		Break: func(t *testing.T, s storage.Store) {
@@ -156,6 +172,8 @@ type backend struct {
 	broken  bool
 	locksMu *sync.Mutex
 	locks   map[string]lease
+	sets    map[string]map[string]time.Time // set -> member -> expiry (zero: never); under mu
+	setExp  map[string]time.Time            // per-set expiry, for members-expiry-per-set; under mu
 }
 
 type entry struct {
@@ -169,7 +187,10 @@ type lease struct {
 }
 
 func newBackend() *backend {
-	return &backend{mu: &sync.Mutex{}, data: map[string]entry{}, locksMu: &sync.Mutex{}, locks: map[string]lease{}}
+	return &backend{
+		mu: &sync.Mutex{}, data: map[string]entry{}, locksMu: &sync.Mutex{}, locks: map[string]lease{},
+		sets: map[string]map[string]time.Time{}, setExp: map[string]time.Time{},
+	}
 }
 
 // mutant is a deliberately simple correct store, plus the bug named by bug.
@@ -365,7 +386,119 @@ func (m *mutant) Lock(ctx context.Context, name string, ttl time.Duration) (stor
 	}
 }
 
+func (m *mutant) setName(set string) string {
+	if m.bug == "members-ignore-set" {
+		return "all"
+	}
+	return set
+}
+
+func (m *mutant) AddMember(ctx context.Context, set, member string, ttl time.Duration) error {
+	if err := m.check(ctx, set); err != nil {
+		return err
+	}
+	if m.bug != "index-no-key-validation" {
+		if err := storage.ValidateKey(set); err != nil {
+			return err
+		}
+		if err := storage.ValidateKey(member); err != nil {
+			return err
+		}
+	}
+	if ttl < 0 {
+		if m.bug != "member-negative-ttl-accepted" {
+			return errors.New("negative ttl")
+		}
+		ttl = 0
+	}
+	var exp time.Time
+	if ttl > 0 && m.bug != "members-never-expire" {
+		exp = time.Now().Add(ttl)
+	}
+	set = m.setName(set)
+	if m.bug == "members-lost-updates" {
+		// Read the whole set, change it, write it back: without a lock
+		// around the three steps, concurrent changes overwrite each other.
+		next := m.copySet(set)
+		next[member] = exp
+		time.Sleep(time.Millisecond)
+		m.b.mu.Lock()
+		m.b.sets[set] = next
+		m.b.mu.Unlock()
+		return nil
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	ms := m.b.sets[set]
+	if ms == nil {
+		ms = map[string]time.Time{}
+		m.b.sets[set] = ms
+	}
+	if old, ok := ms[member]; ok && m.bug == "member-renew-keeps-ttl" && m.live(entry{exp: old}) {
+		exp = old
+	}
+	ms[member] = exp
+	m.b.setExp[set] = exp // only read by members-expiry-per-set: the last add's expiry is the set's
+	return nil
+}
+
+func (m *mutant) copySet(set string) map[string]time.Time {
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	next := make(map[string]time.Time, len(m.b.sets[set])+1)
+	for k, v := range m.b.sets[set] {
+		next[k] = v
+	}
+	return next
+}
+
+func (m *mutant) RemoveMember(ctx context.Context, set, member string) error {
+	if err := m.check(ctx, set); err != nil {
+		return err
+	}
+	set = m.setName(set)
+	if m.bug == "members-lost-updates" {
+		next := m.copySet(set)
+		delete(next, member)
+		time.Sleep(time.Millisecond)
+		m.b.mu.Lock()
+		m.b.sets[set] = next
+		m.b.mu.Unlock()
+		return nil
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	if _, ok := m.b.sets[set][member]; !ok && m.bug == "remove-missing-member-errors" {
+		return errors.New("no such member")
+	}
+	delete(m.b.sets[set], member)
+	return nil
+}
+
+func (m *mutant) Members(ctx context.Context, set string) ([]string, error) {
+	if err := m.check(ctx, set); err != nil {
+		if m.bug == "members-fault-is-empty" && errors.Is(err, errBroken) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	set = m.setName(set)
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	if m.bug == "members-expiry-per-set" && !m.live(entry{exp: m.b.setExp[set]}) {
+		return nil, nil
+	}
+	var out []string
+	for member, exp := range m.b.sets[set] {
+		if m.bug == "members-expiry-per-set" || m.live(entry{exp: exp}) {
+			out = append(out, member)
+		}
+	}
+	return out, nil
+}
+
 var (
-	_ storage.Taker  = (*mutant)(nil)
-	_ storage.Locker = (*mutant)(nil)
+	_ storage.Taker   = (*mutant)(nil)
+	_ storage.Locker  = (*mutant)(nil)
+	_ storage.Indexer = (*mutant)(nil)
 )

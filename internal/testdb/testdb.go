@@ -11,6 +11,10 @@
 // Postgres runs only when GINOAUTH_TEST_POSTGRES_DSN is set (see
 // docker-compose.test.yml); each store gets tables of its own, dropped at
 // cleanup, because test packages run in parallel against one database.
+//
+// Redis (Redis, RedisPair) runs only when GINOAUTH_TEST_REDIS_ADDR is set;
+// each store gets a key prefix of its own, whose keys are deleted at
+// cleanup. It is not part of All: call it where a test wants it.
 package testdb
 
 import (
@@ -125,7 +129,7 @@ func postgresTable(t testing.TB, table string) storage.Store {
 		t.Fatalf("testdb: %v", err)
 	}
 	t.Cleanup(func() {
-		drop := `DROP TABLE IF EXISTS "` + table + `", "` + table + `_locks"`
+		drop := `DROP TABLE IF EXISTS "` + table + `", "` + table + `_locks", "` + table + `_sets"`
 		err := s.DB().Exec(drop).Error
 		_ = s.Close()
 		if err != nil {

@@ -5,21 +5,30 @@ import (
 	"time"
 )
 
-// DeleteExpired runs one cleanup pass now: it deletes expired entries and
-// lapsed lock leases, at most Options.CleanupBatchSize rows per statement,
-// until none are left. It returns how many entries (not locks) it removed.
-// Each statement is short, so readers and writers interleave with a long
-// pass instead of waiting for it.
+// DeleteExpired runs one cleanup pass now: it deletes expired entries,
+// expired set members and lapsed lock leases, at most
+// Options.CleanupBatchSize rows per statement, until none are left. It
+// returns how many entries (not set members or locks) it removed. Each
+// statement is short, so readers and writers interleave with a long pass
+// instead of waiting for it.
 func (s *Store) DeleteExpired(ctx context.Context) (int64, error) {
+	n, _, err := s.deleteExpired(ctx)
+	return n, err
+}
+
+// deleteExpired is DeleteExpired, also counting the set members removed.
+func (s *Store) deleteExpired(ctx context.Context) (entries, members int64, err error) {
 	now := s.d.ts(s.opts.Now())
-	n, err := s.purge(ctx, s.q.purgeEntries, now)
-	if err != nil {
-		return n, err
+	if entries, err = s.purge(ctx, s.q.purgeEntries, now); err != nil {
+		return entries, 0, err
+	}
+	if members, err = s.purge(ctx, s.q.purgeMembers, now); err != nil {
+		return entries, members, err
 	}
 	if _, err := s.purge(ctx, s.q.purgeLocks, now); err != nil {
-		return n, err
+		return entries, members, err
 	}
-	return n, nil
+	return entries, members, nil
 }
 
 func (s *Store) purge(ctx context.Context, q string, now any) (int64, error) {
@@ -49,7 +58,7 @@ func (s *Store) cleanupLoop(interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		n, err := s.DeleteExpired(s.ctx)
+		n, m, err := s.deleteExpired(s.ctx)
 		if s.ctx.Err() != nil {
 			return // closing: the cancelled pass is not a failure
 		}
@@ -58,8 +67,8 @@ func (s *Store) cleanupLoop(interval time.Duration) {
 			s.opts.Logger.Error("gormstore: cleanup failed", "table", s.opts.Table, "err", err)
 			continue
 		}
-		if n > 0 {
-			s.opts.Logger.Debug("gormstore: removed expired entries", "table", s.opts.Table, "count", n)
+		if n > 0 || m > 0 {
+			s.opts.Logger.Debug("gormstore: removed expired entries", "table", s.opts.Table, "count", n, "members", m)
 		}
 	}
 }

@@ -44,6 +44,155 @@ SELECT CAST(? AS text) || i::text, decode('00', 'hex'), ?, ?, ? FROM generate_se
 	}
 }
 
+// insertMembers bulk-inserts n set members named memberPrefix+1..n, into
+// sets named setPrefix+(i/perSet) (so perSet members per set), expiring at
+// expires (nil: never), generated inside the database.
+func insertMembers(t testing.TB, s *Store, setPrefix string, perSet int, memberPrefix string, n int, expires *time.Time) {
+	t.Helper()
+	var exp any
+	if expires != nil {
+		exp = s.d.ts(*expires)
+	}
+	table := quote(s.opts.SetTable)
+	var (
+		q    string
+		args []any
+	)
+	switch s.d.name {
+	case DialectSQLite:
+		q = `WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?)
+INSERT INTO ` + table + ` ("set_name", "member", "expires_at")
+SELECT ? || (i / ?), ? || i, ? FROM seq`
+		args = []any{n, setPrefix, perSet, memberPrefix, exp}
+	case DialectPostgres:
+		q = `INSERT INTO ` + table + ` ("set_name", "member", "expires_at")
+SELECT CAST(? AS text) || (i / CAST(? AS int))::text, CAST(? AS text) || i::text, CAST(? AS timestamptz)
+FROM generate_series(1, CAST(? AS int)) AS i`
+		args = []any{setPrefix, perSet, memberPrefix, exp, n}
+	}
+	res := s.DB().Exec(q, args...)
+	if res.Error != nil {
+		t.Fatal(res.Error)
+	}
+	if res.RowsAffected != int64(n) {
+		t.Fatalf("inserted %d members, want %d", res.RowsAffected, n)
+	}
+}
+
+// TestCleanupMembers removes a backlog of expired set members in batches
+// and keeps the live ones, in the sets being cleaned and in others.
+func TestCleanupMembers(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, kind backendKind) {
+		const backlog = 20_000
+		f := newFixture(t, kind, Options{CleanupBatchSize: 500})
+		s, ctx := f.store, context.Background()
+		expired := time.Now().Add(-time.Minute)
+		insertMembers(t, s, "acct:", 10, "old:", backlog, &expired)
+		for i := range 5 {
+			if err := s.AddMember(ctx, "acct:7", fmt.Sprint("live:", i), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.AddMember(ctx, "acct:other", "forever", 0); err != nil {
+			t.Fatal(err)
+		}
+		n, m, err := s.deleteExpired(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 || m != backlog {
+			t.Errorf("deleteExpired removed %d entries and %d members, want 0 and %d", n, m, backlog)
+		}
+		if got := count(t, s, f.opts.Table+"_sets"); got != 6 {
+			t.Errorf("%d member rows left, want the 6 live ones", got)
+		}
+		if got, err := s.Members(ctx, "acct:7"); err != nil || len(got) != 5 {
+			t.Errorf("Members of a cleaned set = %q, %v; want the 5 live members", got, err)
+		}
+	})
+}
+
+// TestCleanupRacingAddMember is TestCleanupRacingSet for members: every
+// expired member is added again with a long ttl while cleanup runs, and
+// each must end up live.
+func TestCleanupRacingAddMember(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, kind backendKind) {
+		const n = 1000
+		f := newFixture(t, kind, Options{CleanupBatchSize: 50})
+		s, ctx := f.store, context.Background()
+		other := f.reopen(t)
+		expired := time.Now().Add(-time.Minute)
+		insertMembers(t, s, "acct:", 100, "m:", n, &expired)
+
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.DeleteExpired(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+		const writers = 4
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w + 1; i <= n; i += writers {
+					if err := other.AddMember(ctx, fmt.Sprint("acct:", i/100), fmt.Sprint("m:", i), time.Hour); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		var live int64
+		q := `SELECT COUNT(*) FROM ` + quote(s.opts.SetTable) + ` WHERE "expires_at" > ?`
+		if err := s.DB().Raw(q, s.d.ts(time.Now())).Scan(&live).Error; err != nil {
+			t.Fatal(err)
+		}
+		if live != n {
+			t.Errorf("%d of %d members that were added during cleanup are live; cleanup deleted %d live members", live, n, n-live)
+		}
+	})
+}
+
+// TestCleanupSparesRevivedMember is TestCleanupSparesRevivedRow for the set
+// table, whose cleanup finds rows by ctid: a member renewed by a
+// transaction that commits while cleanup runs must survive.
+func TestCleanupSparesRevivedMember(t *testing.T) {
+	kind := backends[1]
+	f := newFixture(t, kind, Options{})
+	s, ctx := f.store, context.Background()
+	expired := time.Now().Add(-time.Minute)
+	insertMembers(t, s, "acct", 10, "m", 3, &expired) // all in set acct0
+
+	db2, _ := kind.open(t, f.where)
+	tx := db2.Begin()
+	q := `UPDATE ` + quote(s.opts.SetTable) + ` SET "expires_at" = ? WHERE "set_name" = ? AND "member" = ?`
+	if err := tx.Exec(q, s.d.ts(time.Now().Add(time.Hour)), "acct0", "m2").Error; err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.DeleteExpired(ctx)
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := tx.Commit().Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Members(ctx, "acct0"); err != nil || len(got) != 1 || got[0] != "m2" {
+		t.Fatalf("Members after cleanup = %q, %v; want the revived m2 alone", got, err)
+	}
+	if n := count(t, s, s.opts.SetTable); n != 1 {
+		t.Fatalf("%d member rows left, want 1 (the revived one)", n)
+	}
+}
+
 // TestCleanupBacklog removes a 100k-row expired backlog in batches while
 // Gets of live keys go on and must succeed without long waits.
 func TestCleanupBacklog(t *testing.T) {
@@ -183,13 +332,24 @@ func TestCleanupGoroutine(t *testing.T) {
 		if _, err := s.Lock(ctx, "abandoned", time.Minute); err != nil {
 			t.Fatal(err)
 		}
+		for i := range 20 {
+			if err := s.AddMember(ctx, "acct", fmt.Sprint("m", i), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.AddMember(ctx, "acct", "forever", 0); err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(50 * time.Millisecond)
 		if n := count(t, s, opts.Table); n != 51 {
 			t.Fatalf("cleanup removed live entries: %d rows", n)
 		}
+		if n := count(t, s, opts.Table+"_sets"); n != 21 {
+			t.Fatalf("cleanup removed live members: %d rows", n)
+		}
 		c.Advance(2 * time.Minute)
-		waitFor(t, 5*time.Second, "expired rows and lapsed locks removed", func() bool {
-			return count(t, s, opts.Table) == 1 && count(t, s, opts.Table+"_locks") == 0
+		waitFor(t, 5*time.Second, "expired rows, members and lapsed locks removed", func() bool {
+			return count(t, s, opts.Table) == 1 && count(t, s, opts.Table+"_locks") == 0 && count(t, s, opts.Table+"_sets") == 1
 		})
 
 		if err := s.Close(); err != nil {

@@ -1,5 +1,5 @@
-// Package gormstore is a storage.Store, storage.Taker and
-// storage.Locker over any *gorm.DB whose dialect is SQLite or Postgres.
+// Package gormstore is a storage.Store, storage.Taker, storage.Locker and
+// storage.Indexer over any *gorm.DB whose dialect is SQLite or Postgres.
 //
 // Most apps use the one-line constructors in stores/sqlitestore and
 // stores/postgresstore, which open and own the database. Use New directly to
@@ -10,9 +10,16 @@
 //
 // Entries live in one table (default "ginoauth_kv"): key (text primary key),
 // value (bytes), expires_at (nullable, indexed), created_at and updated_at.
-// Locks are lease rows in a second table (default "<table>_locks"). New
-// creates both unless Options.SkipMigration is set; DDL returns the exact
-// statements for a dialect so you can put them in your own migrations.
+// Locks are lease rows in a second table (default "<table>_locks"). The
+// members of the storage.Indexer sets are rows of a third (default
+// "<table>_sets", Options.SetTable): set_name, member, expires_at (nullable,
+// indexed), with the primary key (set_name, member), so listing a set is a
+// range of that key (on SQLite the table is WITHOUT ROWID: a set's rows are
+// stored together). New creates all three unless Options.SkipMigration is
+// set; DDL returns the exact statements for a dialect so you can put them
+// in your own migrations. An app that runs its own migrations and upgrades
+// from a version without the set table must add it (the last two
+// statements of DDL); until then only the Indexer methods fail.
 //
 // Timestamps are computed in Go (Options.Now) and stored in UTC: timestamptz
 // on Postgres, fixed-width "YYYY-MM-DD HH:MM:SS.ffffff" text on SQLite so that
@@ -32,18 +39,25 @@
 //     Waiters in the same process are woken at once by Unlock. A lease lapses
 //     by itself after its ttl, so a crashed holder blocks others for at most
 //     that long.
+//   - AddMember is one INSERT ... ON CONFLICT (set_name, member) DO UPDATE
+//     of the member's own row and RemoveMember one DELETE of it, so
+//     concurrent changes to one set never overwrite each other. Members
+//     filters out expired members in SQL, like Get.
 //   - Every failure is a *storage.Error; only a missing or expired
 //     key gives storage.ErrNotFound.
-//   - Invalid keys (see storage.ValidateKey) are rejected by Set and Lock;
-//     Get and Take report them as not found (they cannot have been stored)
-//     and Delete ignores them, so a hostile oversized identifier never turns
-//     into a storage failure.
+//   - Invalid keys (see storage.ValidateKey) are rejected by Set, Lock and
+//     AddMember (set names and members follow the key rules); Get and Take
+//     report them as not found and Members as an empty set (they cannot
+//     have been stored), and Delete and RemoveMember ignore them, so a
+//     hostile oversized identifier never turns into a storage failure.
 //
 // # Cleanup
 //
 // With Options.CleanupInterval > 0, New starts one goroutine that removes
-// expired entries and lapsed lock rows every interval, in batches of
-// Options.CleanupBatchSize rows so a large backlog never holds a long lock.
+// expired entries, expired set members and lapsed lock rows every interval,
+// in batches of Options.CleanupBatchSize rows so a large backlog never holds
+// a long lock (on Postgres, each batch skips rows other transactions have
+// locked, so several instances clean side by side).
 // Close stops it and waits for it. DeleteExpired runs one pass on demand
 // (for tests or a cron job).
 //

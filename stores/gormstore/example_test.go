@@ -71,6 +71,15 @@ func ExampleDDL() {
 	// 	"owner"      text NOT NULL,
 	// 	"expires_at" timestamptz NOT NULL
 	// );
+	//
+	// CREATE TABLE IF NOT EXISTS "ginoauth_kv_sets" (
+	// 	"set_name"   text NOT NULL,
+	// 	"member"     text NOT NULL,
+	// 	"expires_at" timestamptz,
+	// 	PRIMARY KEY ("set_name", "member")
+	// );
+	//
+	// CREATE INDEX IF NOT EXISTS "ginoauth_kv_sets_exp_idx" ON "ginoauth_kv_sets" ("expires_at");
 }
 
 // Run one cleanup pass from a cron job instead of the background goroutine.

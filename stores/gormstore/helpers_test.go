@@ -105,7 +105,7 @@ func dropTables(t testing.TB, dsn, table string) {
 		return
 	}
 	defer func() { sqlDB, _ := db.DB(); _ = sqlDB.Close() }()
-	if err := db.Exec(`DROP TABLE IF EXISTS "` + table + `", "` + table + `_locks"`).Error; err != nil {
+	if err := db.Exec(`DROP TABLE IF EXISTS "` + table + `", "` + table + `_locks", "` + table + `_sets"`).Error; err != nil {
 		t.Errorf("drop %s: %v", table, err)
 	}
 }

@@ -19,16 +19,19 @@ const (
 const (
 	DefaultTable            = "ginoauth_kv"
 	DefaultLockTableSuffix  = "_locks"
+	DefaultSetTableSuffix   = "_sets"
 	DefaultCleanupBatchSize = 1000
 )
 
 // Table names are spliced into SQL, so they are restricted to plain
 // identifiers. 48 bytes leaves room for the "_expires_at_idx" suffix within
 // Postgres's 63-byte identifier limit (longer names would be truncated and
-// could collide).
+// could collide); 55 for the set table leaves room for its "_exp_idx", and
+// the default set table name (at most 48 + 5 bytes) fits.
 const (
 	maxTableName     = 48
 	maxLockTableName = 63
+	maxSetTableName  = 55
 )
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -53,18 +56,18 @@ type dialect struct {
 	name string
 	// ts converts a time to the driver argument stored in timestamp columns.
 	ts func(time.Time) any
-	// ddl returns the schema statements for the two tables.
-	ddl func(table, locks string) []string
+	// ddl returns the schema statements for the three tables.
+	ddl func(table, locks, sets string) []string
 	// purge returns the batched cleanup DELETE for table, whose primary
-	// key is pk. Binds: now, batch size, now.
-	purge func(table, pk string) string
+	// key is the (quoted) columns pk. Binds: now, batch size, now.
+	purge func(table string, pk ...string) string
 }
 
 var dialects = map[string]dialect{
 	DialectSQLite: {
 		name: DialectSQLite,
 		ts:   func(t time.Time) any { return t.UTC().Format(sqliteTimeFormat) },
-		ddl: func(table, locks string) []string {
+		ddl: func(table, locks, sets string) []string {
 			return []string{
 				`CREATE TABLE IF NOT EXISTS ` + quote(table) + ` (
 	"key"        TEXT NOT NULL PRIMARY KEY,
@@ -79,19 +82,35 @@ var dialects = map[string]dialect{
 	"owner"      TEXT NOT NULL,
 	"expires_at" DATETIME NOT NULL
 )`,
+				// WITHOUT ROWID stores the rows in primary-key order, so a
+				// set's members are side by side: Members reads one range
+				// of one b-tree, however many other sets the table holds.
+				`CREATE TABLE IF NOT EXISTS ` + quote(sets) + ` (
+	"set_name"   TEXT NOT NULL,
+	"member"     TEXT NOT NULL,
+	"expires_at" DATETIME,
+	PRIMARY KEY ("set_name", "member")
+) WITHOUT ROWID`,
+				`CREATE INDEX IF NOT EXISTS ` + quote(sets+"_exp_idx") + ` ON ` + quote(sets) + ` ("expires_at")`,
 			}
 		},
 		// One writer at a time, so no row can change under the statement;
-		// the outer test only mirrors Postgres's.
-		purge: func(table, pk string) string {
-			return `DELETE FROM ` + table + ` WHERE ` + pk + ` IN (SELECT ` + pk + ` FROM ` + table +
+		// the outer test only mirrors Postgres's. A composite key is
+		// compared as a row value (the set table has no rowid).
+		purge: func(table string, pk ...string) string {
+			cols := strings.Join(pk, ", ")
+			lhs := cols
+			if len(pk) > 1 {
+				lhs = "(" + cols + ")"
+			}
+			return `DELETE FROM ` + table + ` WHERE ` + lhs + ` IN (SELECT ` + cols + ` FROM ` + table +
 				` WHERE "expires_at" <= ? LIMIT ?) AND "expires_at" <= ?`
 		},
 	},
 	DialectPostgres: {
 		name: DialectPostgres,
 		ts:   func(t time.Time) any { return t.UTC() },
-		ddl: func(table, locks string) []string {
+		ddl: func(table, locks, sets string) []string {
 			return []string{
 				`CREATE TABLE IF NOT EXISTS ` + quote(table) + ` (
 	"key"        text PRIMARY KEY,
@@ -106,6 +125,13 @@ var dialects = map[string]dialect{
 	"owner"      text NOT NULL,
 	"expires_at" timestamptz NOT NULL
 )`,
+				`CREATE TABLE IF NOT EXISTS ` + quote(sets) + ` (
+	"set_name"   text NOT NULL,
+	"member"     text NOT NULL,
+	"expires_at" timestamptz,
+	PRIMARY KEY ("set_name", "member")
+)`,
+				`CREATE INDEX IF NOT EXISTS ` + quote(sets+"_exp_idx") + ` ON ` + quote(sets) + ` ("expires_at")`,
 			}
 		},
 		// = ANY(ARRAY(subquery)) rather than IN (subquery): the planner
@@ -115,9 +141,15 @@ var dialects = map[string]dialect{
 		// without queueing behind each other. The outer expires_at test is
 		// not redundant: Postgres re-checks it on the newest version of a
 		// row that a concurrent Set revived, which a key list alone would
-		// not, and cleanup would delete a live entry.
-		purge: func(table, pk string) string {
-			return `DELETE FROM ` + table + ` WHERE ` + pk + ` = ANY(ARRAY(SELECT ` + pk + ` FROM ` + table +
+		// not, and cleanup would delete a live entry. A composite key is
+		// replaced by the row's ctid: the row is locked from the subquery
+		// on, so its ctid cannot change before the DELETE reaches it.
+		purge: func(table string, pk ...string) string {
+			col := pk[0]
+			if len(pk) > 1 {
+				col = "ctid"
+			}
+			return `DELETE FROM ` + table + ` WHERE ` + col + ` = ANY(ARRAY(SELECT ` + col + ` FROM ` + table +
 				` WHERE "expires_at" <= ? LIMIT ? FOR UPDATE SKIP LOCKED)) AND "expires_at" <= ?`
 		},
 	},
@@ -144,18 +176,19 @@ func DDL(dialect string, opts Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return strings.Join(d.ddl(o.Table, o.LockTable), ";\n\n") + ";\n", nil
+	return strings.Join(d.ddl(o.Table, o.LockTable, o.SetTable), ";\n\n") + ";\n", nil
 }
 
 // queries are built once per store; only bind values vary per call.
 type queries struct {
-	get, set, del, take      string
-	lock, unlock             string
-	purgeEntries, purgeLocks string
+	get, set, del, take                    string
+	lock, unlock                           string
+	addMember, removeMember, members       string
+	purgeEntries, purgeMembers, purgeLocks string
 }
 
-func buildQueries(d dialect, table, locks string) queries {
-	t, l := quote(table), quote(locks)
+func buildQueries(d dialect, table, locks, sets string) queries {
+	t, l, st := quote(table), quote(locks), quote(sets)
 	live := `("expires_at" IS NULL OR "expires_at" > ?)`
 	return queries{
 		get: `SELECT "value" FROM ` + t + ` WHERE "key" = ? AND ` + live,
@@ -172,8 +205,17 @@ ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value", "expires_at" = exc
 		lock: `INSERT INTO ` + l + ` ("name", "owner", "expires_at") VALUES (?, ?, ?)
 ON CONFLICT ("name") DO UPDATE SET "owner" = excluded."owner", "expires_at" = excluded."expires_at"
 WHERE ` + l + `."expires_at" <= ?`,
-		unlock:       `DELETE FROM ` + l + ` WHERE "name" = ? AND "owner" = ?`,
+		unlock: `DELETE FROM ` + l + ` WHERE "name" = ? AND "owner" = ?`,
+		// One upsert per member: concurrent additions to one set touch
+		// different rows and never overwrite each other.
+		addMember: `INSERT INTO ` + st + ` ("set_name", "member", "expires_at") VALUES (?, ?, ?)
+ON CONFLICT ("set_name", "member") DO UPDATE SET "expires_at" = excluded."expires_at"`,
+		removeMember: `DELETE FROM ` + st + ` WHERE "set_name" = ? AND "member" = ?`,
+		// A range of the primary key's leading column: an index lookup
+		// whatever the table's size.
+		members:      `SELECT "member" FROM ` + st + ` WHERE "set_name" = ? AND ` + live,
 		purgeEntries: d.purge(t, `"key"`),
+		purgeMembers: d.purge(st, `"set_name"`, `"member"`),
 		purgeLocks:   d.purge(l, `"name"`),
 	}
 }

@@ -24,12 +24,16 @@ type Options struct {
 	Table string
 	// LockTable is the lock lease table. Default Table + "_locks".
 	LockTable string
+	// SetTable holds the members of the storage.Indexer sets, one row per
+	// member. Default Table + "_sets". At most 55 bytes.
+	SetTable string
 	// SkipMigration stops New from creating the tables, for apps that run
 	// their own migrations (see DDL).
 	SkipMigration bool
 	// CleanupInterval is how often a background goroutine removes expired
-	// entries and lapsed locks. 0 (the default) starts no goroutine;
-	// expired entries are invisible anyway, cleanup only reclaims space.
+	// entries, expired set members and lapsed locks. 0 (the default)
+	// starts no goroutine; expired entries and members are invisible
+	// anyway, cleanup only reclaims space.
 	CleanupInterval time.Duration
 	// CleanupBatchSize is the most rows one cleanup statement deletes.
 	// Default DefaultCleanupBatchSize (1000).
@@ -53,14 +57,23 @@ func (o Options) withDefaults() (Options, error) {
 	if o.LockTable == "" {
 		o.LockTable = o.Table + DefaultLockTableSuffix
 	}
+	if o.SetTable == "" {
+		o.SetTable = o.Table + DefaultSetTableSuffix
+	}
 	if err := checkIdent("table", o.Table, maxTableName); err != nil {
 		return o, err
 	}
 	if err := checkIdent("lock table", o.LockTable, maxLockTableName); err != nil {
 		return o, err
 	}
+	if err := checkIdent("set table", o.SetTable, maxSetTableName); err != nil {
+		return o, err
+	}
 	if o.LockTable == o.Table {
 		return o, errors.New("gormstore: LockTable must differ from Table")
+	}
+	if o.SetTable == o.Table || o.SetTable == o.LockTable {
+		return o, errors.New("gormstore: SetTable must differ from Table and LockTable")
 	}
 	if o.CleanupInterval < 0 {
 		return o, fmt.Errorf("gormstore: negative CleanupInterval %v", o.CleanupInterval)
@@ -80,8 +93,8 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// Store is a storage.Store, storage.Taker and storage.Locker on a SQL
-// database through gorm. It is safe for concurrent use. Create it with New
+// Store is a storage.Store, storage.Taker, storage.Locker and
+// storage.Indexer on a SQL database through gorm. It is safe for concurrent use. Create it with New
 // (or sqlitestore.Open / postgresstore.Open) and Close it when done.
 type Store struct {
 	db   *gorm.DB
@@ -105,9 +118,10 @@ type Store struct {
 }
 
 var (
-	_ storage.Store  = (*Store)(nil)
-	_ storage.Taker  = (*Store)(nil)
-	_ storage.Locker = (*Store)(nil)
+	_ storage.Store   = (*Store)(nil)
+	_ storage.Taker   = (*Store)(nil)
+	_ storage.Locker  = (*Store)(nil)
+	_ storage.Indexer = (*Store)(nil)
 )
 
 // New returns a Store on db, whose dialect must be SQLite or Postgres. It
@@ -134,7 +148,7 @@ func New(db *gorm.DB, opts Options) (*Store, error) {
 		// logger wrapper keeps keys and values out of gorm's SQL logs.
 		db:   db.Session(&gorm.Session{NewDB: true, Logger: hideParams{lg}}),
 		d:    d,
-		q:    buildQueries(d, o.Table, o.LockTable),
+		q:    buildQueries(d, o.Table, o.LockTable, o.SetTable),
 		opts: o,
 
 		wake: make(chan struct{}),
@@ -153,7 +167,7 @@ func New(db *gorm.DB, opts Options) (*Store, error) {
 }
 
 func (s *Store) migrate() error {
-	stmts := s.d.ddl(s.opts.Table, s.opts.LockTable)
+	stmts := s.d.ddl(s.opts.Table, s.opts.LockTable, s.opts.SetTable)
 	err := s.db.Transaction(func(tx *gorm.DB) error {
 		if s.d.name == DialectPostgres {
 			// Postgres's CREATE ... IF NOT EXISTS is not safe against a

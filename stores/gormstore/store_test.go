@@ -36,12 +36,10 @@ func TestFaults(t *testing.T) {
 				_ = sqlDB.Close()
 			},
 			"dropped tables": func(t *testing.T, f *fixture) {
-				err := f.db.Exec(`DROP TABLE "` + f.opts.Table + `"`).Error
-				if err == nil {
-					err = f.db.Exec(`DROP TABLE "` + f.opts.Table + `_locks"`).Error
-				}
-				if err != nil {
-					t.Fatal(err)
+				for _, table := range []string{f.opts.Table, f.opts.Table + "_locks", f.opts.Table + "_sets"} {
+					if err := f.db.Exec(`DROP TABLE "` + table + `"`).Error; err != nil {
+						t.Fatal(err)
+					}
 				}
 			},
 		}
@@ -51,6 +49,9 @@ func TestFaults(t *testing.T) {
 				s := f.store
 				ctx := context.Background()
 				if err := s.Set(ctx, "k", []byte("v"), 0); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.AddMember(ctx, "set", "m", 0); err != nil {
 					t.Fatal(err)
 				}
 				breakIt(t, f)
@@ -72,6 +73,13 @@ func TestFaults(t *testing.T) {
 				check("take", err)
 				_, err = s.Lock(ctx, "l", time.Second)
 				check("lock", err)
+				check("add-member", s.AddMember(ctx, "set", "m2", time.Hour))
+				check("remove-member", s.RemoveMember(ctx, "set", "m"))
+				got, err := s.Members(ctx, "set")
+				check("members", err)
+				if got != nil {
+					t.Errorf("Members on a broken store returned %q", got)
+				}
 				_, err = s.DeleteExpired(ctx)
 				check("cleanup", err)
 			})
@@ -99,6 +107,10 @@ func TestOptionsValidation(t *testing.T) {
 		"too long":             {Table: strings.Repeat("t", maxTableName+1)},
 		"bad lock table":       {LockTable: "locks-table"},
 		"same tables":          {Table: "kv", LockTable: "kv"},
+		"set table is table":   {Table: "kv", SetTable: "kv"},
+		"set table is locks":   {LockTable: "locks", SetTable: "locks"},
+		"bad set table":        {SetTable: "sets;"},
+		"set table too long":   {SetTable: strings.Repeat("s", maxSetTableName+1)},
 		"negative interval":    {CleanupInterval: -time.Second},
 		"negative batch":       {CleanupBatchSize: -1},
 		"non-ASCII table name": {Table: "tablé"},
@@ -113,6 +125,9 @@ func TestOptionsValidation(t *testing.T) {
 		t.Error("New(nil) accepted")
 	}
 	good := Options{Table: strings.Repeat("t", maxTableName), CleanupBatchSize: 7}
+	if o, err := good.withDefaults(); err != nil || len(o.SetTable) > maxSetTableName {
+		t.Fatalf("the default set table of a %d-byte table: %q, %v", maxTableName, o.SetTable, err)
+	}
 	s, err := New(db, good)
 	if err != nil {
 		t.Fatalf("New with a %d-byte table name: %v", maxTableName, err)
@@ -154,6 +169,15 @@ CREATE TABLE IF NOT EXISTS "ginoauth_kv_locks" (
 	"owner"      TEXT NOT NULL,
 	"expires_at" DATETIME NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS "ginoauth_kv_sets" (
+	"set_name"   TEXT NOT NULL,
+	"member"     TEXT NOT NULL,
+	"expires_at" DATETIME,
+	PRIMARY KEY ("set_name", "member")
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS "ginoauth_kv_sets_exp_idx" ON "ginoauth_kv_sets" ("expires_at");
 `
 
 const wantPostgresDDL = `CREATE TABLE IF NOT EXISTS "ginoauth_kv" (
@@ -171,6 +195,15 @@ CREATE TABLE IF NOT EXISTS "ginoauth_kv_locks" (
 	"owner"      text NOT NULL,
 	"expires_at" timestamptz NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS "ginoauth_kv_sets" (
+	"set_name"   text NOT NULL,
+	"member"     text NOT NULL,
+	"expires_at" timestamptz,
+	PRIMARY KEY ("set_name", "member")
+);
+
+CREATE INDEX IF NOT EXISTS "ginoauth_kv_sets_exp_idx" ON "ginoauth_kv_sets" ("expires_at");
 `
 
 func TestDDL(t *testing.T) {
@@ -183,9 +216,12 @@ func TestDDL(t *testing.T) {
 			t.Errorf("DDL(%s) =\n%s\nwant\n%s", dialect, got, want)
 		}
 	}
-	got, _ := DDL(DialectSQLite, Options{Table: "sessions", LockTable: "session_locks"})
-	if !strings.Contains(got, `"sessions_expires_at_idx" ON "sessions"`) || !strings.Contains(got, `TABLE IF NOT EXISTS "session_locks"`) {
-		t.Errorf("DDL with custom tables:\n%s", got)
+	got, _ := DDL(DialectSQLite, Options{Table: "sessions", LockTable: "session_locks", SetTable: "session_index"})
+	for _, want := range []string{`"sessions_expires_at_idx" ON "sessions"`, `TABLE IF NOT EXISTS "session_locks"`,
+		`TABLE IF NOT EXISTS "session_index"`, `"session_index_exp_idx" ON "session_index"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("DDL with custom tables lacks %s:\n%s", want, got)
+		}
 	}
 }
 
@@ -203,6 +239,9 @@ func TestSkipMigration(t *testing.T) {
 		if err := s.Set(context.Background(), "k", []byte("v"), 0); err == nil {
 			t.Fatal("Set worked before the tables were created: SkipMigration created them")
 		}
+		if err := s.AddMember(context.Background(), "set", "m", 0); err == nil {
+			t.Fatal("AddMember worked before the tables were created: SkipMigration created them")
+		}
 		ddl, err := DDL(kind.name, opts)
 		if err != nil {
 			t.Fatal(err)
@@ -216,6 +255,9 @@ func TestSkipMigration(t *testing.T) {
 		}
 		if err := s.Set(context.Background(), "k", []byte("v"), 0); err != nil {
 			t.Fatalf("Set after running DDL: %v", err)
+		}
+		if err := s.AddMember(context.Background(), "set", "m", 0); err != nil {
+			t.Fatalf("AddMember after running DDL: %v", err)
 		}
 	})
 }
@@ -305,6 +347,15 @@ func TestLoggerHidesValues(t *testing.T) {
 	if _, err := s.Take(ctx, "secret-key-123"); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.AddMember(ctx, "secret-set", "secret-member", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Members(ctx, "secret-set"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveMember(ctx, "secret-set", "secret-member"); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	out := buf.String()
 	mu.Unlock()
@@ -390,6 +441,22 @@ func TestClockControlsExpiry(t *testing.T) {
 		if n := count(t, s, f.opts.Table); n != 1 {
 			t.Fatalf("row count %d: the expired row should still be there (invisible)", n)
 		}
+		// So does a set member's, and the expired row stays (invisible)
+		// until cleanup.
+		if err := s.AddMember(ctx, "set", "m", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		c.Advance(59 * time.Minute)
+		if got, err := s.Members(ctx, "set"); err != nil || len(got) != 1 {
+			t.Fatalf("Members before expiry = %q, %v", got, err)
+		}
+		c.Advance(2 * time.Minute)
+		if got, err := s.Members(ctx, "set"); err != nil || len(got) != 0 {
+			t.Fatalf("Members after expiry = %q, %v; want none", got, err)
+		}
+		if n := count(t, s, f.opts.Table+"_sets"); n != 1 {
+			t.Fatalf("set row count %d: the expired member should still be there (invisible)", n)
+		}
 		// A lock lease lapses by the same clock.
 		if _, err := s.Lock(ctx, "l", time.Hour); err != nil {
 			t.Fatal(err)
@@ -433,5 +500,69 @@ func TestLockValidation(t *testing.T) {
 	}
 	if _, err := f.store.Lock(context.Background(), "", time.Second); err == nil {
 		t.Error("Lock with an empty name accepted")
+	}
+}
+
+// TestMembersQueryPlan: Members is a lookup in the set table's primary key,
+// not a scan, so it stays fast however many sets the table holds.
+func TestMembersQueryPlan(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, kind backendKind) {
+		f := newFixture(t, kind, Options{})
+		s := f.store
+		insertMembers(t, s, "acct:", 10, "m:", 2000, nil)
+		var plan []string
+		switch kind.name {
+		case DialectSQLite:
+			rows, err := s.DB().Raw(`EXPLAIN QUERY PLAN `+s.q.members, "acct:7", s.d.ts(time.Now())).Rows()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id, parent, notused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+		case DialectPostgres:
+			if err := s.DB().Exec(`ANALYZE ` + quote(s.opts.SetTable)).Error; err != nil {
+				t.Fatal(err)
+			}
+			rows, err := s.DB().Raw(`EXPLAIN `+s.q.members, "acct:7", s.d.ts(time.Now())).Rows()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var line string
+				if err := rows.Scan(&line); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, line)
+			}
+		}
+		text := strings.Join(plan, "\n")
+		want := map[string]string{
+			DialectSQLite:   "USING PRIMARY KEY (set_name=?)",
+			DialectPostgres: s.opts.SetTable + "_pkey",
+		}[kind.name]
+		if !strings.Contains(text, want) {
+			t.Errorf("Members does not use the primary key (want %q in the plan):\n%s", want, text)
+		}
+	})
+}
+
+// TestMembersOfInvalidSet: a set name that cannot have been stored has no
+// members, and removing from it is a no-op, rather than a storage failure.
+func TestMembersOfInvalidSet(t *testing.T) {
+	f := newFixture(t, backends[0], Options{})
+	ctx := context.Background()
+	if got, err := f.store.Members(ctx, strings.Repeat("x", storage.MaxKeyLength+1)); err != nil || got != nil {
+		t.Errorf("Members of an oversized set name = %q, %v; want none and nil", got, err)
+	}
+	if err := f.store.RemoveMember(ctx, "set", ""); err != nil {
+		t.Errorf("RemoveMember of an empty member: %v", err)
 	}
 }

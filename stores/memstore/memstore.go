@@ -1,9 +1,10 @@
 // Package memstore is an in-memory storage.Store for tests, demos and
 // single-process apps that accept losing every session on restart.
 //
-// It honours TTLs (expired entries are invisible at once and swept in the
-// background of writes), and implements the optional storage.Taker and
-// storage.Locker capabilities within the one process.
+// It honours TTLs (expired entries and set members are invisible at once
+// and swept in the background of writes), and implements the optional
+// storage.Taker, storage.Locker and storage.Indexer capabilities within the
+// one process.
 package memstore
 
 import (
@@ -11,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ type Store struct {
 	mu      sync.Mutex
 	entries map[string]entry
 	locks   map[string]*lease
+	sets    map[string]map[string]time.Time // set -> member -> expiry (zero: never)
 	writes  int
 	now     func() time.Time
 }
@@ -38,22 +41,54 @@ type lease struct {
 }
 
 var (
-	_ storage.Store  = (*Store)(nil)
-	_ storage.Taker  = (*Store)(nil)
-	_ storage.Locker = (*Store)(nil)
+	_ storage.Store   = (*Store)(nil)
+	_ storage.Taker   = (*Store)(nil)
+	_ storage.Locker  = (*Store)(nil)
+	_ storage.Indexer = (*Store)(nil)
 )
 
-// sweepEvery is how many writes pass between sweeps of expired entries, so a
-// long-running demo does not grow without bound while reads stay O(1).
+// sweepEvery is how many writes (Set and AddMember) pass between sweeps of
+// expired entries and members, so a long-running demo does not grow without
+// bound while reads stay O(1).
 const sweepEvery = 1024
 
 // New returns an empty Store.
 func New() *Store {
-	return &Store{entries: make(map[string]entry), locks: make(map[string]*lease), now: time.Now}
+	return &Store{
+		entries: make(map[string]entry),
+		locks:   make(map[string]*lease),
+		sets:    make(map[string]map[string]time.Time),
+		now:     time.Now,
+	}
 }
 
-func (s *Store) live(e entry, now time.Time) bool {
-	return e.expiresAt.IsZero() || now.Before(e.expiresAt)
+func (s *Store) live(e entry, now time.Time) bool { return alive(e.expiresAt, now) }
+
+// alive reports whether something expiring at exp (zero: never) is still
+// there at now.
+func alive(exp, now time.Time) bool { return exp.IsZero() || now.Before(exp) }
+
+// wrote counts a write and sweeps every sweepEvery of them. s.mu is held.
+func (s *Store) wrote(now time.Time) {
+	s.writes++
+	if s.writes%sweepEvery != 0 {
+		return
+	}
+	for k, e := range s.entries {
+		if !s.live(e, now) {
+			delete(s.entries, k)
+		}
+	}
+	for name, members := range s.sets {
+		for m, exp := range members {
+			if !alive(exp, now) {
+				delete(members, m)
+			}
+		}
+		if len(members) == 0 {
+			delete(s.sets, name)
+		}
+	}
 }
 
 // Get implements storage.Store.
@@ -89,14 +124,7 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 		e.expiresAt = now.Add(ttl)
 	}
 	s.entries[key] = e
-	s.writes++
-	if s.writes%sweepEvery == 0 {
-		for k, e := range s.entries {
-			if !s.live(e, now) {
-				delete(s.entries, k)
-			}
-		}
-	}
+	s.wrote(now)
 	return nil
 }
 
@@ -134,6 +162,80 @@ func (s *Store) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.entries)
+}
+
+// AddMember implements storage.Indexer.
+func (s *Store) AddMember(ctx context.Context, set, member string, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return &storage.Error{Op: "add-member", Err: err}
+	}
+	if err := storage.ValidateKey(set); err != nil {
+		return &storage.Error{Op: "add-member", Err: fmt.Errorf("set name: %w", err)}
+	}
+	if err := storage.ValidateKey(member); err != nil {
+		return &storage.Error{Op: "add-member", Err: fmt.Errorf("member: %w", err)}
+	}
+	if ttl < 0 {
+		return &storage.Error{Op: "add-member", Err: fmt.Errorf("negative ttl %v", ttl)}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	var exp time.Time
+	if ttl > 0 {
+		exp = now.Add(ttl)
+	}
+	members := s.sets[set]
+	if members == nil {
+		members = make(map[string]time.Time)
+		s.sets[set] = members
+	}
+	members[member] = exp
+	s.wrote(now)
+	return nil
+}
+
+// RemoveMember implements storage.Indexer.
+func (s *Store) RemoveMember(ctx context.Context, set, member string) error {
+	if err := ctx.Err(); err != nil {
+		return &storage.Error{Op: "remove-member", Err: err}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if members, ok := s.sets[set]; ok {
+		delete(members, member)
+		if len(members) == 0 {
+			delete(s.sets, set)
+		}
+	}
+	return nil
+}
+
+// Members implements storage.Indexer. The members come sorted, so that
+// tests and demos see a stable order; the contract promises none.
+func (s *Store) Members(ctx context.Context, set string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &storage.Error{Op: "members", Err: err}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	var out []string
+	for m, exp := range s.sets[set] {
+		if alive(exp, now) {
+			out = append(out, m)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// memberCount reports how many members set holds, expired ones included
+// until swept (for tests of the sweep).
+func (s *Store) memberCount(set string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sets[set])
 }
 
 // Lock implements storage.Locker within this process.

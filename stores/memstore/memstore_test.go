@@ -49,6 +49,44 @@ func TestSweep(t *testing.T) {
 	}
 }
 
+// TestSweepMembers: expired set members go with the same sweeps, and a set
+// left with no member goes with them.
+func TestSweepMembers(t *testing.T) {
+	ctx := context.Background()
+	s := New()
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	for i := range 100 {
+		if err := s.AddMember(ctx, "account", fmt.Sprint("old", i), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddMember(ctx, "abandoned", fmt.Sprint("old", i), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AddMember(ctx, "account", "forever", 0); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute)
+	if got, err := s.Members(ctx, "account"); err != nil || len(got) != 1 || got[0] != "forever" {
+		t.Fatalf("Members before any sweep = %q, %v; want only the live member", got, err)
+	}
+	for range sweepEvery {
+		if err := s.AddMember(ctx, "live", "m", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.memberCount("account"); n != 1 {
+		t.Errorf("account holds %d members after a sweep, want 1 (the expired ones removed)", n)
+	}
+	s.mu.Lock()
+	_, kept := s.sets["abandoned"]
+	s.mu.Unlock()
+	if kept {
+		t.Error("a set whose members all expired survived a sweep")
+	}
+}
+
 // TestLockWakesWaiter checks that Unlock hands the lock over at once rather
 // than when the released lease would have lapsed.
 func TestLockWakesWaiter(t *testing.T) {
@@ -88,4 +126,7 @@ func TestLockRejectsBadTTL(t *testing.T) {
 	}
 }
 
-var _ storage.Locker = (*Store)(nil)
+var (
+	_ storage.Locker  = (*Store)(nil)
+	_ storage.Indexer = (*Store)(nil)
+)

@@ -47,7 +47,7 @@ func newTable(t *testing.T) string {
 			return
 		}
 		defer s.Close()
-		if err := s.DB().Exec(`DROP TABLE IF EXISTS "` + table + `", "` + table + `_locks"`).Error; err != nil {
+		if err := s.DB().Exec(`DROP TABLE IF EXISTS "` + table + `", "` + table + `_locks", "` + table + `_sets"`).Error; err != nil {
 			t.Error(err)
 		}
 	})
