@@ -105,9 +105,11 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		SessionTTL:   cfg.SessionTTL,
 		Logger:       log,
 		ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
+		// Native apps (MOBILE_REDIRECT_URIS): off when there are none.
+		Mobile: ginoauth.MobileConfig{RedirectURIs: cfg.MobileRedirectURIs},
 	})
 	if err != nil {
-		return err
+		return demoapp.ManagerError(err) // names the variable of a refused setting
 	}
 	defer mgr.Close()
 	pages := demoapp.NewPages(mgr, pageOpts)
@@ -117,6 +119,6 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	mgr.Mount(r)                 // /login, /oauth/callback, /api/session, /api/logout, client metadata
 	pages.Mount(r)               // /, /pds/session, /pds/note, /logout
 
-	demoapp.Banner{URLs: []string{baseURL}, Network: network, Storage: "SQLite file " + cfg.SQLitePath}.Print(stdout)
+	demoapp.Banner{URLs: []string{baseURL}, Network: network, Storage: "SQLite file " + cfg.SQLitePath, Native: cfg.MobileRedirectURIs}.Print(stdout)
 	return demoapp.Serve(ctx, ln, r, log)
 }

@@ -258,3 +258,65 @@ func TestIPv6Loopback(t *testing.T) {
 		t.Fatalf("login on [::1]: %d %.500s", p.Status, p.Body)
 	}
 }
+
+// MOBILE_REDIRECT_URIS turns on the native-app routes (examples/native
+// drives them end to end), and the banner says so; a scheme any app could
+// claim stops the app with a message naming the variable.
+func TestNativeAppRoutes(t *testing.T) {
+	env := offlineEnv(t)
+	env["MOBILE_REDIRECT_URIS"] = "http://127.0.0.1/native/callback com.example.app:/oauth/callback"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, func(k string) string { return env[k] }, pw, io.Discard)
+		pw.CloseWithError(io.EOF)
+		done <- err
+	}()
+	var banner strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(banner.String(), "Stop:") {
+		n, err := pr.Read(buf)
+		banner.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("banner: %v\n%s", err, banner.String())
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	urls := demotest.URLsFromBanner(t, strings.NewReader(banner.String()), 1, time.Second)
+	for _, want := range []string{"Native:", "http://127.0.0.1/native/callback", "/api/auth/mobile-start", "BACKEND_URL=" + urls[0] + " go run ./examples/native"} {
+		if !strings.Contains(banner.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, banner.String())
+		}
+	}
+
+	start := func(redirectURI string) (int, string) {
+		t.Helper()
+		body := `{"handle":"alice.test","code_challenge":"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM","code_challenge_method":"S256","redirect_uri":"` + redirectURI + `","state":"s"}`
+		resp, err := http.Post(urls[0]+"/api/auth/mobile-start", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, body := start("http://127.0.0.1:49152/native/callback"); st != http.StatusOK || !strings.Contains(body, `"authUrl"`) {
+		t.Fatalf("mobile-start with a loopback redirect on any port: %d %s", st, body)
+	}
+	if st, body := start("app://auth-callback"); st != http.StatusBadRequest || !strings.Contains(body, "invalid_redirect_uri") {
+		t.Fatalf("mobile-start with an unregistered redirect: %d %s", st, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("graceful shutdown: %v", err)
+	}
+
+	bad := offlineEnv(t)
+	bad["MOBILE_REDIRECT_URIS"] = "app://auth-callback"
+	err := run(context.Background(), func(k string) string { return bad[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.HasPrefix(err.Error(), "configuration: MOBILE_REDIRECT_URIS: ") || !strings.Contains(err.Error(), "app://auth-callback") {
+		t.Fatalf("a claimable scheme: want a configuration error naming MOBILE_REDIRECT_URIS, got %v", err)
+	}
+}

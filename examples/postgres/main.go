@@ -113,9 +113,11 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 			SessionTTL:   cfg.SessionTTL,
 			Logger:       ilog,
 			ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
+			// Native apps (MOBILE_REDIRECT_URIS): off when there are none.
+			Mobile: ginoauth.MobileConfig{RedirectURIs: cfg.MobileRedirectURIs},
 		})
 		if err != nil {
-			return err
+			return demoapp.ManagerError(err) // names the variable of a refused setting
 		}
 		defer mgr.Close()
 		pages := demoapp.NewPages(mgr, pageOpts)
@@ -129,7 +131,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		servers[i] = func(ctx context.Context) error { return demoapp.Serve(ctx, ln, r, ilog) }
 	}
 
-	demoapp.Banner{URLs: urls, Network: network, Storage: "Postgres, shared by all instances"}.Print(stdout)
+	demoapp.Banner{URLs: urls, Network: network, Storage: "Postgres, shared by all instances", Native: cfg.MobileRedirectURIs}.Print(stdout)
 	if instances > 1 {
 		fmt.Fprintf(stdout, "Log in on %s, then open %s: the session is shared.\n\n", urls[0], urls[1])
 	}

@@ -43,7 +43,7 @@ func uniqueTable(t *testing.T, dsn string) string {
 			return
 		}
 		defer s.Close()
-		if err := s.DB().Exec(`DROP TABLE IF EXISTS "` + table + `", "` + table + `_locks"`).Error; err != nil {
+		if err := s.DB().Exec(`DROP TABLE IF EXISTS "` + table + `", "` + table + `_locks", "` + table + `_sets"`).Error; err != nil {
 			t.Logf("cleanup: %v", err)
 		}
 	})

@@ -55,18 +55,27 @@ import (
 //	CLIENT_KEY_ID     the key's id in the app's JWKS; required with CLIENT_SECRET_KEY
 //	OAUTH_SCOPES      space-separated scopes (default "atproto repo:com.example.ginoauth.note?action=create":
 //	                  log in, and write the demo's notes, nothing else)
+//	MOBILE_REDIRECT_URIS
+//	                  space-separated redirect URIs of native apps; setting it turns
+//	                  on the native-app routes (ginoauth.Config.Mobile.RedirectURIs;
+//	                  default none: off). ginoauth.New checks them and refuses
+//	                  schemes any app can claim (app://...): use an OS-verified https
+//	                  link, a reverse-domain scheme (com.example.app:/oauth/callback),
+//	                  or, for desktop apps, loopback (http://127.0.0.1/native/callback,
+//	                  which matches any port; examples/native uses that one)
 const (
-	EnvAddr            = "ADDR"
-	EnvDataDir         = "DATA_DIR"
-	EnvCookieSecret    = "COOKIE_SECRET"
-	EnvSessionTTL      = "SESSION_TTL"
-	EnvLogLevel        = "LOG_LEVEL"
-	EnvNetwork         = "ATPROTO_NETWORK"
-	EnvLocalPDSAddr    = "LOCAL_PDS_ADDR"
-	EnvPublicURL       = "PUBLIC_URL"
-	EnvClientSecretKey = "CLIENT_SECRET_KEY"
-	EnvClientKeyID     = "CLIENT_KEY_ID"
-	EnvScopes          = "OAUTH_SCOPES"
+	EnvAddr               = "ADDR"
+	EnvDataDir            = "DATA_DIR"
+	EnvCookieSecret       = "COOKIE_SECRET"
+	EnvSessionTTL         = "SESSION_TTL"
+	EnvLogLevel           = "LOG_LEVEL"
+	EnvNetwork            = "ATPROTO_NETWORK"
+	EnvLocalPDSAddr       = "LOCAL_PDS_ADDR"
+	EnvPublicURL          = "PUBLIC_URL"
+	EnvClientSecretKey    = "CLIENT_SECRET_KEY"
+	EnvClientKeyID        = "CLIENT_KEY_ID"
+	EnvScopes             = "OAUTH_SCOPES"
+	EnvMobileRedirectURIs = "MOBILE_REDIRECT_URIS"
 )
 
 // Defaults of the configuration.
@@ -105,6 +114,12 @@ type Config struct {
 	LogLevel     slog.Level
 	LocalPDSAddr string
 	Scopes       []string
+
+	// MobileRedirectURIs are the native apps' registered redirect URIs
+	// (MOBILE_REDIRECT_URIS), for ginoauth.Config.Mobile.RedirectURIs; none
+	// leaves the native-app flow off. ginoauth.New validates them;
+	// ManagerError names the variable when it refuses one.
+	MobileRedirectURIs []string
 
 	// ClientKey and ClientKeyID make a confidential client (PUBLIC_URL only).
 	ClientKey   atcrypto.PrivateKey
@@ -153,6 +168,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		cfg.SessionTTL = ttl
 	}
+
+	cfg.MobileRedirectURIs = strings.Fields(get(EnvMobileRedirectURIs))
 
 	cfg.Scopes = strings.Fields(orDefault(get(EnvScopes), DefaultScopes))
 	if !contains(cfg.Scopes, "atproto") {
@@ -224,6 +241,18 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		cfg.CookieSecret, cfg.GeneratedSecret = s, true
 	}
 	return cfg, nil
+}
+
+// ManagerError is err from ginoauth.New, as a configuration error naming
+// the environment variable when the refused setting came from one
+// (MOBILE_REDIRECT_URIS: ginoauth checks the redirect URIs, and refuses
+// schemes any app could claim). Other errors are returned unchanged.
+func ManagerError(err error) error {
+	var ce *ginoauth.ConfigurationError
+	if errors.As(err, &ce) && ce.Field == "Mobile.RedirectURIs" {
+		return fmt.Errorf("configuration: %w", &ConfigError{Var: EnvMobileRedirectURIs, Reason: ce.Reason})
+	}
+	return err
 }
 
 // Logger returns a text logger on w at the configured level.

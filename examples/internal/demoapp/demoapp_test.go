@@ -159,6 +159,16 @@ func TestLoadConfigValues(t *testing.T) {
 				t.Fatal(cfg.Scopes)
 			}
 		}},
+		{"native apps", map[string]string{"MOBILE_REDIRECT_URIS": " http://127.0.0.1/native/callback\tcom.example.app:/oauth/callback "}, func(t *testing.T, cfg demoapp.Config) {
+			if strings.Join(cfg.MobileRedirectURIs, "|") != "http://127.0.0.1/native/callback|com.example.app:/oauth/callback" {
+				t.Fatal(cfg.MobileRedirectURIs)
+			}
+		}},
+		{"no native apps", map[string]string{}, func(t *testing.T, cfg demoapp.Config) {
+			if len(cfg.MobileRedirectURIs) != 0 {
+				t.Fatal(cfg.MobileRedirectURIs)
+			}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -523,5 +533,49 @@ func TestOAuthSessionGone(t *testing.T) {
 	}
 	if p := b.Get("/"); p.Contains(demoapp.DemoAccount.DID) {
 		t.Fatal("the local session should have ended with the OAuth session")
+	}
+}
+
+// ginoauth.New refuses a redirect URI; ManagerError names the variable.
+func TestManagerErrorNamesMobileRedirectURIs(t *testing.T) {
+	store := ginoauthStore(t)
+	client := indigoclient.New(indigoclient.LocalhostConfig("http://127.0.0.1:8080/oauth/callback", []string{"atproto"}), store, indigoclient.Options{})
+	defer client.Close()
+	_, err := ginoauth.New(ginoauth.Config{
+		OAuthClient:  client,
+		Storage:      store,
+		CookieSecret: strings.Repeat("s", 40),
+		BaseURL:      "http://127.0.0.1:8080",
+		Mobile:       ginoauth.MobileConfig{RedirectURIs: []string{"app://auth-callback"}},
+	})
+	err = demoapp.ManagerError(err)
+	var ce *demoapp.ConfigError
+	if !errors.As(err, &ce) || ce.Var != demoapp.EnvMobileRedirectURIs || !strings.HasPrefix(err.Error(), "configuration: MOBILE_REDIRECT_URIS: ") || !strings.Contains(err.Error(), "app://auth-callback") {
+		t.Fatalf("got %v", err)
+	}
+	other := errors.New("something else")
+	if demoapp.ManagerError(other) != other || demoapp.ManagerError(nil) != nil {
+		t.Fatal("other errors must pass unchanged")
+	}
+}
+
+func TestBannerNativeApps(t *testing.T) {
+	var off, on, other bytes.Buffer
+	demoapp.Banner{URLs: []string{"http://127.0.0.1:8080"}}.Print(&off)
+	demoapp.Banner{URLs: []string{"http://127.0.0.1:8080"}, Native: []string{"http://127.0.0.1/native/callback"}}.Print(&on)
+	demoapp.Banner{URLs: []string{"http://127.0.0.1:9000"}, Native: []string{"http://127.0.0.1/native/callback"}}.Print(&other)
+	if strings.Contains(off.String(), "Native") {
+		t.Errorf("native apps off:\n%s", off.String())
+	}
+	for _, want := range []string{"Native:", "http://127.0.0.1/native/callback", "POST /api/auth/mobile-start", "POST /api/auth/mobile-token", "POST /api/auth/mobile-refresh", "GET /mobile/refresh-token", "POST /api/logout", "try it: go run ./examples/native"} {
+		if !strings.Contains(on.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, on.String())
+		}
+	}
+	if !strings.Contains(other.String(), "try it: BACKEND_URL=http://127.0.0.1:9000 go run ./examples/native") {
+		t.Errorf("on another port the banner names BACKEND_URL:\n%s", other.String())
+	}
+	if urls := demotest.URLsFromBanner(t, strings.NewReader(on.String()), 1, time.Second); urls[0] != "http://127.0.0.1:8080" {
+		t.Errorf("the native lines confuse URLsFromBanner: %v", urls)
 	}
 }

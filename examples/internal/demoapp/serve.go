@@ -81,10 +81,15 @@ type Banner struct {
 	URLs    []string // where to open the app, one per instance
 	Network *Network
 	Storage string // one line about the storage, e.g. "SQLite file /path/sessions.db"
+	// Native lists the native apps' registered redirect URIs
+	// (Config.MobileRedirectURIs); when set, the banner names the
+	// native-app routes and how to try them with examples/native.
+	Native []string
 }
 
 // Print writes the banner: where to open the app, which account to use
-// offline, where the data is, and how to stop.
+// offline, where the data is, the native-app routes if they are on, and
+// how to stop.
 func (b Banner) Print(w io.Writer) {
 	var sb strings.Builder
 	sb.WriteString("\nginoauth demo is running.\n\n")
@@ -105,6 +110,18 @@ func (b Banner) Print(w io.Writer) {
 	}
 	if b.Storage != "" {
 		fmt.Fprintf(&sb, "  %-10s %s\n", "Storage:", b.Storage)
+	}
+	if len(b.Native) > 0 {
+		// The library's default paths (Config.Routes), which the examples use.
+		indent := strings.Repeat(" ", 13)
+		fmt.Fprintf(&sb, "  %-10s app logins on; registered redirect URIs: %s\n", "Native:", strings.Join(b.Native, " "))
+		sb.WriteString(indent + "POST /api/auth/mobile-start, POST /api/auth/mobile-token,\n")
+		sb.WriteString(indent + "POST /api/auth/mobile-refresh, GET /mobile/refresh-token, POST /api/logout (Bearer)\n")
+		try := "go run ./examples/native"
+		if len(b.URLs) > 0 && b.URLs[0] != "http://"+DefaultAddr {
+			try = "BACKEND_URL=" + b.URLs[0] + " " + try
+		}
+		sb.WriteString(indent + "try it: " + try + "\n")
 	}
 	fmt.Fprintf(&sb, "  %-10s press Ctrl+C\n\n", "Stop:")
 	_, _ = io.WriteString(w, sb.String())
