@@ -381,6 +381,13 @@ func (m *Manager) RotateMobileToken(c *gin.Context) (*MobileSession, error) {
 			rec.Scopes = sess.Scopes()
 		}
 	}
+	// A chain is never longer than two: the token before this one (in its
+	// own grace window) ends now, so a logout with the new token ends all.
+	if rec.Previous != "" {
+		if err := m.deleteSessionRecords(ctx, rec.Previous); err != nil {
+			return nil, err
+		}
+	}
 	next := rec
 	next.GraceUntil, next.Successor, next.Previous = time.Time{}, "", u.sessionHash
 	token, err := m.storeMobileSession(ctx, &next)

@@ -180,6 +180,17 @@ func TestMobileLoginEndToEnd(t *testing.T) {
 		t.Fatalf("GET /mobile/refresh-token: %d %+v", resp.StatusCode, legacy)
 	}
 
+	// A second rotation within the grace window (with the new token) ends
+	// the oldest one: a chain is never longer than two.
+	st, rot2, _ := app.call(http.MethodPost, "/api/auth/mobile-refresh", nil, legacy.Payload.Sid)
+	if st != http.StatusOK {
+		t.Fatalf("second rotation: %d", st)
+	}
+	if st, _, _ := app.call(http.MethodGet, "/api/whoami", nil, fresh); st != http.StatusUnauthorized {
+		t.Fatalf("the token two rotations back must be dead: %d", st)
+	}
+	legacy.Payload.Sid = rot2["session_token"].(string)
+
 	// Logout ends that device and revokes its tokens.
 	if st, out, _ := app.call(http.MethodPost, "/api/logout", nil, legacy.Payload.Sid); st != http.StatusOK || out["success"] != true {
 		t.Fatalf("logout with the bearer token: %d %v", st, out)

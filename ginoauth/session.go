@@ -306,6 +306,9 @@ func (m *Manager) deleteSessionRecords(ctx context.Context, hash string) error {
 	m.cache.drop(hash) // before: a request racing this delete must not re-cache it
 	err := m.delete(ctx, sessionKeyPrefix+hash)
 	m.cache.drop(hash)
+	if err == nil {
+		_ = m.delete(ctx, seenPrefix+hash) // only the device list reads it; it expires anyway
+	}
 	return err
 }
 
