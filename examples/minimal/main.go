@@ -46,7 +46,9 @@ func newApp(pds *ginoauthtest.Server, store ginoauth.Storage, baseURL, secret st
 	client := indigoclient.New(indigoclient.LocalhostConfig(baseURL+"/oauth/callback", []string{"atproto"}), store,
 		indigoclient.Options{HTTPClient: pds.HTTPClient(), Directory: pds.Directory(), BrowserURL: pds.RewriteForBrowser})
 	mgr, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: secret, BaseURL: baseURL,
-		ErrorHandler: func(c *gin.Context, e ginoauth.ErrorResponse) { page(c, e.Status, e.Message+`. <a href="/">Start again</a>`) }})
+		ErrorHandler: func(c *gin.Context, e ginoauth.ErrorResponse) {
+			page(c, e.Status, e.Message+`. <a href="/">Start again</a>`)
+		}})
 	if err != nil {
 		return nil, nil, err
 	}

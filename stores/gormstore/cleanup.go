@@ -2,6 +2,7 @@ package gormstore
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -11,32 +12,41 @@ import (
 // returns how many entries (not set members or locks) it removed. Each
 // statement is short, so readers and writers interleave with a long pass
 // instead of waiting for it.
+//
+// The background cleanup (Options.CleanupInterval) also pauses after each
+// full batch for as long as the batch took, so a large backlog uses at most
+// half of the database's write capacity and the requests of the app keep
+// their latency; DeleteExpired runs flat out.
 func (s *Store) DeleteExpired(ctx context.Context) (int64, error) {
-	n, _, err := s.deleteExpired(ctx)
+	n, _, err := s.deleteExpired(ctx, false)
 	return n, err
 }
 
 // deleteExpired is DeleteExpired, also counting the set members removed.
-func (s *Store) deleteExpired(ctx context.Context) (entries, members int64, err error) {
+func (s *Store) deleteExpired(ctx context.Context, yield bool) (entries, members int64, err error) {
 	now := s.d.ts(s.opts.Now())
-	if entries, err = s.purge(ctx, s.q.purgeEntries, now); err != nil {
+	if entries, err = s.purge(ctx, s.q.purgeEntries, now, yield); err != nil {
 		return entries, 0, err
 	}
-	if members, err = s.purge(ctx, s.q.purgeMembers, now); err != nil {
+	if members, err = s.purge(ctx, s.q.purgeMembers, now, yield); err != nil {
 		return entries, members, err
 	}
-	if _, err := s.purge(ctx, s.q.purgeLocks, now); err != nil {
+	if _, err := s.purge(ctx, s.q.purgeLocks, now, yield); err != nil {
 		return entries, members, err
 	}
 	return entries, members, nil
 }
 
-func (s *Store) purge(ctx context.Context, q string, now any) (int64, error) {
+// maxCleanupPause bounds the pause between two background cleanup batches.
+const maxCleanupPause = 250 * time.Millisecond
+
+func (s *Store) purge(ctx context.Context, q string, now any, yield bool) (int64, error) {
 	var total int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, storageErr("cleanup", err)
 		}
+		start := time.Now()
 		res := s.db.WithContext(ctx).Exec(q, now, s.opts.CleanupBatchSize, now)
 		if res.Error != nil {
 			return total, storageErr("cleanup", res.Error)
@@ -44,6 +54,15 @@ func (s *Store) purge(ctx context.Context, q string, now any) (int64, error) {
 		total += res.RowsAffected
 		if res.RowsAffected < int64(s.opts.CleanupBatchSize) {
 			return total, nil
+		}
+		if yield {
+			t := time.NewTimer(min(time.Since(start), maxCleanupPause))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return total, storageErr("cleanup", ctx.Err())
+			case <-t.C:
+			}
 		}
 	}
 }
@@ -58,7 +77,7 @@ func (s *Store) cleanupLoop(interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		n, m, err := s.deleteExpired(s.ctx)
+		n, m, err := s.deleteExpired(s.ctx, true)
 		if s.ctx.Err() != nil {
 			return // closing: the cancelled pass is not a failure
 		}
@@ -84,10 +103,16 @@ func (s *Store) Close() error {
 		if s.done != nil {
 			<-s.done
 		}
+		if s.reads != nil {
+			s.reads.close()
+		}
 		if s.opts.CloseDB {
 			sqlDB, err := s.db.DB()
 			if err == nil {
 				err = sqlDB.Close()
+			}
+			if r := s.opts.Reader; r != nil && r != sqlDB {
+				err = errors.Join(err, r.Close())
 			}
 			s.closeErr = err
 		}

@@ -96,7 +96,7 @@ func TestCleanupMembers(t *testing.T) {
 		if err := s.AddMember(ctx, "acct:other", "forever", 0); err != nil {
 			t.Fatal(err)
 		}
-		n, m, err := s.deleteExpired(ctx)
+		n, m, err := s.deleteExpired(ctx, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -58,7 +58,7 @@ func (s *Store) Members(ctx context.Context, set string) ([]string, error) {
 	if storage.ValidateKey(set) != nil {
 		return nil, nil
 	}
-	rows, err := s.db.WithContext(ctx).Raw(s.q.members, set, s.d.ts(s.opts.Now())).Rows()
+	rows, err := s.read(ctx, s.q.members, s.membersQ, set, s.d.ts(s.opts.Now()))
 	if err != nil {
 		return nil, storageErr("members", err)
 	}

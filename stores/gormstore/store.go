@@ -41,10 +41,18 @@ type Options struct {
 	// Logger receives cleanup failures. Default: discard (silent, like the
 	// rest of the library); set it to see them.
 	Logger *slog.Logger
-	// CloseDB makes Close also close the *gorm.DB's connection pool. The
-	// one-line constructors in sqlitestore and postgresstore set it because
-	// they opened the pool; leave it false for a DB your app owns.
+	// CloseDB makes Close also close the *gorm.DB's connection pool (and
+	// Reader). The one-line constructors in sqlitestore and postgresstore
+	// set it because they opened the pool; leave it false for a DB your
+	// app owns.
 	CloseDB bool
+	// Reader, if set, is a second connection pool on the same database for
+	// the reads (Get, Members); writes, locks and cleanup stay on the
+	// *gorm.DB. sqlitestore uses it for several read-only connections
+	// beside its single writer, which WAL lets run in parallel. It must see
+	// every committed write at once: never an asynchronously replicated
+	// replica. Default: the *gorm.DB's own pool.
+	Reader *sql.DB
 	// Now is the clock used for TTLs and lock leases. Default time.Now.
 	// Tests may set it to move time.
 	Now func() time.Time
@@ -102,6 +110,11 @@ type Store struct {
 	q    queries
 	opts Options
 
+	// reads runs Get and Members as prepared statements (nil: through
+	// GORM); getQ and membersQ are their SQL in the driver's placeholders.
+	reads          *readPath
+	getQ, membersQ string
+
 	// wake is closed (and replaced) whenever this Store releases a lock, so
 	// that waiters in the same process retry at once instead of at their
 	// next poll.
@@ -152,6 +165,11 @@ func New(db *gorm.DB, opts Options) (*Store, error) {
 		opts: o,
 
 		wake: make(chan struct{}),
+	}
+	s.reads = newReadPath(o.Reader, db.ConnPool)
+	s.getQ, s.membersQ = s.q.get, s.q.members
+	if d.name == DialectPostgres {
+		s.getQ, s.membersQ = numbered(s.getQ), numbered(s.membersQ)
 	}
 	if !o.SkipMigration {
 		if err := s.migrate(); err != nil {
@@ -210,11 +228,20 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if storage.ValidateKey(key) != nil {
 		return nil, storage.ErrNotFound // Set never stores an invalid key
 	}
-	rows, err := s.db.WithContext(ctx).Raw(s.q.get, key, s.d.ts(s.opts.Now())).Rows()
+	rows, err := s.read(ctx, s.q.get, s.getQ, key, s.d.ts(s.opts.Now()))
 	if err != nil {
 		return nil, storageErr("get", err)
 	}
 	return scanValue("get", rows)
+}
+
+// read runs the read query q (prepared is the same in the driver's
+// placeholders) on the read path, or through GORM without one.
+func (s *Store) read(ctx context.Context, q, prepared string, args ...any) (*sql.Rows, error) {
+	if s.reads == nil {
+		return s.db.WithContext(ctx).Raw(q, args...).Rows()
+	}
+	return s.reads.query(ctx, prepared, args...)
 }
 
 // Set implements storage.Store.

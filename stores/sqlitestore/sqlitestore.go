@@ -21,19 +21,21 @@
 //     so two transactions that read and then write cannot deadlock on the
 //     lock upgrade (relevant if you share the file with your own gorm code).
 //
-// The pool has a single connection. SQLite allows one writer at a time, and
-// with several connections in one process concurrent writers queue inside
-// SQLite's busy handler, which sleeps in steps of up to 100ms; one
-// connection instead queues them in database/sql, in order and without
-// sleeping. Every statement the store runs is a short primary-key lookup or
-// write, so one connection serves tens of thousands of operations per
-// second (see the benchmarks). Several processes may still open the same
-// file: busy_timeout arbitrates between them. To use more connections
-// (parallel reads), call store.DB().DB() and SetMaxOpenConns, or open your
-// own gorm DB with DSN and pass it to gormstore.New.
+// Writes go through a single connection. SQLite allows one writer at a
+// time, and with several writing connections in one process concurrent
+// writers queue inside SQLite's busy handler, which sleeps in steps of up
+// to 100ms; one connection instead queues them in database/sql, in order
+// and without sleeping. Reads (every session check is one) go through a
+// separate pool of query-only connections (eight), which WAL
+// runs in parallel with each other and with the writer; a read started
+// after a write committed sees it. Several processes may still open the
+// same file: busy_timeout arbitrates between them. To tune the pools,
+// open your own gorm DB and read pool with DSN and pass them to
+// gormstore.New (Options.Reader).
 package sqlitestore
 
 import (
+	"database/sql"
 	"errors"
 	"net/url"
 	"strings"
@@ -43,7 +45,11 @@ import (
 	"github.com/gin-atproto/oauth-sessions/stores/gormstore"
 )
 
-// Options are gormstore's; CloseDB is always set by Open.
+// readConns is the size of the read pool Open creates beside the single
+// writing connection.
+const readConns = 8
+
+// Options are gormstore's; CloseDB and Reader are always set by Open.
 type Options = gormstore.Options
 
 // DSN returns the go-sqlite3 data source name Open uses for the file at
@@ -68,6 +74,18 @@ func Open(path string, opts Options) (*gormstore.Store, error) {
 		// go-sqlite3 would take what follows as connection parameters.
 		return nil, errors.New("sqlitestore: path must not contain '?'")
 	}
-	// One connection: see the package doc.
-	return gormstore.Open(sqlite.Open(DSN(path)), gormstore.Pool{MaxOpenConns: 1, MaxIdleConns: 1}, opts)
+	// One writer and a read pool: see the package doc.
+	reader, err := sql.Open("sqlite3", DSN(path)+"&_query_only=true")
+	if err != nil {
+		return nil, err
+	}
+	reader.SetMaxOpenConns(readConns)
+	reader.SetMaxIdleConns(readConns)
+	opts.Reader = reader
+	st, err := gormstore.Open(sqlite.Open(DSN(path)), gormstore.Pool{MaxOpenConns: 1, MaxIdleConns: 1}, opts)
+	if err != nil {
+		_ = reader.Close()
+		return nil, err
+	}
+	return st, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -120,5 +121,33 @@ func TestPersists(t *testing.T) {
 	s2 := open(t, path)
 	if v, err := s2.Get(ctx, "k"); err != nil || string(v) != "kept" {
 		t.Fatalf("after reopen: %q, %v", v, err)
+	}
+}
+
+// TestReadsDoNotWaitForTheWriter: a session check must not queue behind a
+// write. While a transaction holds the single writing connection, Get
+// still answers from the read pool, and sees what was committed before.
+func TestReadsDoNotWaitForTheWriter(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "s.db"))
+	ctx := context.Background()
+	if err := s.Set(ctx, "k", []byte("v1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	tx := s.DB().Begin() // takes the writer connection and SQLite's write lock
+	if tx.Error != nil {
+		t.Fatal(tx.Error)
+	}
+	defer tx.Rollback()
+	if err := tx.Exec(`UPDATE ginoauth_kv SET "value" = ? WHERE "key" = ?`, []byte("uncommitted"), "k").Error; err != nil {
+		t.Fatal(err)
+	}
+	readCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	v, err := s.Get(readCtx, "k")
+	if err != nil {
+		t.Fatalf("Get while the writer is busy: %v", err)
+	}
+	if string(v) != "v1" {
+		t.Fatalf("Get = %q, want the committed v1", v)
 	}
 }
