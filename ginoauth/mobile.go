@@ -311,7 +311,7 @@ func bearerToken(r *http.Request) (string, bool) {
 // readBearer is readSession for a native app's token.
 func (m *Manager) readBearer(c *gin.Context, token string) (*User, string, error) {
 	if len(token) != sessionIDLen || strings.ContainsFunc(token, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-' && r != '_'
 	}) {
 		return nil, SessionInvalidToken, nil
 	}

@@ -77,7 +77,7 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 	}
 	str := func() (string, bool) {
 		l, ok := next()
-		if !ok || l > uint64(len(s)-pos) {
+		if !ok || l > uint64(len(s)-pos) { //nolint:gosec // G115: pos <= len(s), so the difference is never negative
 			return "", false
 		}
 		v := s[pos : pos+int(l)] //nolint:gosec // l <= remaining length

@@ -85,7 +85,7 @@ func (b *Browser) Do(method, target string, body io.Reader, header http.Header) 
 	if strings.HasPrefix(target, "/") {
 		target = b.base + target
 	}
-	req, err := http.NewRequest(method, target, body)
+	req, err := http.NewRequestWithContext(context.Background(), method, target, body)
 	if err != nil {
 		b.t.Fatal(err)
 	}

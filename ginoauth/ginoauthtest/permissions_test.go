@@ -450,7 +450,6 @@ func TestPermissionSets(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	const aud = "did:web:api.example.com#notes"
 	include := "include:" + set + "?aud=did:web:api.example.com%23notes"
 	wantSet := "repo:com.example.note?action=create repo?collection=com.example.sub.item&collection=com.example.tag " +
 		"rpc:com.example.getNotes?aud=did:web:api.example.com%23notes rpc:com.example.listThings?aud=*"

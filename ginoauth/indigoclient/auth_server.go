@@ -69,7 +69,9 @@ func (c *Client) postForm(ctx context.Context, endpoint, issuer, nonce string, k
 		if err != nil {
 			return nonce, err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+		// endpoint is from the authorization server's metadata; the client's
+		// HTTP client (the SSRF-guarded one by default) decides where it may go.
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body)) //nolint:gosec // G704: see above
 		if err != nil {
 			return nonce, err
 		}
@@ -245,7 +247,9 @@ func (c *Client) exchangeCode(ctx context.Context, params url.Values) (*oauth.Cl
 	}
 	did, host, err := c.verifySubject(ctx, info, tok.Subject)
 	if err != nil {
-		c.revokeTokens(context.WithoutCancel(ctx), info.AuthServerRevocationEndpoint, info.AuthServerURL, nonce, key, tok.AccessToken, tok.RefreshToken)
+		// Best effort: the login fails either way; revoking keeps the
+		// wrong account's tokens from outliving it.
+		_ = c.revokeTokens(context.WithoutCancel(ctx), info.AuthServerRevocationEndpoint, info.AuthServerURL, nonce, key, tok.AccessToken, tok.RefreshToken)
 		return nil, err
 	}
 	data := &oauth.ClientSessionData{
