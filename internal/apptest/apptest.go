@@ -58,6 +58,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Scopes the client declares and asks for by default (default Scopes).
 	Scopes []string
+	// RefreshMetrics, if set, is the OAuth client's Options.Metrics.
+	RefreshMetrics ginoauth.RefreshMetrics
 	// Routes, if set, adds routes of the test's own to the app.
 	Routes func(r *gin.Engine, m *ginoauth.Manager)
 }
@@ -105,7 +107,9 @@ func New(t testing.TB, opts Options) *App {
 		oc = *opts.ClientConfig
 	}
 	a.OAuthConfig = &oc
-	client := indigoclient.New(oc, a.Store, indigoclient.Options{HTTPClient: opts.HTTPClient, Directory: opts.Directory, Logger: opts.Logger})
+	client := indigoclient.New(oc, a.Store, indigoclient.Options{
+		HTTPClient: opts.HTTPClient, Directory: opts.Directory, Logger: opts.Logger, Metrics: opts.RefreshMetrics,
+	})
 	a.Client = &ObservedClient{Client: client}
 
 	cfg := ginoauth.Config{
