@@ -28,9 +28,15 @@ import (
 	"os"
 	"time"
 
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/gin-atproto/oauth-sessions/examples/internal/demoapp"
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/prommetrics"
 	"github.com/gin-atproto/oauth-sessions/stores/sqlitestore"
 )
 
@@ -92,9 +98,20 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		return err
 	}
 
+	// Prometheus metrics of logins, session checks, storage failures and
+	// token refreshes, in a registry of this app's own.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := prommetrics.New(reg)
+	if err != nil {
+		return err
+	}
+
 	// The core wiring: indigo's OAuth client and the session manager share
 	// one store; the manager's middleware and routes go on the Gin engine.
-	client := indigoclient.New(clientConfig, store, network.ClientOptions(log))
+	clientOpts := network.ClientOptions(log)
+	clientOpts.Metrics = metrics // token refreshes
+	client := indigoclient.New(clientConfig, store, clientOpts)
 	defer client.Close() // after the servers stop: it may be finishing a token save
 	pageOpts := demoapp.PageOptions{BaseURL: baseURL, Network: network, Logger: log}
 	mgr, err := ginoauth.New(ginoauth.Config{
@@ -104,6 +121,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		BaseURL:      baseURL,
 		SessionTTL:   cfg.SessionTTL,
 		Logger:       log,
+		Metrics:      metrics,                      // logins, session checks, storage failures
 		ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
 		// Native apps (MOBILE_REDIRECT_URIS): off when there are none.
 		Mobile: ginoauth.MobileConfig{RedirectURIs: cfg.MobileRedirectURIs},
@@ -115,10 +133,13 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...) // recovery, request log, security headers
-	r.Use(mgr.Middleware())      // loads the session: ginoauth.CurrentUser(c)
-	mgr.Mount(r)                 // /login, /oauth/callback, /api/session, /api/logout, client metadata
-	pages.Mount(r)               // /, /pds/session, /pds/note, /logout
+	// Before the session middleware, so that scrapes are not counted as
+	// session checks. Expose /metrics only to your monitoring in production.
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	r.Use(mgr.Middleware()) // loads the session: ginoauth.CurrentUser(c)
+	mgr.Mount(r)            // /login, /oauth/callback, /api/session, /api/sessions, /api/logout, client metadata
+	pages.Mount(r)          // /, /pds/session, /pds/note, /devices/..., /logout
 
-	demoapp.Banner{URLs: []string{baseURL}, Network: network, Storage: "SQLite file " + cfg.SQLitePath, Native: cfg.MobileRedirectURIs}.Print(stdout)
+	demoapp.Banner{URLs: []string{baseURL}, Network: network, Storage: "SQLite file " + cfg.SQLitePath, Native: cfg.MobileRedirectURIs, Metrics: "/metrics"}.Print(stdout)
 	return demoapp.Serve(ctx, ln, r, log)
 }

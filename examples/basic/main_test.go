@@ -97,22 +97,34 @@ func TestOfflineLoginPDSCallLogout(t *testing.T) {
 		t.Fatal("no sid cookie after login")
 	}
 
-	// An authenticated PDS call through the server-side OAuth session.
+	// An authenticated PDS call through the server-side OAuth session. Form
+	// posts answer 303 back to the account page (Post/Redirect/Get), which
+	// shows the result once.
 	call := b.Post("/pds/session", url.Values{})
-	if call.Status != http.StatusOK || !call.Contains("Your PDS confirms this login belongs to alice.test ("+demoapp.DemoAccount.DID+")") {
-		t.Fatalf("PDS call: %d %.1200s", call.Status, call.Body)
+	if call.Status != http.StatusSeeOther || call.Header.Get("Location") != "/#pds" {
+		t.Fatalf("PDS call: want 303 to /#pds, got %d %q", call.Status, call.Header.Get("Location"))
 	}
-	note := b.Post("/pds/note", url.Values{"text": {"hello from the test"}})
-	if note.Status != http.StatusOK || !note.Contains("at://"+demoapp.DemoAccount.DID+"/"+demoapp.NoteCollection+"/") {
+	if p := b.Follow(call); !p.Contains("Your PDS confirms this login belongs to alice.test ("+demoapp.DemoAccount.DID+")") || !p.Contains(`"did": "`+demoapp.DemoAccount.DID+`"`) {
+		t.Fatalf("PDS call result: %d %.1200s", p.Status, p.Body)
+	}
+	if again := b.Get("/"); again.Contains("Your PDS confirms") || !again.Contains("@alice.test") {
+		t.Fatalf("a reload shows the account page without the old result: %.800s", again.Body)
+	}
+	note := b.Follow(b.Post("/pds/note", url.Values{"text": {"hello from the test"}}))
+	if !note.Contains("Note saved") || !note.Contains("hello from the test") || !note.Contains("at://"+demoapp.DemoAccount.DID+"/"+demoapp.NoteCollection+"/") {
 		t.Fatalf("createRecord: %d %.1200s", note.Status, note.Body)
 	}
 	empty := b.Post("/pds/note", url.Values{"text": {"   "}})
-	if empty.Status != http.StatusBadRequest || !empty.Contains("Write something first") {
-		t.Fatalf("empty note: want 400 with a message, got %d", empty.Status)
+	if p := b.Follow(empty); empty.Status != http.StatusSeeOther || !p.Contains("Note not saved") || !p.Contains("Write something first") {
+		t.Fatalf("empty note: want a redirect to a message, got %d: %.600s", empty.Status, p.Body)
 	}
-	long := b.Post("/pds/note", url.Values{"text": {strings.Repeat("é", 301)}})
-	if long.Status != http.StatusBadRequest || !long.Contains("at most 300 characters") {
-		t.Fatalf("long note: want 400 with a message, got %d", long.Status)
+	if p := b.Follow(b.Post("/pds/note", url.Values{"text": {strings.Repeat("é", 301)}})); !p.Contains("at most 300 characters") {
+		t.Fatalf("long note: want a message, got %d", p.Status)
+	}
+
+	// Your devices: this browser, marked as this device.
+	if devices := b.Get("/"); !devices.Contains("Your devices") || strings.Count(devices.Body, `class="device current"`) != 1 || !devices.Contains("This device") {
+		t.Fatalf("devices section: %.2000s", devices.Body)
 	}
 
 	// The JSON routes of the library are mounted too.
@@ -134,8 +146,11 @@ func TestOfflineLoginPDSCallLogout(t *testing.T) {
 	if b.Cookie("sid") != nil {
 		t.Fatal("the sid cookie must be gone after logout")
 	}
-	if again := b.Follow(out); !again.Contains("Log in with your handle") {
-		t.Fatalf("after logout: want the start page, got %.300s", again.Body)
+	if again := b.Follow(out); !again.Contains("Log in with your handle") || !again.Contains("You are logged out") {
+		t.Fatalf("after logout: want the start page with a notice, got %.600s", again.Body)
+	}
+	if again := b.Get("/"); again.Contains("You are logged out") {
+		t.Fatal("the logged-out notice shows once, not on every visit")
 	}
 
 	// Replaying the old cookie after logout gets the start page, not the account.
@@ -319,4 +334,55 @@ func TestNativeAppRoutes(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "configuration: MOBILE_REDIRECT_URIS: ") || !strings.Contains(err.Error(), "app://auth-callback") {
 		t.Fatalf("a claimable scheme: want a configuration error naming MOBILE_REDIRECT_URIS, got %v", err)
 	}
+}
+
+// GET /metrics answers Prometheus text with the library's measurements:
+// the login and the session checks of the requests before the scrape.
+func TestMetrics(t *testing.T) {
+	base, _ := startApp(t, offlineEnv(t))
+	b := demotest.NewBrowser(t, base)
+	if p := b.Login("alice.test", true); !p.Contains("@alice.test") {
+		t.Fatalf("login: %.300s", p.Body)
+	}
+	b.Get("/")
+	text := scrape(t, base)
+	for _, want := range []string{
+		`ginoauth_logins_started_total{kind="web"} 1`,
+		`ginoauth_logins_finished_total{code="ok"} 1`,
+		`ginoauth_login_callback_seconds_count 1`,
+		`ginoauth_session_check_seconds_count{outcome="ok"}`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	// Scrapes themselves are not session checks.
+	checks := func(text string) string {
+		var counts []string
+		for line := range strings.Lines(text) {
+			if strings.HasPrefix(line, "ginoauth_session_check_seconds_count{") {
+				counts = append(counts, strings.TrimSpace(line))
+			}
+		}
+		return strings.Join(counts, "; ")
+	}
+	if again := scrape(t, base); checks(again) != checks(text) {
+		t.Errorf("a scrape counted as a session check: %q, then %q", checks(text), checks(again))
+	}
+}
+
+// scrape returns the text of GET /metrics.
+func scrape(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return string(body)
 }

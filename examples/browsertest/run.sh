@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Browser test of examples/basic: headless Chromium logs in as alice.test on
-# the example's built-in authorization server, approves on the consent page,
-# calls the PDS, saves testdata/screenshots/basic-logged-in.png and logs out.
+# Browser test of the example apps in headless Chromium: examples/basic
+# (log in as alice.test on the built-in authorization server, approve on the
+# consent page, call the PDS, save a note, the devices list from a second
+# browser, log out, log out everywhere; the layout at 1280 and 500 px) and
+# examples/minimal (the README's Quick start, on 127.0.0.1:8080). Screenshots
+# go to SCREENSHOT_DIR, by default examples/browsertest/artifacts/ (ignored by
+# git; nothing tracked is written).
 #
 #   bash examples/browsertest/run.sh
 #
@@ -32,5 +36,6 @@ export CHROMIUM="$chromium"
 
 go mod download
 start=$SECONDS
-go test -count=1 -v -timeout 5m ./...
+go test -count=1 -v -timeout 10m ./...
+echo "browsertest: screenshots in ${SCREENSHOT_DIR:-$PWD/artifacts}"
 echo "browsertest: done in $((SECONDS - start)) s"

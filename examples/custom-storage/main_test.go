@@ -89,7 +89,7 @@ func TestAppOnRedis(t *testing.T) {
 	if values < 2 {
 		t.Fatalf("want the session and the OAuth session in Redis, found %d values among %q", values, keys())
 	}
-	if p := br.Post("/pds/session", url.Values{}); p.Status != http.StatusOK || !p.Contains(demoapp.DemoAccount.DID) {
+	if p := br.Follow(br.Post("/pds/session", url.Values{})); p.Status != http.StatusOK || !p.Contains(demoapp.DemoAccount.DID) {
 		t.Fatalf("PDS call: %d %.500s", p.Status, p.Body)
 	}
 	if p := br.Follow(br.Post("/logout", url.Values{})); !strings.Contains(p.Body, "Log in with your handle") {

@@ -31,9 +31,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/gin-atproto/oauth-sessions/examples/internal/demoapp"
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/prommetrics"
 	"github.com/gin-atproto/oauth-sessions/stores/postgresstore"
 )
 
@@ -102,7 +107,16 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		if err != nil {
 			return err
 		}
-		client := indigoclient.New(clientConfig, store, network.ClientOptions(ilog))
+		// Each instance has its metrics in a registry of its own, as
+		// separate processes would: Prometheus scrapes every instance.
+		reg := prometheus.NewRegistry()
+		metrics, err := prommetrics.New(reg)
+		if err != nil {
+			return err
+		}
+		clientOpts := network.ClientOptions(ilog)
+		clientOpts.Metrics = metrics // token refreshes
+		client := indigoclient.New(clientConfig, store, clientOpts)
 		defer client.Close() // after the servers stop: it may be finishing a token save
 		pageOpts := demoapp.PageOptions{BaseURL: baseURL, Network: network, Instance: name + " · Postgres", Logger: ilog}
 		mgr, err := ginoauth.New(ginoauth.Config{
@@ -112,6 +126,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 			BaseURL:      baseURL,
 			SessionTTL:   cfg.SessionTTL,
 			Logger:       ilog,
+			Metrics:      metrics,                      // logins, session checks, storage failures
 			ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
 			// Native apps (MOBILE_REDIRECT_URIS): off when there are none.
 			Mobile: ginoauth.MobileConfig{RedirectURIs: cfg.MobileRedirectURIs},
@@ -123,6 +138,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		pages := demoapp.NewPages(mgr, pageOpts)
 		r := demoapp.NewEngine()
 		r.Use(pages.Middleware()...)
+		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))) // before the session middleware
 		r.Use(mgr.Middleware())
 		mgr.Mount(r)
 		pages.Mount(r)
@@ -131,7 +147,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		servers[i] = func(ctx context.Context) error { return demoapp.Serve(ctx, ln, r, ilog) }
 	}
 
-	demoapp.Banner{URLs: urls, Network: network, Storage: "Postgres, shared by all instances", Native: cfg.MobileRedirectURIs}.Print(stdout)
+	demoapp.Banner{URLs: urls, Network: network, Storage: "Postgres, shared by all instances", Native: cfg.MobileRedirectURIs, Metrics: "/metrics"}.Print(stdout)
 	if instances > 1 {
 		fmt.Fprintf(stdout, "Log in on %s, then open %s: the session is shared.\n\n", urls[0], urls[1])
 	}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -99,8 +100,34 @@ func TestSessionIsSharedAcrossInstances(t *testing.T) {
 	if !page.Contains("@alice.test") || !page.Contains(demoapp.DemoAccount.DID) || !page.Contains("instance 2 of 2") {
 		t.Fatalf("instance 2 does not know the session made on instance 1: %.600s", page.Body)
 	}
-	if p := two.Post("/pds/session", url.Values{}); p.Status != http.StatusOK || !p.Contains("Your PDS confirms this login belongs to alice.test") {
+	if p := two.Follow(two.Post("/pds/session", url.Values{})); p.Status != http.StatusOK || !p.Contains("Your PDS confirms this login belongs to alice.test") {
 		t.Fatalf("PDS call on instance 2 with the tokens stored by instance 1: %d %.600s", p.Status, p.Body)
+	}
+
+	// Each instance has metrics of its own: the login was on instance 1.
+	if m := scrape(t, urls[0]); !strings.Contains(m, `ginoauth_logins_finished_total{code="ok"} 1`) {
+		t.Errorf("instance 1's metrics lack its login:\n%.2000s", m)
+	}
+	if m := scrape(t, urls[1]); strings.Contains(m, `ginoauth_logins_finished_total{code="ok"}`) || !strings.Contains(m, `ginoauth_session_check_seconds_count{outcome="ok"}`) {
+		t.Errorf("instance 2's metrics: want session checks and no login:\n%.2000s", m)
+	}
+
+	// A second browser logs in on instance 2; instance 1 lists both
+	// devices, and ending that session there logs it out on instance 2.
+	other := demotest.NewBrowser(t, urls[1])
+	if p := other.Login("alice.test", true); !p.Contains("@alice.test") {
+		t.Fatalf("login on instance 2: %.600s", p.Body)
+	}
+	devices := one.Get("/")
+	refs := regexp.MustCompile(`name="ref" value="([^"]+)"`).FindAllStringSubmatch(devices.Body, -1)
+	if strings.Count(devices.Body, `<li class="device`) != 2 || len(refs) != 1 {
+		t.Fatalf("instance 1 should list the two sessions: %.3000s", devices.Body)
+	}
+	if p := one.Follow(one.Post("/devices/end", url.Values{"ref": {refs[0][1]}})); !p.Contains("Ended the session of") {
+		t.Fatalf("ending the other session on instance 1: %.600s", p.Body)
+	}
+	if p := other.Get("/"); p.Contains(demoapp.DemoAccount.DID) {
+		t.Fatal("a session ended on instance 1 still works on instance 2")
 	}
 
 	if p := two.Post("/logout", url.Values{}); p.Status != http.StatusSeeOther {
@@ -163,4 +190,19 @@ func TestBadInstances(t *testing.T) {
 			t.Errorf("INSTANCES=%s: want a configuration error, got %v", n, err)
 		}
 	}
+}
+
+// scrape returns the text of an instance's GET /metrics.
+func scrape(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s/metrics: %d", base, resp.StatusCode)
+	}
+	return string(body)
 }

@@ -315,7 +315,14 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// newTestApp is the app as examples/basic wires it.
 func newTestApp(t *testing.T) *testApp {
+	t.Helper()
+	return newTestAppWith(t, func(*demoapp.PageOptions) {})
+}
+
+// newTestAppWith is newTestApp with page options of the test's choosing.
+func newTestAppWith(t *testing.T, opt func(*demoapp.PageOptions)) *testApp {
 	t.Helper()
 	cfg, err := demoapp.LoadConfig(env(map[string]string{"DATA_DIR": t.TempDir(), "LOG_LEVEL": "debug"}))
 	if err != nil {
@@ -343,6 +350,7 @@ func newTestApp(t *testing.T) *testApp {
 		t.Fatal(err)
 	}
 	pageOpts := demoapp.PageOptions{BaseURL: base, Network: network, Logger: log}
+	opt(&pageOpts)
 	mgr, err := ginoauth.New(ginoauth.Config{
 		OAuthClient:  indigoclient.New(cc, store, network.ClientOptions(log)),
 		Storage:      store,
@@ -416,7 +424,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	b.Post("/pds/session", url.Values{})
 	a.Network.Local().ExpireAccessTokens() // make the next call refresh
-	if p := b.Post("/pds/note", url.Values{"text": {"after a refresh"}}); p.Status != http.StatusOK {
+	if p := b.Follow(b.Post("/pds/note", url.Values{"text": {"after a refresh"}})); p.Status != http.StatusOK || !p.Contains("Note saved") {
 		t.Fatalf("call after token expiry: %d %.500s", p.Status, p.Body)
 	}
 	sessions := a.Network.Local().Sessions("alice.test")
@@ -498,9 +506,11 @@ func TestRevokedAtTheServer(t *testing.T) {
 	if n := a.Network.Local().RevokeAll("alice.test"); n != 1 {
 		t.Fatalf("revoked %d sessions", n)
 	}
-	p := b.Post("/pds/session", url.Values{})
-	if p.Status != http.StatusBadGateway || !p.Contains("no longer accepts this login") {
-		t.Fatalf("call after revocation: want 502 with advice, got %d: %.800s", p.Status, p.Body)
+	// The refused refresh ends the login: the page after the redirect is
+	// the start page, saying why.
+	p := b.Follow(b.Post("/pds/session", url.Values{}))
+	if !p.Contains("no longer accepts this login") || !p.Contains(`id="handle"`) {
+		t.Fatalf("call after revocation: want the start page with advice, got %d: %.800s", p.Status, p.Body)
 	}
 	b.Post("/logout", url.Values{})
 	if p := b.Login("alice.test", true); !p.Contains("@alice.test") {

@@ -24,7 +24,7 @@ import (
 var webFS embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"when": func(t time.Time) string { return t.UTC().Format("2 Jan 2006, 15:04 UTC") },
+	"when": when,
 	"initial": func(handle string) string {
 		for _, r := range handle {
 			return strings.ToUpper(string(r))
@@ -87,19 +87,25 @@ func (a *Pages) Middleware() []gin.HandlerFunc {
 
 // Mount registers the example app's own routes on r:
 //
-//	GET  /                  the start page, or the account page when logged in
-//	POST /pds/session       calls com.atproto.server.getSession on the user's PDS
-//	POST /pds/note          writes a record with com.atproto.repo.createRecord
-//	POST /logout            logs out (mgr.Logout) and goes back to the start page
-//	GET  /static/style.css  the stylesheet
-//	GET  /healthz           200 "ok", for load balancers and scripts
+//	GET  /                     the start page, or the account page when logged in
+//	POST /pds/session          calls com.atproto.server.getSession on the user's PDS
+//	POST /pds/note             writes a record with com.atproto.repo.createRecord
+//	POST /devices/end          ends another session of the account (mgr.EndSession)
+//	POST /devices/end-others   ends every other session of the account
+//	POST /devices/end-all      logs out everywhere (mgr.Logout, mgr.EndAllSessions)
+//	POST /logout               logs out (mgr.Logout) and goes back to the start page
+//	GET  /static/style.css     the stylesheet
+//	GET  /healthz              200 "ok", for load balancers and scripts
 //
-// The login itself is the library's: the start page's form posts to the
-// prebuilt /login, and the authorization server sends the browser back to
-// the prebuilt /oauth/callback (mgr.Mount).
+// The forms answer 303 See Other back to a page, with their result in a
+// flash (Post/Redirect/Get), so a reload or a new tab repeats the GET,
+// never the post: a note is never saved twice. The login itself
+// is the library's: the start page's form posts to the prebuilt /login, and
+// the authorization server sends the browser back to the prebuilt
+// /oauth/callback (mgr.Mount).
 func (a *Pages) Mount(r gin.IRouter) {
-	r.GET("/", a.home)
-	r.HEAD("/", a.home)
+	r.GET("/", a.flashes(), a.home)
+	r.HEAD("/", a.flashes(), a.home)
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	css, _ := fs.Sub(webFS, "web")
 	r.GET("/static/style.css", func(c *gin.Context) {
@@ -109,10 +115,13 @@ func (a *Pages) Mount(r gin.IRouter) {
 	if e, ok := r.(*gin.Engine); ok {
 		e.NoRoute(func(c *gin.Context) { renderError(c, http.StatusNotFound, "There is no page at this address.") })
 	}
-	post := r.Group("/", sameOrigin(a.opts.BaseURL), limitBody)
+	post := r.Group("/", sameOrigin(a.opts.BaseURL), limitBody, a.flashes())
 	post.POST("/logout", a.logout)
 	post.POST("/pds/session", a.pdsSession)
 	post.POST("/pds/note", a.pdsNote)
+	post.POST("/devices/end", a.endDevice)
+	post.POST("/devices/end-others", a.endOtherDevices)
+	post.POST("/devices/end-all", a.endAllDevices)
 }
 
 // pageData is what the templates see.
@@ -128,17 +137,36 @@ type pageData struct {
 	PDSURL string
 	Error  string
 
+	// Both: a one-line notice from the previous form post (flash).
+	Notice string
+
 	// Account page.
-	User   *ginoauth.User
-	Result *pdsResult
+	User    *ginoauth.User
+	Result  *pdsResult
+	Devices *deviceList // nil: the Storage keeps no per-account index
 }
 
-// pdsResult is what an authenticated PDS call returned, for the page.
+// pdsResult is what an authenticated PDS call returned, for the page. It
+// travels in the flash cookie, so it stays small.
 type pdsResult struct {
-	Title   string
-	Summary string
-	JSON    string
-	Failed  bool
+	Title   string          `json:"title"`
+	Summary string          `json:"summary,omitempty"`
+	Note    string          `json:"note,omitempty"`   // the text of a saved note
+	URI     string          `json:"uri,omitempty"`    // the at:// address of a saved record
+	Answer  json.RawMessage `json:"answer,omitempty"` // the PDS's JSON answer, compact
+	Failed  bool            `json:"failed,omitempty"`
+}
+
+// Pretty is the PDS's answer, indented for the page.
+func (r *pdsResult) Pretty() string {
+	if len(r.Answer) == 0 {
+		return ""
+	}
+	var buf bytes.Buffer
+	if json.Indent(&buf, r.Answer, "", "  ") != nil {
+		return ""
+	}
+	return buf.String()
 }
 
 func limitBody(c *gin.Context) {
@@ -148,12 +176,29 @@ func limitBody(c *gin.Context) {
 
 // home is the start page for visitors and the account page for logged-in
 // users. The user comes from ginoauth.Middleware, which ran before.
+// A flash from the form post before shows here once.
 func (a *Pages) home(c *gin.Context) {
+	var f flash
+	if c.Request.Method == http.MethodGet {
+		f, _ = a.takeFlash(c)
+	}
 	if user, ok := ginoauth.CurrentUser(c); ok {
-		a.renderAccount(c, http.StatusOK, user, nil)
+		if f.DID != user.DID {
+			f = flash{} // another account's result (a logout and login since)
+		}
+		a.renderAccount(c, http.StatusOK, user, f)
 		return
 	}
-	a.renderStartPage(c, http.StatusOK, "", "")
+	d := startData(a.opts, "", "")
+	switch {
+	case f.DID == "":
+		d.Notice = f.Notice // "You are logged out."
+	case f.Result != nil && f.Result.Failed:
+		// The PDS call ended the login (its refresh was refused), so the
+		// page after the redirect is the start page.
+		d.Error = loginGone
+	}
+	render(c, http.StatusOK, "start.html", d)
 }
 
 func (a *Pages) logout(c *gin.Context) {
@@ -161,8 +206,7 @@ func (a *Pages) logout(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	c.Header("Cache-Control", "no-store")
-	c.Redirect(http.StatusSeeOther, "/")
+	a.redirectWithFlash(c, "/", flash{Notice: "You are logged out. The session on this device has ended and its tokens were revoked."})
 }
 
 // pdsSession makes an authenticated call to the user's PDS through the
@@ -179,7 +223,13 @@ func (a *Pages) pdsSession(c *gin.Context) {
 	if err == nil {
 		res.Summary = "Your PDS confirms this login belongs to " + str(out["handle"]) + " (" + str(out["did"]) + ")."
 	}
-	a.renderAccount(c, statusFor(err), user, res)
+	a.showResult(c, user, res)
+}
+
+// showResult ends a PDS form post with a redirect back to the account
+// page, which shows res once (Post/Redirect/Get).
+func (a *Pages) showResult(c *gin.Context, user *ginoauth.User, res *pdsResult) {
+	a.redirectWithFlash(c, "/#pds", flash{DID: user.DID, Result: res})
 }
 
 // pdsNote writes a small record to the user's repository.
@@ -189,15 +239,18 @@ func (a *Pages) pdsNote(c *gin.Context) {
 		return
 	}
 	text := strings.TrimSpace(c.PostForm("text"))
+	notSaved := func(why string) {
+		a.showResult(c, user, &pdsResult{Title: "Note not saved", Summary: why, Failed: true})
+	}
 	switch n := utf8.RuneCountInString(text); {
 	case !utf8.ValidString(text):
-		a.renderAccount(c, http.StatusBadRequest, user, &pdsResult{Title: "Note not saved", Summary: "The note is not valid text.", Failed: true})
+		notSaved("The note is not valid text.")
 		return
 	case n == 0:
-		a.renderAccount(c, http.StatusBadRequest, user, &pdsResult{Title: "Note not saved", Summary: "Write something first.", Failed: true})
+		notSaved("Write something first.")
 		return
 	case n > maxNoteRunes:
-		a.renderAccount(c, http.StatusBadRequest, user, &pdsResult{Title: "Note not saved", Summary: "A note can be at most 300 characters.", Failed: true})
+		notSaved("A note can be at most 300 characters.")
 		return
 	}
 	in := map[string]any{
@@ -213,10 +266,16 @@ func (a *Pages) pdsNote(c *gin.Context) {
 	err := ginoauth.XRPCProcedure(c.Request.Context(), sess, "com.atproto.repo.createRecord", in, &out)
 	res := a.pdsOutcome(c, "com.atproto.repo.createRecord", err, out)
 	if err == nil {
-		res.Summary = "Saved in your repository as " + str(out["uri"]) + "."
+		res.Title = "Note saved"
+		res.Summary = "Your PDS wrote this note to your repository (com.atproto.repo.createRecord)."
+		res.Note = text
+		res.URI = str(out["uri"])
 	}
-	a.renderAccount(c, statusFor(err), user, res)
+	a.showResult(c, user, res)
 }
+
+// loginGone tells the user that their account's server ended the login.
+const loginGone = "Your account's server no longer accepts this login (it was revoked or has expired). Please log in again."
 
 // oauthSession returns the logged-in user and their ready OAuth session, or
 // answers the request itself (not logged in, login ended, storage down).
@@ -232,7 +291,7 @@ func (a *Pages) oauthSession(c *gin.Context) (*ginoauth.User, ginoauth.OAuthSess
 	case errors.As(err, &se):
 		// The OAuth session is gone (revoked or expired); the library has
 		// already ended the local session too.
-		a.renderStartPage(c, http.StatusUnauthorized, "", "Your account's server no longer accepts this login (it was revoked or has expired). Please log in again.")
+		a.renderStartPage(c, http.StatusUnauthorized, "", loginGone)
 		return nil, nil, false
 	case err != nil:
 		a.fail(c, err)
@@ -245,8 +304,8 @@ func (a *Pages) oauthSession(c *gin.Context) (*ginoauth.User, ginoauth.OAuthSess
 // adds a summary on success.
 func (a *Pages) pdsOutcome(c *gin.Context, nsid string, err error, out map[string]any) *pdsResult {
 	if err == nil {
-		pretty, _ := json.MarshalIndent(out, "", "  ")
-		return &pdsResult{Title: "Your PDS answered " + nsid, JSON: string(pretty)}
+		answer, _ := json.Marshal(out)
+		return &pdsResult{Title: "Your PDS answered " + nsid, Answer: answer}
 	}
 	res := &pdsResult{Title: nsid + " failed", Failed: true}
 	var xe *ginoauth.XRPCError
@@ -274,13 +333,6 @@ func (a *Pages) pdsOutcome(c *gin.Context, nsid string, err error, out map[strin
 	a.log.Warn("PDS call failed", "nsid", nsid, "err", err)
 	res.Summary = "Your PDS could not be reached, or it no longer accepts this login (it may have been revoked or expired). Try again, or log out and log in again."
 	return res
-}
-
-func statusFor(err error) int {
-	if err != nil {
-		return http.StatusBadGateway
-	}
-	return http.StatusOK
 }
 
 // fail answers an error from the library as a page, with the status, code
@@ -311,12 +363,13 @@ func startData(opts PageOptions, handle, msg string) pageData {
 	return d
 }
 
-func (a *Pages) renderAccount(c *gin.Context, status int, user *ginoauth.User, res *pdsResult) {
-	d := pageData{Title: "Your account", Instance: a.opts.Instance, User: user, Result: res}
+func (a *Pages) renderAccount(c *gin.Context, status int, user *ginoauth.User, f flash) {
+	d := pageData{Title: "Your account", Instance: a.opts.Instance, User: user, Notice: f.Notice, Result: f.Result}
 	if n := a.opts.Network; n != nil && n.IsLocal() {
 		d.Local = true
 		d.PDSURL = n.Local().URL()
 	}
+	d.Devices = a.devices(c, user)
 	c.Header("Cache-Control", "no-store")
 	render(c, status, "account.html", d)
 }

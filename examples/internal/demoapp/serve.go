@@ -85,6 +85,8 @@ type Banner struct {
 	// (Config.MobileRedirectURIs); when set, the banner names the
 	// native-app routes and how to try them with examples/native.
 	Native []string
+	// Metrics, if set, is the path of the Prometheus metrics (/metrics).
+	Metrics string
 }
 
 // Print writes the banner: where to open the app, which account to use
@@ -110,6 +112,13 @@ func (b Banner) Print(w io.Writer) {
 	}
 	if b.Storage != "" {
 		fmt.Fprintf(&sb, "  %-10s %s\n", "Storage:", b.Storage)
+	}
+	if b.Metrics != "" && len(b.URLs) > 0 {
+		line := b.URLs[0] + b.Metrics + " (Prometheus)"
+		if len(b.URLs) > 1 {
+			line = b.Metrics + " on every instance, e.g. " + line
+		}
+		fmt.Fprintf(&sb, "  %-10s %s\n", "Metrics:", line)
 	}
 	if len(b.Native) > 0 {
 		// The library's default paths (Config.Routes), which the examples use.
