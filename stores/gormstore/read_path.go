@@ -15,6 +15,13 @@ import (
 // schema and every write.
 type readPath struct {
 	db *sql.DB // Options.Reader, or the pool under the *gorm.DB
+	// detach runs the reads without the caller's cancellation (SQLite):
+	// with a cancellable context, database/sql and go-sqlite3 each start a
+	// goroutine per query to watch it, which costs more than the lookup.
+	// A SQLite read cannot stall on the network, WAL readers take no locks,
+	// and busy_timeout bounds the rare wait there is; an interrupt could
+	// not stop a disk that hangs anyway.
+	detach bool
 
 	mu    sync.RWMutex
 	stmts map[string]*sql.Stmt // by query text
@@ -24,18 +31,21 @@ type readPath struct {
 
 // newReadPath returns nil when there is no *sql.DB to use (the *gorm.DB
 // runs on a transaction or a custom ConnPool): reads then go through GORM.
-func newReadPath(reader *sql.DB, pool any) *readPath {
+func newReadPath(reader *sql.DB, pool any, detach bool) *readPath {
 	if reader == nil {
 		reader, _ = pool.(*sql.DB)
 	}
 	if reader == nil {
 		return nil
 	}
-	return &readPath{db: reader, stmts: map[string]*sql.Stmt{}}
+	return &readPath{db: reader, stmts: map[string]*sql.Stmt{}, detach: detach}
 }
 
 // query runs q (already in the driver's placeholder style).
 func (r *readPath) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if r.detach {
+		ctx = context.WithoutCancel(ctx)
+	}
 	if st := r.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
 	}

@@ -166,7 +166,7 @@ func New(db *gorm.DB, opts Options) (*Store, error) {
 
 		wake: make(chan struct{}),
 	}
-	s.reads = newReadPath(o.Reader, db.ConnPool)
+	s.reads = newReadPath(o.Reader, db.ConnPool, d.name == DialectSQLite)
 	s.getQ, s.membersQ = s.q.get, s.q.members
 	if d.name == DialectPostgres {
 		s.getQ, s.membersQ = numbered(s.getQ), numbered(s.membersQ)
