@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
+)
+
+func TestAccounts(t *testing.T) {
+	for _, i := range []int{0, 1, 7, 999, 123456} {
+		h, did := accountHandle(i), accountDID(i)
+		if _, err := syntax.ParseDID(did.String()); err != nil {
+			t.Fatalf("account %d: %v", i, err)
+		}
+		if got, ok := accountFromHandle(syntax.Handle(h)); !ok || got != i {
+			t.Errorf("accountFromHandle(%s) = %d, %v", h, got, ok)
+		}
+		if got, ok := accountFromDID(did); !ok || got != i {
+			t.Errorf("accountFromDID(%s) = %d, %v", did, got, ok)
+		}
+	}
+	for _, h := range []string{"bob.test", "u0.test", "u01.test", "u1.example"} {
+		if _, ok := accountFromHandle(syntax.Handle(h)); ok {
+			t.Errorf("accountFromHandle(%s) accepted", h)
+		}
+	}
+}
+
+func TestSelectRows(t *testing.T) {
+	rows, err := selectRows("ginoauth/memstore*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.Name)
+	}
+	want := []string{bareRow, "ginoauth/memstore", "ginoauth/memstore+idle", "ginoauth/memstore+cache", "ginoauth/memstore+idle+cache"}
+	if len(names) != len(want) {
+		t.Fatalf("got %v, want %v", names, want)
+	}
+	for i := range want {
+		if names[i] != want[i] {
+			t.Fatalf("got %v, want %v", names, want)
+		}
+	}
+	if _, err := selectRows("nothing"); err == nil {
+		t.Error("a pattern matching nothing was accepted")
+	}
+	def, _ := selectRows("default")
+	all, _ := selectRows("all")
+	if len(def) >= len(all) || len(all) != len(allRows()) {
+		t.Errorf("default %d rows, all %d, known %d", len(def), len(all), len(allRows()))
+	}
+}
+
+func TestMedianAndWrkSeconds(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median = %v", m)
+	}
+	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
+		t.Errorf("median = %v", m)
+	}
+	for d, want := range map[time.Duration]int{0: 1, 500 * time.Millisecond: 1, time.Second: 1, 1500 * time.Millisecond: 2, 5 * time.Second: 5} {
+		if got := wrkSeconds(d); got != want {
+			t.Errorf("wrkSeconds(%v) = %d, want %d", d, got, want)
+		}
+	}
+}
+
+// TestGinoauthServer wires a ginoauth row as a server process does (the
+// directory and transport of the harness, the authorization server in
+// another "process"), runs a real login, and checks the measured route and
+// the allocation count of the control API.
+func TestGinoauthServer(t *testing.T) {
+	as := ginoauthtest.New(t, ginoauthtest.Options{})
+	for i := range 3 {
+		as.CreateAccount(ginoauthtest.Account{Handle: syntax.Handle(accountHandle(i)), DID: accountDID(i)})
+	}
+	for _, name := range []string{"ginoauth/memstore+idle", "ginoauth/sqlitestore+cache"} {
+		t.Run(name, func(t *testing.T) {
+			row, _ := rowByName(name)
+			var lc net.ListenConfig
+			ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			appURL := "http://" + ln.Addr().String()
+			a, err := buildApp(serverConfig{row: row, asURL: as.URL(), accounts: 3, secret: randomID(),
+				sqlitePath: filepath.Join(t.TempDir(), "s.db"), prefix: "bh_test"}, appURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: a.engine, ReadHeaderTimeout: 5 * time.Second}}
+			srv.Start()
+			t.Cleanup(func() { srv.Close(); a.close() })
+			ctl := httptest.NewServer(a.control())
+			t.Cleanup(ctl.Close)
+
+			h := &harness{as: as}
+			ctx := context.Background()
+			c, err := h.loginGinoauth(ctx, appURL, accountHandle(2))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cookie := c.Name + "=" + c.Value
+			// check wants account 0's DID; account 2 answers its own.
+			if err := check(ctx, appURL+"/me", cookie); err == nil {
+				t.Error("account 2 answered account 0's DID")
+			}
+			c, err = h.loginGinoauth(ctx, appURL, accountHandle(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cookie = c.Name + "=" + c.Value
+			if err := check(ctx, appURL+"/me", cookie); err != nil {
+				t.Fatal(err)
+			}
+			if err := check(ctx, appURL+"/me", ""); err == nil {
+				t.Error("anonymous request answered 200")
+			}
+			s := &server{ctlURL: ctl.URL}
+			var out struct{ Allocs float64 }
+			if err := s.control(ctx, http.MethodGet, "/allocs?runs=50", http.Header{"X-Bench-Cookie": {cookie}}, &out); err != nil {
+				t.Fatal(err)
+			}
+			if out.Allocs <= 0 {
+				t.Errorf("allocs = %v", out.Allocs)
+			}
+		})
+	}
+}
