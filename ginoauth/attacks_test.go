@@ -79,7 +79,7 @@ var attacks = []attack{
 		b := a.NewBrowser()
 		for path, allow := range map[string]string{"/api/logout": "POST", "/login": "GET, POST", "/oauth/callback": "GET", "/api/session": "GET"} {
 			r := b.Do(http.MethodPut, path, nil, nil)
-			if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != allow || r.JSON(t)["code"] != ginoauth.CodeMethodNotAllowed {
+			if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != allow || r.JSON(t)["code"] != "method_not_allowed" {
 				t.Errorf("PUT %s: %d Allow %q %s", path, r.Status, r.Header.Get("Allow"), r.Body)
 			}
 		}
@@ -124,18 +124,18 @@ var attacks = []attack{
 	{"flow-binding-lifetime", "a new /login does not keep an old flow binding alive forever", func(t *testing.T, a *testApp) {
 		b := a.NewBrowser()
 		b.StartLogin("alice.test", "")
-		old := b.Cookie("sid_flow") // still valid for a few more minutes
-		a.Clock.Advance(ginoauth.DefaultFlowTTL - 30*time.Second)
-		authURL := b.StartLogin("alice.test", "") // must bind to a new value
+		old := b.Cookie("sid_flow")                      // still valid for a few more minutes
+		a.Clock.Advance(10*time.Minute - 30*time.Second) // FlowTTL defaults to 10 minutes
+		authURL := b.StartLogin("alice.test", "")        // must bind to a new value
 		stale := a.NewBrowser()
 		stale.SetCookie(old)
-		wantCode(t, stale.Get(stale.Consent(authURL, "alice.test")), http.StatusBadRequest, ginoauth.FlowBrowserMismatch)
+		wantCode(t, stale.Get(stale.Consent(authURL, "alice.test")), http.StatusBadRequest, ginoauth.CodeBrowserMismatch)
 	}},
 	{"leaked-callback", "someone who got hold of the callback URL presents it first", func(t *testing.T, a *testApp) {
 		victim := a.NewBrowser()
 		callback := victim.Consent(victim.StartLogin("alice.test", "/home"), "alice.test")
 		attacker := a.NewBrowser()
-		wantCode(t, attacker.Get(callback), http.StatusBadRequest, ginoauth.FlowBrowserMismatch)
+		wantCode(t, attacker.Get(callback), http.StatusBadRequest, ginoauth.CodeBrowserMismatch)
 		if r := victim.Get(callback); r.Status != http.StatusFound || r.Header.Get("Location") != "/home" {
 			t.Fatalf("the real browser's login must still complete: %d %s", r.Status, r.Body)
 		}
@@ -148,13 +148,13 @@ var attacks = []attack{
 		b.Get(callback)
 		again := a.NewBrowser()
 		again.SetCookie(flow)
-		wantCode(t, again.Get(callback), http.StatusBadRequest, ginoauth.FlowUnknownState)
+		wantCode(t, again.Get(callback), http.StatusBadRequest, ginoauth.CodeUnknownState)
 	}},
 }
 
-func wantCode(t *testing.T, r ginoauthtest.Response, status int, code string) {
+func wantCode[C ~string](t *testing.T, r ginoauthtest.Response, status int, code C) {
 	t.Helper()
-	if r.Status != status || !strings.Contains(string(r.Body), `"`+code+`"`) {
+	if r.Status != status || !strings.Contains(string(r.Body), `"`+string(code)+`"`) {
 		t.Fatalf("want %d %s, got %d %s", status, code, r.Status, r.Body)
 	}
 }
@@ -174,7 +174,7 @@ func appWithActRoute(t *testing.T, a *testApp) *testApp {
 	return startApp(t, a.as, func(o *apptest.Options) {
 		o.Configure = func(c *ginoauth.Config) { c.AllowedOrigins = []string{"https://www.app.example"} }
 		o.Routes = func(r *gin.Engine, m *ginoauth.Manager) {
-			act := r.Group("/app", m.RequireSameOrigin())
+			act := r.Group("/app", ginoauth.RequireSameOrigin(m))
 			h := func(c *gin.Context) { c.String(http.StatusOK, "done") }
 			act.GET("/act", h)
 			act.POST("/act", h)
@@ -202,24 +202,5 @@ func TestSecurityDocMatchesAttacks(t *testing.T) {
 	}
 	for id := range inDoc {
 		t.Errorf("SECURITY.md lists %q, which no test checks", id)
-	}
-}
-
-// The cookie is __Host- on https by default.
-func TestHostCookieOnHTTPS(t *testing.T) {
-	a := newTestApp(t, nil)
-	cfg := a.Manager.Config()
-	cfg.BaseURL, cfg.CookieName = "https://app.example", ""
-	cfg.CookieSecret = strings.Repeat("k", 32)
-	m, err := ginoauth.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := m.Config().CookieName; got != "__Host-sid" {
-		t.Fatalf("default cookie name on https: %q", got)
-	}
-	cfg.CookieDomain = "app.example"
-	if m, _ = ginoauth.New(cfg); m.Config().CookieName != "sid" {
-		t.Fatal("with a CookieDomain the prefix cannot apply")
 	}
 }

@@ -9,16 +9,21 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Config configures a Manager. OAuthClient, Storage, CookieSecret and BaseURL
 // are required; everything else has a default chosen for a public web app.
 type Config struct {
 	// OAuthClient runs the protocol. Use indigoclient.New for indigo's client.
-	OAuthClient OAuthClient
-	// Storage keeps flow records and session records. It may be (and usually
-	// is) the same storage the OAuth client keeps its tokens in.
-	Storage Storage
+	OAuthClient oauthclient.Client
+	// Storage keeps flow records and session records: any storage.Store
+	// (stores/sqlitestore, stores/postgresstore, stores/redisstore,
+	// stores/memstore, or your own). It may be (and usually is) the same
+	// storage the OAuth client keeps its tokens in.
+	Storage storage.Store
 
 	// CookieSecret seals cookies; at least 32 bytes of randomness. Required.
 	CookieSecret string
@@ -57,9 +62,18 @@ type Config struct {
 	// sealed in the session cookie, so it costs no storage access. Native
 	// app sessions are bounded by Mobile.SessionTTL and token rotation.
 	IdleTimeout time.Duration
-	// SessionCache, when its TTL is set, caches session records in
-	// process; see SessionCacheConfig for the staleness it allows.
-	SessionCache SessionCacheConfig
+	// SessionCacheTTL, when set (at most 5 minutes), caches session records
+	// in process, so that most session checks need no storage read. A
+	// session ended on this instance (logout, ended from another device
+	// through this instance, expiry found here) is dropped from the cache
+	// at once; one ended on another instance sharing the store can still be
+	// accepted here for up to SessionCacheTTL. Choose it as the longest
+	// time a logout elsewhere may take to reach every instance. Default 0:
+	// off.
+	SessionCacheTTL time.Duration
+	// SessionCacheMaxEntries bounds the cache; default 100,000 records (a
+	// few hundred bytes each).
+	SessionCacheMaxEntries int
 	// FlowTTL bounds how long a user may take between /login and the
 	// callback. Default 10 minutes.
 	FlowTTL time.Duration
@@ -78,7 +92,7 @@ type Config struct {
 	// URIs); see MobileConfig.
 	Mobile MobileConfig
 
-	// Routes are the paths Mount registers the prebuilt handlers on.
+	// Routes are the paths Manager.Mount registers the prebuilt handlers on.
 	Routes Routes
 
 	// ErrorHandler, if set, writes the error responses of the prebuilt
@@ -136,31 +150,34 @@ type Routes struct {
 	JWKS             string // default "/oauth/jwks.json"
 }
 
-// Defaults.
+// The defaults the Config documents.
 const (
-	DefaultCookieName = "sid"
-	DefaultSessionTTL = 7 * 24 * time.Hour
-	DefaultFlowTTL    = 10 * time.Minute
-	// DefaultStorageTimeout is the default Config.StorageTimeout.
-	DefaultStorageTimeout = 3 * time.Second
+	defaultCookieName         = "sid"
+	defaultSessionTTL         = 7 * 24 * time.Hour
+	defaultFlowTTL            = 10 * time.Minute
+	defaultStorageTimeout     = 3 * time.Second
+	defaultMobileCodeTTL      = time.Minute
+	defaultMobileRefreshGrace = time.Minute
+	// minSecretLength is the shortest cookie secret accepted, in bytes.
+	minSecretLength = 32
 )
 
 // withDefaults returns cfg with every empty optional field filled in.
 func (cfg Config) withDefaults() Config {
 	if cfg.CookieName == "" {
-		cfg.CookieName = DefaultCookieName
+		cfg.CookieName = defaultCookieName
 		if strings.HasPrefix(cfg.BaseURL, "https://") && cfg.CookieDomain == "" {
-			cfg.CookieName = "__Host-" + DefaultCookieName
+			cfg.CookieName = "__Host-" + defaultCookieName
 		}
 	}
 	if cfg.SessionTTL == 0 {
-		cfg.SessionTTL = DefaultSessionTTL
+		cfg.SessionTTL = defaultSessionTTL
 	}
 	if cfg.FlowTTL == 0 {
-		cfg.FlowTTL = DefaultFlowTTL
+		cfg.FlowTTL = defaultFlowTTL
 	}
 	if cfg.StorageTimeout == 0 {
-		cfg.StorageTimeout = DefaultStorageTimeout
+		cfg.StorageTimeout = defaultStorageTimeout
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -187,10 +204,10 @@ func (cfg Config) withDefaults() Config {
 		mc.SessionTTL = cfg.SessionTTL
 	}
 	if mc.CodeTTL == 0 {
-		mc.CodeTTL = DefaultMobileCodeTTL
+		mc.CodeTTL = defaultMobileCodeTTL
 	}
 	if mc.RefreshGrace == 0 {
-		mc.RefreshGrace = DefaultMobileRefreshGrace
+		mc.RefreshGrace = defaultMobileRefreshGrace
 	}
 	setDefault(&r.ClientMetadata, "/oauth-client-metadata.json")
 	setDefault(&r.JWKS, "/oauth/jwks.json")
@@ -215,12 +232,12 @@ func (cfg Config) validate() (secure bool, err error) {
 	if cfg.Storage == nil {
 		return bad("Storage", "is required")
 	}
-	if len(cfg.CookieSecret) < MinSecretLength {
-		return bad("CookieSecret", "must be at least %d bytes (got %d)", MinSecretLength, len(cfg.CookieSecret))
+	if len(cfg.CookieSecret) < minSecretLength {
+		return bad("CookieSecret", "must be at least %d bytes (got %d)", minSecretLength, len(cfg.CookieSecret))
 	}
 	for i, s := range cfg.OldCookieSecrets {
-		if len(s) < MinSecretLength {
-			return bad("OldCookieSecrets", "secret %d must be at least %d bytes", i, MinSecretLength)
+		if len(s) < minSecretLength {
+			return bad("OldCookieSecrets", "secret %d must be at least %d bytes", i, minSecretLength)
 		}
 	}
 	u, perr := url.Parse(cfg.BaseURL)
@@ -266,8 +283,8 @@ func (cfg Config) validate() (secure bool, err error) {
 	if cfg.IdleTimeout < 0 || (cfg.IdleTimeout > 0 && cfg.IdleTimeout < time.Minute) {
 		return bad("IdleTimeout", "must be 0 (off) or at least a minute (got %v)", cfg.IdleTimeout)
 	}
-	if cfg.SessionCache.TTL < 0 || cfg.SessionCache.TTL > 5*time.Minute {
-		return bad("SessionCache.TTL", "must be between 0 (off) and 5 minutes (got %v)", cfg.SessionCache.TTL)
+	if cfg.SessionCacheTTL < 0 || cfg.SessionCacheTTL > 5*time.Minute {
+		return bad("SessionCacheTTL", "must be between 0 (off) and 5 minutes (got %v)", cfg.SessionCacheTTL)
 	}
 	if cfg.StorageTimeout < 10*time.Millisecond || cfg.StorageTimeout > time.Minute {
 		return bad("StorageTimeout", "must be between 10ms and a minute (got %v)", cfg.StorageTimeout)

@@ -7,26 +7,29 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
-// nopClient satisfies OAuthClient for configuration tests that never log in.
+// nopClient satisfies oauthclient.Client for configuration tests that never log in.
 type nopClient struct{}
 
-func (nopClient) Authorize(context.Context, AuthorizeRequest) (*Authorization, error) {
+func (nopClient) Authorize(context.Context, oauthclient.AuthorizeRequest) (*oauthclient.Authorization, error) {
 	return nil, errors.New("not used")
 }
-func (nopClient) Callback(context.Context, url.Values, time.Duration) (*Grant, error) {
+func (nopClient) Callback(context.Context, url.Values, time.Duration) (*oauthclient.Grant, error) {
 	return nil, errors.New("not used")
 }
-func (nopClient) Resume(context.Context, string, string) (OAuthSession, error) {
-	return nil, ErrNotFound
+func (nopClient) Resume(context.Context, string, string) (oauthclient.Session, error) {
+	return nil, oauthclient.ErrSessionGone
 }
 func (nopClient) Revoke(context.Context, string, string) error { return nil }
 
 // mapStorage is the smallest Storage there is, without Take, for config tests.
 type mapStorage struct{}
 
-func (mapStorage) Get(context.Context, string) ([]byte, error)              { return nil, ErrNotFound }
+func (mapStorage) Get(context.Context, string) ([]byte, error)              { return nil, storage.ErrNotFound }
 func (mapStorage) Set(context.Context, string, []byte, time.Duration) error { return nil }
 func (mapStorage) Delete(context.Context, string) error                     { return nil }
 
@@ -77,10 +80,7 @@ func TestConfigDefaultsAndCookieSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := m.Config()
-	if cfg.CookieSecret != "" {
-		t.Fatal("Config() must not hand out the cookie secret")
-	}
+	cfg := m.cfg
 	if cfg.CookieName != "__Host-sid" || cfg.SessionTTL != 7*24*time.Hour || cfg.FlowTTL != 10*time.Minute || cfg.Routes.Callback != "/oauth/callback" {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
@@ -100,5 +100,10 @@ func TestConfigDefaultsAndCookieSecurity(t *testing.T) {
 	host.CookieName = "__Host-sid"
 	if _, err := New(host); err != nil {
 		t.Fatalf("__Host- cookie on https must be accepted: %v", err)
+	}
+	shared := validConfig()
+	shared.CookieDomain = "app.example"
+	if m, err = New(shared); err != nil || m.cfg.CookieName != "sid" {
+		t.Fatalf("with a CookieDomain the __Host- prefix cannot apply: %v", err)
 	}
 }

@@ -24,7 +24,7 @@ var (
 
 func mustStore(t testing.TB, secret []byte, old ...[]byte) *CookieStore {
 	t.Helper()
-	cs, err := NewCookieStore(secret, old...)
+	cs, err := newCookieStore(secret, old...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,13 +87,13 @@ func TestCookieStoreRejectsTampering(t *testing.T) {
 		bad[i] ^= 0x01
 		tampered := &http.Cookie{Value: base64.RawURLEncoding.EncodeToString(bad)}
 		s, err := readCookie(cs, "sid", tampered)
-		if !errors.Is(err, ErrCookieInvalid) || !s.IsNew || len(s.Values) != 0 {
+		if !errors.Is(err, errCookieInvalid) || !s.IsNew || len(s.Values) != 0 {
 			t.Fatalf("byte %d flipped: err=%v values=%v", i, err, s.Values)
 		}
 	}
 	for _, v := range []string{"", "!!!", strings.Repeat("A", maxCookieValue+1), "AAAA"} {
-		if _, err := readCookie(cs, "sid", &http.Cookie{Value: v}); v != "" && !errors.Is(err, ErrCookieInvalid) {
-			t.Fatalf("value %.10q: want ErrCookieInvalid, got %v", v, err)
+		if _, err := readCookie(cs, "sid", &http.Cookie{Value: v}); v != "" && !errors.Is(err, errCookieInvalid) {
+			t.Fatalf("value %.10q: want errCookieInvalid, got %v", v, err)
 		}
 	}
 }
@@ -101,7 +101,7 @@ func TestCookieStoreRejectsTampering(t *testing.T) {
 func TestCookieStoreBindsName(t *testing.T) {
 	cs := mustStore(t, testSecret)
 	c := saveCookie(t, cs, "sid_flow", map[any]any{"b": "x"}, 0)
-	if _, err := readCookie(cs, "sid", c); !errors.Is(err, ErrCookieInvalid) {
+	if _, err := readCookie(cs, "sid", c); !errors.Is(err, errCookieInvalid) {
 		t.Fatalf("a cookie sealed for another name was accepted: %v", err)
 	}
 }
@@ -115,13 +115,13 @@ func TestCookieStoreKeyRotation(t *testing.T) {
 		t.Fatalf("old secret should still open: %v", err)
 	}
 	fresh := saveCookie(t, rotated, "sid", map[any]any{"sid": "w"}, 0)
-	if _, err := readCookie(oldStore, "sid", fresh); !errors.Is(err, ErrCookieInvalid) {
+	if _, err := readCookie(oldStore, "sid", fresh); !errors.Is(err, errCookieInvalid) {
 		t.Fatal("new cookies must be sealed with the first (new) secret")
 	}
 	if s, err := readCookie(mustStore(t, testSecret), "sid", fresh); err != nil || s.Values["sid"] != "w" {
 		t.Fatalf("new secret alone should open new cookies: %v", err)
 	}
-	if _, err := readCookie(mustStore(t, testSecret), "sid", c); !errors.Is(err, ErrCookieInvalid) {
+	if _, err := readCookie(mustStore(t, testSecret), "sid", c); !errors.Is(err, errCookieInvalid) {
 		t.Fatal("once the old secret is dropped its cookies must fail")
 	}
 }
@@ -137,7 +137,7 @@ func TestCookieStoreSealedExpiry(t *testing.T) {
 		t.Fatalf("an 89-day-old cookie with a 90-day MaxAge must open: %v", err)
 	}
 	now = now.Add(2 * 24 * time.Hour)
-	if _, err := readCookie(cs, "sid", c); !errors.Is(err, ErrCookieExpired) {
+	if _, err := readCookie(cs, "sid", c); !errors.Is(err, errCookieExpired) {
 		t.Fatalf("a replayed cookie past its sealed expiry must fail, got %v", err)
 	}
 }
@@ -160,7 +160,7 @@ func TestCookieStoreDeleteAndTypes(t *testing.T) {
 	if err := cs.Save(r, httptest.NewRecorder(), s); err == nil {
 		t.Fatal("a value gob cannot encode must be refused with an error")
 	}
-	if _, err := NewCookieStore([]byte("short")); err == nil {
+	if _, err := newCookieStore([]byte("short")); err == nil {
 		t.Fatal("short secret accepted")
 	}
 }
@@ -258,7 +258,7 @@ func TestCookieStoreGeneralValues(t *testing.T) {
 	}
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.AddCookie(&http.Cookie{Name: "app", Value: c.Value})
-	if _, ok, err := cs.stringValue(r, "app", "s"); !ok || !errors.Is(err, ErrCookieInvalid) {
+	if _, ok, err := cs.stringValue(r, "app", "s"); !ok || !errors.Is(err, errCookieInvalid) {
 		t.Fatalf("the fast path must refuse a gob cookie: %v %v", ok, err)
 	}
 }

@@ -9,33 +9,14 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
-
-	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
-// This file is about an account's devices: the per-account index of
-// device sessions (a storage.Indexer set per account), listing them, ending
-// one, the others or all, and reaching an account's PDS outside a request.
-
-// indexPrefix names the index set of an account: acct:{did}. Its members
-// are the hashes of the account's session ids.
-const indexPrefix = "acct:"
-
-// seenPrefix keys the coarse last-seen time of a session: seen:{hash}.
-const seenPrefix = "seen:"
-
-// lastSeenEvery is how often a session's last-seen time is written (by
-// each instance, in the background): coarse on purpose, to keep writes off
-// the request path.
-const lastSeenEvery = time.Hour
-
-// ErrNoIndex is returned by the device operations when the Storage has no
-// storage.Indexer: they need the per-account index of sessions.
-var ErrNoIndex = errors.New("ginoauth: the Storage has no storage.Indexer (a per-account index of sessions), which listing and ending an account's sessions need")
+// This file is an account's devices: listing its device sessions and
+// ending one, the others or all, through the session core's per-account
+// index (session_index.go), and the prebuilt routes for them.
 
 // SessionInfo describes one device session of an account.
 type SessionInfo struct {
@@ -51,37 +32,6 @@ type SessionInfo struct {
 	Current   bool      `json:"current"` // the session of the request that listed them
 }
 
-func (m *Manager) indexer() (storage.Indexer, error) {
-	ix, ok := m.store.(storage.Indexer)
-	if !ok {
-		return nil, ErrNoIndex
-	}
-	return ix, nil
-}
-
-// index adds a new session to its account's index (when the Storage has
-// one); a failure fails the login, since an unindexed session could not
-// be ended everywhere.
-func (m *Manager) index(ctx context.Context, did, hash string, ttl time.Duration) error {
-	ix, ok := m.store.(storage.Indexer)
-	if !ok {
-		return nil
-	}
-	ctx, cancel := m.op(ctx)
-	defer cancel()
-	return m.storageFailed("index", ix.AddMember(ctx, indexPrefix+did, hash, ttl))
-}
-
-func (m *Manager) unindex(ctx context.Context, did, hash string) error {
-	ix, ok := m.store.(storage.Indexer)
-	if !ok || did == "" {
-		return nil
-	}
-	ctx, cancel := m.op(ctx)
-	defer cancel()
-	return m.storageFailed("index", ix.RemoveMember(ctx, indexPrefix+did, hash))
-}
-
 // ref is a session's opaque reference: an HMAC of its hash under a key
 // derived from the cookie secret, so a reference reveals nothing and can
 // only be made by this app.
@@ -91,45 +41,12 @@ func (m *Manager) ref(hash string) string {
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil)[:18])
 }
 
-// accountSessions returns the live sessions of did, dropping from the index
-// any member whose session has ended.
-func (m *Manager) accountSessions(ctx context.Context, did string) ([]string, []sessionRecord, error) {
-	ix, err := m.indexer()
-	if err != nil {
-		return nil, nil, err
-	}
-	octx, cancel := m.op(ctx)
-	members, err := ix.Members(octx, indexPrefix+did)
-	cancel()
-	if err != nil {
-		return nil, nil, m.storageFailed("index", err)
-	}
-	var hashes []string
-	var recs []sessionRecord
-	now := m.now()
-	for _, h := range members {
-		var rec sessionRecord
-		switch err := m.getRecord(ctx, h, &rec); {
-		case errors.Is(err, ErrNotFound):
-			_ = m.unindex(ctx, did, h) // ended; the index catches up
-			continue
-		case err != nil:
-			return nil, nil, err
-		}
-		if rec.DID != did || !now.Before(rec.ExpiresAt) || (!rec.GraceUntil.IsZero() && !now.Before(rec.GraceUntil)) {
-			continue
-		}
-		hashes, recs = append(hashes, h), append(recs, rec)
-	}
-	return hashes, recs, nil
-}
-
 // SessionsOf lists the live device sessions (web and mobile) of an
 // account, newest first. current, if not nil, marks the session of that
 // user as Current. It needs a Storage with a storage.Indexer (ErrNoIndex
 // otherwise).
 func (m *Manager) SessionsOf(ctx context.Context, did string, current *User) ([]SessionInfo, error) {
-	hashes, recs, err := m.accountSessions(ctx, did)
+	hashes, recs, err := m.sessions.list(ctx, did)
 	if err != nil {
 		return nil, err
 	}
@@ -137,13 +54,10 @@ func (m *Manager) SessionsOf(ctx context.Context, did string, current *User) ([]
 	for i, rec := range recs {
 		info := SessionInfo{
 			Ref: m.ref(hashes[i]), Kind: rec.kind(), Device: rec.Device, IP: rec.IP,
-			CreatedAt: rec.CreatedAt, LastSeen: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
+			CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
 			Current: current != nil && current.sessionHash == hashes[i],
 		}
-		var seen time.Time
-		if err := m.getJSON(ctx, seenPrefix+hashes[i], &seen); err == nil && seen.After(info.LastSeen) {
-			info.LastSeen = seen
-		}
+		info.LastSeen = m.sessions.lastSeen(ctx, hashes[i], rec.CreatedAt)
 		if info.Current {
 			info.LastSeen = m.now()
 		}
@@ -158,13 +72,13 @@ func (m *Manager) SessionsOf(ctx context.Context, did string, current *User) ([]
 // every instance: its tokens are revoked at the authorization server and
 // its records deleted. It reports whether such a session existed.
 func (m *Manager) EndSession(ctx context.Context, did, ref string) (bool, error) {
-	hashes, recs, err := m.accountSessions(ctx, did)
+	hashes, recs, err := m.sessions.list(ctx, did)
 	if err != nil {
 		return false, err
 	}
 	for i, h := range hashes {
 		if hmac.Equal([]byte(m.ref(h)), []byte(ref)) {
-			return true, m.endDevice(ctx, h, &recs[i], EndByUser)
+			return true, m.sessions.end(ctx, h, &recs[i], EndByUser)
 		}
 	}
 	return false, nil
@@ -178,8 +92,8 @@ func (m *Manager) EndAllSessions(ctx context.Context, did string) (int, error) {
 }
 
 // endSessionsOf ends every session of did but keep.
-func (m *Manager) endSessionsOf(ctx context.Context, did, keep, reason string) (int, error) {
-	hashes, recs, err := m.accountSessions(ctx, did)
+func (m *Manager) endSessionsOf(ctx context.Context, did, keep string, reason EndReason) (int, error) {
+	hashes, recs, err := m.sessions.list(ctx, did)
 	if err != nil {
 		return 0, err
 	}
@@ -189,146 +103,13 @@ func (m *Manager) endSessionsOf(ctx context.Context, did, keep, reason string) (
 		if h == keep {
 			continue
 		}
-		if err := m.endDevice(ctx, h, &recs[i], reason); err != nil {
+		if err := m.sessions.end(ctx, h, &recs[i], reason); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		n++
 	}
 	return n, errors.Join(errs...)
-}
-
-// endDevice ends one session: records first (so it is refused at once on
-// every instance), then the index entry, then the tokens (in the
-// background for a session found expired on the request path, whose
-// request need not wait for the authorization server; not at all when the
-// OAuth session is already gone).
-func (m *Manager) endDevice(ctx context.Context, hash string, rec *sessionRecord, reason string) error {
-	if err := m.deleteSessionRecords(ctx, hash); err != nil {
-		return err
-	}
-	if rec.Previous != "" {
-		_ = m.delete(ctx, sessionKeyPrefix+rec.Previous)
-	}
-	if rec.Successor != "" {
-		if t, err := m.openSuccessor(hash, rec.Successor); err == nil {
-			_ = m.delete(ctx, sessionKeyPrefix+hashSessionID(t))
-		}
-	}
-	_ = m.unindex(ctx, rec.DID, hash)
-	m.forget(hash)
-	switch {
-	case rec.OAuthSessionID == "" || reason == EndRevoked || reason == EndRefreshRefused:
-	case reason == EndExpired || reason == EndIdle:
-		did, id := rec.DID, rec.OAuthSessionID
-		m.bg.run(func() { m.revoke(context.Background(), did, id, hash) })
-	default:
-		m.revoke(ctx, rec.DID, rec.OAuthSessionID, hash)
-	}
-	typ := EventSessionEnded
-	if reason == EndLogout {
-		typ = EventLogout
-	}
-	m.emit(typ, reason, rec, hash)
-	return nil
-}
-
-// emit sends a lifecycle event to Config.OnEvent.
-func (m *Manager) emit(typ EventType, reason string, rec *sessionRecord, hash string) {
-	m.hooks.emit(m, Event{Type: typ, Reason: reason, DID: rec.DID, Handle: rec.Handle, Session: m.ref(hash), Kind: rec.kind(), Time: m.now()})
-}
-
-// OAuthSessionForAccount returns a ready OAuth session of did's most
-// recently used login, for work outside a request: background jobs,
-// webhooks. Among several sessions it picks the one seen last (then the
-// newest); it goes through the same coordinated refresh as a request, and
-// a refused refresh ends that device session. An account with no live
-// session gives a *SessionError with SessionNotLoggedIn; authentication-only
-// logins give ErrAuthenticationOnly. It needs a storage.Indexer.
-func (m *Manager) OAuthSessionForAccount(ctx context.Context, did string) (OAuthSession, error) {
-	hashes, recs, err := m.accountSessions(ctx, did)
-	if err != nil {
-		return nil, err
-	}
-	best := -1
-	var bestSeen time.Time
-	for i, rec := range recs {
-		if rec.OAuthSessionID == "" {
-			continue
-		}
-		seen := rec.CreatedAt
-		var s time.Time
-		if err := m.getJSON(ctx, seenPrefix+hashes[i], &s); err == nil && s.After(seen) {
-			seen = s
-		}
-		if best < 0 || seen.After(bestSeen) {
-			best, bestSeen = i, seen
-		}
-	}
-	if best < 0 {
-		if len(recs) > 0 {
-			return nil, ErrAuthenticationOnly
-		}
-		return nil, &SessionError{Code: SessionNotLoggedIn}
-	}
-	rec := recs[best]
-	sess, err := m.client.Resume(ctx, rec.DID, rec.OAuthSessionID)
-	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			_ = m.endDevice(ctx, hashes[best], &rec, EndRevoked)
-			return nil, &SessionError{Code: SessionOAuthGone, Err: err}
-		}
-		return nil, storage.Wrap("get", err)
-	}
-	return &deviceBoundSession{OAuthSession: sess, m: m, hash: hashes[best], rec: rec}, nil
-}
-
-// noteSeen records, at most once an hour per session and instance and off
-// the request path, when a session was last used.
-func (m *Manager) noteSeen(u *User) {
-	now := m.now()
-	m.seenMu.Lock()
-	if last, ok := m.seen[u.sessionHash]; ok && now.Sub(last) < lastSeenEvery {
-		m.seenMu.Unlock()
-		return
-	}
-	if len(m.seen) > 100_000 {
-		clear(m.seen)
-	}
-	m.seen[u.sessionHash] = now
-	m.seenMu.Unlock()
-	ttl := u.ExpiresAt.Sub(now)
-	if ttl <= 0 {
-		return
-	}
-	hash := u.sessionHash
-	m.bg.run(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*m.cfg.StorageTimeout)
-		defer cancel()
-		_ = m.setJSON(ctx, seenPrefix+hash, now, ttl)
-	})
-}
-
-// forget drops a session from this instance's last-seen bookkeeping.
-func (m *Manager) forget(hash string) {
-	m.seenMu.Lock()
-	delete(m.seen, hash)
-	m.seenMu.Unlock()
-}
-
-// seenTracker is the Manager's per-instance last-seen bookkeeping.
-type seenTracker struct {
-	seenMu sync.Mutex
-	seen   map[string]time.Time
-}
-
-// storageFailed wraps a storage failure as a *StorageError and counts it.
-func (m *Manager) storageFailed(op string, err error) error {
-	err = storage.Wrap(op, err)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		m.metrics.StorageFailed(op)
-	}
-	return err
 }
 
 // describeDevice turns a User-Agent into a short description such as
@@ -437,24 +218,24 @@ func (m *Manager) endSessionsHandler(which string) gin.HandlerFunc {
 				Ref string `json:"ref" form:"ref"`
 			}
 			if err := c.ShouldBind(&body); err != nil || body.Ref == "" || len(body.Ref) > 64 {
-				m.abortWithError(c, &OAuthFlowError{Code: FlowInvalidRequest, Message: "give the ref of the session to end"})
+				m.abortWithError(c, &OAuthFlowError{Code: CodeInvalidRequest, Message: "give the ref of the session to end"})
 				return
 			}
 			var found bool
 			if found, err = m.EndSession(ctx, u.DID, body.Ref); err == nil && found {
 				ended = 1
 			} else if err == nil {
-				c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"error": "no such session of yours", "code": CodeNoSuchSession})
+				c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"error": "no such session of yours", "code": codeNoSuchSession})
 				return
 			}
 			if m.ref(u.sessionHash) == body.Ref {
-				m.clearSessionCookie(c)
+				m.clearSessionCookie(c.Writer, c.Request)
 			}
 		case "others":
 			ended, err = m.endSessionsOf(ctx, u.DID, u.sessionHash, EndByUser)
 		default:
 			ended, err = m.EndAllSessions(ctx, u.DID)
-			m.clearSessionCookie(c)
+			m.clearSessionCookie(c.Writer, c.Request)
 		}
 		if err != nil {
 			m.abortWithError(c, err)
@@ -464,7 +245,3 @@ func (m *Manager) endSessionsHandler(which string) gin.HandlerFunc {
 		c.JSON(http.StatusOK, gin.H{"success": true, "ended": ended})
 	}
 }
-
-// CodeNoSuchSession answers an end-session request whose ref names no live
-// session of the user (404).
-const CodeNoSuchSession = "no_such_session"

@@ -8,6 +8,9 @@ import (
 
 	"github.com/gin-atproto/oauth-sessions/stores/memstore"
 	"github.com/gin-atproto/oauth-sessions/stores/sqlitestore"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // Listing and ending an account's sessions with 10 and 10,000 of them, on
@@ -45,7 +48,7 @@ func BenchmarkSessionsOfAccount(b *testing.B) {
 // benchDevices is a Manager on a new store holding n sessions of one account.
 func benchDevices(b *testing.B, kind string, n int) (*Manager, string) {
 	b.Helper()
-	var st Storage = memstore.New()
+	var st storage.Store = memstore.New()
 	if kind == "sqlite" {
 		s, err := sqlitestore.Open(filepath.Join(b.TempDir(), "bench.db"), sqlitestore.Options{})
 		if err != nil {
@@ -62,7 +65,7 @@ func benchDevices(b *testing.B, kind string, n int) (*Manager, string) {
 	const did = "did:plc:benchaccount"
 	for i := range n {
 		c, _ := testContext()
-		if _, err := m.startSession(c, &Grant{DID: did, OAuthSessionID: fmt.Sprint("s", i)}, nil); err != nil {
+		if _, err := m.startSession(c, &oauthclient.Grant{DID: did, OAuthSessionID: fmt.Sprint("s", i)}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
@@ -30,7 +31,7 @@ func deviceApps(t *testing.T, be testdb.Backend, events *eventLog) (*testApp, *t
 	as := ginoauthtest.New(t, ginoauthtest.Options{})
 	as.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	as.CreateAccount(ginoauthtest.Account{Handle: "bob.test"})
-	conf := func(store ginoauth.Storage) func(o *apptest.Options) {
+	conf := func(store storage.Store) func(o *apptest.Options) {
 		return func(o *apptest.Options) {
 			o.Storage = store
 			o.Configure = func(c *ginoauth.Config) {
@@ -55,7 +56,7 @@ func (l *eventLog) add(e ginoauth.Event) {
 	l.ev = append(l.ev, e)
 }
 
-func (l *eventLog) count(typ ginoauth.EventType, reason string) int {
+func (l *eventLog) count(typ ginoauth.EventType, reason ginoauth.EndReason) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
@@ -217,7 +218,7 @@ func TestDeviceIndexUnderConcurrency(t *testing.T) {
 func TestOAuthSessionForAccount(t *testing.T) {
 	one, _ := deviceApps(t, testdb.All()[1], nil)
 	ctx := context.Background()
-	if _, err := one.Manager.OAuthSessionForAccount(ctx, one.alice.DID.String()); !isSessionCode(err, ginoauth.SessionNotLoggedIn) {
+	if _, err := one.Manager.OAuthSessionForAccount(ctx, one.alice.DID.String()); !isSessionCode(err, ginoauth.CodeNotLoggedIn) {
 		t.Fatalf("an account without sessions: %v", err)
 	}
 	b := one.NewBrowser()
@@ -228,7 +229,7 @@ func TestOAuthSessionForAccount(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out struct{ Handle string }
-	if err := ginoauth.XRPCQuery(ctx, sess, "com.atproto.server.getSession", nil, &out); err != nil || out.Handle != "alice.test" {
+	if err := indigoclient.APIClient(sess).Get(ctx, "com.atproto.server.getSession", nil, &out); err != nil || out.Handle != "alice.test" {
 		t.Fatalf("background call: %v %+v", err, out)
 	}
 	if st := one.as.Stats(); st.RefreshGrants != 1 || st.ReplaysDetected != 0 {
@@ -241,7 +242,7 @@ func TestOAuthSessionForAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ginoauth.XRPCQuery(ctx, sess, "com.atproto.server.getSession", nil, nil); !isSessionCode(err, ginoauth.SessionOAuthGone) {
+	if err := indigoclient.APIClient(sess).Get(ctx, "com.atproto.server.getSession", nil, nil); !isSessionCode(err, ginoauth.CodeOAuthSessionGone) {
 		t.Fatalf("after revocation: %v", err)
 	}
 	if r := b.Get("/api/session"); r.Status != http.StatusUnauthorized {
@@ -249,7 +250,7 @@ func TestOAuthSessionForAccount(t *testing.T) {
 	}
 }
 
-func isSessionCode(err error, code string) bool {
+func isSessionCode(err error, code ginoauth.ErrorCode) bool {
 	var se *ginoauth.SessionError
 	return errors.As(err, &se) && se.Code == code
 }
@@ -306,4 +307,4 @@ func TestDevicesNeedAnIndexer(t *testing.T) {
 }
 
 // noIndex is a store without an Indexer.
-type noIndex struct{ ginoauth.Storage }
+type noIndex struct{ storage.Store }

@@ -1,14 +1,70 @@
 package ginoauth
 
 import (
+	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
-// The library's errors are typed so callers can branch with errors.As. Each
-// type has an HTTPStatus method giving the status the prebuilt handlers
-// answer with, and a message that is safe to show to end users; the wrapped
-// cause (Unwrap) may hold internal detail and is only ever logged.
+// The library's errors are typed so callers can branch with errors.As, and
+// each carries an ErrorCode and a message that is safe to show to end
+// users; the wrapped cause (Unwrap) may hold internal detail and is only
+// ever logged. ErrorResponseFor maps any of them to the HTTP status, code
+// and message the prebuilt handlers answer with. A storage failure is a
+// *storage.Error (503).
+
+// ErrorCode is the machine-readable code of a failure, as the prebuilt
+// handlers send it in {"error": message, "code": code}.
+type ErrorCode string
+
+// Codes of a request without a usable session (401, *SessionError).
+const (
+	CodeNotLoggedIn      ErrorCode = "not_logged_in"      // no session cookie or token, or its record is gone (logged out)
+	CodeSessionExpired   ErrorCode = "session_expired"    // absolute lifetime or idle timeout passed
+	CodeOAuthSessionGone ErrorCode = "oauth_session_gone" // the login's OAuth session ended (revoked, refresh refused)
+	CodeInvalidCookie    ErrorCode = "invalid_cookie"     // a tampered, foreign or oversized session cookie
+	CodeInvalidToken     ErrorCode = "invalid_token"      // a native app's bearer token that is malformed or not one
+)
+
+// Codes of a login that cannot go on (*OAuthFlowError: 400, or 502 for
+// CodeServerUnavailable).
+const (
+	CodeInvalidHandle     ErrorCode = "invalid_handle"     // the handle is not valid AT Protocol syntax
+	CodeResolveFailed     ErrorCode = "resolve_failed"     // no such account, or it has no PDS
+	CodeInvalidRequest    ErrorCode = "invalid_request"    // a malformed or oversized parameter
+	CodeUnknownState      ErrorCode = "unknown_state"      // state unknown, expired or already used
+	CodeBrowserMismatch   ErrorCode = "browser_mismatch"   // a callback in another browser than the one that started
+	CodeAccessDenied      ErrorCode = "access_denied"      // the user or server refused authorization
+	CodeExchangeFailed    ErrorCode = "exchange_failed"    // the code exchange or its checks (iss, sub) failed
+	CodeServerUnavailable ErrorCode = "server_unavailable" // the account's servers could not be reached (502)
+	CodeInvalidScope      ErrorCode = "invalid_scope"      // a scope the client does not declare, or the server refused
+	CodeAccountMismatch   ErrorCode = "account_mismatch"   // approved for another account than the one expected
+)
+
+// Codes of other refusals and failures.
+const (
+	CodeCrossSite          ErrorCode = "cross_site_request"  // a state-changing request from another site (403)
+	CodeInsufficientScope  ErrorCode = "insufficient_scope"  // the grant lacks a permission the route needs (403)
+	CodeStorageUnavailable ErrorCode = "storage_unavailable" // the Storage failed (503)
+	CodeInternal           ErrorCode = "internal_error"      // anything unexpected (500)
+)
+
+// The native-app flow's own codes (*MobileIntegrationError, 400), and the
+// answers of the prebuilt routes that never go through ErrorHandler. They
+// are documented with the routes; Go code has no need to name them.
+const (
+	codeInvalidRedirectURI ErrorCode = "invalid_redirect_uri" // a redirect_uri that is not registered
+	codeInvalidChallenge   ErrorCode = "invalid_challenge"    // a missing, plain or malformed code_challenge
+	codeInvalidGrant       ErrorCode = "invalid_grant"        // an unknown, used or expired code, or the wrong code_verifier
+	codeMobileDisabled     ErrorCode = "mobile_disabled"      // the app registers no native redirect URI
+	codeMethodNotAllowed   ErrorCode = "method_not_allowed"   // a prebuilt route asked with another method (405)
+	codeNoSuchSession      ErrorCode = "no_such_session"      // an end-session ref naming no live session of the user (404)
+)
 
 // ConfigurationError reports an invalid [Config] given to [New].
 type ConfigurationError struct {
@@ -20,26 +76,14 @@ func (e *ConfigurationError) Error() string {
 	return "ginoauth: invalid config: " + e.Field + ": " + e.Reason
 }
 
-// HTTPStatus is 500: a configuration error is the operator's, not the user's.
-func (e *ConfigurationError) HTTPStatus() int { return http.StatusInternalServerError }
-
-// Session error codes, found in SessionError.Code.
-const (
-	SessionNotLoggedIn   = "not_logged_in"   // no session cookie, or its record is gone (logged out)
-	SessionExpired       = "session_expired" // absolute lifetime or idle timeout passed
-	SessionOAuthGone     = "oauth_session_gone"
-	SessionInvalidCookie = "invalid_cookie" // tampered, foreign or oversized cookie
-	SessionInvalidToken  = "invalid_token"  // a native app's bearer token that is malformed or not one
-)
-
-// SessionError reports that a request has no usable session.
+// SessionError reports that a request has no usable session (401).
 type SessionError struct {
-	Code string // one of the Session* constants
-	Err  error  // cause, for logs; may be nil
+	Code ErrorCode // one of the codes of a request without a usable session
+	Err  error     // cause, for logs; may be nil
 }
 
 func (e *SessionError) Error() string {
-	msg := "ginoauth: session: " + e.Code
+	msg := "ginoauth: session: " + string(e.Code)
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}
@@ -48,32 +92,16 @@ func (e *SessionError) Error() string {
 
 func (e *SessionError) Unwrap() error { return e.Err }
 
-// HTTPStatus is 401.
-func (e *SessionError) HTTPStatus() int { return http.StatusUnauthorized }
-
-// OAuth flow error codes, found in OAuthFlowError.Code.
-const (
-	FlowInvalidHandle   = "invalid_handle"     // the handle is not valid AT Protocol syntax
-	FlowResolveFailed   = "resolve_failed"     // the handle or its PDS could not be resolved
-	FlowInvalidRequest  = "invalid_request"    // a malformed or oversized parameter
-	FlowUnknownState    = "unknown_state"      // state unknown, expired or already used
-	FlowBrowserMismatch = "browser_mismatch"   // callback from another browser than the one that started
-	FlowDenied          = "access_denied"      // the user or server refused authorization
-	FlowExchangeFailed  = "exchange_failed"    // the code exchange or its checks (iss, sub) failed
-	FlowServerError     = "server_unavailable" // the authorization server could not be reached
-	FlowInvalidScope    = "invalid_scope"      // a scope the client does not declare, or the server refused
-	FlowAccountMismatch = "account_mismatch"   // a step-up approved for another account than the logged-in one
-)
-
-// OAuthFlowError reports a login flow that cannot go on.
+// OAuthFlowError reports a login flow that cannot go on (400; 502 when the
+// account's servers could not be reached).
 type OAuthFlowError struct {
-	Code    string // one of the Flow* constants
-	Message string // a short sentence that is safe to show to the user
-	Err     error  // cause, for logs; never shown to users
+	Code    ErrorCode // one of the codes of a login that cannot go on
+	Message string    // a short sentence that is safe to show to the user
+	Err     error     // cause, for logs; never shown to users
 }
 
 func (e *OAuthFlowError) Error() string {
-	msg := "ginoauth: oauth flow: " + e.Code + ": " + e.Message
+	msg := "ginoauth: oauth flow: " + string(e.Code) + ": " + e.Message
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}
@@ -82,34 +110,17 @@ func (e *OAuthFlowError) Error() string {
 
 func (e *OAuthFlowError) Unwrap() error { return e.Err }
 
-// HTTPStatus is 502 when the authorization server could not be reached and
-// 400 for everything else.
-func (e *OAuthFlowError) HTTPStatus() int {
-	if e.Code == FlowServerError {
-		return http.StatusBadGateway
-	}
-	return http.StatusBadRequest
-}
-
-// Native-app flow error codes, found in MobileIntegrationError.Code.
-const (
-	MobileInvalidRequest     = "invalid_request"      // a malformed or oversized field
-	MobileInvalidRedirectURI = "invalid_redirect_uri" // a redirect_uri that is not registered
-	MobileInvalidChallenge   = "invalid_challenge"    // a missing, plain or malformed code_challenge
-	MobileInvalidGrant       = "invalid_grant"        // an unknown, used or expired code, or the wrong code_verifier
-	MobileDisabled           = "mobile_disabled"      // the app has no registered redirect URI
-)
-
-// MobileIntegrationError reports a failure in the native-app flow (bad app
-// redirect, wrong code_verifier, unknown exchange code).
+// MobileIntegrationError reports a failure in the native-app flow (400): a
+// redirect URI that is not registered, a wrong code_verifier, an unknown
+// exchange code.
 type MobileIntegrationError struct {
-	Code    string // one of the Mobile* constants
+	Code    ErrorCode
 	Message string // safe to show
 	Err     error
 }
 
 func (e *MobileIntegrationError) Error() string {
-	msg := "ginoauth: mobile: " + e.Code + ": " + e.Message
+	msg := "ginoauth: mobile: " + string(e.Code) + ": " + e.Message
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}
@@ -118,22 +129,165 @@ func (e *MobileIntegrationError) Error() string {
 
 func (e *MobileIntegrationError) Unwrap() error { return e.Err }
 
-// HTTPStatus is 400.
-func (e *MobileIntegrationError) HTTPStatus() int { return http.StatusBadRequest }
-
-// CodeInsufficientScope is the code of a *ScopeError.
-const CodeInsufficientScope = "insufficient_scope"
-
-// ScopeError reports that the session's granted permissions do not cover
-// what a route needs (see Manager.RequireScopes).
-type ScopeError struct {
-	Missing    []string // the permissions that are not granted
-	UpgradeURL string   // where to send the user to grant them (a step-up), or ""
+func mobileErr(code ErrorCode, msg string) *MobileIntegrationError {
+	return &MobileIntegrationError{Code: code, Message: msg}
 }
 
-func (e *ScopeError) Error() string {
-	return "ginoauth: permission not granted: " + strings.Join(e.Missing, " ")
+// scopeError reports that the session's granted permissions do not cover
+// what a route needs (see RequireScopes); ErrorResponse carries its detail.
+type scopeError struct {
+	missing    []string
+	upgradeURL string
 }
 
-// HTTPStatus is 403.
-func (e *ScopeError) HTTPStatus() int { return http.StatusForbidden }
+func (e *scopeError) Error() string {
+	return "ginoauth: permission not granted: " + strings.Join(e.missing, " ")
+}
+
+// crossSiteError is a request refused by the same-origin check.
+type crossSiteError struct{}
+
+func (crossSiteError) Error() string { return "ginoauth: cross-site request refused" }
+
+// flowErrorFor turns an OAuth client's error into the *OAuthFlowError users
+// see, keeping a *storage.Error (503) and an *OAuthFlowError as they are.
+// fallback is the code of an error the client did not classify.
+func flowErrorFor(err error, fallback ErrorCode) error {
+	var fe *OAuthFlowError
+	if errors.As(err, &fe) || isStorageErr(err) {
+		return err
+	}
+	code, msg := fallback, ""
+	for _, k := range []struct {
+		kind error
+		code ErrorCode
+	}{
+		{oauthclient.ErrInvalidIdentifier, CodeInvalidHandle}, {oauthclient.ErrAccountNotFound, CodeResolveFailed},
+		{oauthclient.ErrServerUnavailable, CodeServerUnavailable}, {oauthclient.ErrInvalidScope, CodeInvalidScope},
+		{oauthclient.ErrDenied, CodeAccessDenied}, {oauthclient.ErrAccountMismatch, CodeAccountMismatch},
+		{oauthclient.ErrUnknownState, CodeUnknownState},
+	} {
+		if errors.Is(err, k.kind) {
+			code = k.code
+			break
+		}
+	}
+	if cf := (*oauthclient.FlowError)(nil); errors.As(err, &cf) {
+		msg = cf.Message
+	}
+	if msg == "" {
+		msg = flowMessages[code]
+	}
+	return &OAuthFlowError{Code: code, Message: msg, Err: err}
+}
+
+// flowMessages are the default safe messages of the flow codes.
+var flowMessages = map[ErrorCode]string{
+	CodeInvalidHandle:     "that is not a valid handle; a handle looks like alice.bsky.social",
+	CodeResolveFailed:     "no account was found for that handle",
+	CodeServerUnavailable: "the account's authorization server could not be reached; please try again",
+	CodeInvalidScope:      "the app asked for a permission that cannot be granted",
+	CodeAccessDenied:      "the login was cancelled or denied",
+	CodeAccountMismatch:   "the login was approved for another account than the one it started with; please start again",
+	CodeUnknownState:      "this login link has expired or was already used; please start again",
+	CodeExchangeFailed:    "the login could not be completed; please start again",
+}
+
+// ErrorResponse describes how a failed request is answered, for
+// Config.ErrorHandler and for apps that render the library's errors
+// themselves (see ErrorResponseFor).
+type ErrorResponse struct {
+	Status  int       // HTTP status: 400, 401, 403, 502, 503 or 500
+	Code    ErrorCode // machine-readable code
+	Message string    // a short sentence that is safe to show to the user
+	Err     error     // the cause, for logs only; never show it
+
+	// For CodeInsufficientScope: the permissions the session lacks, and
+	// where to send the user to grant them ("" when there is no upgrade
+	// route).
+	Missing    []string
+	UpgradeURL string
+}
+
+// ErrorResponseFor maps any error the library returns to the status, code
+// and safe message the prebuilt handlers answer with. Internal detail never
+// reaches Message; unknown errors are 500 CodeInternal.
+func ErrorResponseFor(err error) ErrorResponse {
+	r := ErrorResponse{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "something went wrong", Err: err}
+	var (
+		fe *OAuthFlowError
+		se *SessionError
+		me *MobileIntegrationError
+		st *storage.Error
+		pe *scopeError
+		ce *ConfigurationError
+	)
+	switch {
+	case errors.As(err, &crossSiteError{}):
+		r.Status, r.Code, r.Message = http.StatusForbidden, CodeCrossSite, "this request came from another site, so it was refused"
+	case errors.As(err, &pe):
+		r.Status, r.Code, r.Message = http.StatusForbidden, CodeInsufficientScope, "this needs a permission you have not granted to the app"
+		r.Missing, r.UpgradeURL = pe.missing, pe.upgradeURL
+	case errors.As(err, &st):
+		r.Status, r.Code, r.Message = http.StatusServiceUnavailable, CodeStorageUnavailable, "the session store is unavailable; please try again shortly"
+	case errors.As(err, &fe):
+		r.Status, r.Code, r.Message = http.StatusBadRequest, fe.Code, fe.Message
+		if fe.Code == CodeServerUnavailable {
+			r.Status = http.StatusBadGateway
+		}
+	case errors.As(err, &me):
+		r.Status, r.Code, r.Message = http.StatusBadRequest, me.Code, me.Message
+	case errors.As(err, &se):
+		r.Status, r.Code, r.Message = http.StatusUnauthorized, se.Code, "login required"
+	case errors.As(err, &ce):
+		// The operator's mistake, not the user's: 500 with the generic message.
+	}
+	return r
+}
+
+// isStorageErr reports whether err is a storage failure (503).
+func isStorageErr(err error) bool {
+	var se *storage.Error
+	return errors.As(err, &se)
+}
+
+// replyFor is ErrorResponseFor, logged, with the headers every error
+// answer carries.
+func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
+	r := ErrorResponseFor(err)
+	level := m.log.Info // the user's mistake: a bad handle, a stale link
+	switch {
+	case r.Status >= 500:
+		level = m.log.Error
+	case r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden:
+		level = m.log.Debug // every anonymous visit to a protected page
+	}
+	level("request failed", "path", c.FullPath(), "status", r.Status, "code", string(r.Code), "err", err)
+	c.Header("Cache-Control", "no-store")
+	if _, bearer := bearerToken(c.Request); bearer && r.Status == http.StatusUnauthorized {
+		c.Header("WWW-Authenticate", `Bearer error="invalid_token"`) // RFC 6750
+	}
+	if r.Status == http.StatusServiceUnavailable {
+		c.Header("Retry-After", "5")
+	}
+	return r
+}
+
+// abortWithError answers err through Config.ErrorHandler, or as JSON
+// {"error": safe message, "code": code}.
+func (m *Manager) abortWithError(c *gin.Context, err error) {
+	r := m.replyFor(c, err)
+	if m.cfg.ErrorHandler != nil {
+		m.cfg.ErrorHandler(c, r)
+		c.Abort()
+		return
+	}
+	body := gin.H{"error": r.Message, "code": r.Code}
+	if len(r.Missing) > 0 {
+		body["missing"] = r.Missing
+		if r.UpgradeURL != "" {
+			body["upgrade"] = r.UpgradeURL
+		}
+	}
+	c.AbortWithStatusJSON(r.Status, body)
+}

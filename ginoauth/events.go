@@ -19,24 +19,29 @@ const (
 	EventSessionEnded EventType = "session_ended" // a session ended for another reason (Event.Reason)
 )
 
-// Reasons a session ended, found in Event.Reason.
+// EndReason says why a device session ended, in Event.Reason.
+type EndReason string
+
+// Reasons a session ended. Every way a session ends goes through one place
+// in the library, which deletes its records, updates the account's index,
+// revokes its tokens where they still live, and emits one event with one of
+// these.
 const (
-	EndLogout         = "logout"            // the user logged out on that device
-	EndExpired        = "expired"           // its absolute lifetime passed
-	EndIdle           = "idle"              // no request for Config.IdleTimeout
-	EndRefreshRefused = "refresh_refused"   // the authorization server refused a token refresh
-	EndRevoked        = "revoked"           // its OAuth session was gone (revoked at the server, or deleted)
-	EndByUser         = "ended_by_user"     // the user ended it from another device
-	EndEverywhere     = "ended_everywhere"  // all sessions of the account were ended
-	EndReplaced       = "replaced"          // a new login on the same device (or a step-up) replaced it
-	EndCodeUnredeemed = "code_not_redeemed" // a native app never redeemed its login's code
+	EndLogout         EndReason = "logout"           // the user logged out on that device
+	EndExpired        EndReason = "expired"          // its absolute lifetime passed
+	EndIdle           EndReason = "idle"             // no request for Config.IdleTimeout
+	EndRefreshRefused EndReason = "refresh_refused"  // the authorization server refused a token refresh
+	EndRevoked        EndReason = "revoked"          // its OAuth session was gone (revoked at the server, or deleted)
+	EndByUser         EndReason = "ended_by_user"    // the user ended it from another device
+	EndEverywhere     EndReason = "ended_everywhere" // all sessions of the account were ended
+	EndReplaced       EndReason = "replaced"         // a new login on the same device (or a step-up) replaced it
 )
 
 // Event is one lifecycle event. It never holds tokens, codes or session
 // ids: Session is the same opaque reference the device list shows.
 type Event struct {
 	Type    EventType
-	Reason  string // for EventSessionEnded (and EndLogout for EventLogout)
+	Reason  EndReason // for EventSessionEnded (and EndLogout for EventLogout)
 	DID     string
 	Handle  string
 	Session string // opaque reference of the device session, as in SessionInfo.Ref
@@ -70,7 +75,7 @@ func (h *hooks) emit(m *Manager, e Event) {
 	select {
 	case h.ch <- e:
 	default:
-		h.log("event hook is too slow; event dropped", "type", string(e.Type), "reason", e.Reason)
+		h.log("event hook is too slow; event dropped", "type", string(e.Type), "reason", string(e.Reason))
 	}
 }
 
@@ -103,9 +108,10 @@ func (h *hooks) deliver(m *Manager) {
 }
 
 // Metrics receives the Manager's measurements; set Config.Metrics. The
-// ginoauth/prommetrics package implements it for Prometheus. Methods must
-// be quick and safe for concurrent use. Outcomes and codes are the
-// Session* and Flow* constants ("ok" for success).
+// ginoauth/prommetrics package implements it for Prometheus (without
+// importing this package: the methods take plain strings). Methods must be
+// quick and safe for concurrent use. Outcomes and codes are ErrorCode
+// values ("ok" for success).
 type Metrics interface {
 	// LoginStarted counts a login sent to an authorization server ("web",
 	// "mobile" or "step_up").
@@ -114,21 +120,11 @@ type Metrics interface {
 	// and how long the callback took.
 	LoginFinished(code string, took time.Duration)
 	// SessionChecked records a session check (cookie or bearer) and its
-	// outcome: "ok", "anonymous", or a Session* code; storage failures are
-	// CodeStorageUnavailable.
+	// outcome: "ok", "anonymous", or the code of a request without a usable
+	// session; storage failures are CodeStorageUnavailable.
 	SessionChecked(outcome string, took time.Duration)
 	// StorageFailed counts a storage failure by operation.
 	StorageFailed(op string)
-}
-
-// RefreshMetrics receives an OAuth client's token refresh measurements
-// (indigoclient.Options.Metrics). prommetrics implements it too.
-type RefreshMetrics interface {
-	// RefreshLockWaited records how long a refresh waited for its lock.
-	RefreshLockWaited(took time.Duration)
-	// RefreshFinished records a refresh grant: "ok", "refused" (the login
-	// ended), "network" or "storage", and how long it took.
-	RefreshFinished(outcome string, took time.Duration)
 }
 
 // nopMetrics is the default Metrics.

@@ -2,6 +2,7 @@ package ginoauth_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +11,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"net/url"
 	"os"
 
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
@@ -50,9 +50,9 @@ func Example() {
 	}
 
 	r := gin.Default()
-	r.Use(mgr.Middleware())
-	mgr.Mount(r) // /login, /oauth/callback, /api/session, /api/logout, metadata
-	r.GET("/me", mgr.RequireAuth(), func(c *gin.Context) {
+	r.Use(ginoauth.Middleware(mgr)) // loads the session; never blocks anonymous requests
+	mgr.Mount(r)                    // /login, /oauth/callback, /api/session, /api/logout, metadata
+	r.GET("/me", ginoauth.RequireAuth(mgr), func(c *gin.Context) {
 		user, _ := ginoauth.CurrentUser(c)
 		c.JSON(http.StatusOK, gin.H{"did": user.DID, "handle": user.Handle})
 	})
@@ -85,7 +85,7 @@ func Example_localLogin() {
 	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(mgr.Middleware())
+	r.Use(ginoauth.Middleware(mgr))
 	mgr.Mount(r)
 	app := &httptest.Server{Listener: ln, Config: &http.Server{Handler: r}}
 	app.Start()
@@ -125,51 +125,90 @@ func ExampleNew_configurationError() {
 	// Output: CookieSecret
 }
 
-// Post-login return paths are checked after parsing; anything that could
-// leave the site becomes "/".
-func ExampleSafeReturnPath() {
-	for _, p := range []string{"/settings?tab=2", "//evil.example", "/\\evil.example", "https://evil.example"} {
-		fmt.Printf("%q -> %q\n", p, ginoauth.SafeReturnPath(p))
-	}
-	// Output:
-	// "/settings?tab=2" -> "/settings?tab=2"
-	// "//evil.example" -> "/"
-	// "/\\evil.example" -> "/"
-	// "https://evil.example" -> "/"
-}
-
-// Calling the user's PDS through the ready OAuth session (DPoP, nonces and
-// token refresh are handled by the OAuth client).
-func ExampleXRPCQuery() {
+// Calling the user's PDS through the ready OAuth session: Do adds the
+// DPoP-bound access token, answers nonce challenges and refreshes the tokens
+// (coordinated across instances). indigoclient.APIClient(sess) gives indigo's
+// typed XRPC client over the same session.
+func ExampleManager_OAuthSession() {
 	var mgr *ginoauth.Manager // from ginoauth.New
 	handler := func(c *gin.Context) {
 		sess, err := mgr.OAuthSession(c)
 		if err != nil {
-			c.JSON(http.StatusUnauthorized, gin.H{"error": "login required"})
+			r := ginoauth.ErrorResponseFor(err) // 401 when the login has ended
+			c.JSON(r.Status, gin.H{"error": r.Message, "code": r.Code})
 			return
 		}
+		req, _ := http.NewRequestWithContext(c.Request.Context(), http.MethodGet,
+			sess.HostURL()+"/xrpc/com.atproto.server.getSession", nil)
+		resp, err := sess.Do(req)
+		if err != nil {
+			c.JSON(ginoauth.ErrorResponseFor(err).Status, gin.H{"error": "PDS call failed"})
+			return
+		}
+		defer resp.Body.Close()
 		var out struct {
 			Handle string `json:"handle"`
 		}
-		if err := ginoauth.XRPCQuery(c.Request.Context(), sess, "com.atproto.server.getSession", url.Values{}, &out); err != nil {
-			c.JSON(http.StatusBadGateway, gin.H{"error": "PDS call failed"})
-			return
-		}
+		_ = json.NewDecoder(resp.Body).Decode(&out)
 		c.JSON(http.StatusOK, out)
 	}
 	_ = handler
 }
 
+// Routes that need a permission the login may not have granted: a request
+// without it gets 403 insufficient_scope with the URL of a step-up login
+// that asks for it.
+func ExampleRequireScopes() {
+	var mgr *ginoauth.Manager // from ginoauth.New
+	r := gin.New()
+	r.Use(ginoauth.Middleware(mgr))
+	r.POST("/notes", ginoauth.RequireScopes(mgr, "repo:com.example.note?action=create"), func(c *gin.Context) {
+		user, _ := ginoauth.CurrentUser(c)
+		c.JSON(http.StatusCreated, gin.H{"by": user.DID})
+	})
+}
+
+// The app's own state-changing routes get the same cross-site request
+// check as the prebuilt ones.
+func ExampleRequireSameOrigin() {
+	var mgr *ginoauth.Manager // from ginoauth.New
+	r := gin.New()
+	api := r.Group("/api", ginoauth.RequireSameOrigin(mgr), ginoauth.RequireAuth(mgr))
+	api.POST("/settings", func(c *gin.Context) { c.Status(http.StatusNoContent) })
+}
+
+// An account's devices: list them (with the current one marked), and end
+// one from another device.
+func ExampleManager_SessionsOf() {
+	var mgr *ginoauth.Manager // from ginoauth.New, on a store with a storage.Indexer
+	r := gin.New()
+	r.GET("/devices", ginoauth.RequireAuth(mgr), func(c *gin.Context) {
+		user, _ := ginoauth.CurrentUser(c)
+		list, err := mgr.SessionsOf(c.Request.Context(), user.DID, user)
+		if err != nil {
+			c.JSON(ginoauth.ErrorResponseFor(err).Status, gin.H{"error": "try again"})
+			return
+		}
+		c.JSON(http.StatusOK, list) // each with Ref, Kind, Device, LastSeen, Current
+	})
+}
+
 // The Manager's cookie store is a gin-contrib/sessions Store, usable for an
-// app's own small string-valued session under another cookie name.
-func ExampleNewCookieStore() {
-	store, err := ginoauth.NewCookieStore([]byte("a-new-secret-of-at-least-32-bytes!!"), []byte("the-old-secret-still-opens-cookies!!"))
+// app's own small session under another cookie name.
+func ExampleManager_CookieStore() {
+	mgr, err := ginoauth.New(ginoauth.Config{
+		OAuthClient:  indigoclient.New(oauth.NewLocalhostConfig("http://127.0.0.1:8080/oauth/callback", []string{"atproto"}), memstore.New(), indigoclient.Options{}),
+		Storage:      memstore.New(),
+		CookieSecret: "a-new-secret-of-at-least-32-bytes!!",
+		BaseURL:      "http://127.0.0.1:8080",
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer mgr.Close()
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(sessions.Sessions("prefs", store))
+	r.Use(sessions.Sessions("prefs", mgr.CookieStore()))
 	r.GET("/", func(c *gin.Context) {
 		s := sessions.Default(c)
 		s.Set("theme", "dark")

@@ -15,17 +15,21 @@ import (
 
 	"github.com/gin-contrib/sessions"
 
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
-// Manager runs the login flow and the sessions of one app. Build it once with
-// New and share it: it is safe for concurrent use.
+// Manager runs the login flow and the sessions of one app. Build it once
+// with New and share it: it is safe for concurrent use. Put
+// Middleware(mgr) on the router, mount the prebuilt routes with Mount, and
+// guard routes with RequireAuth(mgr) and RequireScopes(mgr, ...).
 type Manager struct {
-	cfg     Config
-	client  OAuthClient
-	store   Storage
-	cookies *CookieStore
-	log     *slog.Logger
+	cfg      Config
+	client   oauthclient.Client
+	store    storage.Store
+	sessions *deviceSessions // the session core
+	cookies  *CookieStore
+	log      *slog.Logger
 
 	sessionCookie sessions.Options
 	flowCookie    sessions.Options
@@ -38,8 +42,6 @@ type Manager struct {
 	hooks   hooks
 	metrics Metrics
 	refKey  []byte // for opaque session references
-	cache   *recordCache
-	seenTracker
 }
 
 // New validates cfg, fills in defaults and returns a Manager. Every problem
@@ -54,7 +56,7 @@ func New(cfg Config) (*Manager, error) {
 	for i, s := range cfg.OldCookieSecrets {
 		old[i] = []byte(s)
 	}
-	cookies, err := NewCookieStore([]byte(cfg.CookieSecret), old...)
+	cookies, err := newCookieStore([]byte(cfg.CookieSecret), old...)
 	if err != nil {
 		return nil, err
 	}
@@ -73,8 +75,6 @@ func New(cfg Config) (*Manager, error) {
 		flowCookieNm:  cfg.CookieName + "_flow",
 		origin:        strings.TrimRight(cfg.BaseURL, "/"),
 		metrics:       cfg.Metrics,
-		cache:         newRecordCache(cfg.SessionCache),
-		seenTracker:   seenTracker{seen: map[string]time.Time{}},
 		now:           cfg.Now,
 	}
 	m.sessionCookie.MaxAge = int(cfg.SessionTTL / time.Second)
@@ -85,6 +85,15 @@ func New(cfg Config) (*Manager, error) {
 	m.hooks = hooks{fn: cfg.OnEvent, log: m.log.Warn}
 	if m.refKey, err = hkdf.Key(sha256.New, []byte(cfg.CookieSecret), nil, "ginoauth session ref v1", 32); err != nil {
 		return nil, err
+	}
+	ix, _ := cfg.Storage.(storage.Indexer)
+	m.sessions = &deviceSessions{
+		store: cfg.Storage, ix: ix, timeout: cfg.StorageTimeout, now: cfg.Now, log: m.log,
+		metrics: m.metrics, bg: &m.bg, resolver: cfg.OAuthClient,
+		cache:         newRecordCache(cfg.SessionCacheTTL, cfg.SessionCacheMaxEntries),
+		revoke:        m.revoke,
+		emit:          m.emit,
+		successorHash: m.successorHash,
 	}
 	if _, ok := cfg.Storage.(storage.Taker); !ok {
 		m.log.Warn("storage has no atomic Take: one-time records are single-use within this process only; use a store from the stores packages for several instances")
@@ -101,16 +110,14 @@ func (m *Manager) Close() error {
 }
 
 // CookieStore returns the gin-contrib/sessions store the Manager seals its
-// cookies with. Apps may use it for their own small string-valued sessions
-// (with a different cookie name).
+// cookies with, for the app's own small sessions under another cookie name:
+//
+//	r.Use(sessions.Sessions("prefs", mgr.CookieStore()))
 func (m *Manager) CookieStore() *CookieStore { return m.cookies }
 
-// Config returns the Manager's configuration with defaults filled in and
-// the cookie secrets blanked, so that printing it cannot leak them.
-func (m *Manager) Config() Config {
-	cfg := m.cfg
-	cfg.CookieSecret, cfg.OldCookieSecrets = "", nil
-	return cfg
+// emit sends a lifecycle event to Config.OnEvent.
+func (m *Manager) emit(typ EventType, reason EndReason, rec *sessionRecord, hash string) {
+	m.hooks.emit(m, Event{Type: typ, Reason: reason, DID: rec.DID, Handle: rec.Handle, Session: m.ref(hash), Kind: rec.kind(), Time: m.now()})
 }
 
 // randomToken returns n random bytes, base64url encoded.
@@ -120,23 +127,35 @@ func randomToken(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// op bounds one storage operation by Config.StorageTimeout.
+// storageFailed wraps a storage failure as a *storage.Error and counts it.
+func storageFailed(metrics Metrics, op string, err error) error {
+	err = storage.Wrap(op, err)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		metrics.StorageFailed(op)
+	}
+	return err
+}
+
+// The Manager's own one-time records (login flows, native apps' codes) are
+// small JSON values; these helpers bound each storage operation by
+// Config.StorageTimeout and report failures as *storage.Error.
+
 func (m *Manager) op(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, m.cfg.StorageTimeout)
 }
 
-// getJSON loads key into v. It returns ErrNotFound or a *StorageError.
+// getJSON loads key into v: storage.ErrNotFound, a *storage.Error, or nil.
 func (m *Manager) getJSON(ctx context.Context, key string, v any) error {
 	ctx, cancel := m.op(ctx)
 	defer cancel()
 	raw, err := m.store.Get(ctx, key)
 	if err != nil {
-		return m.storageFailed("get", err)
+		return storageFailed(m.metrics, "get", err)
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		// A record we cannot read is as good as absent, but say so.
 		m.log.Warn("unreadable record in storage; ignoring it", "key_prefix", keyPrefix(key), "err", err)
-		return ErrNotFound
+		return storage.ErrNotFound
 	}
 	return nil
 }
@@ -148,13 +167,7 @@ func (m *Manager) setJSON(ctx context.Context, key string, v any, ttl time.Durat
 	}
 	ctx, cancel := m.op(ctx)
 	defer cancel()
-	return m.storageFailed("set", m.store.Set(ctx, key, raw, ttl))
-}
-
-func (m *Manager) delete(ctx context.Context, key string) error {
-	ctx, cancel := m.op(ctx)
-	defer cancel()
-	return m.storageFailed("delete", m.store.Delete(ctx, key))
+	return storageFailed(m.metrics, "set", m.store.Set(ctx, key, raw, ttl))
 }
 
 // takeJSON consumes key (read and delete in one step) into v.
@@ -163,27 +176,19 @@ func (m *Manager) takeJSON(ctx context.Context, key string, v any) error {
 	defer cancel()
 	raw, err := storage.Take(ctx, m.store, key)
 	if err != nil {
-		return m.storageFailed("take", err)
+		return storageFailed(m.metrics, "take", err)
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		m.log.Warn("unreadable one-time record in storage; ignoring it", "key_prefix", keyPrefix(key), "err", err)
-		return ErrNotFound
+		return storage.ErrNotFound
 	}
 	return nil
 }
 
 // keyPrefix is the non-secret part of a storage key, for logs.
 func keyPrefix(key string) string {
-	for i := 0; i < len(key); i++ {
-		if key[i] == ':' {
-			return key[:i]
-		}
+	if i := strings.IndexByte(key, ':'); i >= 0 {
+		return key[:i]
 	}
 	return "?"
-}
-
-// isStorageErr reports whether err is a storage failure (503).
-func isStorageErr(err error) bool {
-	var se *StorageError
-	return errors.As(err, &se)
 }

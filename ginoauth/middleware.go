@@ -2,38 +2,46 @@ package ginoauth
 
 import (
 	"errors"
-	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 )
 
-// Middleware loads the request's session (one cookie decode, one storage
-// read) and puts the user in the Gin context for CurrentUser. It never
-// blocks anonymous requests. The one exception is a storage failure while a
-// session cookie is present: that request gets 503, because answering it as
-// "logged out" would be wrong and would hide the outage.
+// Middleware loads the request's session and puts the user in the Gin
+// context for CurrentUser:
+//
+//	r.Use(ginoauth.Middleware(mgr))
+//
+// A browser's session costs one cookie decode and one storage read (none
+// with Config.SessionCacheTTL); a native app's bearer token is recognised
+// first and read the same way. Middleware never blocks anonymous requests.
+// The one exception is a storage failure while a session is presented:
+// that request gets 503, because answering it as "logged out" would be
+// wrong and would hide the outage.
 //
 // Responses to authenticated requests get Cache-Control: no-store, so no
 // shared cache keeps one user's page for another.
-func (m *Manager) Middleware() gin.HandlerFunc { return m.sessionCheck(false) }
+func Middleware(mgr *Manager) gin.HandlerFunc { return mgr.sessionCheck(false) }
 
-// RequireAuth lets only requests with a logged-in user through. It loads
-// the session itself when Middleware did not run before it, and answers the
-// others with 401 through Config.ErrorHandler (default JSON
-// {"error": "login required", "code": reason}, where reason is a Session*
-// code such as "not_logged_in" or "session_expired"), or 503 when storage
-// cannot answer.
-func (m *Manager) RequireAuth() gin.HandlerFunc { return m.sessionCheck(true) }
+// RequireAuth lets only requests with a logged-in user through:
+//
+//	r.GET("/me", ginoauth.RequireAuth(mgr), handler)
+//
+// It loads the session itself when Middleware did not run before it, and
+// answers the others with 401 through Config.ErrorHandler (default JSON
+// {"error": "login required", "code": code}, where code says why, such as
+// "not_logged_in" or "session_expired"), or 503 when storage cannot answer.
+func RequireAuth(mgr *Manager) gin.HandlerFunc { return mgr.sessionCheck(true) }
 
 // sessionCheck loads the request's session and lets the request on, unless
 // storage fails or, when required, nobody is logged in.
 func (m *Manager) sessionCheck(required bool) gin.HandlerFunc {
-	load := m.loadUser
-	if required {
-		load = m.ValidateSession
-	}
 	return func(c *gin.Context) {
-		u, err := load(c)
+		u, err := m.loadUser(c)
+		if err == nil && u == nil && required {
+			err = &SessionError{Code: state(c).reason}
+		}
 		if err != nil {
 			m.abortWithError(c, err)
 			return
@@ -45,101 +53,149 @@ func (m *Manager) sessionCheck(required bool) gin.HandlerFunc {
 	}
 }
 
-// Codes of the errors that are not flow, session or mobile errors, found in
-// ErrorResponse.Code.
-const (
-	CodeStorageUnavailable = "storage_unavailable" // the Storage failed (503)
-	CodeInternal           = "internal_error"      // anything unexpected (500)
-	CodeMethodNotAllowed   = "method_not_allowed"  // a prebuilt route asked with another method (405)
-)
-
-// ErrorResponse describes how a failed request is answered, for
-// Config.ErrorHandler and for apps that render the library's errors
-// themselves (see ErrorResponseFor).
-type ErrorResponse struct {
-	Status  int    // HTTP status: 400, 401, 403, 502, 503 or 500
-	Code    string // machine-readable code: a Flow*, Session*, Mobile* or Code* constant
-	Message string // a short sentence that is safe to show to the user
-	Err     error  // the cause, for logs only; never show it
-
-	// For CodeInsufficientScope: the permissions the session lacks, and
-	// where to send the user to grant them ("" when there is no upgrade
-	// route).
-	Missing    []string
-	UpgradeURL string
+// CurrentUser returns the logged-in user of this request, as loaded by
+// Middleware or RequireAuth (or a prebuilt handler). ok is false for
+// anonymous requests and before the session was loaded.
+func CurrentUser(c *gin.Context) (user *User, ok bool) {
+	if st := state(c); st != nil && st.user != nil {
+		return st.user, true
+	}
+	return nil, false
 }
 
-// ErrorResponseFor maps any error the library returns to the status, code
-// and safe message the prebuilt handlers answer with. Internal detail never
-// reaches Message; unknown errors are 500 CodeInternal.
-func ErrorResponseFor(err error) ErrorResponse {
-	r := ErrorResponse{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "something went wrong", Err: err}
-	var (
-		fe *OAuthFlowError
-		se *SessionError
-		me *MobileIntegrationError
-		st *StorageError
-		pe *ScopeError
-	)
-	switch {
-	case errors.As(err, &crossSiteError{}):
-		r.Code, r.Message = CodeCrossSite, "this request came from another site, so it was refused"
-	case errors.As(err, &pe):
-		r.Code, r.Message = CodeInsufficientScope, "this needs a permission you have not granted to the app"
-		r.Missing, r.UpgradeURL = pe.Missing, pe.UpgradeURL
-	case errors.As(err, &st):
-		r.Code, r.Message = CodeStorageUnavailable, "the session store is unavailable; please try again shortly"
-	case errors.As(err, &fe):
-		r.Code, r.Message = fe.Code, fe.Message
-	case errors.As(err, &me):
-		r.Code, r.Message = me.Code, me.Message
-	case errors.As(err, &se):
-		r.Code, r.Message = se.Code, "login required"
+// ValidateSession returns the request's user; or a *SessionError whose Code
+// says why there is none (CodeNotLoggedIn, CodeSessionExpired,
+// CodeInvalidCookie, CodeInvalidToken, CodeOAuthSessionGone); or a
+// *storage.Error when storage cannot answer. It loads the session if
+// nothing did yet in this request.
+func (m *Manager) ValidateSession(c *gin.Context) (*User, error) {
+	u, err := m.loadUser(c)
+	if err != nil {
+		return nil, err
 	}
-	var hs interface{ HTTPStatus() int }
-	if errors.As(err, &hs) {
-		r.Status = hs.HTTPStatus()
+	if u == nil {
+		return nil, &SessionError{Code: state(c).reason}
 	}
-	return r
+	return u, nil
 }
 
-// replyFor is ErrorResponseFor, logged, with the headers every error
-// answer carries.
-func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
-	r := ErrorResponseFor(err)
-	level := m.log.Info // the user's mistake: a bad handle, a stale link
-	switch {
-	case r.Status >= 500:
-		level = m.log.Error
-	case r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden:
-		level = m.log.Debug // every anonymous visit to a protected page
-	}
-	level("request failed", "path", c.FullPath(), "status", r.Status, "code", r.Code, "err", err)
-	c.Header("Cache-Control", "no-store")
-	if _, bearer := bearerToken(c.Request); bearer && r.Status == http.StatusUnauthorized {
-		c.Header("WWW-Authenticate", `Bearer error="invalid_token"`) // RFC 6750
-	}
-	if r.Status == http.StatusServiceUnavailable {
-		c.Header("Retry-After", "5")
-	}
-	return r
+// stateKey is the gin context key of the request's sessionState; a type of
+// its own, so no other package can read or overwrite it.
+type stateKey struct{}
+
+// sessionState is what a request's session turned out to be: a user, or the
+// code saying why there is none.
+type sessionState struct {
+	user   *User
+	reason ErrorCode
 }
 
-// abortWithError answers err through Config.ErrorHandler, or as JSON
-// {"error": safe message, "code": code}.
-func (m *Manager) abortWithError(c *gin.Context, err error) {
-	r := m.replyFor(c, err)
-	if m.cfg.ErrorHandler != nil {
-		m.cfg.ErrorHandler(c, r)
-		c.Abort()
+func setState(c *gin.Context, u *User, reason ErrorCode) {
+	if u != nil {
+		u.state = sessionState{user: u} // in the User: no allocation of its own
+		c.Set(stateKey{}, &u.state)
 		return
 	}
-	body := gin.H{"error": r.Message, "code": r.Code}
-	if len(r.Missing) > 0 {
-		body["missing"] = r.Missing
-		if r.UpgradeURL != "" {
-			body["upgrade"] = r.UpgradeURL
+	c.Set(stateKey{}, &sessionState{reason: reason})
+}
+
+// state returns the request's sessionState, or nil before it was loaded.
+func state(c *gin.Context) *sessionState {
+	v, _ := c.Get(stateKey{})
+	st, _ := v.(*sessionState)
+	return st
+}
+
+// loadUser reads the request's session once per request and caches the
+// outcome in the gin context. A bearer token (a native app) is recognised
+// before any other work and read by its own code; everything else is the
+// session cookie. A token anywhere but the Authorization header (a query
+// string, say) is never read. A nil user with a nil error means anonymous;
+// the only error is a *storage.Error.
+func (m *Manager) loadUser(c *gin.Context) (*User, error) {
+	if st := state(c); st != nil {
+		return st.user, nil
+	}
+	began := time.Now()
+	var (
+		u      *User
+		reason ErrorCode
+		err    error
+	)
+	if token, ok := bearerToken(c.Request); ok {
+		u, reason, err = m.readBearer(c, token)
+	} else {
+		u, reason, err = m.readCookie(c)
+	}
+	outcome := "ok"
+	switch {
+	case err != nil:
+		outcome = string(CodeStorageUnavailable)
+	case u == nil && reason == CodeNotLoggedIn:
+		outcome = "anonymous"
+	case u == nil:
+		outcome = string(reason)
+	}
+	m.metrics.SessionChecked(outcome, time.Since(began))
+	if err != nil {
+		return nil, err
+	}
+	if u != nil {
+		m.sessions.noteSeen(u)
+	}
+	setState(c, u, reason)
+	return u, nil
+}
+
+// readCookie returns the user of the request's session cookie, or the code
+// saying why there is none; a cookie that led nowhere is cleared.
+func (m *Manager) readCookie(c *gin.Context) (*User, ErrorCode, error) {
+	sid, active, present, err := m.cookies.stringValues(c.Request, m.cfg.CookieName, cookieSessionID, cookieActive)
+	switch {
+	case err != nil:
+		m.log.Debug("session cookie rejected", "reason", err)
+		m.clearSessionCookie(c.Writer, c.Request)
+		if errors.Is(err, errCookieExpired) {
+			return nil, CodeSessionExpired, nil
+		}
+		return nil, CodeInvalidCookie, nil
+	case !present:
+		return nil, CodeNotLoggedIn, nil
+	case len(sid) != sessionIDLen:
+		return nil, CodeInvalidCookie, nil
+	}
+	u, reason, err := m.sessions.read(c.Request.Context(), hashSessionID(sid), kindWeb)
+	if err == nil && u != nil && m.cfg.IdleTimeout > 0 {
+		u, reason, err = m.checkIdle(c, u, sid, active)
+	}
+	if err == nil && u == nil {
+		m.clearSessionCookie(c.Writer, c.Request)
+	}
+	return u, reason, err
+}
+
+// checkIdle enforces Config.IdleTimeout for a browser session. The time of
+// its last activity is sealed in the session cookie (which no one can
+// forge or move forward) and checked here, on the server; the cookie is
+// resealed at most once per idleTouchEvery. So idle tracking needs no
+// storage at all, and a session check stays one storage read. (Native app
+// sessions are bounded by their absolute lifetime and token rotation.)
+func (m *Manager) checkIdle(c *gin.Context, u *User, sid, active string) (*User, ErrorCode, error) {
+	now := m.now()
+	last, perr := strconv.ParseInt(active, 10, 64)
+	if perr != nil || now.Sub(time.Unix(last, 0)) >= m.cfg.IdleTimeout {
+		return nil, CodeSessionExpired, m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), EndIdle)
+	}
+	if now.Sub(time.Unix(last, 0)) > m.idleTouchEvery() {
+		if err := m.setSessionCookie(c.Writer, sid, now, u.ExpiresAt); err != nil {
+			return nil, "", err
 		}
 	}
-	c.AbortWithStatusJSON(r.Status, body)
+	return u, "", nil
+}
+
+// idleTouchEvery is how stale the sealed last activity may get before the
+// cookie is resealed: a tenth of the idle timeout, at most a minute.
+func (m *Manager) idleTouchEvery() time.Duration {
+	return min(m.cfg.IdleTimeout/10, time.Minute)
 }

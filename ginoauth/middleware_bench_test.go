@@ -37,7 +37,7 @@ func BenchmarkAuthenticatedRequest(b *testing.B) {
 			br := a.NewBrowser()
 			br.Login("alice.test", "")
 			r := gin.New()
-			r.Use(a.Manager.Middleware())
+			r.Use(ginoauth.Middleware(a.Manager))
 			r.GET("/me", hello)
 			serve(b, r, &http.Cookie{Name: "sid", Value: br.Cookie("sid").Value})
 		})

@@ -155,7 +155,7 @@ func TestMobileLoginEndToEnd(t *testing.T) {
 			t.Fatalf("within the grace window both tokens work: %d", st)
 		}
 	}
-	a.Clock.Advance(ginoauth.DefaultMobileRefreshGrace + time.Second)
+	a.Clock.Advance(time.Minute + time.Second)
 	if st, _, h := app.call(http.MethodGet, "/api/whoami", nil, token); st != http.StatusUnauthorized || !strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer") {
 		t.Fatalf("the old token after the grace window: %d %v", st, h)
 	}
@@ -213,7 +213,7 @@ func TestMobileCodeIsSingleUseAndChecked(t *testing.T) {
 	if st, _, _ := app.redeem(code, randomURLString(48)); st != http.StatusBadRequest {
 		t.Fatalf("a wrong verifier: %d", st)
 	}
-	if st, out, _ := app.redeem(code, app.verifier); st != http.StatusBadRequest || out["code"] != ginoauth.MobileInvalidGrant {
+	if st, out, _ := app.redeem(code, app.verifier); st != http.StatusBadRequest || out["code"] != "invalid_grant" {
 		t.Fatalf("a code is burnt by a failed redemption: %d %v", st, out)
 	}
 	if st := a.as.Stats(); st.ActiveSessions != 0 {
@@ -229,7 +229,7 @@ func TestMobileCodeIsSingleUseAndChecked(t *testing.T) {
 	}
 
 	code = app.browserLogin(app.start("alice.test"), "alice.test")
-	a.Clock.Advance(ginoauth.DefaultMobileCodeTTL + time.Second)
+	a.Clock.Advance(time.Minute + time.Second)
 	if st, _, _ := app.redeem(code, app.verifier); st != http.StatusBadRequest {
 		t.Fatalf("an expired code: %d", st)
 	}
@@ -279,24 +279,24 @@ func TestMobileStartRefusesBadInputBeforeAnyNetworkCall(t *testing.T) {
 	}
 	cases := []struct {
 		body map[string]string
-		code string
+		code ginoauth.ErrorCode
 	}{
-		{with("code_challenge_method", "plain"), ginoauth.MobileInvalidChallenge},
-		{with("code_challenge_method", "\x00"), ginoauth.MobileInvalidChallenge},
-		{with("code_challenge", "\x00"), ginoauth.MobileInvalidChallenge},
-		{with("code_challenge", "short"), ginoauth.MobileInvalidChallenge},
-		{with("redirect_uri", "\x00"), ginoauth.MobileInvalidRedirectURI},
-		{with("redirect_uri", "app://auth-callback"), ginoauth.MobileInvalidRedirectURI},
-		{with("redirect_uri", "com.example.app:/oauth/callback/evil"), ginoauth.MobileInvalidRedirectURI},
-		{with("redirect_uri", "com.example.app.evil:/oauth/callback"), ginoauth.MobileInvalidRedirectURI},
-		{with("redirect_uri", "https://app.example.evil/oauth/callback"), ginoauth.MobileInvalidRedirectURI},
-		{with("redirect_uri", "https://app.example/oauth/callback?x=1"), ginoauth.MobileInvalidRedirectURI},
-		{with("redirect_uri", "http://127.0.0.2:8080/native"), ginoauth.MobileInvalidRedirectURI},
-		{with("state", "\x00"), ginoauth.MobileInvalidRequest},
-		{with("handle", "not a handle"), ginoauth.FlowInvalidHandle},
+		{with("code_challenge_method", "plain"), "invalid_challenge"},
+		{with("code_challenge_method", "\x00"), "invalid_challenge"},
+		{with("code_challenge", "\x00"), "invalid_challenge"},
+		{with("code_challenge", "short"), "invalid_challenge"},
+		{with("redirect_uri", "\x00"), "invalid_redirect_uri"},
+		{with("redirect_uri", "app://auth-callback"), "invalid_redirect_uri"},
+		{with("redirect_uri", "com.example.app:/oauth/callback/evil"), "invalid_redirect_uri"},
+		{with("redirect_uri", "com.example.app.evil:/oauth/callback"), "invalid_redirect_uri"},
+		{with("redirect_uri", "https://app.example.evil/oauth/callback"), "invalid_redirect_uri"},
+		{with("redirect_uri", "https://app.example/oauth/callback?x=1"), "invalid_redirect_uri"},
+		{with("redirect_uri", "http://127.0.0.2:8080/native"), "invalid_redirect_uri"},
+		{with("state", "\x00"), ginoauth.CodeInvalidRequest},
+		{with("handle", "not a handle"), ginoauth.CodeInvalidHandle},
 	}
 	for _, tc := range cases {
-		if st, out, _ := app.call(http.MethodPost, "/api/auth/mobile-start", tc.body, ""); st != http.StatusBadRequest || out["code"] != tc.code {
+		if st, out, _ := app.call(http.MethodPost, "/api/auth/mobile-start", tc.body, ""); st != http.StatusBadRequest || out["code"] != string(tc.code) {
 			t.Errorf("%v: want 400 %s, got %d %v", tc.body, tc.code, st, out)
 		}
 	}

@@ -2,7 +2,6 @@ package ginoauth
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -12,23 +11,12 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/auth"
 	"github.com/gin-gonic/gin"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 )
 
 // This file is about permissions: which scopes a session was granted, whether
 // they cover what a route needs, and the step-up that asks for more.
-
-// ErrAuthenticationOnly is what OAuthSession returns under
-// Config.AuthenticationOnly: no OAuth session is kept.
-var ErrAuthenticationOnly = errors.New("ginoauth: authentication-only logins keep no OAuth session")
-
-// PermissionSetResolver is an optional OAuthClient capability: it resolves
-// a permission set (the NSID of an include: scope) to the granular
-// permissions it grants, as scope strings, with aud given to the
-// permissions that inherit it. indigoclient implements it. Without it, a
-// required include: permission is never covered.
-type PermissionSetResolver interface {
-	ResolvePermissionSet(ctx context.Context, nsid, aud string) ([]string, error)
-}
 
 // Allows reports whether the session's granted scopes cover perm, a
 // permission in the AT Protocol scope syntax: atproto,
@@ -37,7 +25,8 @@ type PermissionSetResolver interface {
 // include:<permission set> (covered when every permission of the set is).
 // The granted scopes are those of the login, and the current ones once
 // RequireScopes, OAuthSession or the session route have read them in this
-// request (a refresh can change them).
+// request (a refresh can change them). A set is resolved through the OAuth
+// client's oauthclient.PermissionSetResolver capability.
 func (u *User) Allows(perm string) bool {
 	ok, err := u.allows(context.Background(), perm)
 	return ok && err == nil
@@ -58,7 +47,7 @@ func (u *User) coversSet(ctx context.Context, perm string) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	r, ok := u.resolver.(PermissionSetResolver)
+	r, ok := u.resolver.(oauthclient.PermissionSetResolver)
 	if !ok {
 		return false, nil
 	}
@@ -171,8 +160,8 @@ func mimeCovers(pattern, want string) bool {
 }
 
 // checkPermission panics on a permission string that can never be granted:
-// RequireScopes and StepUp take permissions from the app's code, so a
-// typo is a bug to report at startup, not at the first request.
+// RequireScopes takes permissions from the app's code, so a typo is a bug
+// to report at startup, not at the first request.
 func checkPermission(perm string) {
 	if perm == "atproto" || strings.HasPrefix(perm, "transition:") {
 		return
@@ -194,20 +183,22 @@ func checkPermission(perm string) {
 //	 "upgrade": "/login/upgrade?redirect=%2Fnotes&scope=repo%3Acom.example.note%3Faction%3Dcreate"}
 //
 // perms come from the app's code; an invalid one panics here.
-func (m *Manager) RequireScopes(perms ...string) gin.HandlerFunc {
+//
+//	r.POST("/notes", ginoauth.RequireScopes(mgr, "repo:com.example.note?action=create"), createNote)
+func RequireScopes(mgr *Manager, perms ...string) gin.HandlerFunc {
 	for _, p := range perms {
 		checkPermission(p)
 	}
 	return func(c *gin.Context) {
-		u, err := m.ValidateSession(c)
+		u, err := mgr.ValidateSession(c)
 		if err == nil {
-			err = m.refreshScopes(c, u)
+			err = mgr.refreshScopes(c, u)
 		}
 		if err == nil {
-			err = m.missing(c, u, perms)
+			err = mgr.missing(c, u, perms)
 		}
 		if err != nil {
-			m.abortWithError(c, err)
+			mgr.abortWithError(c, err)
 			return
 		}
 		c.Header("Cache-Control", "no-store")
@@ -215,13 +206,13 @@ func (m *Manager) RequireScopes(perms ...string) gin.HandlerFunc {
 	}
 }
 
-// missing returns a *ScopeError for the perms u's grant does not cover.
+// missing returns a *scopeError for the perms u's grant does not cover.
 func (m *Manager) missing(c *gin.Context, u *User, perms []string) error {
 	var lack []string
 	for _, p := range perms {
 		ok, err := u.allows(c.Request.Context(), p)
 		if err != nil {
-			return &OAuthFlowError{Code: FlowServerError, Message: "the app's permission set could not be looked up; please try again", Err: err}
+			return &OAuthFlowError{Code: CodeServerUnavailable, Message: "the app's permission set could not be looked up; please try again", Err: err}
 		}
 		if !ok {
 			lack = append(lack, p)
@@ -230,8 +221,8 @@ func (m *Manager) missing(c *gin.Context, u *User, perms []string) error {
 	if len(lack) == 0 {
 		return nil
 	}
-	q := url.Values{"scope": lack, "redirect": {SafeReturnPath(c.Request.URL.RequestURI())}}
-	return &ScopeError{Missing: lack, UpgradeURL: m.cfg.Routes.Upgrade + "?" + q.Encode()}
+	q := url.Values{"scope": lack, "redirect": {safeReturnPath(c.Request.URL.RequestURI())}}
+	return &scopeError{missing: lack, upgradeURL: m.cfg.Routes.Upgrade + "?" + q.Encode()}
 }
 
 // refreshScopes brings u.Scopes up to date from the OAuth session.
@@ -251,19 +242,19 @@ func (m *Manager) refreshScopes(c *gin.Context, u *User) error {
 // the browser to. perms come from the app's code.
 //
 // Errors: a *SessionError when nobody is logged in, an *OAuthFlowError
-// (FlowInvalidScope for a permission the client does not declare), or a
-// *StorageError.
+// (CodeInvalidScope for a permission the client does not declare), or a
+// *storage.Error.
 func (m *Manager) StepUp(c *gin.Context, perms []string, returnTo string) (string, error) {
 	for _, p := range perms {
 		if p == "" || len(p) > 512 {
-			return "", &OAuthFlowError{Code: FlowInvalidScope, Message: "that permission is not valid"}
+			return "", &OAuthFlowError{Code: CodeInvalidScope, Message: "that permission is not valid"}
 		}
 		if _, err := auth.ParsePermissionString(p); err != nil && p != "atproto" && !strings.HasPrefix(p, "transition:") {
-			return "", &OAuthFlowError{Code: FlowInvalidScope, Message: "that permission is not valid", Err: err}
+			return "", &OAuthFlowError{Code: CodeInvalidScope, Message: "that permission is not valid", Err: err}
 		}
 	}
 	if m.cfg.AuthenticationOnly {
-		return "", &OAuthFlowError{Code: FlowInvalidScope, Message: "this app signs in without permissions", Err: ErrAuthenticationOnly}
+		return "", &OAuthFlowError{Code: CodeInvalidScope, Message: "this app signs in without permissions", Err: ErrAuthenticationOnly}
 	}
 	u, err := m.ValidateSession(c)
 	if err != nil {

@@ -42,9 +42,9 @@ func permApp(t *testing.T, configure ...func(*ginoauth.Config)) *testApp {
 		}
 		o.Routes = func(r *gin.Engine, m *ginoauth.Manager) {
 			ok := func(c *gin.Context) { c.String(http.StatusOK, "ok") }
-			r.GET("/notes", m.RequireScopes(noteCreate), ok)
-			r.GET("/photos", m.RequireScopes(photoWrite), ok)
-			r.GET("/set", m.RequireScopes(notesSet), ok)
+			r.GET("/notes", ginoauth.RequireScopes(m, noteCreate), ok)
+			r.GET("/photos", ginoauth.RequireScopes(m, photoWrite), ok)
+			r.GET("/set", ginoauth.RequireScopes(m, notesSet), ok)
 		}
 	})
 }
@@ -109,7 +109,7 @@ func TestPerLoginOptionsReachTheServer(t *testing.T) {
 			t.Errorf("%v: want 400, got %d %s", bad, r.Status, r.Body)
 		}
 	}
-	if r := b.Get("/start?" + url.Values{"handle": {"alice.test"}, "scope": {"repo:com.example.undeclared"}}.Encode()); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), ginoauth.FlowInvalidScope) {
+	if r := b.Get("/start?" + url.Values{"handle": {"alice.test"}, "scope": {"repo:com.example.undeclared"}}.Encode()); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), string(ginoauth.CodeInvalidScope)) {
 		t.Fatalf("an undeclared scope: %d %s", r.Status, r.Body)
 	}
 }
@@ -158,7 +158,7 @@ func TestRequireScopesAndStepUp(t *testing.T) {
 	}
 	r := b.Get("/photos?album=1")
 	body := r.JSON(t)
-	if r.Status != http.StatusForbidden || body["code"] != ginoauth.CodeInsufficientScope || body["missing"].([]any)[0] != photoWrite {
+	if r.Status != http.StatusForbidden || body["code"] != string(ginoauth.CodeInsufficientScope) || body["missing"].([]any)[0] != photoWrite {
 		t.Fatalf("/photos without its permission: %d %s", r.Status, r.Body)
 	}
 	oldSid := b.Cookie("sid").Value
@@ -191,7 +191,7 @@ func TestRequireScopesAndStepUp(t *testing.T) {
 
 	// A step-up approved with another account is refused.
 	up = b.Get(body["upgrade"].(string))
-	if r := b.Get(b.Consent(up.Header.Get("Location"), "bob.test")); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), ginoauth.FlowAccountMismatch) {
+	if r := b.Get(b.Consent(up.Header.Get("Location"), "bob.test")); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), string(ginoauth.CodeAccountMismatch)) {
 		t.Fatalf("a step-up approved by bob: %d %s", r.Status, r.Body)
 	}
 	for _, s := range a.as.Sessions("bob.test") {

@@ -27,7 +27,7 @@ func TestRequireAuthStandsAlone(t *testing.T) {
 	sid := b.Cookie("sid").Value
 
 	r := gin.New() // no Middleware
-	r.GET("/private", a.Manager.RequireAuth(), func(c *gin.Context) {
+	r.GET("/private", ginoauth.RequireAuth(a.Manager), func(c *gin.Context) {
 		u, _ := ginoauth.CurrentUser(c)
 		c.String(http.StatusOK, u.Handle)
 	})
@@ -49,10 +49,10 @@ func TestRequireAuthStandsAlone(t *testing.T) {
 	if w := get(sid[:len(sid)-2] + "xx"); w.Code != http.StatusUnauthorized {
 		t.Fatalf("tampered cookie: %d", w.Code)
 	}
-	if len(handled) != 2 || handled[0].Code != ginoauth.SessionNotLoggedIn || handled[1].Code != ginoauth.SessionInvalidCookie {
+	if len(handled) != 2 || handled[0].Code != ginoauth.CodeNotLoggedIn || handled[1].Code != ginoauth.CodeInvalidCookie {
 		t.Fatalf("ErrorHandler saw %+v", handled)
 	}
-	if got := ginoauth.ErrorResponseFor(&ginoauth.SessionError{Code: ginoauth.SessionExpired}); got.Status != 401 || got.Code != ginoauth.SessionExpired || got.Message != "login required" {
+	if got := ginoauth.ErrorResponseFor(&ginoauth.SessionError{Code: ginoauth.CodeSessionExpired}); got.Status != 401 || got.Code != ginoauth.CodeSessionExpired || got.Message != "login required" {
 		t.Fatalf("ErrorResponseFor: %+v", got)
 	}
 }
@@ -66,7 +66,7 @@ func TestAppSessionBesideTheLogin(t *testing.T) {
 	sid := b.Cookie("sid")
 
 	r := gin.New()
-	r.Use(sessions.Sessions("app", a.Manager.CookieStore()), a.Manager.Middleware())
+	r.Use(sessions.Sessions("app", a.Manager.CookieStore()), ginoauth.Middleware(a.Manager))
 	r.GET("/set", func(c *gin.Context) {
 		s := sessions.Default(c)
 		s.Set("theme", "dark")

@@ -10,7 +10,7 @@ import (
 // maxReturnPath bounds the post-login return path kept in a flow record.
 const maxReturnPath = 2048
 
-// SafeReturnPath returns raw if it is a safe post-login destination on this
+// safeReturnPath returns raw if it is a safe post-login destination on this
 // site, and "/" otherwise.
 //
 // The path and the query are checked by their own rules. The path must be
@@ -22,7 +22,7 @@ const maxReturnPath = 2048
 // fold them). The query and fragment may hold anything printable, encoded
 // slashes included ("/search?q=%2F%2Fx" is fine): they cannot change where
 // the browser goes.
-func SafeReturnPath(raw string) string {
+func safeReturnPath(raw string) string {
 	if !isSafeReturnPath(raw) {
 		return "/"
 	}

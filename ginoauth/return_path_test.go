@@ -11,8 +11,8 @@ func TestSafeReturnPath(t *testing.T) {
 		"/search?q=%2F%2Fx", "/a?next=//x&u=%5C", "/my%20page", "/a//b", "/x?y#z%2F",
 	}
 	for _, p := range allowed {
-		if got := SafeReturnPath(p); got != p {
-			t.Errorf("SafeReturnPath(%q) = %q, want it kept", p, got)
+		if got := safeReturnPath(p); got != p {
+			t.Errorf("safeReturnPath(%q) = %q, want it kept", p, got)
 		}
 	}
 	// Open-redirect payloads: every one must fall back to "/".
@@ -29,8 +29,8 @@ func TestSafeReturnPath(t *testing.T) {
 		"/ /evil.example", "/%C2%A0/evil", "/%EF%BB%BF", "/x%", "/%zz", "/ ",
 	}
 	for _, p := range rejected {
-		if got := SafeReturnPath(p); got != "/" {
-			t.Errorf("SafeReturnPath(%q) = %q, want \"/\"", p, got)
+		if got := safeReturnPath(p); got != "/" {
+			t.Errorf("safeReturnPath(%q) = %q, want \"/\"", p, got)
 		}
 	}
 }
@@ -40,7 +40,7 @@ func FuzzSafeReturnPath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		got := SafeReturnPath(raw)
+		got := safeReturnPath(raw)
 		if got == "/" {
 			return
 		}

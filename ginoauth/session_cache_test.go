@@ -16,9 +16,9 @@ func TestSessionCacheBounds(t *testing.T) {
 	const ttl = 30 * time.Second
 	s1, s2 := testdb.All()[1].Pair(t)
 	withCache := func(o *apptest.Options) {
-		o.Configure = func(c *ginoauth.Config) { c.SessionCache.TTL = ttl }
+		o.Configure = func(c *ginoauth.Config) { c.SessionCacheTTL = ttl }
 	}
-	one := newTestApp(t, s1, func(c *ginoauth.Config) { c.SessionCache.TTL = ttl })
+	one := newTestApp(t, s1, func(c *ginoauth.Config) { c.SessionCacheTTL = ttl })
 	two := startApp(t, one.as, func(o *apptest.Options) { o.Storage = s2; withCache(o) })
 
 	b := one.NewBrowser()

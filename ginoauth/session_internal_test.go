@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // plainStorage is a map Storage without the optional capabilities, as a
@@ -29,7 +32,7 @@ func (p *plainStorage) Get(_ context.Context, k string) ([]byte, error) {
 	defer p.mu.Unlock()
 	v, ok := p.m[k]
 	if !ok {
-		return nil, ErrNotFound
+		return nil, storage.ErrNotFound
 	}
 	return append([]byte(nil), v...), nil
 }
@@ -80,7 +83,7 @@ func TestRecordExpiryIsCheckedOnTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, w := testContext()
-	if _, err := m.startSession(c, &Grant{DID: "did:plc:abc", OAuthSessionID: "s1"}, nil); err != nil {
+	if _, err := m.startSession(c, &oauthclient.Grant{DID: "did:plc:abc", OAuthSessionID: "s1"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	cookie := w.Result().Cookies()[0]
@@ -91,6 +94,7 @@ func TestRecordExpiryIsCheckedOnTheServer(t *testing.T) {
 	}
 	later := time.Now().Add(cfg.withDefaults().SessionTTL + time.Minute)
 	m.now = func() time.Time { return later } // the cookie store keeps the real clock
+	m.sessions.now = m.now
 	c3, _ := testContext(cookie)
 	if u, err := m.loadUser(c3); err != nil || u != nil {
 		t.Fatalf("a session past its record's expiry must be anonymous: %v %v", u, err)
@@ -123,7 +127,7 @@ func TestEmulatedTakeIsSingleUse(t *testing.T) {
 				var rec flowRecord
 				if err := m.takeJSON(ctx, "flow:x", &rec); err == nil {
 					wins.Add(1)
-				} else if !errors.Is(err, ErrNotFound) {
+				} else if !errors.Is(err, storage.ErrNotFound) {
 					t.Error(err)
 				}
 			}()

@@ -19,12 +19,12 @@ import (
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 )
 
-func wantFlowError(t *testing.T, r ginoauthtest.Response, status int, code string) {
+func wantFlowError(t *testing.T, r ginoauthtest.Response, status int, code ginoauth.ErrorCode) {
 	t.Helper()
 	if r.Status != status {
 		t.Fatalf("want %d (%s), got %d: %s", status, code, r.Status, r.Body)
 	}
-	if got := r.JSON(t)["code"]; got != code {
+	if got := r.JSON(t)["code"]; got != string(code) {
 		t.Fatalf("want code %q, got %v (%s)", code, got, r.Body)
 	}
 }
@@ -37,7 +37,7 @@ func TestCallbackStateIsSingleUse(t *testing.T) {
 	if r := b.Get(cbURL); r.Status != http.StatusFound {
 		t.Fatalf("first callback: %d %s", r.Status, r.Body)
 	}
-	wantFlowError(t, b.Get(cbURL), http.StatusBadRequest, ginoauth.FlowUnknownState)
+	wantFlowError(t, b.Get(cbURL), http.StatusBadRequest, ginoauth.CodeUnknownState)
 	if st := a.as.Stats(); st.CodeGrants != 1 || st.CodeReplays != 0 {
 		t.Fatalf("the replayed code must never reach the token endpoint: %+v", st)
 	}
@@ -54,7 +54,7 @@ func TestCallbackRequiresTheBrowserThatStarted(t *testing.T) {
 	cbURL := attacker.Consent(attacker.StartLogin("bob.test", ""), "bob.test")
 
 	victim.StartLogin("alice.test", "") // the victim even has a flow cookie of its own
-	wantFlowError(t, victim.Get(cbURL), http.StatusBadRequest, ginoauth.FlowBrowserMismatch)
+	wantFlowError(t, victim.Get(cbURL), http.StatusBadRequest, ginoauth.CodeBrowserMismatch)
 	if victim.Cookie("sid") != nil {
 		t.Fatal("the victim must not get a session")
 	}
@@ -67,7 +67,7 @@ func TestCallbackRequiresTheBrowserThatStarted(t *testing.T) {
 
 	fresh := a.NewBrowser() // no flow cookie at all
 	cb2 := attacker.Consent(attacker.StartLogin("bob.test", ""), "bob.test")
-	wantFlowError(t, fresh.Get(cb2), http.StatusBadRequest, ginoauth.FlowBrowserMismatch)
+	wantFlowError(t, fresh.Get(cb2), http.StatusBadRequest, ginoauth.CodeBrowserMismatch)
 }
 
 // The authorization response must come from the issuer the flow started with.
@@ -81,7 +81,7 @@ func TestCallbackRejectsWrongIssuer(t *testing.T) {
 	}
 	q.Set("iss", "https://evil.test")
 	cb.RawQuery = q.Encode()
-	wantFlowError(t, b.Get(cb.String()), http.StatusBadRequest, ginoauth.FlowExchangeFailed)
+	wantFlowError(t, b.Get(cb.String()), http.StatusBadRequest, ginoauth.CodeExchangeFailed)
 	if b.Cookie("sid") != nil || a.as.Stats().CodeGrants != 0 {
 		t.Fatal("a response from the wrong issuer must not create a session or spend the code")
 	}
@@ -96,8 +96,8 @@ func TestCallbackErrorParameter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantFlowError(t, b.Get(denied), http.StatusBadRequest, ginoauth.FlowDenied)
-	wantFlowError(t, b.Get("/oauth/callback?state=nope&error=access_denied&iss=https://pds.test"), http.StatusBadRequest, ginoauth.FlowUnknownState)
+	wantFlowError(t, b.Get(denied), http.StatusBadRequest, ginoauth.CodeAccessDenied)
+	wantFlowError(t, b.Get("/oauth/callback?state=nope&error=access_denied&iss=https://pds.test"), http.StatusBadRequest, ginoauth.CodeUnknownState)
 	r := b.Do(http.MethodGet, "/oauth/callback?state=nope&error=access_denied", nil, http.Header{"Accept": {"text/html"}})
 	if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "<h1>Login failed</h1>") {
 		t.Fatalf("browsers should get a readable error page: %d %s", r.Status, r.Body)
@@ -183,7 +183,7 @@ func TestTamperedCookieIsRejected(t *testing.T) {
 	if good[0] == 'A' {
 		flipped = "B" + good[1:]
 	}
-	if r := a.WithCookie(http.MethodGet, "/api/whoami", flipped); r.Status != http.StatusUnauthorized || r.JSON(t)["code"] != ginoauth.SessionInvalidCookie {
+	if r := a.WithCookie(http.MethodGet, "/api/whoami", flipped); r.Status != http.StatusUnauthorized || r.JSON(t)["code"] != string(ginoauth.CodeInvalidCookie) {
 		t.Fatalf("a tampered cookie should be reported as invalid_cookie: %d %s", r.Status, r.Body)
 	}
 	for _, v := range []string{"", "x", strings.Repeat("A", 8000), good + "A", "%%%"} {
@@ -211,7 +211,7 @@ func TestSessionExpires(t *testing.T) {
 	if r := a.WithCookie(http.MethodGet, "/api/session", sid); r.Status != http.StatusUnauthorized {
 		t.Fatalf("session must end after SessionTTL: %d %s", r.Status, r.Body)
 	}
-	if r := a.WithCookie(http.MethodGet, "/api/whoami", sid); r.JSON(t)["code"] != ginoauth.SessionExpired {
+	if r := a.WithCookie(http.MethodGet, "/api/whoami", sid); r.JSON(t)["code"] != string(ginoauth.CodeSessionExpired) {
 		t.Fatalf("the app should learn why: %s", r.Body)
 	}
 }
@@ -277,13 +277,13 @@ func TestLoginBadInput(t *testing.T) {
 			t.Errorf("handle %.20q: want 400 with an error, got %d %s", h, r.Status, r.Body)
 		}
 	}
-	wantFlowError(t, b.Get("/login?handle=nobody.test"), http.StatusBadRequest, ginoauth.FlowResolveFailed)
-	wantFlowError(t, b.PostForm("/login", url.Values{"handle": {strings.Repeat("x", 20000)}}), http.StatusBadRequest, ginoauth.FlowInvalidRequest)
+	wantFlowError(t, b.Get("/login?handle=nobody.test"), http.StatusBadRequest, ginoauth.CodeResolveFailed)
+	wantFlowError(t, b.PostForm("/login", url.Values{"handle": {strings.Repeat("x", 20000)}}), http.StatusBadRequest, ginoauth.CodeInvalidRequest)
 	if r := b.PostForm("/login", url.Values{"handle": {"alice.test"}, "redirect": {"/after"}}); r.Status != http.StatusFound {
 		t.Fatalf("POST /login with a form: want 302, got %d %s", r.Status, r.Body)
 	}
-	wantFlowError(t, b.Get("/oauth/callback"), http.StatusBadRequest, ginoauth.FlowInvalidRequest)
-	wantFlowError(t, b.Get("/oauth/callback?state="+strings.Repeat("s", 600)), http.StatusBadRequest, ginoauth.FlowInvalidRequest)
+	wantFlowError(t, b.Get("/oauth/callback"), http.StatusBadRequest, ginoauth.CodeInvalidRequest)
+	wantFlowError(t, b.Get("/oauth/callback?state="+strings.Repeat("s", 600)), http.StatusBadRequest, ginoauth.CodeInvalidRequest)
 	if st := a.as.Stats(); st.PARs != 1 {
 		t.Fatalf("invalid handles must be refused before any network call: %+v", st)
 	}
@@ -307,7 +307,7 @@ func TestCompletedLoginSpendsTheFlowCookie(t *testing.T) {
 		t.Fatalf("the flow cookie must be cleared after a completed login: %v", r.Header.Values("Set-Cookie"))
 	}
 	callback := b.Consent(first, "alice.test")
-	wantFlowError(t, b.Get(callback), http.StatusBadRequest, ginoauth.FlowBrowserMismatch)
+	wantFlowError(t, b.Get(callback), http.StatusBadRequest, ginoauth.CodeBrowserMismatch)
 	b.SetCookie(&http.Cookie{Name: "sid_flow", Value: binding})
 	if r := b.Get(callback); r.Header.Get("Location") != "/one" {
 		t.Fatalf("with its binding, the first tab's login is still there to complete: %d %s", r.Status, r.Body)
@@ -410,7 +410,7 @@ func TestErrorHandlerRendersFailures(t *testing.T) {
 	if r := b.Get("/dashboard"); r.Status != http.StatusServiceUnavailable || !strings.HasPrefix(string(r.Body), "<p>") {
 		t.Fatalf("middleware failures must go through the ErrorHandler too: %d %s", r.Status, r.Body)
 	}
-	if len(seen) != 2 || seen[0].Code != ginoauth.FlowInvalidHandle || seen[1].Code != "storage_unavailable" || seen[1].Err == nil {
+	if len(seen) != 2 || seen[0].Code != ginoauth.CodeInvalidHandle || seen[1].Code != "storage_unavailable" || seen[1].Err == nil {
 		t.Fatalf("unexpected error responses: %+v", seen)
 	}
 }

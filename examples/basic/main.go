@@ -136,9 +136,9 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	// Before the session middleware, so that scrapes are not counted as
 	// session checks. Expose /metrics only to your monitoring in production.
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
-	r.Use(mgr.Middleware()) // loads the session: ginoauth.CurrentUser(c)
-	mgr.Mount(r)            // /login, /oauth/callback, /api/session, /api/sessions, /api/logout, client metadata
-	pages.Mount(r)          // /, /pds/session, /pds/note, /devices/..., /logout
+	r.Use(ginoauth.Middleware(mgr)) // loads the session: ginoauth.CurrentUser(c)
+	mgr.Mount(r)                    // /login, /oauth/callback, /api/session, /api/sessions, /api/logout, client metadata
+	pages.Mount(r)                  // /, /pds/session, /pds/note, /devices/..., /logout
 
 	demoapp.Banner{URLs: []string{baseURL}, Network: network, Storage: "SQLite file " + cfg.SQLitePath, Native: cfg.MobileRedirectURIs, Metrics: "/metrics"}.Print(stdout)
 	return demoapp.Serve(ctx, ln, r, log)

@@ -142,7 +142,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...)
-	r.Use(mgr.Middleware())
+	r.Use(ginoauth.Middleware(mgr))
 	mgr.Mount(r)
 	pages.Mount(r)
 

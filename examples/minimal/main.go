@@ -17,6 +17,7 @@ import (
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/stores/sqlitestore"
 )
 
@@ -42,7 +43,7 @@ func main() {
 }
 
 // newApp is the app: the library's routes, a start page, a private page.
-func newApp(pds *ginoauthtest.Server, store ginoauth.Storage, baseURL, secret string) (*gin.Engine, func(), error) {
+func newApp(pds *ginoauthtest.Server, store storage.Store, baseURL, secret string) (*gin.Engine, func(), error) {
 	client := indigoclient.New(indigoclient.LocalhostConfig(baseURL+"/oauth/callback", []string{"atproto"}), store,
 		indigoclient.Options{HTTPClient: pds.HTTPClient(), Directory: pds.Directory(), BrowserURL: pds.RewriteForBrowser})
 	mgr, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: secret, BaseURL: baseURL,
@@ -53,7 +54,7 @@ func newApp(pds *ginoauthtest.Server, store ginoauth.Storage, baseURL, secret st
 		return nil, nil, err
 	}
 	r := gin.New()
-	r.Use(gin.Recovery(), mgr.Middleware())
+	r.Use(gin.Recovery(), ginoauth.Middleware(mgr))
 	mgr.Mount(r) // POST /login, /oauth/callback, POST /api/logout, ...
 	r.GET("/", func(c *gin.Context) {
 		if u, ok := ginoauth.CurrentUser(c); ok {
@@ -63,7 +64,7 @@ func newApp(pds *ginoauthtest.Server, store ginoauth.Storage, baseURL, secret st
 		}
 		page(c, 200, `<form method="post" action="/login"><input name="handle" value="alice.test"><button>Log in</button></form>`)
 	})
-	r.GET("/private", mgr.RequireAuth(), func(c *gin.Context) {
+	r.GET("/private", ginoauth.RequireAuth(mgr), func(c *gin.Context) {
 		u, _ := ginoauth.CurrentUser(c)
 		page(c, 200, "Only for you, "+u.DID+`. <a href="/">Back</a>`)
 	})

@@ -92,7 +92,7 @@ func runBackendWith(ctx context.Context, getenv func(string) string, stdout, std
 	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...)
-	r.Use(mgr.Middleware())
+	r.Use(ginoauth.Middleware(mgr))
 	mgr.Mount(r)
 	pages.Mount(r)
 

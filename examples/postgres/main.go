@@ -139,7 +139,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		r := demoapp.NewEngine()
 		r.Use(pages.Middleware()...)
 		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))) // before the session middleware
-		r.Use(mgr.Middleware())
+		r.Use(ginoauth.Middleware(mgr))
 		mgr.Mount(r)
 		pages.Mount(r)
 

@@ -27,9 +27,9 @@ func myApp(t *testing.T, baseURL string, hc *http.Client, dir identity.Directory
 	}
 	gin.SetMode(gin.TestMode)
 	r := gin.New()
-	r.Use(mgr.Middleware())
+	r.Use(ginoauth.Middleware(mgr))
 	mgr.Mount(r)
-	r.GET("/me", mgr.RequireAuth(), func(c *gin.Context) {
+	r.GET("/me", ginoauth.RequireAuth(mgr), func(c *gin.Context) {
 		u, _ := ginoauth.CurrentUser(c)
 		c.String(http.StatusOK, u.Handle)
 	})

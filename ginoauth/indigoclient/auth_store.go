@@ -14,7 +14,6 @@ import (
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
@@ -27,13 +26,13 @@ const (
 	sessionPrefix     = "oauth:sess:"
 )
 
-// Defaults of the AuthStore.
+// The defaults AuthStoreOptions and Options document.
 const (
-	DefaultAuthRequestTTL = 10 * time.Minute
-	DefaultSessionTTL     = ginoauth.DefaultSessionTTL
-	// DefaultStorageTimeout bounds each storage operation, so that a
+	defaultAuthRequestTTL = 10 * time.Minute
+	defaultSessionTTL     = 7 * 24 * time.Hour
+	// defaultStorageTimeout bounds each storage operation, so that a
 	// stalled database turns into a quick error instead of a hung request.
-	DefaultStorageTimeout = 3 * time.Second
+	defaultStorageTimeout = 3 * time.Second
 )
 
 // maxSpent is how many rotated-out refresh tokens a session record
@@ -90,13 +89,13 @@ type AuthStoreOptions struct {
 // NewAuthStore returns an AuthStore over storage.
 func NewAuthStore(storage storage.Store, opts AuthStoreOptions) *AuthStore {
 	if opts.AuthRequestTTL <= 0 {
-		opts.AuthRequestTTL = DefaultAuthRequestTTL
+		opts.AuthRequestTTL = defaultAuthRequestTTL
 	}
 	if opts.SessionTTL <= 0 {
-		opts.SessionTTL = DefaultSessionTTL
+		opts.SessionTTL = defaultSessionTTL
 	}
 	if opts.StorageTimeout <= 0 {
-		opts.StorageTimeout = DefaultStorageTimeout
+		opts.StorageTimeout = defaultStorageTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

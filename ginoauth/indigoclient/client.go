@@ -1,6 +1,6 @@
 // Package indigoclient adapts indigo's AT Protocol OAuth client
-// (github.com/bluesky-social/indigo/atproto/auth/oauth) to the
-// ginoauth.OAuthClient contract, and keeps indigo's data (pending requests,
+// (github.com/bluesky-social/indigo/atproto/auth/oauth) to ginoauth's OAuth
+// client contract, oauthclient.Client, and keeps indigo's data (pending requests,
 // tokens, DPoP keys) in a storage.Store with TTLs through AuthStore.
 //
 // indigo does the protocol: PAR, PKCE S256, DPoP with nonces, the code
@@ -33,7 +33,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/bluesky-social/indigo/util/ssrf"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
@@ -61,11 +61,11 @@ type Options struct {
 	Metadata func(*oauth.ClientMetadata)
 	// Metrics, if set, receives token refresh measurements (lock waits,
 	// grants by outcome); ginoauth/prommetrics implements it.
-	Metrics ginoauth.RefreshMetrics
+	Metrics oauthclient.RefreshMetrics
 	Logger  *slog.Logger
 }
 
-// Client is a ginoauth.OAuthClient backed by an indigo oauth.ClientApp.
+// Client is a oauthclient.Client backed by an indigo oauth.ClientApp.
 // Close it when done: it may be finishing a token save or a lock release
 // in the background (see Client.Resume).
 type Client struct {
@@ -80,12 +80,12 @@ type Client struct {
 	// saveBudget is the package's saveBudget; tests shorten it.
 	saveBudget time.Duration
 	sets       permissionSets
-	metrics    ginoauth.RefreshMetrics
+	metrics    oauthclient.RefreshMetrics
 }
 
 var (
-	_ ginoauth.OAuthClient            = (*Client)(nil)
-	_ ginoauth.ClientMetadataProvider = (*Client)(nil)
+	_ oauthclient.Client           = (*Client)(nil)
+	_ oauthclient.MetadataProvider = (*Client)(nil)
 )
 
 // New returns a Client for config (see oauth.NewPublicConfig,
@@ -155,19 +155,19 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Authorize implements ginoauth.OAuthClient. It resolves the account's PDS
+// Authorize implements oauthclient.Client. It resolves the account's PDS
 // and authorization server (or starts from req.Server when the user has no
 // handle yet), sends the pushed authorization request itself, so that it
 // can carry prompt as well as login_hint and the login's own scopes, and
 // fails when the pending request cannot be stored (indigo's StartAuthFlow
 // ignores that error).
-func (c *Client) Authorize(ctx context.Context, req ginoauth.AuthorizeRequest) (*ginoauth.Authorization, error) {
+func (c *Client) Authorize(ctx context.Context, req oauthclient.AuthorizeRequest) (*oauthclient.Authorization, error) {
 	scopes, err := c.loginScopes(req.Scopes)
 	if err != nil {
 		return nil, err
 	}
 	unreachable := func(err error) error {
-		return &ginoauth.OAuthFlowError{Code: ginoauth.FlowServerError, Message: "the account's authorization server could not be reached; please try again", Err: err}
+		return &oauthclient.FlowError{Kind: oauthclient.ErrServerUnavailable, Message: "the account's authorization server could not be reached; please try again", Err: err}
 	}
 	var (
 		meta *oauth.AuthServerMetadata
@@ -180,7 +180,7 @@ func (c *Client) Authorize(ctx context.Context, req ginoauth.AuthorizeRequest) (
 	} else {
 		atid, err := syntax.ParseAtIdentifier(req.Identifier)
 		if err != nil {
-			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowInvalidHandle, Message: "that is not a valid handle", Err: err}
+			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrInvalidIdentifier, Message: "that is not a valid handle", Err: err}
 		}
 		ident, err := c.app.Dir.Lookup(ctx, atid)
 		if err != nil {
@@ -188,7 +188,7 @@ func (c *Client) Authorize(ctx context.Context, req ginoauth.AuthorizeRequest) (
 		}
 		host := ident.PDSEndpoint()
 		if host == "" {
-			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowResolveFailed, Message: "that account has no PDS to log in with", Err: errors.New("no atproto_pds service in DID document")}
+			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrAccountNotFound, Message: "that account has no PDS to log in with", Err: errors.New("no atproto_pds service in DID document")}
 		}
 		asURL, err := c.app.Resolver.ResolveAuthServerURL(ctx, host)
 		if err != nil {
@@ -207,7 +207,7 @@ func (c *Client) Authorize(ctx context.Context, req ginoauth.AuthorizeRequest) (
 	if err != nil {
 		var te *tokenError
 		if errors.As(err, &te) && te.Code == "invalid_scope" {
-			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowInvalidScope, Message: "the account's server refused the permissions this app asked for", Err: err}
+			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrInvalidScope, Message: "the account's server refused the permissions this app asked for", Err: err}
 		}
 		return nil, unreachable(err)
 	}
@@ -222,7 +222,7 @@ func (c *Client) Authorize(ctx context.Context, req ginoauth.AuthorizeRequest) (
 	if c.browser != nil {
 		authURL = c.browser(authURL)
 	}
-	return &ginoauth.Authorization{URL: authURL, State: info.State, Scopes: scopes}, nil
+	return &oauthclient.Authorization{URL: authURL, State: info.State, Scopes: scopes}, nil
 }
 
 // loginScopes returns the scopes to request: the client's configured ones,
@@ -238,7 +238,7 @@ func (c *Client) loginScopes(want []string) ([]string, error) {
 		switch {
 		case s == "atproto" || slices.Contains(out, s):
 		case !slices.Contains(declared, s):
-			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowInvalidScope, Message: "this app asked for a permission it does not declare",
+			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrInvalidScope, Message: "this app asked for a permission it does not declare",
 				Err: fmt.Errorf("scope %q is not in the client's declared scopes %q", s, declared)}
 		default:
 			out = append(out, s)
@@ -262,7 +262,7 @@ func (c *Client) serverMetadata(ctx context.Context, server string) (*oauth.Auth
 			return meta, nil
 		}
 	}
-	return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowServerError, Message: "that server could not be reached, or it does not offer AT Protocol login", Err: errors.Join(err, perr)}
+	return nil, &oauthclient.FlowError{Kind: oauthclient.ErrServerUnavailable, Message: "that server could not be reached, or it does not offer AT Protocol login", Err: errors.Join(err, perr)}
 }
 
 // lookupError tells an account that does not exist (400 resolve_failed)
@@ -273,17 +273,17 @@ func lookupError(atid syntax.AtIdentifier, err error) error {
 		if atid.IsDID() {
 			msg = "no account was found for that DID"
 		}
-		return &ginoauth.OAuthFlowError{Code: ginoauth.FlowResolveFailed, Message: msg, Err: err}
+		return &oauthclient.FlowError{Kind: oauthclient.ErrAccountNotFound, Message: msg, Err: err}
 	}
-	return &ginoauth.OAuthFlowError{Code: ginoauth.FlowServerError, Message: "the account could not be looked up right now; please try again", Err: err}
+	return &oauthclient.FlowError{Kind: oauthclient.ErrServerUnavailable, Message: "the account could not be looked up right now; please try again", Err: err}
 }
 
-// Callback implements ginoauth.OAuthClient: it checks state, then error,
+// Callback implements oauthclient.Client: it checks state, then error,
 // then iss, exchanges the code with the PKCE verifier under DPoP, and checks
 // the token's sub against the account the login started with (tokens
 // issued for another account are revoked at once). The handle is taken
 // from a verified resolution of the DID, never from what the user typed.
-func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL time.Duration) (*ginoauth.Grant, error) {
+func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL time.Duration) (*oauthclient.Grant, error) {
 	sd, err := c.exchangeCode(ctx, params)
 	if err != nil {
 		var cbErr *oauth.AuthRequestCallbackError
@@ -293,17 +293,17 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 			if cbErr.ErrorCode == "access_denied" {
 				msg = "the login was cancelled or denied"
 			}
-			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowDenied, Message: msg, Err: err}
+			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrDenied, Message: msg, Err: err}
 		case errors.Is(err, errWrongAccount):
-			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowAccountMismatch, Message: "the login was approved for another account than the one it started with; please start again", Err: err}
+			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrAccountMismatch, Message: "the login was approved for another account than the one it started with; please start again", Err: err}
 		case errors.Is(err, storage.ErrNotFound):
-			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowUnknownState, Message: "this login has expired or was already used; please start again", Err: err}
+			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrUnknownState, Message: "this login has expired or was already used; please start again", Err: err}
 		default:
 			var se *storage.Error
 			if errors.As(err, &se) {
 				return nil, err
 			}
-			return nil, &ginoauth.OAuthFlowError{Code: ginoauth.FlowExchangeFailed, Message: "the login could not be completed; please start again", Err: err}
+			return nil, fmt.Errorf("indigoclient: code exchange: %w", err)
 		}
 	}
 	if err := c.store.SaveSession(withSessionTTL(ctx, sessionTTL), *sd); err != nil {
@@ -314,7 +314,7 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 	if ident, err := c.app.Dir.LookupDID(ctx, sd.AccountDID); err == nil && !ident.Handle.IsInvalidHandle() {
 		handle = ident.Handle.String()
 	}
-	return &ginoauth.Grant{DID: sd.AccountDID.String(), Handle: handle, OAuthSessionID: sd.SessionID, Scopes: sd.Scopes}, nil
+	return &oauthclient.Grant{DID: sd.AccountDID.String(), Handle: handle, OAuthSessionID: sd.SessionID, Scopes: sd.Scopes}, nil
 }
 
 // revokeSessionData revokes the tokens in d.
@@ -326,13 +326,17 @@ func (c *Client) revokeSessionData(ctx context.Context, d oauth.ClientSessionDat
 	return c.revokeSession(ctx, cs)
 }
 
-// Resume implements ginoauth.OAuthClient.
-func (c *Client) Resume(ctx context.Context, did, sessionID string) (ginoauth.OAuthSession, error) {
+// Resume implements oauthclient.Client. A session that is not stored (or
+// not readable) is gone: the error wraps oauthclient.ErrSessionGone.
+func (c *Client) Resume(ctx context.Context, did, sessionID string) (oauthclient.Session, error) {
 	d, err := syntax.ParseDID(did)
 	if err != nil {
-		return nil, storage.ErrNotFound
+		return nil, gone(err)
 	}
 	cs, _, err := c.load(ctx, d, sessionID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, gone(err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -376,7 +380,7 @@ func (c *Client) clientSession(data oauth.ClientSessionData) (*oauth.ClientSessi
 	return cs, nil
 }
 
-// Revoke implements ginoauth.OAuthClient: it revokes the access and refresh
+// Revoke implements oauthclient.Client: it revokes the access and refresh
 // tokens at the authorization server, then deletes the stored session even
 // if revocation failed, and returns any failure. It holds the session's
 // refresh lock meanwhile, so it revokes the tokens that are current at that
@@ -410,7 +414,7 @@ func (c *Client) Revoke(ctx context.Context, did, sessionID string) error {
 	return errors.Join(revokeErr, c.store.DeleteSession(ctx, d, sessionID))
 }
 
-// ClientMetadata implements ginoauth.ClientMetadataProvider. Confidential
+// ClientMetadata implements oauthclient.MetadataProvider. Confidential
 // clients get their public JWKS inline.
 func (c *Client) ClientMetadata() any {
 	m := c.app.Config.ClientMetadata()
@@ -424,8 +428,13 @@ func (c *Client) ClientMetadata() any {
 	return m
 }
 
-// PublicJWKS implements ginoauth.ClientMetadataProvider.
+// PublicJWKS implements oauthclient.MetadataProvider.
 func (c *Client) PublicJWKS() any { return c.app.Config.PublicJWKS() }
+
+// gone reports that an OAuth session no longer exists, with its cause.
+func gone(cause error) error {
+	return fmt.Errorf("%w: %w", oauthclient.ErrSessionGone, cause)
+}
 
 func shortHash(s string) string {
 	sum := sha256.Sum256([]byte(s))

@@ -15,10 +15,10 @@ import (
 	"github.com/bluesky-social/indigo/atproto/auth"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 )
 
-var _ ginoauth.PermissionSetResolver = (*Client)(nil)
+var _ oauthclient.PermissionSetResolver = (*Client)(nil)
 
 // permissionSetTTL is how long a resolved permission set is used before it
 // is looked up again: the AT Protocol's recommended "stale" lifetime is a
@@ -47,7 +47,7 @@ type permissionSets struct {
 	sets map[string]setEntry
 }
 
-// ResolvePermissionSet implements ginoauth.PermissionSetResolver: it looks
+// ResolvePermissionSet implements oauthclient.PermissionSetResolver: it looks
 // the permission set nsid up as the AT Protocol publishes lexicons (the
 // NSID's authority names a DID; the DID's PDS holds the lexicon as record
 // com.atproto.lexicon.schema/<nsid>), through the Client's directory and

@@ -13,7 +13,6 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/gin-gonic/gin"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
@@ -358,7 +357,7 @@ func TestSessionDeletedDuringRefresh(t *testing.T) {
 	}
 	release()
 	resp := <-done
-	if resp.Status != http.StatusUnauthorized || !strings.Contains(string(resp.Body), ginoauth.SessionOAuthGone) {
+	if resp.Status != http.StatusUnauthorized || !strings.Contains(string(resp.Body), "oauth_session_gone") {
 		t.Fatalf("want 401 oauth_session_gone, got %d %s", resp.Status, resp.Body)
 	}
 	if st := r.as.Stats(); st.ActiveSessions != 0 {

@@ -18,11 +18,11 @@ import (
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
-// session is a ready OAuth session (a ginoauth.OAuthSession) backed by an
+// session is a ready OAuth session (a oauthclient.Session) backed by an
 // indigo oauth.ClientSession, as Client.Resume returns it.
 //
 // Token refresh is coordinated across requests and app instances, because a
@@ -51,8 +51,8 @@ import (
 // next refresh and the user logs in again.
 //
 // A refresh the server refuses for good (invalid_grant: revoked, expired or
-// replayed) deletes the stored session and returns a *ginoauth.SessionError
-// with code SessionOAuthGone, as does a session deleted while its refresh
+// replayed) deletes the stored session and returns a an error wrapping
+// oauthclient.ErrSessionGone, as does a session deleted while its refresh
 // ran (whose new tokens are then revoked, since nobody holds them). A
 // network failure returns an error and logs nobody out.
 type session struct {
@@ -70,16 +70,16 @@ func (s *session) current() *oauth.ClientSession {
 	return s.cs
 }
 
-// DID implements ginoauth.OAuthSession.
+// DID implements oauthclient.Session.
 func (s *session) DID() string { return s.did.String() }
 
-// HostURL implements ginoauth.OAuthSession.
+// HostURL implements oauthclient.Session.
 func (s *session) HostURL() string { return s.current().Data.HostURL }
 
-// Scopes implements ginoauth.OAuthSession.
+// Scopes implements oauthclient.Session.
 func (s *session) Scopes() []string { return slices.Clone(s.current().Data.Scopes) }
 
-// Do implements ginoauth.OAuthSession: it sends req with the access token
+// Do implements oauthclient.Session: it sends req with the access token
 // and a DPoP proof, answers one DPoP nonce challenge, and refreshes the
 // tokens (coordinated, see Session) once when the PDS reports invalid_token.
 func (s *session) Do(req *http.Request) (*http.Response, error) {
@@ -167,7 +167,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 
 	fresh, spent, err := c.load(ctx, s.did, s.id) // the newest copy, as of now
 	if errors.Is(err, storage.ErrNotFound) {
-		return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
+		return gone(err)
 	}
 	if err != nil {
 		return err
@@ -188,7 +188,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		if derr := c.store.DeleteSession(ctx, s.did, s.id); derr != nil {
 			return derr
 		}
-		return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
+		return gone(err)
 	}
 	rotated := *fresh.Data
 	switch err := c.saveRotated(ctx, rotated, spent); {
@@ -202,7 +202,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		if rerr := c.revokeSession(ctx, fresh); rerr != nil {
 			c.log.Warn("revoking the tokens of an ended session failed", "did", s.did, "session", shortHash(s.id), "err", rerr)
 		}
-		return &ginoauth.SessionError{Code: ginoauth.SessionOAuthGone, Err: err}
+		return gone(err)
 	case errors.Is(err, errStaleTokens):
 		// Only possible if a lease lapsed under a stalled holder; the
 		// stored tokens are not ours to overwrite.
@@ -275,7 +275,7 @@ func (s *session) APIClient() *atclient.APIClient {
 	return api
 }
 
-// APIClient returns indigo's XRPC client over any ginoauth.OAuthSession,
+// APIClient returns indigo's XRPC client over any oauthclient.Session,
 // such as the one Manager.OAuthSession returns, for typed calls:
 //
 //	api := indigoclient.APIClient(sess)
@@ -283,14 +283,14 @@ func (s *session) APIClient() *atclient.APIClient {
 //
 // Its requests go through sess.Do, so they get the session's coordinated
 // refresh, and a refused refresh ends the device session.
-func APIClient(sess ginoauth.OAuthSession) *atclient.APIClient {
+func APIClient(sess oauthclient.Session) *atclient.APIClient {
 	did := syntax.DID(sess.DID())
 	return &atclient.APIClient{Host: sess.HostURL(), Auth: sessionAuth{sess}, AccountDID: &did}
 }
 
 // sessionAuth is an atclient.AuthMethod that sends requests through an
 // OAuthSession.
-type sessionAuth struct{ sess ginoauth.OAuthSession }
+type sessionAuth struct{ sess oauthclient.Session }
 
 func (a sessionAuth) DoWithAuth(_ *http.Client, req *http.Request, _ syntax.NSID) (*http.Response, error) {
 	return a.sess.Do(req)

@@ -1,7 +1,8 @@
 // Package prommetrics exposes the library's measurements as Prometheus
 // metrics (github.com/prometheus/client_golang). The core packages do not
-// depend on Prometheus; this adapter implements ginoauth.Metrics and
-// ginoauth.RefreshMetrics:
+// depend on Prometheus, and this adapter links no web framework: it
+// implements ginoauth.Metrics (whose methods take plain strings) and
+// oauthclient.RefreshMetrics:
 //
 //	m, err := prommetrics.New(prometheus.DefaultRegisterer)
 //	mgr, _ := ginoauth.New(ginoauth.Config{..., Metrics: m})
@@ -27,11 +28,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 )
 
-// Metrics is a ginoauth.Metrics and ginoauth.RefreshMetrics that records to
-// Prometheus. Build it with New.
+// Metrics is a ginoauth.Metrics and oauthclient.RefreshMetrics that records
+// to Prometheus. Build it with New.
 type Metrics struct {
 	loginsStarted  *prometheus.CounterVec
 	loginsFinished *prometheus.CounterVec
@@ -42,10 +43,7 @@ type Metrics struct {
 	lockWait       prometheus.Histogram
 }
 
-var (
-	_ ginoauth.Metrics        = (*Metrics)(nil)
-	_ ginoauth.RefreshMetrics = (*Metrics)(nil)
-)
+var _ oauthclient.RefreshMetrics = (*Metrics)(nil)
 
 // New creates the metrics and registers them with reg.
 func New(reg prometheus.Registerer) (*Metrics, error) {
@@ -92,10 +90,10 @@ func (m *Metrics) SessionChecked(outcome string, took time.Duration) {
 // StorageFailed implements ginoauth.Metrics.
 func (m *Metrics) StorageFailed(op string) { m.storage.WithLabelValues(op).Inc() }
 
-// RefreshLockWaited implements ginoauth.RefreshMetrics.
+// RefreshLockWaited implements oauthclient.RefreshMetrics.
 func (m *Metrics) RefreshLockWaited(took time.Duration) { m.lockWait.Observe(took.Seconds()) }
 
-// RefreshFinished implements ginoauth.RefreshMetrics.
+// RefreshFinished implements oauthclient.RefreshMetrics.
 func (m *Metrics) RefreshFinished(outcome string, took time.Duration) {
 	m.refreshes.WithLabelValues(outcome).Observe(took.Seconds())
 }

@@ -13,6 +13,10 @@ import (
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 )
 
+// The adapter implements the Manager's Metrics interface without importing
+// the Gin-facing package.
+var _ ginoauth.Metrics = (*prommetrics.Metrics)(nil)
+
 // TestMetricsOfARealApp wires the adapter the way the package doc says,
 // runs a login, session checks, a token refresh and a storage outage
 // through a real app, and reads the registry back.
@@ -82,7 +86,7 @@ func TestMetricsOfARealApp(t *testing.T) {
 		{"ginoauth_login_callback_seconds", nil, 1},
 		{"ginoauth_session_check_seconds", map[string]string{"outcome": "ok"}, 1},
 		{"ginoauth_session_check_seconds", map[string]string{"outcome": "anonymous"}, 1},
-		{"ginoauth_session_check_seconds", map[string]string{"outcome": ginoauth.CodeStorageUnavailable}, 1},
+		{"ginoauth_session_check_seconds", map[string]string{"outcome": string(ginoauth.CodeStorageUnavailable)}, 1},
 		{"ginoauth_storage_failures_total", map[string]string{"op": "get"}, 1},
 		{"ginoauth_token_refresh_seconds", map[string]string{"outcome": "ok"}, 1},
 		{"ginoauth_refresh_lock_wait_seconds", nil, 1},

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/stores/memstore"
 )
@@ -59,7 +61,7 @@ type Options struct {
 	// Scopes the client declares and asks for by default (default Scopes).
 	Scopes []string
 	// RefreshMetrics, if set, is the OAuth client's Options.Metrics.
-	RefreshMetrics ginoauth.RefreshMetrics
+	RefreshMetrics oauthclient.RefreshMetrics
 	// Routes, if set, adds routes of the test's own to the app.
 	Routes func(r *gin.Engine, m *ginoauth.Manager)
 }
@@ -144,22 +146,22 @@ func New(t testing.TB, opts Options) *App {
 func (a *App) router(extra []gin.HandlerFunc) *gin.Engine {
 	r := gin.New()
 	r.Use(extra...)
-	r.Use(a.Manager.Middleware())
+	r.Use(ginoauth.Middleware(a.Manager))
 	a.Manager.Mount(r)
-	api := r.Group("/api", a.Manager.RequireAuth())
+	api := r.Group("/api", ginoauth.RequireAuth(a.Manager))
 	api.GET("/whoami", func(c *gin.Context) {
 		u, _ := ginoauth.CurrentUser(c)
 		c.JSON(http.StatusOK, gin.H{"did": u.DID, "handle": u.Handle, "oauthSessionID": u.OAuthSessionID()})
 	})
-	api.GET("/pds-session", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
+	api.GET("/pds-session", a.withSession(func(c *gin.Context, sess oauthclient.Session) (any, error) {
 		var out struct {
 			DID    string `json:"did"`
 			Handle string `json:"handle"`
 		}
-		err := ginoauth.XRPCQuery(c.Request.Context(), sess, "com.atproto.server.getSession", nil, &out)
+		err := xrpcGet(c, sess, "com.atproto.server.getSession", nil, &out)
 		return out, err
 	}))
-	api.GET("/pds-session-typed", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
+	api.GET("/pds-session-typed", a.withSession(func(c *gin.Context, sess oauthclient.Session) (any, error) {
 		var out struct {
 			DID    string `json:"did"`
 			Handle string `json:"handle"`
@@ -167,7 +169,7 @@ func (a *App) router(extra []gin.HandlerFunc) *gin.Engine {
 		err := indigoclient.APIClient(sess).Get(c.Request.Context(), "com.atproto.server.getSession", nil, &out)
 		return out, err
 	}))
-	api.POST("/post", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
+	api.POST("/post", a.withSession(func(c *gin.Context, sess oauthclient.Session) (any, error) {
 		var out struct {
 			URI string `json:"uri"`
 			CID string `json:"cid"`
@@ -176,21 +178,21 @@ func (a *App) router(extra []gin.HandlerFunc) *gin.Engine {
 			"repo": sess.DID(), "collection": "app.bsky.feed.post",
 			"record": map[string]any{"$type": "app.bsky.feed.post", "text": c.PostForm("text"), "createdAt": time.Now().UTC().Format(time.RFC3339)},
 		}
-		err := ginoauth.XRPCProcedure(c.Request.Context(), sess, "com.atproto.repo.createRecord", in, &out)
+		err := indigoclient.APIClient(sess).Post(c.Request.Context(), "com.atproto.repo.createRecord", in, &out)
 		return out, err
 	}))
-	api.GET("/record", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
+	api.GET("/record", a.withSession(func(c *gin.Context, sess oauthclient.Session) (any, error) {
 		parts := strings.SplitN(strings.TrimPrefix(c.Query("uri"), "at://"), "/", 3)
 		if len(parts) != 3 {
 			return nil, errors.New("bad at:// uri")
 		}
 		var out map[string]any
-		err := ginoauth.XRPCQuery(c.Request.Context(), sess, "com.atproto.repo.getRecord",
+		err := xrpcGet(c, sess, "com.atproto.repo.getRecord",
 			url.Values{"repo": {parts[0]}, "collection": {parts[1]}, "rkey": {parts[2]}}, &out)
 		return out, err
 	}))
-	api.POST("/refresh", a.withSession(func(c *gin.Context, sess ginoauth.OAuthSession) (any, error) {
-		r, ok := sess.(interface{ RefreshTokens(context.Context) error })
+	api.POST("/refresh", a.withSession(func(c *gin.Context, sess oauthclient.Session) (any, error) {
+		r, ok := sess.(oauthclient.Refresher)
 		if !ok {
 			return nil, errors.New("the OAuth session cannot refresh on demand")
 		}
@@ -220,7 +222,7 @@ func (a *App) router(extra []gin.HandlerFunc) *gin.Engine {
 }
 
 // withSession runs fn with the user's ready OAuth session and answers JSON.
-func (a *App) withSession(fn func(*gin.Context, ginoauth.OAuthSession) (any, error)) gin.HandlerFunc {
+func (a *App) withSession(fn func(*gin.Context, oauthclient.Session) (any, error)) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		sess, err := a.Manager.OAuthSession(c)
 		if err != nil {
@@ -240,11 +242,32 @@ func (a *App) withSession(fn func(*gin.Context, ginoauth.OAuthSession) (any, err
 
 // statusOf is the HTTP status of the library's typed errors, or def.
 func statusOf(err error, def int) int {
-	var hs interface{ HTTPStatus() int }
-	if errors.As(err, &hs) {
-		return hs.HTTPStatus()
+	if r := ginoauth.ErrorResponseFor(err); r.Code != ginoauth.CodeInternal {
+		return r.Status
 	}
 	return def
+}
+
+// xrpcGet calls an XRPC query on the session's PDS with the session's own
+// Do, as an app without indigo's typed client would.
+func xrpcGet(c *gin.Context, sess oauthclient.Session, nsid string, params url.Values, out any) error {
+	u := strings.TrimRight(sess.HostURL(), "/") + "/xrpc/" + nsid
+	if len(params) > 0 {
+		u += "?" + params.Encode()
+	}
+	req, err := http.NewRequestWithContext(c.Request.Context(), http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := sess.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("xrpc %s: HTTP %d", nsid, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // NewBrowser returns a browser (ginoauthtest's) with an empty cookie jar
@@ -266,11 +289,11 @@ type ObservedClient struct {
 	Callbacks atomic.Int64
 
 	mu   sync.Mutex
-	last *ginoauth.Grant
+	last *oauthclient.Grant
 }
 
 // Callback counts and delegates.
-func (o *ObservedClient) Callback(ctx context.Context, params url.Values, ttl time.Duration) (*ginoauth.Grant, error) {
+func (o *ObservedClient) Callback(ctx context.Context, params url.Values, ttl time.Duration) (*oauthclient.Grant, error) {
 	o.Callbacks.Add(1)
 	g, err := o.Client.Callback(ctx, params, ttl)
 	if g != nil {
@@ -283,7 +306,7 @@ func (o *ObservedClient) Callback(ctx context.Context, params url.Values, ttl ti
 }
 
 // LastGrant is a copy of the last grant the client returned, or nil.
-func (o *ObservedClient) LastGrant() *ginoauth.Grant {
+func (o *ObservedClient) LastGrant() *oauthclient.Grant {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.last

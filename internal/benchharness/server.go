@@ -31,6 +31,7 @@ import (
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/stores/gormstore"
 	"github.com/gin-atproto/oauth-sessions/stores/memstore"
 	"github.com/gin-atproto/oauth-sessions/stores/postgresstore"
@@ -245,7 +246,7 @@ func (a *app) buildGSess() error {
 // OAuth client talking to the harness's authorization server.
 func (a *app) buildGinoauth(appURL string) error {
 	cfg := a.cfg
-	var store ginoauth.Storage
+	var store storage.Store
 	switch cfg.row.Store {
 	case storeMem:
 		store = memstore.New()
@@ -287,7 +288,7 @@ func (a *app) buildGinoauth(appURL string) error {
 		gc.IdleTimeout = 30 * time.Minute
 	}
 	if cfg.row.Cache {
-		gc.SessionCache.TTL = 5 * time.Second
+		gc.SessionCacheTTL = 5 * time.Second
 	}
 	mgr, err := ginoauth.New(gc)
 	if err != nil {
@@ -296,7 +297,7 @@ func (a *app) buildGinoauth(appURL string) error {
 	}
 	a.closer = append(a.closer, func() { _ = mgr.Close(); _ = client.Close() })
 	r := a.engine
-	r.Use(mgr.Middleware())
+	r.Use(ginoauth.Middleware(mgr))
 	mgr.Mount(r)
 	r.GET("/me", func(c *gin.Context) {
 		u, ok := ginoauth.CurrentUser(c)

@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/refpds"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
@@ -25,7 +26,7 @@ func TestInteropGranularScopes(t *testing.T) {
 	a := newApp(t, env, testdb.All()[1].New(t), func(o *apptest.Options) {
 		o.Scopes = []string{"atproto", note}
 		o.Routes = func(r *gin.Engine, m *ginoauth.Manager) {
-			r.POST("/note", m.RequireScopes(note), func(c *gin.Context) {
+			r.POST("/note", ginoauth.RequireScopes(m, note), func(c *gin.Context) {
 				sess, err := m.OAuthSession(c)
 				if err != nil {
 					c.String(http.StatusUnauthorized, err.Error())
@@ -34,13 +35,13 @@ func TestInteropGranularScopes(t *testing.T) {
 				in := map[string]any{"repo": sess.DID(), "collection": "com.example.ginoauth.note",
 					"record": map[string]any{"$type": "com.example.ginoauth.note", "text": "hi", "createdAt": time.Now().UTC().Format(time.RFC3339)}}
 				var out struct{ URI string }
-				if err := ginoauth.XRPCProcedure(c, sess, "com.atproto.repo.createRecord", in, &out); err != nil {
+				if err := indigoclient.APIClient(sess).Post(c.Request.Context(), "com.atproto.repo.createRecord", in, &out); err != nil {
 					c.String(http.StatusBadGateway, err.Error())
 					return
 				}
 				c.String(http.StatusOK, out.URI)
 			})
-			r.GET("/post-allowed", m.RequireScopes("repo:app.bsky.feed.post?action=create"), func(c *gin.Context) { c.String(http.StatusOK, "ok") })
+			r.GET("/post-allowed", ginoauth.RequireScopes(m, "repo:app.bsky.feed.post?action=create"), func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 		}
 	})
 	b := a.NewBrowser()

@@ -228,8 +228,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 
 	if s := getenv(EnvCookieSecret); s != "" {
-		if len(s) < ginoauth.MinSecretLength {
-			return bad(EnvCookieSecret, "must be at least %d bytes of randomness (got %d); create one with: openssl rand -base64 48", ginoauth.MinSecretLength, len(s))
+		if len(s) < minSecretLength {
+			return bad(EnvCookieSecret, "must be at least %d bytes of randomness (got %d); create one with: openssl rand -base64 48", minSecretLength, len(s))
 		}
 		cfg.CookieSecret = s
 	} else {
@@ -242,6 +242,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	return cfg, nil
 }
+
+// minSecretLength is the shortest cookie secret ginoauth.New accepts.
+const minSecretLength = 32
 
 // ManagerError is err from ginoauth.New, as a configuration error naming
 // the environment variable when the refused setting came from one
@@ -336,8 +339,8 @@ func prepareDataDir(dir, dbPath string) error {
 func loadOrCreateSecret(path string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		s := strings.TrimSpace(string(b))
-		if len(s) < ginoauth.MinSecretLength {
-			return "", fmt.Errorf("%s holds fewer than %d bytes; delete it to have a new one made", path, ginoauth.MinSecretLength)
+		if len(s) < minSecretLength {
+			return "", fmt.Errorf("%s holds fewer than %d bytes; delete it to have a new one made", path, minSecretLength)
 		}
 		if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
 			return "", fmt.Errorf("%s can be read by other users (mode %v); chmod 600 it", path, info.Mode().Perm())

@@ -41,8 +41,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if strings.Join(cfg.Scopes, " ") != demoapp.DefaultScopes || cfg.LogLevel != slog.LevelInfo {
 		t.Fatalf("defaults: scopes %v, level %v", cfg.Scopes, cfg.LogLevel)
 	}
-	if !cfg.GeneratedSecret || len(cfg.CookieSecret) < ginoauth.MinSecretLength {
-		t.Fatalf("want a generated secret of at least %d bytes, got %d", ginoauth.MinSecretLength, len(cfg.CookieSecret))
+	if !cfg.GeneratedSecret || len(cfg.CookieSecret) < 32 {
+		t.Fatalf("want a generated secret of at least %d bytes, got %d", 32, len(cfg.CookieSecret))
 	}
 	for name, mode := range map[string]os.FileMode{".": 0o700, "cookie-secret": 0o600, "sessions.db": 0o600, ".gitignore": 0o600} {
 		info, err := os.Stat(filepath.Join(dir, name))
@@ -365,7 +365,7 @@ func newTestAppWith(t *testing.T, opt func(*demoapp.PageOptions)) *testApp {
 	pages := demoapp.NewPages(mgr, pageOpts)
 	r := demoapp.NewEngine()
 	r.Use(pages.Middleware()...)
-	r.Use(mgr.Middleware())
+	r.Use(ginoauth.Middleware(mgr))
 	mgr.Mount(r)
 	pages.Mount(r)
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: r}}

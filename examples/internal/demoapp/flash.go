@@ -2,7 +2,6 @@ package demoapp
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -52,11 +51,8 @@ func (a *Pages) flashes() gin.HandlerFunc {
 type flashStore struct{ *ginoauth.CookieStore }
 
 func (s flashStore) Get(r *http.Request, name string) (*gsessions.Session, error) {
-	sess, err := s.CookieStore.Get(r, name)
-	if errors.Is(err, ginoauth.ErrCookieInvalid) || errors.Is(err, ginoauth.ErrCookieExpired) {
-		err = nil // a new, empty session
-	}
-	return sess, err
+	sess, _ := s.CookieStore.Get(r, name) // an unreadable cookie gives a new, empty session
+	return sess, nil
 }
 
 // redirectWithFlash keeps f for the next page and sends the browser there

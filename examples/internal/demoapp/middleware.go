@@ -138,11 +138,11 @@ const (
 
 // friendlyMessage turns the library's short messages into sentences for
 // the page. The library's messages are already safe to show.
-func friendlyMessage(status int, code, msg string) string {
+func friendlyMessage(status int, code ginoauth.ErrorCode, msg string) string {
 	switch {
 	case status == http.StatusServiceUnavailable:
 		return "The session store is unavailable right now, so logins cannot be checked. Please try again in a moment."
-	case code == ginoauth.SessionNotLoggedIn:
+	case code == ginoauth.CodeNotLoggedIn:
 		return "You need to log in first."
 	}
 	if msg != "" {

@@ -15,9 +15,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/bluesky-social/indigo/atproto/atclient"
 	"github.com/gin-gonic/gin"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 )
 
 //go:embed web
@@ -218,7 +221,7 @@ func (a *Pages) pdsSession(c *gin.Context) {
 		return
 	}
 	var out map[string]any
-	err := ginoauth.XRPCQuery(c.Request.Context(), sess, "com.atproto.server.getSession", nil, &out)
+	err := indigoclient.APIClient(sess).Get(c.Request.Context(), "com.atproto.server.getSession", nil, &out)
 	res := a.pdsOutcome(c, "com.atproto.server.getSession", err, out)
 	if err == nil {
 		res.Summary = "Your PDS confirms this login belongs to " + str(out["handle"]) + " (" + str(out["did"]) + ")."
@@ -263,7 +266,7 @@ func (a *Pages) pdsNote(c *gin.Context) {
 		},
 	}
 	var out map[string]any
-	err := ginoauth.XRPCProcedure(c.Request.Context(), sess, "com.atproto.repo.createRecord", in, &out)
+	err := indigoclient.APIClient(sess).Post(c.Request.Context(), "com.atproto.repo.createRecord", in, &out)
 	res := a.pdsOutcome(c, "com.atproto.repo.createRecord", err, out)
 	if err == nil {
 		res.Title = "Note saved"
@@ -279,7 +282,7 @@ const loginGone = "Your account's server no longer accepts this login (it was re
 
 // oauthSession returns the logged-in user and their ready OAuth session, or
 // answers the request itself (not logged in, login ended, storage down).
-func (a *Pages) oauthSession(c *gin.Context) (*ginoauth.User, ginoauth.OAuthSession, bool) {
+func (a *Pages) oauthSession(c *gin.Context) (*ginoauth.User, oauthclient.Session, bool) {
 	user, ok := ginoauth.CurrentUser(c)
 	if !ok {
 		a.renderStartPage(c, http.StatusUnauthorized, "", "Your login has ended. Please log in again.")
@@ -308,7 +311,7 @@ func (a *Pages) pdsOutcome(c *gin.Context, nsid string, err error, out map[strin
 		return &pdsResult{Title: "Your PDS answered " + nsid, Answer: answer}
 	}
 	res := &pdsResult{Title: nsid + " failed", Failed: true}
-	var xe *ginoauth.XRPCError
+	var xe *atclient.APIError
 	if errors.As(err, &xe) {
 		a.log.Warn("PDS call refused", "nsid", nsid, "status", xe.StatusCode, "error", xe.Name)
 		res.Summary = "Your PDS refused the call (HTTP " + strconv.Itoa(xe.StatusCode) + ")"

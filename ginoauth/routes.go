@@ -9,13 +9,16 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 )
 
 // maxFormBytes bounds POST bodies the prebuilt handlers read.
 const maxFormBytes = 16 << 10
 
-// Mount registers the prebuilt handlers on r at the paths in Config.Routes:
+// Mount registers the prebuilt handlers on r at the paths in Config.Routes,
+// the one way to mount them:
+//
+//	mgr.Mount(r)
 //
 //	GET  /login?handle=H&redirect=/path   302 to the authorization server
 //	POST /login (form: handle, redirect)  same, for HTML forms; both also take
@@ -39,8 +42,10 @@ const maxFormBytes = 16 << 10
 //	GET  /oauth-client-metadata.json      the client metadata document
 //	GET  /oauth/jwks.json                 the client's public keys
 //
-// The last two are mounted only when the OAuth client implements
-// ClientMetadataProvider. Logout is POST only: a GET logout would let any
+// The device routes (GET /api/sessions, POST /api/sessions/end,
+// /end-others, /end-all) are mounted when the Storage has a
+// storage.Indexer; the last two above only when the OAuth client has the
+// oauthclient.MetadataProvider capability. Logout is POST only: a GET logout would let any
 // page log users out with an <img> tag. r may be a group, to mount the
 // routes under a prefix or behind middleware of the app's (the paths in
 // Config.Routes are then relative to it).
@@ -57,7 +62,7 @@ func (m *Manager) Mount(r gin.IRouter) {
 		{rt.Logout, []string{http.MethodPost}, m.logoutHandler()},
 		{rt.Upgrade, []string{http.MethodGet, http.MethodPost}, m.upgradeHandler()},
 	}
-	if _, ok := m.store.(storage.Indexer); ok {
+	if m.sessions.ix != nil {
 		routes = append(routes, []struct {
 			path    string
 			methods []string
@@ -81,7 +86,7 @@ func (m *Manager) Mount(r gin.IRouter) {
 			{rt.MobileRefreshLegacy, []string{http.MethodGet}, m.mobileRefreshHandler(true)},
 		}...)
 	}
-	if p, ok := m.client.(ClientMetadataProvider); ok {
+	if p, ok := m.client.(oauthclient.MetadataProvider); ok {
 		routes = append(routes,
 			struct {
 				path    string
@@ -112,7 +117,7 @@ func (m *Manager) Mount(r gin.IRouter) {
 func methodNotAllowed(allow string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		c.Header("Allow", allow)
-		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"error": "method not allowed; use " + allow, "code": CodeMethodNotAllowed})
+		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"error": "method not allowed; use " + allow, "code": codeMethodNotAllowed})
 	}
 }
 
@@ -211,7 +216,7 @@ func (m *Manager) logoutHandler() gin.HandlerFunc {
 		c.Header("Cache-Control", "no-store")
 		if wantsHTML(c) {
 			// An HTML form: back to a page, not to raw JSON.
-			c.Redirect(http.StatusSeeOther, SafeReturnPath(c.Request.Form.Get("redirect")))
+			c.Redirect(http.StatusSeeOther, safeReturnPath(c.Request.Form.Get("redirect")))
 			return
 		}
 		c.JSON(http.StatusOK, gin.H{"success": true})
@@ -226,7 +231,7 @@ func (m *Manager) readForm(c *gin.Context) bool {
 		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxFormBytes)
 	}
 	if err := c.Request.ParseForm(); err != nil {
-		m.abortWithError(c, &OAuthFlowError{Code: FlowInvalidRequest, Message: "the form could not be read", Err: err})
+		m.abortWithError(c, &OAuthFlowError{Code: CodeInvalidRequest, Message: "the form could not be read", Err: err})
 		return false
 	}
 	return true

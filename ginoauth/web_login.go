@@ -12,15 +12,26 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/gin-gonic/gin"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
+
+// This file is the web login: StartOAuth sends the browser to the
+// authorization server, HandleCallback brings it back logged in, and
+// Logout ends the browser's session. The flow record (flow:{state}) keeps
+// what the callback needs server side; the flow cookie binds the flow to
+// the browser that started it.
+const flowKeyPrefix = "flow:"
 
 // maxStateLen bounds the state parameter accepted at the callback.
 const maxStateLen = 512
 
 // StartOptions tune one login.
 type StartOptions struct {
-	// ReturnTo is where to send the browser after login. It is checked with
-	// SafeReturnPath; anything unsafe becomes "/".
+	// ReturnTo is where to send the browser after login: a path on this
+	// site. It is checked after parsing; anything that could leave the site
+	// (//host, /\host, encoded variants) becomes "/".
 	ReturnTo string
 	// Server starts the login at an authorization server or PDS instead of
 	// from a handle, for users who have none yet or sign up: a URL or host
@@ -75,7 +86,7 @@ type CallbackResult struct {
 // short-lived flow cookie, and returns the URL to redirect the browser to.
 //
 // Errors: *OAuthFlowError (bad input: 400; unreachable server: 502) or
-// *StorageError (503).
+// *storage.Error (503).
 func (m *Manager) StartOAuth(c *gin.Context, identifier string, opts StartOptions) (string, error) {
 	return m.startFlowWith(c, identifier, opts, flowExtra{})
 }
@@ -88,9 +99,9 @@ type flowExtra struct {
 
 // startFlowWith is StartOAuth with the extras of the other kinds of login.
 func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOptions, extra flowExtra) (string, error) {
-	req := AuthorizeRequest{Scopes: opts.Scopes, Prompt: opts.Prompt, TTL: m.cfg.FlowTTL}
+	req := oauthclient.AuthorizeRequest{Scopes: opts.Scopes, Prompt: opts.Prompt, TTL: m.cfg.FlowTTL}
 	if !slices.Contains(prompts, opts.Prompt) {
-		return "", &OAuthFlowError{Code: FlowInvalidRequest, Message: "that sign-in option is not supported"}
+		return "", &OAuthFlowError{Code: CodeInvalidRequest, Message: "that sign-in option is not supported"}
 	}
 	if strings.TrimSpace(identifier) == "" && opts.Server != "" {
 		server, err := normalizeServer(opts.Server)
@@ -117,13 +128,13 @@ func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOpt
 
 	auth, err := m.client.Authorize(ctx, req)
 	if err != nil {
-		return "", classifyFlowErr(err, FlowServerError, "could not reach the account's authorization server")
+		return "", flowErrorFor(err, CodeServerUnavailable)
 	}
 	if auth == nil || auth.URL == "" || auth.State == "" || len(auth.State) > maxStateLen {
-		return "", &OAuthFlowError{Code: FlowServerError, Message: "the OAuth client returned an unusable authorization", Err: errors.New("empty URL or state")}
+		return "", &OAuthFlowError{Code: CodeServerUnavailable, Message: "the OAuth client returned an unusable authorization", Err: errors.New("empty URL or state")}
 	}
 	rec := flowRecord{
-		ReturnTo: SafeReturnPath(opts.ReturnTo), CreatedAt: m.now(),
+		ReturnTo: safeReturnPath(opts.ReturnTo), CreatedAt: m.now(),
 		Scopes: auth.Scopes, StepUpDID: extra.stepUpDID, Mobile: extra.mobile,
 	}
 	if extra.mobile == nil {
@@ -158,13 +169,13 @@ func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOpt
 // session (new id) is stored, its cookie set and the flow cookie cleared.
 // The caller redirects to result.ReturnTo.
 //
-// Errors: *OAuthFlowError (400, or 502) or *StorageError (503).
+// Errors: *OAuthFlowError (400, or 502) or *storage.Error (503).
 func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
 	began := time.Now()
 	res, err := m.handleCallback(c)
 	code := "ok"
 	if err != nil {
-		code = ErrorResponseFor(err).Code
+		code = string(ErrorResponseFor(err).Code)
 	}
 	m.metrics.LoginFinished(code, time.Since(began))
 	return res, err
@@ -175,22 +186,22 @@ func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 	params := c.Request.URL.Query()
 	state := params.Get("state")
 	if state == "" || len(state) > maxStateLen || len(params["state"]) != 1 {
-		return nil, &OAuthFlowError{Code: FlowInvalidRequest, Message: "the login response is missing its state; please start again"}
+		return nil, &OAuthFlowError{Code: CodeInvalidRequest, Message: "the login response is missing its state; please start again"}
 	}
-	unknown := &OAuthFlowError{Code: FlowUnknownState, Message: "this login link has expired or was already used; please start again"}
+	unknown := &OAuthFlowError{Code: CodeUnknownState, Message: flowMessages[CodeUnknownState]}
 	var peek flowRecord
 	switch err := m.getJSON(ctx, flowKeyPrefix+state, &peek); {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, storage.ErrNotFound):
 		return nil, unknown
 	case err != nil:
 		return nil, err
 	}
 	if peek.Mobile == nil && !m.flowCookieMatches(c, peek.BindingHash) {
-		return nil, &OAuthFlowError{Code: FlowBrowserMismatch, Message: "this login was started in a different browser; please start again here"}
+		return nil, &OAuthFlowError{Code: CodeBrowserMismatch, Message: "this login was started in a different browser; please start again here"}
 	}
 	var rec flowRecord
 	switch err := m.takeJSON(ctx, flowKeyPrefix+state, &rec); {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, storage.ErrNotFound):
 		return nil, unknown // consumed by a concurrent callback
 	case err != nil:
 		return nil, err
@@ -204,22 +215,22 @@ func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 	}
 	grant, err := m.client.Callback(ctx, params, ttl)
 	if err != nil {
-		err = classifyFlowErr(err, FlowExchangeFailed, "the login could not be completed; please start again")
+		err = flowErrorFor(err, CodeExchangeFailed)
 		if rec.Mobile != nil {
 			// The app is told, at the redirect URI it registered.
 			var fe *OAuthFlowError
 			if errors.As(err, &fe) {
-				return &CallbackResult{AppRedirect: appRedirect(rec.Mobile.RedirectURI, url.Values{"error": {fe.Code}, "state": {rec.Mobile.AppState}})}, nil
+				return &CallbackResult{AppRedirect: appRedirect(rec.Mobile.RedirectURI, url.Values{"error": {string(fe.Code)}, "state": {rec.Mobile.AppState}})}, nil
 			}
 		}
 		return nil, err
 	}
 	if grant == nil || grant.DID == "" || grant.OAuthSessionID == "" {
-		return nil, &OAuthFlowError{Code: FlowExchangeFailed, Message: "the login could not be completed; please start again", Err: errors.New("OAuth client returned an empty grant")}
+		return nil, &OAuthFlowError{Code: CodeExchangeFailed, Message: flowMessages[CodeExchangeFailed], Err: errors.New("OAuth client returned an empty grant")}
 	}
 	if rec.StepUpDID != "" && grant.DID != rec.StepUpDID {
 		m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
-		return nil, &OAuthFlowError{Code: FlowAccountMismatch, Message: "the permissions were approved with a different account; please try again with the account you are logged in with"}
+		return nil, &OAuthFlowError{Code: CodeAccountMismatch, Message: "the permissions were approved with a different account; please try again with the account you are logged in with"}
 	}
 	if rec.Mobile != nil {
 		to, err := m.finishMobile(c, &rec, grant)
@@ -242,8 +253,8 @@ func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 		}
 		return nil, err
 	}
-	m.expireCookie(c, m.flowCookieNm)
-	return &CallbackResult{User: user, ReturnTo: SafeReturnPath(rec.ReturnTo)}, nil
+	m.expireCookie(c.Writer, m.flowCookieNm)
+	return &CallbackResult{User: user, ReturnTo: safeReturnPath(rec.ReturnTo)}, nil
 }
 
 // flowBinding returns the browser's flow binding value and when it was
@@ -288,7 +299,7 @@ func normalizeIdentifier(raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	s = strings.TrimPrefix(s, "@")
 	invalid := func(msg string) error {
-		return &OAuthFlowError{Code: FlowInvalidHandle, Message: msg}
+		return &OAuthFlowError{Code: CodeInvalidHandle, Message: msg}
 	}
 	switch {
 	case s == "":
@@ -305,25 +316,15 @@ func normalizeIdentifier(raw string) (string, error) {
 	}
 	h, err := syntax.ParseHandle(s)
 	if err != nil {
-		return "", invalid("that is not a valid handle; a handle looks like alice.bsky.social")
+		return "", invalid(flowMessages[CodeInvalidHandle])
 	}
 	return h.Normalize().String(), nil
-}
-
-// classifyFlowErr keeps *OAuthFlowError and *StorageError as they are and
-// turns anything else into an *OAuthFlowError with a safe message.
-func classifyFlowErr(err error, code, msg string) error {
-	var fe *OAuthFlowError
-	if errors.As(err, &fe) || isStorageErr(err) {
-		return err
-	}
-	return &OAuthFlowError{Code: code, Message: msg, Err: err}
 }
 
 // normalizeServer checks a server a login starts from and returns its https
 // origin. A bare host gets https://.
 func normalizeServer(raw string) (string, error) {
-	bad := &OAuthFlowError{Code: FlowInvalidRequest, Message: "that is not a server address; use one such as https://bsky.social"}
+	bad := &OAuthFlowError{Code: CodeInvalidRequest, Message: "that is not a server address; use one such as https://bsky.social"}
 	s := strings.TrimSpace(raw)
 	if len(s) > 256 {
 		return "", bad
@@ -341,4 +342,54 @@ func normalizeServer(raw string) (string, error) {
 		return "", bad
 	}
 	return "https://" + host, nil
+}
+
+// startSession creates a browser's device session for grant and sets its
+// cookie. A session the request already had is ended like a logout (record
+// deleted, tokens revoked): the id always changes at login, so a cookie
+// planted before login is worthless after it.
+func (m *Manager) startSession(c *gin.Context, grant *oauthclient.Grant, requested []string) (*User, error) {
+	ctx := c.Request.Context()
+	if old, err := m.loadUser(c); err == nil && old != nil {
+		if err := m.sessions.end(ctx, old.sessionHash, old.record(), EndReplaced); err != nil {
+			return nil, err
+		}
+	}
+	now := m.now()
+	rec := sessionRecord{
+		DID: grant.DID, Handle: grant.Handle, OAuthSessionID: grant.OAuthSessionID,
+		Scopes: grant.Scopes, Requested: requested, CreatedAt: now, ExpiresAt: now.Add(m.cfg.SessionTTL),
+		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c),
+	}
+	sid, hash, err := m.sessions.start(ctx, &rec)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.setSessionCookie(c.Writer, sid, now, rec.ExpiresAt); err != nil {
+		return nil, err
+	}
+	u := m.sessions.user(&rec, hash)
+	setState(c, u, "")
+	return u, nil
+}
+
+// Logout ends the request's session, a browser's or a native app's: it
+// deletes the session record, revokes the OAuth tokens at the
+// authorization server, and clears the cookie. With no session it only
+// clears the cookie. Only a storage failure is returned: a failed
+// revocation is logged, since the local session is gone either way.
+func (m *Manager) Logout(c *gin.Context) error {
+	u, err := m.loadUser(c)
+	if err != nil {
+		return err
+	}
+	if u != nil {
+		if err := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), EndLogout); err != nil {
+			return err
+		}
+		m.log.Info("logged out", "did", u.DID, "session", shortRef(u.sessionHash))
+	}
+	m.clearSessionCookie(c.Writer, c.Request)
+	setState(c, nil, CodeNotLoggedIn)
+	return nil
 }

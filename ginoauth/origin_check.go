@@ -10,16 +10,6 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// CodeCrossSite is the code of a state-changing request refused because it
-// came from another site (403).
-const CodeCrossSite = "cross_site_request"
-
-// crossSiteError is a request refused by the same-origin check.
-type crossSiteError struct{}
-
-func (crossSiteError) Error() string   { return "ginoauth: cross-site request refused" }
-func (crossSiteError) HTTPStatus() int { return http.StatusForbidden }
-
 // fromOtherSite reports whether the browser says a request comes from a
 // page of another site: Fetch Metadata (Sec-Fetch-Site cross-site or
 // same-site: a sibling subdomain is another site for our cookies), or an
@@ -47,11 +37,11 @@ func (m *Manager) fromOtherSite(r *http.Request) bool {
 // IETF's OAuth for browser-based apps asks of a backend-for-frontend, whose
 // cookies ride along with every request.
 //
-//	api := r.Group("/api", mgr.RequireSameOrigin())
-func (m *Manager) RequireSameOrigin() gin.HandlerFunc {
+//	api := r.Group("/api", ginoauth.RequireSameOrigin(mgr))
+func RequireSameOrigin(mgr *Manager) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if isStateChanging(c.Request.Method) && m.fromOtherSite(c.Request) {
-			m.refuseCrossSite(c)
+		if isStateChanging(c.Request.Method) && mgr.fromOtherSite(c.Request) {
+			mgr.refuseCrossSite(c)
 			return
 		}
 		c.Next()

@@ -1,0 +1,495 @@
+package ginoauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
+)
+
+// This file, session_end.go and session_index.go are the session core: the
+// one layer that creates, reads, touches, expires, ends and indexes device
+// sessions (a browser's, behind the session cookie, or a native app's,
+// behind a bearer token), and the only code that knows their storage keys.
+// The web login, the native-app flow, the device routes and the middleware
+// call into it; cookie and bearer are two ways in, not two copies.
+//
+// Storage keys of the core:
+//
+//	sess:{sha256(session id)}  one record per login per device
+//	seen:{sha256(session id)}  coarse last-seen time, for the device list
+//	acct:{did}                 the account's index set (storage.Indexer)
+//
+// Session ids are stored hashed, so a leaked database holds no usable
+// cookie values or tokens.
+const (
+	sessionKeyPrefix = "sess:"
+	seenPrefix       = "seen:"
+	indexPrefix      = "acct:"
+)
+
+const (
+	sessionIDBytes = 32 // 256-bit session ids
+	// sessionIDLen is the base64url length of a session id; anything else
+	// in a cookie or token is rejected before touching storage.
+	sessionIDLen = 43
+	// lastSeenEvery is how often a session's last-seen time is written (by
+	// each instance, in the background): coarse on purpose, to keep writes
+	// off the request path.
+	lastSeenEvery = time.Hour
+)
+
+// Kinds of device session.
+const (
+	kindWeb    = "web"    // a browser, by cookie
+	kindMobile = "mobile" // a native app, by bearer token
+)
+
+// deviceSessions is the session core (see the top of this file).
+type deviceSessions struct {
+	store    storage.Store
+	ix       storage.Indexer // nil when the Storage has no index
+	timeout  time.Duration   // per storage operation
+	now      func() time.Time
+	log      *slog.Logger
+	metrics  Metrics
+	bg       *background
+	resolver any // the OAuth client, for User.Allows on permission sets
+	cache    recordCache
+	seen     seenTracker
+
+	// What ending a session needs from the rest of the Manager.
+	revoke        func(ctx context.Context, did, oauthSessionID, hash string)
+	emit          func(typ EventType, reason EndReason, rec *sessionRecord, hash string)
+	successorHash func(hash, sealed string) (string, bool)
+}
+
+// sessionRecord is what sess:{hash} holds.
+type sessionRecord struct {
+	Kind           string    `json:"kind,omitempty"` // kindWeb when empty
+	DID            string    `json:"did"`
+	Handle         string    `json:"handle,omitempty"`
+	OAuthSessionID string    `json:"oauth_session_id"`
+	Scopes         []string  `json:"scopes,omitempty"`
+	Requested      []string  `json:"requested,omitempty"` // what the login asked for, for a step-up
+	Device         string    `json:"device,omitempty"`    // from the User-Agent at login
+	IP             string    `json:"ip,omitempty"`        // only with Config.RecordIP
+	CreatedAt      time.Time `json:"created_at"`
+	ExpiresAt      time.Time `json:"expires_at"`
+
+	// A native app's token rotation: the rotated-out record stays valid
+	// until GraceUntil and holds its successor (sealed), so that a retried
+	// rotation gets the same new token; the successor names its predecessor
+	// so that a logout ends both.
+	GraceUntil time.Time `json:"grace_until,omitzero"`
+	Successor  string    `json:"successor,omitempty"`
+	Previous   string    `json:"previous,omitempty"`
+}
+
+func (rec *sessionRecord) kind() string {
+	if rec.Kind == "" {
+		return kindWeb
+	}
+	return rec.Kind
+}
+
+// live reports whether rec may still be used at now: before its expiry,
+// and (a rotated-out native token) within its grace window.
+func (rec *sessionRecord) live(now time.Time) bool {
+	return now.Before(rec.ExpiresAt) && (rec.GraceUntil.IsZero() || now.Before(rec.GraceUntil))
+}
+
+// User is the logged-in account of the current request's session.
+type User struct {
+	DID       string    // the account DID (the token's sub)
+	Handle    string    // verified handle at login, "" if it could not be verified
+	Scopes    []string  // scopes granted to this session
+	CreatedAt time.Time // when this device logged in
+	ExpiresAt time.Time // absolute end of this session
+
+	sessionHash    string // sha256 of the session id: the record's key suffix
+	oauthSessionID string
+	requested      []string // the scopes the login asked for
+	resolver       any      // the OAuth client, when it resolves permission sets
+	kind           string   // kindWeb or kindMobile
+	// A native app's rotated tokens: the record this one replaced, and the
+	// sealed successor of a rotated-out one.
+	previous, successor string
+	state               sessionState // the request's state, when this is its user
+}
+
+// OAuthSessionID is the OAuth client's id for this login's OAuth session,
+// as oauthclient.Client.Resume takes it, for apps that use the client
+// directly.
+func (u *User) OAuthSessionID() string { return u.oauthSessionID }
+
+// record is the part of a session record that ending it needs.
+func (u *User) record() *sessionRecord {
+	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, Previous: u.previous, Successor: u.successor}
+}
+
+// user is the User a session record describes; hash is the record's key
+// suffix.
+func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
+	return &User{
+		DID: rec.DID, Handle: rec.Handle, Scopes: rec.Scopes, // rec is the caller's own, freshly decoded
+		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
+		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: rec.Requested,
+		resolver: ds.resolver, kind: rec.kind(), previous: rec.Previous, successor: rec.Successor,
+	}
+}
+
+// read returns the user of the session under hash, or the code saying why
+// there is none. It checks the kind (a cookie never opens a native app's
+// session, nor a token a browser's) and the lifetimes; a session past
+// them is ended here. The only error is a *storage.Error.
+func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, ErrorCode, error) {
+	var rec sessionRecord
+	now := ds.now()
+	if !ds.cache.get(hash, now, &rec) {
+		switch err := ds.get(ctx, hash, &rec); {
+		case errors.Is(err, storage.ErrNotFound):
+			return nil, CodeNotLoggedIn, nil // logged out elsewhere, or expired in storage
+		case err != nil:
+			return nil, "", err
+		}
+		ds.cache.put(hash, &rec, now)
+	}
+	if rec.kind() != kind {
+		if kind == kindMobile {
+			return nil, CodeInvalidToken, nil
+		}
+		return nil, CodeInvalidCookie, nil
+	}
+	if !rec.GraceUntil.IsZero() && !now.Before(rec.GraceUntil) {
+		return nil, CodeNotLoggedIn, nil // a rotated-out token past its grace
+	}
+	if !now.Before(rec.ExpiresAt) {
+		return nil, CodeSessionExpired, ds.end(ctx, hash, &rec, EndExpired)
+	}
+	return ds.user(&rec, hash), "", nil
+}
+
+// create stores rec under a new random session id and adds it to its
+// account's index, returning the id (for the cookie or the token) and its
+// hash. An index failure fails the creation: an unindexed session could
+// not be ended everywhere.
+func (ds *deviceSessions) create(ctx context.Context, rec *sessionRecord) (id, hash string, err error) {
+	ttl := rec.ExpiresAt.Sub(ds.now())
+	if ttl <= 0 {
+		return "", "", &SessionError{Code: CodeSessionExpired}
+	}
+	id = randomToken(sessionIDBytes)
+	hash = hashSessionID(id)
+	if err := ds.put(ctx, hash, rec, ttl); err != nil {
+		return "", "", err
+	}
+	if err := ds.index(ctx, rec.DID, hash, ttl); err != nil {
+		_ = ds.deleteRecords(ctx, hash)
+		return "", "", err
+	}
+	return id, hash, nil
+}
+
+// start is create for a new login: it also reports the login.
+func (ds *deviceSessions) start(ctx context.Context, rec *sessionRecord) (id, hash string, err error) {
+	if id, hash, err = ds.create(ctx, rec); err == nil {
+		ds.log.Info("session started", "did", rec.DID, "kind", rec.kind(), "session", shortRef(hash))
+		ds.emit(EventLogin, "", rec, hash)
+	}
+	return id, hash, err
+}
+
+// op bounds one storage operation.
+func (ds *deviceSessions) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, ds.timeout)
+}
+
+// get loads the record under hash: storage.ErrNotFound, a *storage.Error,
+// or the record (an unreadable one counts as not found).
+func (ds *deviceSessions) get(ctx context.Context, hash string, rec *sessionRecord) error {
+	ctx, cancel := ds.op(ctx)
+	defer cancel()
+	raw, err := ds.store.Get(ctx, sessionKeyPrefix+hash)
+	if err != nil {
+		return storageFailed(ds.metrics, "get", err)
+	}
+	if err := decodeRecord(raw, rec); err != nil {
+		ds.log.Warn("unreadable session record in storage; ignoring it", "err", err)
+		return storage.ErrNotFound
+	}
+	return nil
+}
+
+// put stores rec under hash for ttl.
+func (ds *deviceSessions) put(ctx context.Context, hash string, rec *sessionRecord, ttl time.Duration) error {
+	ds.cache.drop(hash)
+	ctx, cancel := ds.op(ctx)
+	defer cancel()
+	return storageFailed(ds.metrics, "set", ds.store.Set(ctx, sessionKeyPrefix+hash, encodeRecord(rec), ttl))
+}
+
+// deleteRecords deletes a session's record and its last-seen time.
+func (ds *deviceSessions) deleteRecords(ctx context.Context, hash string) error {
+	ds.cache.drop(hash) // before: a request racing this delete must not re-cache it
+	octx, cancel := ds.op(ctx)
+	err := storageFailed(ds.metrics, "delete", ds.store.Delete(octx, sessionKeyPrefix+hash))
+	cancel()
+	ds.cache.drop(hash)
+	if err == nil {
+		octx, cancel := ds.op(ctx)
+		_ = ds.store.Delete(octx, seenPrefix+hash) // only the device list reads it; it expires anyway
+		cancel()
+	}
+	return err
+}
+
+// noteSeen records, at most once an hour per session and instance and off
+// the request path, when a session was last used.
+func (ds *deviceSessions) noteSeen(u *User) {
+	now := ds.now()
+	if !ds.seen.due(u.sessionHash, now) {
+		return
+	}
+	ttl := u.ExpiresAt.Sub(now)
+	if ttl <= 0 {
+		return
+	}
+	hash := u.sessionHash
+	ds.bg.run(func() {
+		raw, _ := json.Marshal(now)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*ds.timeout)
+		defer cancel()
+		_ = storageFailed(ds.metrics, "set", ds.store.Set(ctx, seenPrefix+hash, raw, ttl))
+	})
+}
+
+// lastSeen is when the session under hash was last used, as far as the
+// coarse last-seen record knows; at least since.
+func (ds *deviceSessions) lastSeen(ctx context.Context, hash string, since time.Time) time.Time {
+	ctx, cancel := ds.op(ctx)
+	defer cancel()
+	var seen time.Time
+	if raw, err := ds.store.Get(ctx, seenPrefix+hash); err == nil && json.Unmarshal(raw, &seen) == nil && seen.After(since) {
+		return seen
+	}
+	return since
+}
+
+// seenTracker is the per-instance last-seen bookkeeping.
+type seenTracker struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+// due reports whether hash's last-seen time should be written now, and if
+// so notes that it is.
+func (st *seenTracker) due(hash string, now time.Time) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if last, ok := st.seen[hash]; ok && now.Sub(last) < lastSeenEvery {
+		return false
+	}
+	if st.seen == nil || len(st.seen) > 100_000 {
+		st.seen = map[string]time.Time{}
+	}
+	st.seen[hash] = now
+	return true
+}
+
+// forget drops a session from the bookkeeping.
+func (st *seenTracker) forget(hash string) {
+	st.mu.Lock()
+	delete(st.seen, hash)
+	st.mu.Unlock()
+}
+
+// Session records are read on every authenticated request, so they are
+// stored in a compact binary layout rather than JSON (decoding JSON was half
+// the cost of a session check): a version byte, the fields below, each
+// string a uvarint length and its bytes, times as uvarint Unix nanoseconds.
+// Records written as JSON by earlier versions are still read.
+const recordFormat = 1
+
+// encodeRecord lays out rec.
+func encodeRecord(rec *sessionRecord) []byte {
+	b := make([]byte, 0, 192)
+	b = append(b, recordFormat)
+	for _, s := range []string{rec.Kind, rec.DID, rec.Handle, rec.OAuthSessionID, rec.Device, rec.IP, rec.Successor, rec.Previous} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	for _, t := range []time.Time{rec.CreatedAt, rec.ExpiresAt, rec.GraceUntil} {
+		b = binary.AppendUvarint(b, unixNanos(t))
+	}
+	for _, list := range [][]string{rec.Scopes, rec.Requested} {
+		b = binary.AppendUvarint(b, uint64(len(list)))
+		for _, s := range list {
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+		}
+	}
+	return b
+}
+
+func unixNanos(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	return uint64(max(t.UnixNano(), 1)) //nolint:gosec // clamped to positive
+}
+
+func fromNanos(n uint64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(n)).UTC() //nolint:gosec // written from an int64
+}
+
+var errBadRecord = errors.New("ginoauth: unreadable session record")
+
+// decodeRecord reads a record in either format. The strings share one copy
+// of raw, so a decode costs a handful of allocations.
+func decodeRecord(raw []byte, rec *sessionRecord) error {
+	if len(raw) > 0 && raw[0] == '{' {
+		return json.Unmarshal(raw, rec)
+	}
+	if len(raw) < 1 || raw[0] != recordFormat {
+		return errBadRecord
+	}
+	s := string(raw[1:])
+	pos := 0
+	next := func() (uint64, bool) {
+		var v uint64
+		for shift := uint(0); pos < len(s) && shift < 64; shift += 7 {
+			c := s[pos]
+			pos++
+			v |= uint64(c&0x7f) << shift
+			if c < 0x80 {
+				return v, true
+			}
+		}
+		return 0, false
+	}
+	str := func() (string, bool) {
+		l, ok := next()
+		if !ok || l > uint64(len(s)-pos) { //nolint:gosec // G115: pos <= len(s), so the difference is never negative
+			return "", false
+		}
+		v := s[pos : pos+int(l)] //nolint:gosec // l <= remaining length
+		pos += int(l)            //nolint:gosec // as above
+		return v, true
+	}
+	ok := true
+	for _, f := range []*string{&rec.Kind, &rec.DID, &rec.Handle, &rec.OAuthSessionID, &rec.Device, &rec.IP, &rec.Successor, &rec.Previous} {
+		var good bool
+		*f, good = str()
+		ok = ok && good
+	}
+	for _, f := range []*time.Time{&rec.CreatedAt, &rec.ExpiresAt, &rec.GraceUntil} {
+		n, good := next()
+		*f, ok = fromNanos(n), ok && good
+	}
+	for _, f := range []*[]string{&rec.Scopes, &rec.Requested} {
+		n, good := next()
+		if !good || n > uint64(len(s)) {
+			return errBadRecord
+		}
+		if n == 0 {
+			*f = nil
+			continue
+		}
+		list := make([]string, n)
+		for i := range list {
+			var g bool
+			list[i], g = str()
+			ok = ok && g
+		}
+		*f = list
+	}
+	if !ok || pos != len(s) {
+		return errBadRecord
+	}
+	return nil
+}
+
+// recordCache is the optional in-process cache of session records
+// (Config.SessionCacheTTL): a session ended on this instance is dropped at
+// once; one ended on another instance sharing the store can still be
+// accepted here for up to the TTL. Its zero TTL caches nothing.
+type recordCache struct {
+	ttl time.Duration
+	max int
+	mu  sync.RWMutex
+	m   map[string]*cachedRecord
+}
+
+// cachedRecord is a session record and when it was read.
+type cachedRecord struct {
+	rec  sessionRecord
+	read time.Time
+}
+
+func newRecordCache(ttl time.Duration, maxEntries int) recordCache {
+	if maxEntries <= 0 {
+		maxEntries = 100_000
+	}
+	return recordCache{ttl: ttl, max: maxEntries, m: map[string]*cachedRecord{}}
+}
+
+// get returns a copy of the cached record for hash, if it is fresh.
+func (rc *recordCache) get(hash string, now time.Time, into *sessionRecord) bool {
+	if rc.ttl <= 0 {
+		return false
+	}
+	rc.mu.RLock()
+	e := rc.m[hash]
+	rc.mu.RUnlock()
+	if e == nil || now.Sub(e.read) >= rc.ttl || now.Before(e.read) {
+		return false
+	}
+	*into = e.rec
+	into.Scopes, into.Requested = slices.Clone(e.rec.Scopes), slices.Clone(e.rec.Requested) // callers may keep them
+	return true
+}
+
+func (rc *recordCache) put(hash string, rec *sessionRecord, now time.Time) {
+	if rc.ttl <= 0 {
+		return
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.m) >= rc.max {
+		for k := range rc.m { // any entry: the cache is a shortcut, not a store
+			delete(rc.m, k)
+			break
+		}
+	}
+	rc.m[hash] = &cachedRecord{rec: *rec, read: now}
+}
+
+func (rc *recordCache) drop(hash string) {
+	if rc.ttl <= 0 {
+		return
+	}
+	rc.mu.Lock()
+	delete(rc.m, hash)
+	rc.mu.Unlock()
+}
+
+// hashSessionID is the storage name of a session: the id itself is only
+// ever in the cookie or token, so a leaked database cannot be replayed.
+func hashSessionID(sid string) string {
+	sum := sha256.Sum256([]byte(sid))
+	var b [43]byte // RawURLEncoding of 32 bytes, encoded on the stack
+	base64.RawURLEncoding.Encode(b[:], sum[:])
+	return string(b[:])
+}
