@@ -1,15 +1,31 @@
-// Package ginoauth adds AT Protocol (Bluesky) OAuth login, and the sessions
-// that keep users logged in, to Gin applications.
+// Package ginoauth adds AT Protocol (Bluesky) OAuth login, and the
+// server-side sessions that keep users logged in, to Gin apps: a middleware
+// that loads the session, prebuilt login, callback, logout and device
+// routes, and guards for protected routes.
+//
+//	mgr, err := ginoauth.New(ginoauth.Config{
+//		OAuthClient:  indigoclient.New(oauthConfig, store, indigoclient.Options{}),
+//		Storage:      store, // stores/sqlitestore, postgresstore, redisstore or memstore
+//		CookieSecret: os.Getenv("COOKIE_SECRET"),
+//		BaseURL:      "https://myapp.example",
+//	})
+//	r.Use(ginoauth.Middleware(mgr)) // loads the session; never blocks anonymous requests
+//	mgr.Mount(r)                    // /login, /oauth/callback, /api/session, /api/logout, ...
+//	r.GET("/me", ginoauth.RequireAuth(mgr), func(c *gin.Context) {
+//		user, _ := ginoauth.CurrentUser(c)
+//		c.JSON(http.StatusOK, gin.H{"did": user.DID, "handle": user.Handle})
+//	})
 //
 // The app is a backend-for-frontend: it is the OAuth client, it keeps the
 // tokens and DPoP keys on the server, and the browser only ever holds an
-// encrypted cookie with a random session id.
+// encrypted cookie with a random session id (a native app holds a bearer
+// token instead).
 //
 // # Wiring it up
 //
-// A Manager needs an OAuth client (ginoauth/indigoclient adapts indigo's),
-// a Storage (stores/sqlitestore, stores/postgresstore, stores/memstore, or
-// your own), a cookie secret and the app's public origin:
+// A Manager needs an OAuth client (any oauthclient.Client;
+// ginoauth/indigoclient adapts indigo's), a storage.Store, a cookie secret
+// and the app's public origin:
 //
 //	store, _ := sqlitestore.Open("app.db", sqlitestore.Options{CleanupInterval: 10 * time.Minute})
 //	client := indigoclient.New(oauth.NewPublicConfig(
@@ -17,23 +33,12 @@
 //		"https://myapp.example/oauth/callback",
 //		[]string{"atproto", "repo:app.bsky.feed.post?action=create"},
 //	), store, indigoclient.Options{})
-//	mgr, err := ginoauth.New(ginoauth.Config{
-//		OAuthClient:  client,
-//		Storage:      store,
-//		CookieSecret: os.Getenv("COOKIE_SECRET"), // at least 32 random bytes
-//		BaseURL:      "https://myapp.example",
-//	})
 //
-//	r := gin.Default()
-//	r.Use(mgr.Middleware()) // loads the session; never blocks anonymous requests
-//	mgr.Mount(r)            // /login, /oauth/callback, /api/session, /api/logout, metadata
-//	r.GET("/me", mgr.RequireAuth(), func(c *gin.Context) {
-//		user, _ := ginoauth.CurrentUser(c)
-//		c.JSON(http.StatusOK, gin.H{"did": user.DID, "handle": user.Handle})
-//	})
-//
-// Close the Manager and the client after the server stops (client.Close
-// may be finishing a token save), then the store.
+// Middleware(mgr) goes on the router; Manager.Mount registers the prebuilt
+// routes (the one way to mount them); RequireAuth(mgr),
+// RequireScopes(mgr, perms...) and RequireSameOrigin(mgr) guard the app's
+// own routes. Close the Manager and the client after the server stops
+// (client.Close may be finishing a token save), then the store.
 //
 // # A login, step by step
 //
@@ -54,33 +59,35 @@
 //     refused. The OAuth client checks error and iss, exchanges the code
 //     with the PKCE verifier under DPoP, and checks that the token's sub is
 //     the account the login started with.
-//  4. A new device session is created: a random 256-bit id, stored only as
-//     its SHA-256 (sess:{hash}) with the account DID, the verified handle,
-//     the OAuth session's id, the granted scopes and the absolute expiry
-//     (Config.SessionTTL). A session the browser already had is ended like
-//     a logout, so the id always changes at login (no fixation). The id
-//     goes to the browser in the session cookie, sealed with AES-256-GCM
-//     (CookieStore), and the browser is redirected to the checked return
-//     path (SafeReturnPath).
+//  4. The session core creates a device session: a random 256-bit id,
+//     stored only as its SHA-256 (sess:{hash}) with the account DID, the
+//     verified handle, the OAuth session's id, the granted scopes and the
+//     absolute expiry (Config.SessionTTL), and indexed under the account. A
+//     session the browser already had is ended like a logout, so the id
+//     always changes at login (no fixation). The id goes to the browser in
+//     the session cookie, sealed with AES-256-GCM (CookieStore), and the
+//     browser is redirected to the checked return path.
 //
 // # Every request
 //
-// Middleware (or RequireAuth, or ValidateSession) opens the cookie and
-// reads the session record: one cookie decode, one storage read. The
-// absolute expiry and, when Config.IdleTimeout is set, the idle timeout are
-// enforced here, on the server. The outcome is cached for the request:
-// CurrentUser returns the user, and ValidateSession says why there is none
-// (a *SessionError with code not_logged_in, session_expired,
-// invalid_cookie or oauth_session_gone). A storage failure is a
-// *StorageError (503), never a silent "logged out".
+// Middleware (or RequireAuth, or Manager.ValidateSession) recognises a
+// native app's bearer token first; anything else is the session cookie:
+// one cookie decode and one storage read (none with
+// Config.SessionCacheTTL). The absolute expiry and, when Config.IdleTimeout
+// is set, the idle timeout are enforced on the server. The outcome is kept
+// for the request: CurrentUser returns the user, and ValidateSession says
+// why there is none (a *SessionError with an ErrorCode such as
+// CodeNotLoggedIn, CodeSessionExpired, CodeInvalidCookie or
+// CodeOAuthSessionGone). A storage failure is a *storage.Error (503), never
+// a silent "logged out".
 //
 // # Calling the user's PDS
 //
-// Manager.OAuthSession returns a ready OAuthSession: its Do sends a request
-// with the DPoP-bound access token, answers DPoP nonce challenges, and
-// refreshes the tokens when the PDS says they expired. XRPCQuery and
-// XRPCProcedure wrap the common JSON calls; indigoclient.APIClient gives
-// indigo's typed client over the same session.
+// Manager.OAuthSession returns a ready oauthclient.Session: its Do sends a
+// request with the DPoP-bound access token, answers DPoP nonce challenges,
+// and refreshes the tokens when the PDS says they expired;
+// indigoclient.APIClient gives indigo's typed XRPC client over the same
+// session. Manager.OAuthSessionForAccount does the same outside a request.
 //
 // Refresh tokens are single use, and the reference PDS ends the whole
 // session when a spent one comes back. indigoclient refreshes under a lock
@@ -91,30 +98,34 @@
 // N concurrent requests on M instances make exactly one refresh. A refresh
 // the server refuses for good ends the device session in the same call.
 //
-// # Logout
+// # The end of a session
 //
-// Manager.Logout (POST /api/logout; there is no GET logout) deletes the
-// session record, revokes the tokens at the authorization server (waiting
-// for a refresh in flight, so the current tokens are the ones revoked) and
-// clears the cookie. The old cookie is refused afterwards on every
-// instance.
+// Every way a session ends (logout, end one device, end everywhere,
+// expiry, idle timeout, a refused refresh, a new login on the device) goes
+// through one place: its records are deleted (so every instance refuses
+// it at once), its index entry removed, its tokens revoked at the
+// authorization server (waiting for a refresh in flight, so the current
+// tokens are the ones revoked), and Config.OnEvent gets one Event with an
+// EndReason. Manager.Logout (POST /api/logout; there is no GET logout)
+// also clears the cookie.
 //
 // # Errors
 //
 // Every error is typed (ConfigurationError, OAuthFlowError, SessionError,
-// MobileIntegrationError, StorageError), has HTTPStatus, and carries a
-// message that is safe to show. ErrorResponseFor maps any of them to the
-// status, code and message the prebuilt handlers answer with;
-// Config.ErrorHandler renders them your way (for example as HTML pages),
-// for the prebuilt handlers, Middleware and RequireAuth alike.
+// MobileIntegrationError, and storage.Error from the store) and carries an
+// ErrorCode and a message that is safe to show. ErrorResponseFor maps any
+// of them to the status, code and message the prebuilt handlers answer
+// with; Config.ErrorHandler renders them your way (for example as HTML
+// pages), for the prebuilt handlers, Middleware and the guards alike.
 //
 // # Storage
 //
-// Everything server side lives in one Storage (package storage: Get, Set
-// and Delete with TTLs, plus the optional Taker and Locker that several
-// instances need). Keys: flow:{state}, sess:{hash}, idle:{hash}, and the
-// OAuth client's own (indigoclient: oauth:req:{state},
-// oauth:sess:{did}:{id}). ginoauth/storagetest checks any implementation.
+// Everything server side lives in one storage.Store (Get, Set and Delete
+// with TTLs, plus the optional Taker, Locker and Indexer that several
+// instances and the device list need). Keys: flow:{state}, sess:{hash},
+// seen:{hash}, acct:{did}, mcode:{hash}, and the OAuth client's own
+// (indigoclient: oauth:req:{state}, oauth:sess:{did}:{id}).
+// ginoauth/storagetest checks any implementation.
 //
 // # Testing
 //

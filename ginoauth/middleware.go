@@ -2,7 +2,9 @@ package ginoauth
 
 import (
 	"errors"
+	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -116,7 +118,10 @@ func (m *Manager) loadUser(c *gin.Context) (*User, error) {
 	if st := state(c); st != nil {
 		return st.user, nil
 	}
-	began := time.Now()
+	var began time.Time
+	if m.cfg.Metrics != nil {
+		began = time.Now()
+	}
 	var (
 		u      *User
 		reason ErrorCode
@@ -127,24 +132,32 @@ func (m *Manager) loadUser(c *gin.Context) (*User, error) {
 	} else {
 		u, reason, err = m.readCookie(c)
 	}
-	outcome := "ok"
-	switch {
-	case err != nil:
-		outcome = string(CodeStorageUnavailable)
-	case u == nil && reason == CodeNotLoggedIn:
-		outcome = "anonymous"
-	case u == nil:
-		outcome = string(reason)
+	if m.cfg.Metrics != nil {
+		outcome := "ok"
+		switch {
+		case err != nil:
+			outcome = string(CodeStorageUnavailable)
+		case u == nil && reason == CodeNotLoggedIn:
+			outcome = "anonymous"
+		case u == nil:
+			outcome = string(reason)
+		}
+		m.cfg.Metrics.SessionChecked(outcome, time.Since(began))
 	}
-	m.metrics.SessionChecked(outcome, time.Since(began))
 	if err != nil {
 		return nil, err
 	}
-	if u != nil {
-		m.sessions.noteSeen(u)
-	}
 	setState(c, u, reason)
 	return u, nil
+}
+
+// bearerToken returns the token of an Authorization: Bearer header.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
 }
 
 // readCookie returns the user of the request's session cookie, or the code

@@ -31,15 +31,6 @@ func mobileAnswer(token string, rec *sessionRecord) *mobileSession {
 	return &mobileSession{SessionToken: token, TokenType: "Bearer", ExpiresAt: rec.ExpiresAt, DID: rec.DID, Handle: rec.Handle, Scopes: slices.Clone(rec.Scopes)}
 }
 
-// bearerToken returns the token of an Authorization: Bearer header.
-func bearerToken(r *http.Request) (string, bool) {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	return strings.TrimSpace(token), true
-}
-
 // readBearer returns the user of a native app's token, or the code saying
 // why there is none.
 func (m *Manager) readBearer(c *gin.Context, token string) (*User, ErrorCode, error) {

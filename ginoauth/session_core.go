@@ -150,7 +150,8 @@ func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
 // read returns the user of the session under hash, or the code saying why
 // there is none. It checks the kind (a cookie never opens a native app's
 // session, nor a token a browser's) and the lifetimes; a session past
-// them is ended here. The only error is a *storage.Error.
+// them is ended here, and a live one is noted as seen. The only error is a
+// *storage.Error.
 func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, ErrorCode, error) {
 	var rec sessionRecord
 	now := ds.now()
@@ -175,7 +176,9 @@ func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, E
 	if !now.Before(rec.ExpiresAt) {
 		return nil, CodeSessionExpired, ds.end(ctx, hash, &rec, EndExpired)
 	}
-	return ds.user(&rec, hash), "", nil
+	u := ds.user(&rec, hash)
+	ds.noteSeen(u)
+	return u, "", nil
 }
 
 // create stores rec under a new random session id and adds it to its

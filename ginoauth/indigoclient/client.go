@@ -1,7 +1,20 @@
 // Package indigoclient adapts indigo's AT Protocol OAuth client
 // (github.com/bluesky-social/indigo/atproto/auth/oauth) to ginoauth's OAuth
-// client contract, oauthclient.Client, and keeps indigo's data (pending requests,
-// tokens, DPoP keys) in a storage.Store with TTLs through AuthStore.
+// client contract, oauthclient.Client, and keeps indigo's data (pending
+// requests, tokens, DPoP keys) in a storage.Store with TTLs:
+//
+//	config := oauth.NewPublicConfig(
+//		"https://myapp.example/oauth-client-metadata.json",
+//		"https://myapp.example/oauth/callback",
+//		[]string{"atproto", "repo:app.bsky.feed.post?action=create"},
+//	)
+//	client := indigoclient.New(config, store, indigoclient.Options{})
+//	defer client.Close()
+//	mgr, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, ...})
+//
+// For development on your own machine, LocalhostConfig is indigo's loopback
+// client. The package links no web framework: a background worker can use
+// it alone (Client.Resume, APIClient).
 //
 // indigo does the protocol: PAR, PKCE S256, DPoP with nonces, the code
 // exchange with its iss and sub checks, and token refresh on invalid_token.

@@ -1,5 +1,5 @@
 // Command benchharness measures the session check that every authenticated
-// request pays with ginoauth (Manager.Middleware: open the sealed session
+// request pays with ginoauth (ginoauth.Middleware: open the sealed session
 // cookie, one storage read of the session record) against anchors: bare
 // Gin, gin-contrib/sessions' cookie store (alone and with a GORM
 // primary-key read on SQLite and Postgres), and the stack of the Deno

@@ -10,7 +10,7 @@ import (
 const (
 	kindBare     = "bare"     // Gin, no middleware
 	kindGSess    = "gsess"    // gin-contrib/sessions cookie store (+ a GORM read)
-	kindGinoauth = "ginoauth" // ginoauth.Manager.Middleware on a store
+	kindGinoauth = "ginoauth" // ginoauth.Middleware(mgr) on a store
 	kindNode     = "node"     // the Deno library's stack on Node 22
 )
 
@@ -30,7 +30,7 @@ type rowSpec struct {
 	Kind    string
 	Store   string // ginoauth: a store*; gsess: "", dbSQLite or dbPostgres
 	Idle    bool   // ginoauth: IdleTimeout 30m
-	Cache   bool   // ginoauth: SessionCache.TTL 5s
+	Cache   bool   // ginoauth: SessionCacheTTL 5s
 	Path    string // the measured route
 	Default bool   // part of the default selection
 	What    string // one line for the report
@@ -59,12 +59,12 @@ func allRows() []rowSpec {
 			idle, cache bool
 			def         bool
 		}{{"", false, false, true}, {"+idle", true, false, true}, {"+cache", false, true, true}, {"+idle+cache", true, true, false}} {
-			what := "Manager.Middleware on stores/" + st
+			what := "ginoauth.Middleware on stores/" + st
 			if v.idle {
 				what += ", IdleTimeout 30m"
 			}
 			if v.cache {
-				what += ", SessionCache.TTL 5s"
+				what += ", SessionCacheTTL 5s"
 			}
 			rows = append(rows, rowSpec{Name: "ginoauth/" + st + v.suffix, Kind: kindGinoauth, Store: st, Idle: v.idle, Cache: v.cache, Path: "/me", Default: v.def, What: what})
 		}

@@ -1,5 +1,8 @@
 // Package memstore is an in-memory storage.Store for tests, demos and
-// single-process apps that accept losing every session on restart.
+// single-process apps that accept losing every session on restart:
+//
+//	store := memstore.New()
+//	mgr, err := ginoauth.New(ginoauth.Config{Storage: store, ...})
 //
 // It honours TTLs (expired entries and set members are invisible at once
 // and swept in the background of writes), and implements the optional
