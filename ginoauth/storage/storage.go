@@ -137,7 +137,7 @@ func ValidateKey(key string) error {
 // Error reports that a Store failed to answer (not a "not found"). The
 // library answers it with 503.
 type Error struct {
-	Op  string // "get", "set", "delete", "take", "lock", "add-member", "remove-member", "members" or "cleanup"
+	Op  string // "get", "set", "delete", "take", "lock", "add-member", "remove-member", "members", "swap" or "cleanup"
 	Err error
 }
 

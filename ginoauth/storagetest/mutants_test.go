@@ -63,6 +63,14 @@ var mutants = []struct {
 	{"index-no-key-validation", "Index/InvalidNames"},
 	{"index-per-handle", "Index/AcrossHandles"},
 	{"members-fault-is-empty", "Faults"},
+	{"swap-get-then-set", "Swap/ExactlyOnce"},
+	{"swap-resurrects", "Swap/Basic"},
+	{"swap-ignores-old", "Swap/Basic"},
+	{"swap-prefix-compare", "Swap/Basic"},
+	{"swap-negative-ttl-accepted", "Swap/Basic"},
+	{"swap-keeps-ttl", "Swap/TTL"},
+	{"swap-expired", "Swap/TTL"},
+	{"swap-fault-is-false", "Swap/Faults"},
 }
 
 func TestMutants(t *testing.T) {
@@ -497,8 +505,64 @@ func (m *mutant) Members(ctx context.Context, set string) ([]string, error) {
 	return out, nil
 }
 
+func (m *mutant) Swap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	if m.bug == "swap-get-then-set" {
+		// Read, compare, write: without one step, racing swaps all win and
+		// a Delete between the read and the write is undone.
+		cur, err := m.Get(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil || string(cur) != string(old) {
+			return false, err
+		}
+		time.Sleep(time.Millisecond)
+		return true, m.Set(ctx, key, new, ttl)
+	}
+	if err := m.check(ctx, key); err != nil {
+		if m.bug == "swap-fault-is-false" {
+			return false, nil
+		}
+		return false, err
+	}
+	if err := storage.ValidateKey(key); err != nil {
+		return false, err
+	}
+	if ttl < 0 {
+		if m.bug != "swap-negative-ttl-accepted" {
+			return false, errors.New("negative ttl")
+		}
+		ttl = 0
+	}
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	k := m.key(key)
+	cur, ok := m.b.data[k]
+	switch {
+	case m.bug == "swap-resurrects" && !ok:
+	case !ok:
+		return false, nil
+	case !m.live(cur) && m.bug != "swap-expired":
+		return false, nil
+	case m.bug == "swap-ignores-old":
+	case m.bug == "swap-prefix-compare" && strings.HasPrefix(string(cur.v), string(old)):
+	case string(cur.v) != string(old):
+		return false, nil
+	}
+	e := entry{v: append([]byte(nil), new...)}
+	if ttl > 0 {
+		e.exp = time.Now().Add(ttl)
+	}
+	if m.bug == "swap-keeps-ttl" && ok {
+		e.exp = cur.exp
+	}
+	m.b.data[k] = e
+	return true, nil
+}
+
 var (
 	_ storage.Taker   = (*mutant)(nil)
 	_ storage.Locker  = (*mutant)(nil)
 	_ storage.Indexer = (*mutant)(nil)
+	_ storage.Swapper = (*mutant)(nil)
 )

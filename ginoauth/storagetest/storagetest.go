@@ -17,10 +17,10 @@
 // one SQL table) are fine as long as nothing else deletes keys behind its
 // back. Each check can fail: the package's own tests run the suite against
 // stores with one deliberate bug each and require the right check to catch
-// it. The optional capabilities storage.Taker, storage.Locker and
-// storage.Indexer are checked when the store implements them (the Take/,
-// Lock/ and Index/ checks, and their parts of the others) and skipped
-// (with a message) otherwise.
+// it. The optional capabilities storage.Taker, storage.Locker,
+// storage.Indexer and storage.Swapper are checked when the store implements
+// them (the Take/, Lock/, Index/ and Swap/ checks, and their parts of the
+// others) and skipped (with a message) otherwise.
 //
 // TTL, member-expiry and lock-lease checks use real time with 1-second
 // TTLs, so a run takes a few seconds. Stores must resolve TTLs to at least
@@ -116,6 +116,10 @@ func Run(t *testing.T, h Harness) {
 		{"Index/Concurrent", testIndexConcurrent},
 		{"Index/InvalidNames", testIndexInvalidNames},
 		{"Index/AcrossHandles", testIndexAcrossHandles},
+		{"Swap/Basic", testSwapBasic},
+		{"Swap/TTL", testSwapTTL},
+		{"Swap/ExactlyOnce", testSwapExactlyOnce},
+		{"Swap/Faults", testSwapFaults},
 	}
 	// Most checks spend their time sleeping on TTLs and leases, so they run
 	// concurrently through goroutines rather than t.Parallel, which -parallel

@@ -6,8 +6,8 @@
 //
 // It honours TTLs (expired entries and set members are invisible at once
 // and swept in the background of writes), and implements the optional
-// storage.Taker, storage.Locker and storage.Indexer capabilities within the
-// one process.
+// storage.Taker, storage.Locker, storage.Indexer and storage.Swapper
+// capabilities within the one process.
 package memstore
 
 import (
