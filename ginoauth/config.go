@@ -28,7 +28,8 @@ type Config struct {
 	// CookieSecret seals cookies; at least 32 bytes of randomness. Required.
 	CookieSecret string
 	// OldCookieSecrets still open cookies sealed before a rotation. Remove
-	// one once SessionTTL has passed since it stopped being CookieSecret.
+	// one once the longest login (see SessionTTL) has passed since it
+	// stopped being CookieSecret.
 	OldCookieSecrets []string
 
 	// BaseURL is the app's public origin, e.g. "https://myapp.example".
@@ -54,13 +55,42 @@ type Config struct {
 	// site are refused (see RequireSameOrigin).
 	AllowedOrigins []string
 
-	// SessionTTL is the absolute lifetime of a login, enforced server side.
-	// Default 7 days.
+	// SessionTTL, when set, ends a login after this long without use: each
+	// use extends it (at most one storage write per session an hour). A
+	// login never outlives MaxSessionAge or its grant. Default 0: a login
+	// lasts as long as its grant does (the reference server: a public
+	// client's grant two weeks from the login, however active the user; a
+	// confidential client's three months after its last token refresh, up
+	// to two years). Enforced server side; the cookie's Max-Age follows the
+	// session. Extending needs a Storage with storage.Swapper (every
+	// shipped store has it); without one a login ends at its first expiry.
 	SessionTTL time.Duration
+	// MaxSessionAge caps a login from its start however active the user
+	// is. Default 0: as long as its grant allows (the reference server: a
+	// public client's grant ends two weeks after the login; a confidential
+	// client's lives up to two years if refreshed at least every three
+	// months), or 14 days when the OAuth client cannot tell (no
+	// oauthclient.GrantLimiter) and for authentication-only logins.
+	MaxSessionAge time.Duration
+	// BackgroundAccess keeps each account's newest grant for
+	// OAuthSessionForAccount after the account's last device session has
+	// ended, on the grant's own lifetime: background jobs keep working
+	// while the user is away. It ends with EndAllSessions, a refused
+	// refresh, a newer login's grant, or its own limit. Default off: a
+	// grant lives only as long as its device session.
+	BackgroundAccess bool
+	// KeepAlive refreshes confidential clients' grants (of live device
+	// sessions, and kept for BackgroundAccess) in the background, before
+	// their refresh token would die unused: exactly once across instances,
+	// in batches, from two weeks ahead. It keeps grants alive for users who
+	// are not using the app; off by default. Needs an OAuth client with
+	// oauthclient.GrantLimiter and a Storage with storage.Indexer.
+	KeepAlive bool
 	// IdleTimeout, when set, also ends a browser session after this long
-	// without a request. Default 0: off. The time of the last request is
+	// without a request, to the minute (SessionTTL's extension is
+	// coarse). Default 0: off. The time of the last request is
 	// sealed in the session cookie, so it costs no storage access. Native
-	// app sessions are bounded by Mobile.SessionTTL and token rotation.
+	// app sessions are bounded by Mobile.SessionTTL and their grant.
 	IdleTimeout time.Duration
 	// SessionCacheTTL, when set (at most 5 minutes), caches session records
 	// in process, so that most session checks need no storage read. A
@@ -153,7 +183,6 @@ type Routes struct {
 // The defaults the Config documents.
 const (
 	defaultCookieName         = "sid"
-	defaultSessionTTL         = 7 * 24 * time.Hour
 	defaultFlowTTL            = 10 * time.Minute
 	defaultStorageTimeout     = 3 * time.Second
 	defaultMobileCodeTTL      = time.Minute
@@ -169,9 +198,6 @@ func (cfg Config) withDefaults() Config {
 		if strings.HasPrefix(cfg.BaseURL, "https://") && cfg.CookieDomain == "" {
 			cfg.CookieName = "__Host-" + defaultCookieName
 		}
-	}
-	if cfg.SessionTTL == 0 {
-		cfg.SessionTTL = defaultSessionTTL
 	}
 	if cfg.FlowTTL == 0 {
 		cfg.FlowTTL = defaultFlowTTL
@@ -260,8 +286,8 @@ func (cfg Config) validate() (secure bool, err error) {
 		}
 	}
 	// Only when the flow is on: its defaults follow SessionTTL.
-	if mc := cfg.Mobile; mc.enabled() && (mc.SessionTTL < time.Minute || mc.CodeTTL < 10*time.Second || mc.CodeTTL > 5*time.Minute || mc.RefreshGrace < 0 || mc.RefreshGrace > 10*time.Minute) {
-		return bad("Mobile", "SessionTTL must be at least a minute, CodeTTL between 10 seconds and 5 minutes, RefreshGrace at most 10 minutes (got %v, %v, %v)", mc.SessionTTL, mc.CodeTTL, mc.RefreshGrace)
+	if mc := cfg.Mobile; mc.enabled() && (mc.SessionTTL < 0 || (mc.SessionTTL > 0 && mc.SessionTTL < time.Minute) || mc.CodeTTL < 10*time.Second || mc.CodeTTL > 5*time.Minute || mc.RefreshGrace < 0 || mc.RefreshGrace > 10*time.Minute) {
+		return bad("Mobile", "SessionTTL must be 0 (the grant's) or at least a minute, CodeTTL between 10 seconds and 5 minutes, RefreshGrace at most 10 minutes (got %v, %v, %v)", mc.SessionTTL, mc.CodeTTL, mc.RefreshGrace)
 	}
 	for _, o := range cfg.AllowedOrigins {
 		if ou, err := url.Parse(o); err != nil || (ou.Scheme != "https" && ou.Scheme != "http") || ou.Host == "" || ou.Path != "" || ou.RawQuery != "" || ou.User != nil {
@@ -277,8 +303,11 @@ func (cfg Config) validate() (secure bool, err error) {
 	if strings.HasPrefix(cfg.CookieName, "__Secure-") && !secure {
 		return bad("CookieName", "a __Secure- cookie needs an https BaseURL")
 	}
-	if cfg.SessionTTL < time.Minute {
-		return bad("SessionTTL", "must be at least a minute (got %v)", cfg.SessionTTL)
+	if cfg.SessionTTL < 0 || (cfg.SessionTTL > 0 && cfg.SessionTTL < time.Minute) {
+		return bad("SessionTTL", "must be 0 (as long as the grant) or at least a minute (got %v)", cfg.SessionTTL)
+	}
+	if cfg.MaxSessionAge < 0 || (cfg.MaxSessionAge > 0 && cfg.MaxSessionAge < time.Minute) {
+		return bad("MaxSessionAge", "must be 0 (the grant's limit) or at least a minute (got %v)", cfg.MaxSessionAge)
 	}
 	if cfg.IdleTimeout < 0 || (cfg.IdleTimeout > 0 && cfg.IdleTimeout < time.Minute) {
 		return bad("IdleTimeout", "must be 0 (off) or at least a minute (got %v)", cfg.IdleTimeout)

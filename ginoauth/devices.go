@@ -85,10 +85,13 @@ func (m *Manager) EndSession(ctx context.Context, did, ref string) (bool, error)
 }
 
 // EndAllSessions ends every session of did, on every instance (the
-// current request's too), revoking each one's tokens. It returns how many
-// it ended. Use it after a password scare, or to end a user's access.
+// current request's too), revoking each one's tokens, and the grant kept
+// for background access. It returns how many device sessions it ended.
+// Use it after a password scare, or to end a user's access.
 func (m *Manager) EndAllSessions(ctx context.Context, did string) (int, error) {
-	return m.endSessionsOf(ctx, did, "", EndEverywhere)
+	n, err := m.endSessionsOf(ctx, did, "", EndEverywhere)
+	m.dropBackground(ctx, did, "", true)
+	return n, err
 }
 
 // endSessionsOf ends every session of did but keep.

@@ -25,7 +25,8 @@ type ErrorCode string
 // Codes of a request without a usable session (401, *SessionError).
 const (
 	CodeNotLoggedIn      ErrorCode = "not_logged_in"      // no session cookie or token, or its record is gone (logged out)
-	CodeSessionExpired   ErrorCode = "session_expired"    // absolute lifetime or idle timeout passed
+	CodeSessionExpired   ErrorCode = "session_expired"    // unused too long, past its cap, or idle timeout passed
+	CodeGrantExpired     ErrorCode = "grant_expired"      // the login's grant reached its limit at the authorization server
 	CodeOAuthSessionGone ErrorCode = "oauth_session_gone" // the login's OAuth session ended (revoked, refresh refused)
 	CodeInvalidCookie    ErrorCode = "invalid_cookie"     // a tampered, foreign or oversized session cookie
 	CodeInvalidToken     ErrorCode = "invalid_token"      // a native app's bearer token that is malformed or not one

@@ -28,7 +28,8 @@ type EndReason string
 // these.
 const (
 	EndLogout         EndReason = "logout"           // the user logged out on that device
-	EndExpired        EndReason = "expired"          // its absolute lifetime passed
+	EndExpired        EndReason = "expired"          // unused for its lifetime (SessionTTL), or past MaxSessionAge
+	EndGrantExpired   EndReason = "grant_expired"    // its grant reached the authorization server's limit
 	EndIdle           EndReason = "idle"             // no request for Config.IdleTimeout
 	EndRefreshRefused EndReason = "refresh_refused"  // the authorization server refused a token refresh
 	EndRevoked        EndReason = "revoked"          // its OAuth session was gone (revoked at the server, or deleted)

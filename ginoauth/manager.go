@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-contrib/sessions"
@@ -42,6 +43,10 @@ type Manager struct {
 	hooks   hooks
 	metrics Metrics
 	refKey  []byte // for opaque session references
+
+	// Keep-alive without a storage.Locker: the grants this process handles.
+	keepAliveMu   sync.Mutex
+	keepAliveBusy map[string]bool
 }
 
 // New validates cfg, fills in defaults and returns a Manager. Every problem
@@ -77,7 +82,7 @@ func New(cfg Config) (*Manager, error) {
 		metrics:       cfg.Metrics,
 		now:           cfg.Now,
 	}
-	m.sessionCookie.MaxAge = int(cfg.SessionTTL / time.Second)
+	m.sessionCookie.MaxAge = int(fallbackMaxAge / time.Second) // each cookie gets its session's
 	m.flowCookie.MaxAge = int(cfg.FlowTTL / time.Second)
 	if m.metrics == nil {
 		m.metrics = nopMetrics{}
@@ -87,13 +92,32 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	ix, _ := cfg.Storage.(storage.Indexer)
+	swapper, _ := cfg.Storage.(storage.Swapper)
+	limiter, _ := cfg.OAuthClient.(oauthclient.GrantLimiter)
 	m.sessions = &deviceSessions{
 		store: cfg.Storage, ix: ix, timeout: cfg.StorageTimeout, now: cfg.Now, log: m.log,
 		metrics: m.metrics, bg: &m.bg, resolver: cfg.OAuthClient,
 		cache:         newRecordCache(cfg.SessionCacheTTL, cfg.SessionCacheMaxEntries),
+		lifetime:      map[string]time.Duration{kindWeb: window(cfg.SessionTTL), kindMobile: window(cfg.Mobile.SessionTTL)},
+		maxAge:        cfg.MaxSessionAge,
+		swapper:       swapper,
+		limiter:       limiter,
+		background:    cfg.BackgroundAccess,
 		revoke:        m.revoke,
 		emit:          m.emit,
 		successorHash: m.successorHash,
+	}
+	if swapper == nil {
+		m.log.Warn("storage has no storage.Swapper: sessions are not extended by use; SessionTTL counts from the login")
+	}
+	if n, ok := cfg.OAuthClient.(oauthclient.RefreshNotifier); ok {
+		n.OnRefresh(m.onRefresh)
+	}
+	if cfg.KeepAlive {
+		if ix == nil || limiter == nil {
+			return nil, &ConfigurationError{Field: "KeepAlive", Reason: "needs a Storage with storage.Indexer and an OAuth client with oauthclient.GrantLimiter"}
+		}
+		m.bg.run(m.keepAliveLoop)
 	}
 	if _, ok := cfg.Storage.(storage.Taker); !ok {
 		m.log.Warn("storage has no atomic Take: one-time records are single-use within this process only; use a store from the stores packages for several instances")
@@ -114,6 +138,18 @@ func (m *Manager) Close() error {
 //
 //	r.Use(sessions.Sessions("prefs", mgr.CookieStore()))
 func (m *Manager) CookieStore() *CookieStore { return m.cookies }
+
+// onRefresh follows a token refresh the OAuth client made: the grant's
+// device sessions take its new limits and scopes, and its keep-alive is
+// scheduled anew. It runs off the refresh's path.
+func (m *Manager) onRefresh(r oauthclient.Refresh) {
+	m.bg.run(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*m.cfg.StorageTimeout)
+		defer cancel()
+		m.sessions.followGrant(ctx, r)
+		m.scheduleKeepAlive(ctx, r.DID, r.SessionID, r.RefreshBy, r.EndsAt)
+	})
+}
 
 // emit sends a lifecycle event to Config.OnEvent.
 func (m *Manager) emit(typ EventType, reason EndReason, rec *sessionRecord, hash string) {

@@ -180,6 +180,9 @@ func (m *Manager) readCookie(c *gin.Context) (*User, ErrorCode, error) {
 	u, reason, err := m.sessions.read(c.Request.Context(), hashSessionID(sid), kindWeb)
 	if err == nil && u != nil && m.cfg.IdleTimeout > 0 {
 		u, reason, err = m.checkIdle(c, u, sid, active)
+	} else if err == nil && u != nil && u.extended {
+		// Extended: the cookie's Max-Age and sealed expiry follow.
+		err = m.setSessionCookie(c.Writer, sid, m.now(), u.ExpiresAt)
 	}
 	if err == nil && u == nil {
 		m.clearSessionCookie(c.Writer, c.Request)
@@ -199,7 +202,7 @@ func (m *Manager) checkIdle(c *gin.Context, u *User, sid, active string) (*User,
 	if perr != nil || now.Sub(time.Unix(last, 0)) >= m.cfg.IdleTimeout {
 		return nil, CodeSessionExpired, m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), EndIdle)
 	}
-	if now.Sub(time.Unix(last, 0)) > m.idleTouchEvery() {
+	if u.extended || now.Sub(time.Unix(last, 0)) > m.idleTouchEvery() {
 		if err := m.setSessionCookie(c.Writer, sid, now, u.ExpiresAt); err != nil {
 			return nil, "", err
 		}

@@ -111,7 +111,8 @@ func (m *Manager) redeemMobileCode(c *gin.Context, code, verifier, redirectURI s
 	now := m.now()
 	rec := sessionRecord{
 		Kind: kindMobile, DID: mc.Grant.DID, Handle: mc.Grant.Handle, OAuthSessionID: mc.Grant.OAuthSessionID,
-		Scopes: mc.Grant.Scopes, Requested: mc.Requested, CreatedAt: now, ExpiresAt: now.Add(m.cfg.Mobile.SessionTTL),
+		Scopes: mc.Grant.Scopes, Requested: mc.Requested, CreatedAt: now,
+		GrantRefreshBy: mc.Grant.RefreshBy, GrantEndsAt: mc.Grant.EndsAt,
 		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c),
 	}
 	token, _, err := m.sessions.start(ctx, &rec)
@@ -119,6 +120,7 @@ func (m *Manager) redeemMobileCode(c *gin.Context, code, verifier, redirectURI s
 		m.revoke(ctx, mc.Grant.DID, mc.Grant.OAuthSessionID, "")
 		return nil, err
 	}
+	m.grantStarted(ctx, &mc.Grant)
 	return mobileAnswer(token, &rec), nil
 }
 

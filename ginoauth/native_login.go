@@ -48,8 +48,9 @@ type MobileConfig struct {
 	// ("http://127.0.0.1/callback"). There is no default: a scheme like
 	// "app://" can be claimed by any app on the device.
 	RedirectURIs []string
-	// SessionTTL is the absolute lifetime of a native app's login.
-	// Default Config.SessionTTL.
+	// SessionTTL is how long a native app's login lasts without use (each
+	// use extends it, as Config.SessionTTL does a browser's). Default
+	// Config.SessionTTL.
 	SessionTTL time.Duration
 	// CodeTTL is how long the one-time code in the redirect can be
 	// redeemed: 10 seconds to 5 minutes, default 60 seconds.

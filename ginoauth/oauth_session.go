@@ -59,14 +59,23 @@ func (m *Manager) OAuthSession(c *gin.Context) (oauthclient.Session, error) {
 	return nil, storage.Wrap("get", err)
 }
 
-// OAuthSessionForAccount returns a ready OAuth session of did's most
-// recently used login, for work outside a request: background jobs,
-// webhooks. Among several sessions it picks the one seen last (then the
-// newest); it goes through the same coordinated refresh as a request, and
-// a refused refresh ends that device session. An account with no live
-// session gives a *SessionError with CodeNotLoggedIn; authentication-only
-// logins give ErrAuthenticationOnly. It needs a storage.Indexer.
+// OAuthSessionForAccount returns a ready OAuth session of did's newest
+// grant, for work outside a request: background jobs, webhooks. With
+// Config.BackgroundAccess that is the grant kept for background use, which
+// outlives the account's device sessions; otherwise (or when none is kept)
+// the grant of the device session seen last (then the newest). It goes
+// through the same coordinated refresh as a request, and a refused
+// refresh ends what used the grant. An account with no grant gives a
+// *SessionError with CodeNotLoggedIn; authentication-only logins give
+// ErrAuthenticationOnly. Without BackgroundAccess it needs a
+// storage.Indexer.
 func (m *Manager) OAuthSessionForAccount(ctx context.Context, did string) (oauthclient.Session, error) {
+	if m.cfg.BackgroundAccess {
+		sess, err := m.backgroundSession(ctx, did)
+		if err == nil || !errors.Is(err, storage.ErrNotFound) {
+			return sess, err
+		}
+	}
 	hashes, recs, err := m.sessions.list(ctx, did)
 	if err != nil {
 		return nil, err
@@ -139,11 +148,15 @@ func (s *deviceBoundSession) endIfGone(err error) error {
 		// The request may be over; the user must be logged out anyway.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*s.ds.timeout)
 		defer cancel()
-		if err := s.ds.end(ctx, s.hash, &s.rec, EndRefreshRefused); err != nil {
+		reason := EndRefreshRefused
+		if !s.rec.GrantRefreshBy.IsZero() && !s.ds.now().Before(s.rec.GrantRefreshBy) {
+			reason = EndGrantExpired // the refresh came too late: the grant had reached its limit
+		}
+		if err := s.ds.end(ctx, s.hash, &s.rec, reason); err != nil {
 			s.ds.log.Error("ending a session whose OAuth session is gone failed", "session", shortRef(s.hash), "err", err)
 			return
 		}
-		s.ds.log.Info("session ended", "reason", string(EndRefreshRefused), "session", shortRef(s.hash))
+		s.ds.log.Info("session ended", "reason", string(reason), "session", shortRef(s.hash))
 	})
 	var se *SessionError
 	if errors.As(err, &se) {

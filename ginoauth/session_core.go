@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
@@ -66,6 +67,19 @@ type deviceSessions struct {
 	cache    recordCache
 	seen     seenTracker
 
+	// The sliding lifetime (see lifetime.go): how long each kind lasts
+	// without use, the app's cap from the login (0: the grant's), the
+	// capabilities extending needs (nil: sessions are not extended), and
+	// this instance's record of when it last extended each session.
+	lifetime     map[string]time.Duration
+	maxAge       time.Duration
+	swapper      storage.Swapper
+	limiter      oauthclient.GrantLimiter
+	extendedHere seenTracker
+	// background is Config.BackgroundAccess: a grant may outlive its
+	// device sessions (grant_background.go).
+	background bool
+
 	// What ending a session needs from the rest of the Manager.
 	revoke        func(ctx context.Context, did, oauthSessionID, hash string)
 	emit          func(typ EventType, reason EndReason, rec *sessionRecord, hash string)
@@ -92,6 +106,15 @@ type sessionRecord struct {
 	GraceUntil time.Time `json:"grace_until,omitzero"`
 	Successor  string    `json:"successor,omitempty"`
 	Previous   string    `json:"previous,omitempty"`
+
+	// The sliding lifetime: ExpiresAt was last set at Extended, to the
+	// earliest of Extended plus the kind's lifetime, the app's cap and the
+	// grant's limits as then known (GrantRefreshBy: when the grant dies
+	// unless refreshed; GrantEndsAt: when it ends whatever happens; zero
+	// when the OAuth client cannot say).
+	Extended       time.Time `json:"extended,omitzero"`
+	GrantRefreshBy time.Time `json:"grant_refresh_by,omitzero"`
+	GrantEndsAt    time.Time `json:"grant_ends_at,omitzero"`
 }
 
 func (rec *sessionRecord) kind() string {
@@ -105,6 +128,13 @@ func (rec *sessionRecord) kind() string {
 // and (a rotated-out native token) within its grace window.
 func (rec *sessionRecord) live(now time.Time) bool {
 	return now.Before(rec.ExpiresAt) && (rec.GraceUntil.IsZero() || now.Before(rec.GraceUntil))
+}
+
+// endedByGrant reports whether rec's expiry is its grant's limit: the
+// session then ends because the grant does (EndGrantExpired).
+func (rec *sessionRecord) endedByGrant() bool {
+	return !rec.GrantRefreshBy.IsZero() && !rec.ExpiresAt.Before(rec.GrantRefreshBy) ||
+		!rec.GrantEndsAt.IsZero() && !rec.ExpiresAt.Before(rec.GrantEndsAt)
 }
 
 // User is the logged-in account of the current request's session.
@@ -123,7 +153,9 @@ type User struct {
 	// A native app's rotated tokens: the record this one replaced, and the
 	// sealed successor of a rotated-out one.
 	previous, successor string
+	grantRefreshBy      time.Time    // when the grant dies unless refreshed (zero: unknown)
 	state               sessionState // the request's state, when this is its user
+	extended            bool         // this request extended the session: reseal its cookie
 }
 
 // OAuthSessionID is the OAuth client's id for this login's OAuth session,
@@ -133,7 +165,7 @@ func (u *User) OAuthSessionID() string { return u.oauthSessionID }
 
 // record is the part of a session record that ending it needs.
 func (u *User) record() *sessionRecord {
-	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, Previous: u.previous, Successor: u.successor}
+	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, Previous: u.previous, Successor: u.successor, GrantRefreshBy: u.grantRefreshBy}
 }
 
 // user is the User a session record describes; hash is the record's key
@@ -144,6 +176,7 @@ func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
 		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: rec.Requested,
 		resolver: ds.resolver, kind: rec.kind(), previous: rec.Previous, successor: rec.Successor,
+		grantRefreshBy: rec.GrantRefreshBy,
 	}
 }
 
@@ -174,19 +207,34 @@ func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, E
 		return nil, CodeNotLoggedIn, nil // a rotated-out token past its grace
 	}
 	if !now.Before(rec.ExpiresAt) {
+		if rec.endedByGrant() {
+			return nil, CodeGrantExpired, ds.end(ctx, hash, &rec, EndGrantExpired)
+		}
 		return nil, CodeSessionExpired, ds.end(ctx, hash, &rec, EndExpired)
 	}
+	extended := false
+	if ds.extendDue(hash, &rec, now) {
+		var code ErrorCode
+		if extended, code = ds.extend(ctx, hash, &rec, now); code != "" {
+			return nil, code, nil
+		}
+	}
 	u := ds.user(&rec, hash)
+	u.extended = extended
 	ds.noteSeen(u)
 	return u, "", nil
 }
 
-// create stores rec under a new random session id and adds it to its
-// account's index, returning the id (for the cookie or the token) and its
-// hash. An index failure fails the creation: an unindexed session could
-// not be ended everywhere.
+// create stores rec under a new random session id, with its lifetime
+// starting now (see lifetime.go), and adds it to its account's index,
+// returning the id (for the cookie or the token) and its hash. An index
+// failure fails the creation: an unindexed session could not be ended
+// everywhere.
 func (ds *deviceSessions) create(ctx context.Context, rec *sessionRecord) (id, hash string, err error) {
-	ttl := rec.ExpiresAt.Sub(ds.now())
+	now := ds.now()
+	rec.Extended = now
+	rec.ExpiresAt = ds.expiry(rec, now)
+	ttl := rec.ExpiresAt.Sub(now)
 	if ttl <= 0 {
 		return "", "", &SessionError{Code: CodeSessionExpired}
 	}
@@ -259,7 +307,7 @@ func (ds *deviceSessions) deleteRecords(ctx context.Context, hash string) error 
 // the request path, when a session was last used.
 func (ds *deviceSessions) noteSeen(u *User) {
 	now := ds.now()
-	if !ds.seen.due(u.sessionHash, now) {
+	if !ds.seen.dueWithin(u.sessionHash, now, lastSeenEvery) {
 		return
 	}
 	ttl := u.ExpiresAt.Sub(now)
@@ -287,18 +335,20 @@ func (ds *deviceSessions) lastSeen(ctx context.Context, hash string, since time.
 	return since
 }
 
-// seenTracker is the per-instance last-seen bookkeeping.
+// seenTracker is per-instance bookkeeping of when something was last done
+// for each session (noting it seen, extending it), so that concurrent
+// requests do it once per period.
 type seenTracker struct {
 	mu   sync.Mutex
 	seen map[string]time.Time
 }
 
-// due reports whether hash's last-seen time should be written now, and if
-// so notes that it is.
-func (st *seenTracker) due(hash string, now time.Time) bool {
+// dueWithin is due for another period: it reports whether hash was not
+// noted within every before now, and if so notes it.
+func (st *seenTracker) dueWithin(hash string, now time.Time, every time.Duration) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if last, ok := st.seen[hash]; ok && now.Sub(last) < lastSeenEvery {
+	if last, ok := st.seen[hash]; ok && now.Sub(last) < every && !now.Before(last) {
 		return false
 	}
 	if st.seen == nil || len(st.seen) > 100_000 {
@@ -319,8 +369,12 @@ func (st *seenTracker) forget(hash string) {
 // stored in a compact binary layout rather than JSON (decoding JSON was half
 // the cost of a session check): a version byte, the fields below, each
 // string a uvarint length and its bytes, times as uvarint Unix nanoseconds.
-// Records written as JSON by earlier versions are still read.
-const recordFormat = 1
+// Version 2 added the sliding lifetime's times; records of version 1, and
+// records written as JSON by earlier versions, are still read.
+const (
+	recordFormatV1 = 1
+	recordFormat   = 2
+)
 
 // encodeRecord lays out rec.
 func encodeRecord(rec *sessionRecord) []byte {
@@ -330,7 +384,7 @@ func encodeRecord(rec *sessionRecord) []byte {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
-	for _, t := range []time.Time{rec.CreatedAt, rec.ExpiresAt, rec.GraceUntil} {
+	for _, t := range []time.Time{rec.CreatedAt, rec.ExpiresAt, rec.GraceUntil, rec.Extended, rec.GrantRefreshBy, rec.GrantEndsAt} {
 		b = binary.AppendUvarint(b, unixNanos(t))
 	}
 	for _, list := range [][]string{rec.Scopes, rec.Requested} {
@@ -365,8 +419,12 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 	if len(raw) > 0 && raw[0] == '{' {
 		return json.Unmarshal(raw, rec)
 	}
-	if len(raw) < 1 || raw[0] != recordFormat {
+	if len(raw) < 1 || (raw[0] != recordFormat && raw[0] != recordFormatV1) {
 		return errBadRecord
+	}
+	times := []*time.Time{&rec.CreatedAt, &rec.ExpiresAt, &rec.GraceUntil, &rec.Extended, &rec.GrantRefreshBy, &rec.GrantEndsAt}
+	if raw[0] == recordFormatV1 {
+		times = times[:3]
 	}
 	s := string(raw[1:])
 	pos := 0
@@ -397,7 +455,7 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 		*f, good = str()
 		ok = ok && good
 	}
-	for _, f := range []*time.Time{&rec.CreatedAt, &rec.ExpiresAt, &rec.GraceUntil} {
+	for _, f := range times {
 		n, good := next()
 		*f, ok = fromNanos(n), ok && good
 	}

@@ -32,8 +32,17 @@ func (ds *deviceSessions) end(ctx context.Context, hash string, rec *sessionReco
 	}
 	_ = ds.unindex(ctx, rec.DID, hash)
 	ds.seen.forget(hash)
+	ds.extendedHere.forget(hash)
 	switch {
-	case rec.OAuthSessionID == "" || reason == EndRevoked || reason == EndRefreshRefused:
+	case rec.OAuthSessionID == "":
+	case reason == EndRevoked || reason == EndRefreshRefused || reason == EndGrantExpired:
+		ds.forgetBackground(ctx, rec.DID, rec.OAuthSessionID) // the grant is gone
+		if reason == EndGrantExpired {
+			did, id := rec.DID, rec.OAuthSessionID // the client's copy is dead: delete it
+			ds.bg.run(func() { ds.revoke(context.Background(), did, id, hash) })
+		}
+	case reason != EndEverywhere && ds.keptForBackground(ctx, rec):
+		// Its grant is the account's background grant: it lives on.
 	case reason == EndExpired || reason == EndIdle:
 		did, id := rec.DID, rec.OAuthSessionID
 		ds.bg.run(func() { ds.revoke(context.Background(), did, id, hash) })

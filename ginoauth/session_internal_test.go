@@ -92,7 +92,7 @@ func TestRecordExpiryIsCheckedOnTheServer(t *testing.T) {
 	if u, err := m.loadUser(c2); err != nil || u == nil || u.DID != "did:plc:abc" {
 		t.Fatalf("fresh session should load: %v %v", u, err)
 	}
-	later := time.Now().Add(cfg.withDefaults().SessionTTL + time.Minute)
+	later := time.Now().Add(fallbackMaxAge + time.Minute) // the client cannot tell its grant's limits
 	m.now = func() time.Time { return later } // the cookie store keeps the real clock
 	m.sessions.now = m.now
 	c3, _ := testContext(cookie)

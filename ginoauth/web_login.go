@@ -1,6 +1,7 @@
 package ginoauth
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -209,11 +210,7 @@ func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 	if subtle.ConstantTimeCompare(rec.BindingHash, peek.BindingHash) != 1 {
 		return nil, unknown
 	}
-	ttl := m.cfg.SessionTTL
-	if rec.Mobile != nil {
-		ttl = m.cfg.Mobile.SessionTTL
-	}
-	grant, err := m.client.Callback(ctx, params, ttl)
+	grant, err := m.client.Callback(ctx, params, m.grantMaxAge())
 	if err != nil {
 		err = flowErrorFor(err, CodeExchangeFailed)
 		if rec.Mobile != nil {
@@ -344,6 +341,26 @@ func normalizeServer(raw string) (string, error) {
 	return "https://" + host, nil
 }
 
+// grantMaxAge is the most a login's OAuth session may be kept, as the
+// OAuth client is asked at the callback: the app's cap, else what the
+// grant allows (when the client can tell; the fallback cap otherwise).
+func (m *Manager) grantMaxAge() time.Duration {
+	switch {
+	case m.cfg.MaxSessionAge > 0:
+		return m.cfg.MaxSessionAge
+	case m.sessions.limiter != nil:
+		return 10 * 365 * 24 * time.Hour // the client's limits decide
+	}
+	return fallbackMaxAge
+}
+
+// grantStarted keeps a new login's grant for background access and
+// schedules its keep-alive, as configured.
+func (m *Manager) grantStarted(ctx context.Context, grant *oauthclient.Grant) {
+	m.keepForBackground(ctx, grant)
+	m.scheduleKeepAlive(ctx, grant.DID, grant.OAuthSessionID, grant.RefreshBy, grant.EndsAt)
+}
+
 // startSession creates a browser's device session for grant and sets its
 // cookie. A session the request already had is ended like a logout (record
 // deleted, tokens revoked): the id always changes at login, so a cookie
@@ -358,13 +375,15 @@ func (m *Manager) startSession(c *gin.Context, grant *oauthclient.Grant, request
 	now := m.now()
 	rec := sessionRecord{
 		DID: grant.DID, Handle: grant.Handle, OAuthSessionID: grant.OAuthSessionID,
-		Scopes: grant.Scopes, Requested: requested, CreatedAt: now, ExpiresAt: now.Add(m.cfg.SessionTTL),
+		Scopes: grant.Scopes, Requested: requested, CreatedAt: now,
+		GrantRefreshBy: grant.RefreshBy, GrantEndsAt: grant.EndsAt,
 		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c),
 	}
 	sid, hash, err := m.sessions.start(ctx, &rec)
 	if err != nil {
 		return nil, err
 	}
+	m.grantStarted(ctx, grant)
 	if err := m.setSessionCookie(c.Writer, sid, now, rec.ExpiresAt); err != nil {
 		return nil, err
 	}

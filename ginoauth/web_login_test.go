@@ -38,7 +38,8 @@ func runWebLogin(t *testing.T, storage storage.Store) {
 	for _, raw := range cb.Header.Values("Set-Cookie") {
 		if strings.HasPrefix(raw, "sid=") {
 			lower := strings.ToLower(raw)
-			for _, attr := range []string{"httponly", "samesite=lax", "path=/", "max-age=604800"} {
+			// A public client's login lasts as long as its grant: two weeks.
+			for _, attr := range []string{"httponly", "samesite=lax", "path=/", "max-age=1209600"} {
 				if !strings.Contains(lower, attr) {
 					t.Errorf("session cookie lacks %s: %s", attr, raw)
 				}

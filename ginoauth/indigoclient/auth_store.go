@@ -30,6 +30,13 @@ const (
 const (
 	defaultAuthRequestTTL = 10 * time.Minute
 	defaultSessionTTL     = 7 * 24 * time.Hour
+	// The reference authorization server's limits on a grant (token
+	// responses do not state them): a public client's grant ends two weeks
+	// after the login; a confidential client's lives two years if its
+	// refresh token is used at least every three months.
+	publicGrantLifetime           = 14 * 24 * time.Hour
+	confidentialGrantLifetime     = 2 * 365 * 24 * time.Hour
+	confidentialRefreshInactivity = 90 * 24 * time.Hour
 	// defaultStorageTimeout bounds each storage operation, so that a
 	// stalled database turns into a quick error instead of a hung request.
 	defaultStorageTimeout = 3 * time.Second
@@ -64,6 +71,8 @@ type AuthStore struct {
 	storage        storage.Store
 	authRequestTTL time.Duration
 	sessionTTL     time.Duration
+	grantLifetime  time.Duration
+	refreshIdle    time.Duration
 	timeout        time.Duration
 	nonces         *nonceCache
 	log            *slog.Logger
@@ -81,6 +90,16 @@ type AuthStoreOptions struct {
 	// SessionTTL is used for sessions saved without a lifetime from the
 	// Manager (that is, when indigo's ClientApp is used directly).
 	SessionTTL time.Duration // default 7 days
+	// GrantLifetime is how long after the login a grant ends whatever
+	// happens, and RefreshInactivity how long its refresh token lives
+	// unused; an OAuth session is kept exactly as long as these allow.
+	// Defaults: the reference server's limits for a public client (two
+	// weeks from the login, both); New sets a confidential client's (two
+	// years; three months).
+	GrantLifetime, RefreshInactivity time.Duration
+	// Now is the clock for the grant's limits. Default time.Now; tests set
+	// it together with the Manager's and the authorization server's.
+	Now func() time.Time
 	// StorageTimeout bounds each storage operation. Default 3 seconds.
 	StorageTimeout time.Duration
 	Logger         *slog.Logger
@@ -100,18 +119,37 @@ func NewAuthStore(storage storage.Store, opts AuthStoreOptions) *AuthStore {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.GrantLifetime <= 0 {
+		opts.GrantLifetime = publicGrantLifetime
+	}
+	if opts.RefreshInactivity <= 0 || opts.RefreshInactivity > opts.GrantLifetime {
+		opts.RefreshInactivity = opts.GrantLifetime
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	return &AuthStore{
 		storage: storage, authRequestTTL: opts.AuthRequestTTL, sessionTTL: opts.SessionTTL,
-		timeout: opts.StorageTimeout, nonces: newNonceCache(), log: opts.Logger, now: time.Now,
+		grantLifetime: opts.GrantLifetime, refreshIdle: opts.RefreshInactivity,
+		timeout: opts.StorageTimeout, nonces: newNonceCache(), log: opts.Logger, now: opts.Now,
 	}
 }
 
-// storedSession wraps indigo's session data with its absolute expiry, so
-// that saving rotated tokens can keep the TTL the login started with, and
-// with the hashes of the refresh tokens rotated out of it.
+// storedSession wraps indigo's session data with the grant's limits, so
+// that the record lives exactly as long as the grant can (ExpiresAt, its
+// storage expiry, moves forward with each refresh, up to EndsAt), and with
+// the hashes of the refresh tokens rotated out of it.
 type storedSession struct {
-	Data      oauth.ClientSessionData `json:"data"`
-	ExpiresAt time.Time               `json:"expires_at"`
+	Data oauth.ClientSessionData `json:"data"`
+	// ExpiresAt is when the grant dies unless refreshed before: the
+	// earlier of EndsAt and the last refresh plus the refresh inactivity
+	// limit.
+	ExpiresAt time.Time `json:"expires_at"`
+	// EndsAt is when the grant ends whatever happens: the login plus the
+	// grant's lifetime, or less when the Manager asked for less. Zero in
+	// records written before it was kept: ExpiresAt then.
+	EndsAt    time.Time `json:"ends_at,omitzero"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
 	// Generation counts token rotations since the login.
 	Generation int `json:"generation,omitempty"`
 	// Spent are hashes of rotated-out refresh tokens, oldest first.
@@ -183,15 +221,15 @@ func (s *AuthStore) loadSession(ctx context.Context, did syntax.DID, sessionID s
 // storage alone (see AuthStore). A session saved without a lifetime that
 // does not exist yet gets the store's SessionTTL.
 func (s *AuthStore) SaveSession(ctx context.Context, sess oauth.ClientSessionData) error {
-	s.nonces.remember(&sess)
-	now := s.now()
 	if ttl, ok := ctx.Value(sessionTTLKey{}).(time.Duration); ok && ttl > 0 {
-		return s.put(ctx, &storedSession{Data: sess, ExpiresAt: now.Add(ttl)})
+		_, err := s.create(ctx, sess, ttl)
+		return err
 	}
+	s.nonces.remember(&sess)
 	old, err := s.loadSession(ctx, sess.AccountDID, sess.SessionID)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
-		return s.put(ctx, &storedSession{Data: sess, ExpiresAt: now.Add(s.sessionTTL)})
+		return s.put(ctx, s.newSession(sess, s.sessionTTL))
 	case err != nil:
 		return err
 	case old.Data.RefreshToken == sess.RefreshToken:
@@ -200,7 +238,37 @@ func (s *AuthStore) SaveSession(ctx context.Context, sess oauth.ClientSessionDat
 		s.log.Debug("ignored a stale copy of an OAuth session", "did", sess.AccountDID, "session", shortHash(sess.SessionID))
 		return nil
 	}
-	return s.put(ctx, old.rotated(sess))
+	return s.put(ctx, s.rotated(old, sess))
+}
+
+// create stores a session a login has just made, to be kept for at most
+// maxAge, and returns its record.
+func (s *AuthStore) create(ctx context.Context, sess oauth.ClientSessionData, maxAge time.Duration) (*storedSession, error) {
+	s.nonces.remember(&sess)
+	st := s.newSession(sess, maxAge)
+	return st, s.put(ctx, st)
+}
+
+// newSession is the record of a grant made now, kept for at most maxAge.
+func (s *AuthStore) newSession(sess oauth.ClientSessionData, maxAge time.Duration) *storedSession {
+	now := s.now()
+	ends := now.Add(min(maxAge, s.grantLifetime))
+	return &storedSession{Data: sess, CreatedAt: now, EndsAt: ends, ExpiresAt: minTime(ends, now.Add(s.refreshIdle))}
+}
+
+// limits returns the grant's refresh-by and end times.
+func (st *storedSession) limits() (refreshBy, endsAt time.Time) {
+	if st.EndsAt.IsZero() {
+		return st.ExpiresAt, st.ExpiresAt
+	}
+	return st.ExpiresAt, st.EndsAt
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // saveRotated stores the tokens a refresh produced from the refresh token
@@ -219,16 +287,21 @@ func (s *AuthStore) saveRotated(ctx context.Context, sess oauth.ClientSessionDat
 	case old.Data.RefreshToken != spent:
 		return errStaleTokens
 	}
-	return s.put(ctx, old.rotated(sess))
+	return s.put(ctx, s.rotated(old, sess))
 }
 
-// rotated is st with sess's tokens, one generation on.
-func (st *storedSession) rotated(sess oauth.ClientSessionData) *storedSession {
+// rotated is st with sess's tokens, one generation on: refreshed now, so
+// the grant can live another RefreshInactivity, up to its end.
+func (s *AuthStore) rotated(st *storedSession, sess oauth.ClientSessionData) *storedSession {
 	spent := append(slices.Clone(st.Spent), tokenHash(st.Data.RefreshToken))
 	if len(spent) > maxSpent {
 		spent = spent[len(spent)-maxSpent:]
 	}
-	return &storedSession{Data: sess, ExpiresAt: st.ExpiresAt, Generation: st.Generation + 1, Spent: spent}
+	next := &storedSession{Data: sess, ExpiresAt: st.ExpiresAt, EndsAt: st.EndsAt, CreatedAt: st.CreatedAt, Generation: st.Generation + 1, Spent: spent}
+	if !st.EndsAt.IsZero() {
+		next.ExpiresAt = minTime(st.EndsAt, s.now().Add(s.refreshIdle))
+	}
+	return next
 }
 
 func (s *AuthStore) put(ctx context.Context, st *storedSession) error {

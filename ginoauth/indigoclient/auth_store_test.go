@@ -3,6 +3,7 @@ package indigoclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -74,7 +75,7 @@ func TestAuthStore(t *testing.T) {
 				}
 			})
 
-			t.Run("sessions keep the lifetime of their login", func(t *testing.T) {
+			t.Run("a public grant lives two weeks from its login, refreshed or not", func(t *testing.T) {
 				rec := &ttlRecorder{Store: be.New(t), ttls: map[string]time.Duration{}}
 				s := NewAuthStore(rec, AuthStoreOptions{})
 				now := time.Now()
@@ -85,26 +86,60 @@ func TestAuthStore(t *testing.T) {
 				if err := s.SaveSession(withSessionTTL(ctx, 30*24*time.Hour), sessionData("a1")); err != nil {
 					t.Fatal(err)
 				}
-				if got := rec.ttl(key); got != 30*24*time.Hour {
-					t.Fatalf("new session stored with TTL %v, want the login's 30 days", got)
+				if got := rec.ttl(key); got != 14*24*time.Hour {
+					t.Fatalf("new session stored with TTL %v, want the grant's 14 days (under the login's cap of 30)", got)
 				}
 				now = now.Add(24 * time.Hour)
 				if err := s.SaveSession(ctx, sessionData("a2")); err != nil { // indigo's own save path
 					t.Fatal(err)
 				}
-				if got := rec.ttl(key); got != 29*24*time.Hour {
-					t.Fatalf("a re-save must keep the original expiry: TTL %v, want 29 days", got)
+				if got := rec.ttl(key); got != 13*24*time.Hour {
+					t.Fatalf("a refresh must not extend a public grant: TTL %v, want 13 days", got)
 				}
 				now = now.Add(24 * time.Hour)
 				if err := s.saveRotated(ctx, sessionData("a3"), "r-a2"); err != nil { // rotated tokens
 					t.Fatal(err)
 				}
-				if got := rec.ttl(key); got != 28*24*time.Hour {
-					t.Fatalf("rotated tokens must keep the original expiry: TTL %v, want 28 days", got)
+				if got := rec.ttl(key); got != 12*24*time.Hour {
+					t.Fatalf("rotated tokens must keep the grant's end: TTL %v, want 12 days", got)
 				}
 				got, err := s.GetSession(ctx, testDID, "state-1")
 				if err != nil || got.AccessToken != "a3" {
 					t.Fatalf("latest tokens not read back: %v %+v", err, got)
+				}
+			})
+
+			t.Run("a confidential grant lives as long as it is refreshed, up to its end", func(t *testing.T) {
+				rec := &ttlRecorder{Store: be.New(t), ttls: map[string]time.Duration{}}
+				const day = 24 * time.Hour
+				s := NewAuthStore(rec, AuthStoreOptions{GrantLifetime: 730 * day, RefreshInactivity: 90 * day})
+				start := time.Now()
+				now := start
+				s.now = func() time.Time { return now }
+				ctx := context.Background()
+				key := sessionKey(testDID, "state-1")
+
+				st, err := s.create(ctx, sessionData("a1"), 365*day) // the app caps logins at a year
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := rec.ttl(key); got != 90*day {
+					t.Fatalf("new session stored with TTL %v, want the 90 days its refresh token lives unused", got)
+				}
+				if refreshBy, endsAt := st.limits(); !refreshBy.Equal(start.Add(90*day)) || !endsAt.Equal(start.Add(365*day)) {
+					t.Fatalf("limits %v, %v; want +90 days and the app's cap", refreshBy, endsAt)
+				}
+				prev := "r-a1"
+				for i := 2; i <= 5; i++ { // refreshed every 80 days: alive past 300 days
+					now = now.Add(80 * day)
+					if err := s.saveRotated(ctx, sessionData(fmt.Sprint("a", i)), prev); err != nil {
+						t.Fatal(err)
+					}
+					prev = fmt.Sprint("r-a", i)
+					want := min(90*day, start.Add(365*day).Sub(now))
+					if got := rec.ttl(key); got != want {
+						t.Fatalf("refresh %d: TTL %v, want %v", i, got, want)
+					}
 				}
 			})
 

@@ -38,6 +38,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -75,7 +76,17 @@ type Options struct {
 	// Metrics, if set, receives token refresh measurements (lock waits,
 	// grants by outcome); ginoauth/prommetrics implements it.
 	Metrics oauthclient.RefreshMetrics
-	Logger  *slog.Logger
+	// GrantLifetime and RefreshInactivity are the authorization server's
+	// limits on a grant, which token responses do not state: how long
+	// after the login it ends whatever happens, and how long its refresh
+	// token lives unused. Defaults: the reference server's (public client:
+	// two weeks, both; confidential client: two years, and three months).
+	// The Client keeps each OAuth session exactly as long as they allow
+	// and reports them (Client.GrantLimits).
+	GrantLifetime, RefreshInactivity time.Duration
+	// Now is the Client's clock for the grant's limits. Default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Client is a oauthclient.Client backed by an indigo oauth.ClientApp.
@@ -94,12 +105,44 @@ type Client struct {
 	saveBudget time.Duration
 	sets       permissionSets
 	metrics    oauthclient.RefreshMetrics
+
+	notifyMu sync.Mutex
+	notify   []func(oauthclient.Refresh) // OnRefresh's functions
 }
 
 var (
 	_ oauthclient.Client           = (*Client)(nil)
 	_ oauthclient.MetadataProvider = (*Client)(nil)
+	_ oauthclient.GrantLimiter     = (*Client)(nil)
+	_ oauthclient.RefreshNotifier  = (*Client)(nil)
 )
+
+// OnRefresh implements oauthclient.RefreshNotifier: f is called after
+// every token refresh this Client completes.
+func (c *Client) OnRefresh(f func(oauthclient.Refresh)) {
+	c.notifyMu.Lock()
+	defer c.notifyMu.Unlock()
+	c.notify = append(c.notify, f)
+}
+
+// notifyRefresh tells OnRefresh's functions about a refresh of d's
+// session. saved says whether the tokens are in storage, and so whether
+// the grant's limits can be read back.
+func (c *Client) notifyRefresh(ctx context.Context, d oauth.ClientSessionData, previousScopes []string, saved bool) {
+	c.notifyMu.Lock()
+	fs := slices.Clone(c.notify)
+	c.notifyMu.Unlock()
+	if len(fs) == 0 {
+		return
+	}
+	r := oauthclient.Refresh{DID: d.AccountDID.String(), SessionID: d.SessionID, Scopes: slices.Clone(d.Scopes), PreviousScopes: previousScopes}
+	if saved {
+		r.RefreshBy, r.EndsAt, _ = c.GrantLimits(ctx, r.DID, r.SessionID)
+	}
+	for _, f := range fs {
+		f(r)
+	}
+}
 
 // New returns a Client for config (see oauth.NewPublicConfig,
 // LocalhostConfig and ClientConfig.SetClientSecret) that keeps its data in
@@ -110,7 +153,18 @@ func New(config oauth.ClientConfig, storage storage.Store, opts Options) *Client
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	store := NewAuthStore(storage, AuthStoreOptions{StorageTimeout: opts.StorageTimeout, Logger: opts.Logger})
+	if config.IsConfidential() {
+		if opts.GrantLifetime <= 0 {
+			opts.GrantLifetime = confidentialGrantLifetime
+		}
+		if opts.RefreshInactivity <= 0 {
+			opts.RefreshInactivity = confidentialRefreshInactivity
+		}
+	}
+	store := NewAuthStore(storage, AuthStoreOptions{
+		StorageTimeout: opts.StorageTimeout, Logger: opts.Logger,
+		GrantLifetime: opts.GrantLifetime, RefreshInactivity: opts.RefreshInactivity, Now: opts.Now,
+	})
 	// Built by hand rather than with oauth.NewClientApp, whose default
 	// directory starts cache goroutines that can never be stopped.
 	app := &oauth.ClientApp{Config: &config, Store: store, Resolver: oauth.NewResolver(), Dir: opts.Directory}
@@ -319,7 +373,8 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 			return nil, fmt.Errorf("indigoclient: code exchange: %w", err)
 		}
 	}
-	if err := c.store.SaveSession(withSessionTTL(ctx, sessionTTL), *sd); err != nil {
+	st, err := c.store.create(ctx, *sd, sessionTTL)
+	if err != nil {
 		_ = c.revokeSessionData(context.WithoutCancel(ctx), *sd)
 		return nil, err
 	}
@@ -327,7 +382,29 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 	if ident, err := c.app.Dir.LookupDID(ctx, sd.AccountDID); err == nil && !ident.Handle.IsInvalidHandle() {
 		handle = ident.Handle.String()
 	}
-	return &oauthclient.Grant{DID: sd.AccountDID.String(), Handle: handle, OAuthSessionID: sd.SessionID, Scopes: sd.Scopes}, nil
+	refreshBy, endsAt := st.limits()
+	return &oauthclient.Grant{DID: sd.AccountDID.String(), Handle: handle, OAuthSessionID: sd.SessionID, Scopes: sd.Scopes, RefreshBy: refreshBy, EndsAt: endsAt}, nil
+}
+
+// GrantLimits implements oauthclient.GrantLimiter from the stored session:
+// when its refresh token dies unless used (moved forward by every refresh)
+// and when the grant ends. The limits are those of Options.GrantLifetime
+// and RefreshInactivity; a server with shorter ones ends grants earlier,
+// which the next refresh finds out.
+func (c *Client) GrantLimits(ctx context.Context, did, sessionID string) (refreshBy, endsAt time.Time, err error) {
+	d, err := syntax.ParseDID(did)
+	if err != nil {
+		return time.Time{}, time.Time{}, gone(err)
+	}
+	st, err := c.store.loadSession(ctx, d, sessionID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return time.Time{}, time.Time{}, gone(err)
+	}
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	refreshBy, endsAt = st.limits()
+	return refreshBy, endsAt, nil
 }
 
 // revokeSessionData revokes the tokens in d.

@@ -177,6 +177,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		return nil
 	}
 	granted := time.Now()
+	previousScopes := slices.Clone(fresh.Data.Scopes)
 	err = c.refreshGrant(ctx, fresh)
 	c.metrics.RefreshFinished(refreshOutcome(err), time.Since(granted))
 	if err != nil {
@@ -194,6 +195,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 	switch err := c.saveRotated(ctx, rotated, spent); {
 	case err == nil:
 		s.swap(fresh)
+		c.notifyRefresh(ctx, rotated, previousScopes, true)
 		return nil
 	case errors.Is(err, storage.ErrNotFound):
 		// Deleted while we refreshed (expired, or ended without waiting
@@ -211,6 +213,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		release = false // the rescue keeps the lock until the tokens are saved
 		c.rescue(rotated, spent, unlock)
 		s.swap(fresh)
+		c.notifyRefresh(ctx, rotated, previousScopes, false)
 		return nil
 	}
 }

@@ -36,6 +36,45 @@ type Refresher interface {
 	RefreshTokens(ctx context.Context) error
 }
 
+// GrantLimiter is an optional Client capability: the limits the
+// authorization server puts on a login's grant, which token responses do
+// not state (the AT Protocol's reference server: a public client's grant
+// ends two weeks after the login; a confidential client's lives up to two
+// years if it is refreshed at least every three months). With it, a device
+// session never outlives its grant, ends with its own reason when the
+// grant does, and can be kept alive by a refresh before the inactivity
+// limit (ginoauth.Config.KeepAlive).
+type GrantLimiter interface {
+	// GrantLimits returns, for the session as stored now, refreshBy (when
+	// its refresh token dies unless used before) and endsAt (when the grant
+	// ends whatever happens; refreshBy is never later). A refresh moves
+	// refreshBy forward, up to endsAt. A session that no longer exists
+	// gives an error wrapping ErrSessionGone.
+	GrantLimits(ctx context.Context, did, sessionID string) (refreshBy, endsAt time.Time, err error)
+}
+
+// RefreshNotifier is an optional Client capability: the client calls each
+// function registered with OnRefresh after every token refresh it
+// completes in this process, so that what depends on the grant follows it
+// (ginoauth moves its device sessions' expiry with the grant's limits and
+// records the scopes granted now). The function must return quickly and
+// not call back into the client.
+type RefreshNotifier interface {
+	OnRefresh(f func(Refresh))
+}
+
+// Refresh describes one completed token refresh. It holds no token.
+type Refresh struct {
+	DID, SessionID string
+	// Scopes are the scopes granted with the new tokens; PreviousScopes
+	// those granted before (a permission set re-resolved at refresh can
+	// change them).
+	Scopes, PreviousScopes []string
+	// RefreshBy and EndsAt are the grant's limits after the refresh, as
+	// GrantLimiter reports them (zero when the client cannot say).
+	RefreshBy, EndsAt time.Time
+}
+
 // RefreshMetrics receives a client's token refresh measurements
 // (ginoauth/prommetrics implements it; indigoclient.Options.Metrics takes
 // it). Methods must be quick and safe for concurrent use.

@@ -86,6 +86,12 @@ type Grant struct {
 	// login, per device), as Resume and Revoke take it.
 	OAuthSessionID string
 	Scopes         []string // the scopes the server granted
+
+	// The grant's limits as the client knows them (token responses do not
+	// state them; see GrantLimiter); zero when it cannot say. RefreshBy is
+	// when the grant dies unless it is refreshed before; EndsAt is when it
+	// ends whatever happens.
+	RefreshBy, EndsAt time.Time
 }
 
 // Session is a ready, authenticated OAuth session for one login of one

@@ -54,6 +54,8 @@ type Options struct {
 	ClientConfig *oauth.ClientConfig
 	// Configure may change the Manager's Config before New is called.
 	Configure func(*ginoauth.Config)
+	// ClientOptions may change the OAuth client's options.
+	ClientOptions func(*indigoclient.Options)
 	// Middleware runs before the library's on every request.
 	Middleware []gin.HandlerFunc
 	// Logger receives the logs of the Manager and the OAuth client.
@@ -109,9 +111,14 @@ func New(t testing.TB, opts Options) *App {
 		oc = *opts.ClientConfig
 	}
 	a.OAuthConfig = &oc
-	client := indigoclient.New(oc, a.Store, indigoclient.Options{
+	copts := indigoclient.Options{
 		HTTPClient: opts.HTTPClient, Directory: opts.Directory, Logger: opts.Logger, Metrics: opts.RefreshMetrics,
-	})
+		Now: a.Clock.Now, // the grant's limits on the app's clock
+	}
+	if opts.ClientOptions != nil {
+		opts.ClientOptions(&copts)
+	}
+	client := indigoclient.New(oc, a.Store, copts)
 	a.Client = &ObservedClient{Client: client}
 
 	cfg := ginoauth.Config{
