@@ -167,13 +167,14 @@ func (cs *CookieStore) openString(name, value string) (string, error) {
 // request's cookie called name, without building a session. ok is false
 // when there is no cookie; err is errCookieInvalid or errCookieExpired.
 func (cs *CookieStore) stringValue(r *http.Request, name, key string) (value string, ok bool, err error) {
-	v, _, ok, err := cs.stringValues(r, name, key, "")
+	v, _, _, ok, err := cs.stringValues(r, name, key, "")
 	return v, ok, err
 }
 
 // stringValues is stringValue for two keys of one cookie, opened once; the
 // second key may be absent (then its value is ""), the first may not.
-func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2 string) (v1, v2 string, ok bool, err error) {
+// sealedUntil is the expiry sealed in the cookie (Unix seconds, 0: none).
+func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2 string) (v1, v2 string, sealedUntil uint64, ok bool, err error) {
 	var plain string
 	eachCookie(r, name, func(value string) bool {
 		ok = true
@@ -181,10 +182,10 @@ func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2 string) (v
 		return err == nil
 	})
 	if !ok || err != nil {
-		return "", "", ok, err
+		return "", "", 0, ok, err
 	}
 	if plain[0] != cookieFormatStrings {
-		return "", "", true, errCookieInvalid
+		return "", "", 0, true, errCookieInvalid
 	}
 	found := false
 	err = walkStrings(plain[9:], func(k, v string) {
@@ -196,9 +197,9 @@ func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2 string) (v
 		}
 	})
 	if err != nil || !found {
-		return "", "", true, errCookieInvalid
+		return "", "", 0, true, errCookieInvalid
 	}
-	return v1, v2, true, nil
+	return v1, v2, binary.BigEndian.Uint64([]byte(plain[1:9])), true, nil
 }
 
 // eachCookie calls f with the value of each cookie called name in the
@@ -224,9 +225,12 @@ func eachCookie(r *http.Request, name string, f func(value string) bool) {
 }
 
 // setStrings seals values (string pairs) into the cookie called name, with
-// opts.
-func (cs *CookieStore) setStrings(w http.ResponseWriter, name string, values map[any]any, opts sessions.Options) error {
-	value, err := cs.seal(name, values, cs.expiry(opts.MaxAge))
+// opts, and the expiry sealedUntil (Unix seconds; 0: opts.MaxAge's).
+func (cs *CookieStore) setStrings(w http.ResponseWriter, name string, values map[any]any, opts sessions.Options, sealedUntil uint64) error {
+	if sealedUntil == 0 {
+		sealedUntil = cs.expiry(opts.MaxAge)
+	}
+	value, err := cs.seal(name, values, sealedUntil)
 	if err != nil {
 		return err
 	}
@@ -335,13 +339,27 @@ func unixSeconds(t time.Time) uint64 {
 	return uint64(max(t.Unix(), 0)) //nolint:gosec // clamped to non-negative
 }
 
+// cookieSealGrace is how long past its session's expiry the session cookie
+// still opens: a client that presents it then (a browser forgets it at its
+// Max-Age, the session's expiry) learns why its session ended, and the
+// session ends properly, with its event.
+const cookieSealGrace = 24 * time.Hour
+
 // setSessionCookie seals the session id and the time of last activity into
-// the session cookie, expiring with the session.
-func (m *Manager) setSessionCookie(w http.ResponseWriter, sid string, active, expires time.Time) error {
+// the session cookie, to last until until (see deviceSessions.cookieUntil).
+func (m *Manager) setSessionCookie(w http.ResponseWriter, sid string, active, until time.Time) error {
 	opts := m.sessionCookie
-	opts.MaxAge = max(1, int(expires.Sub(m.now())/time.Second))
+	opts.MaxAge = max(1, int(until.Sub(m.now())/time.Second))
 	values := map[any]any{cookieSessionID: sid, cookieActive: strconv.FormatInt(active.Unix(), 10)}
-	return m.cookies.setStrings(w, m.cfg.CookieName, values, opts)
+	return m.cookies.setStrings(w, m.cfg.CookieName, values, opts, unixSeconds(until.Add(cookieSealGrace)))
+}
+
+// cookieBehind reports whether a cookie sealed until sealedUntil should be
+// resealed for a session now expiring at expires: its session was extended
+// (by use elsewhere, or by its grant's refresh) by more than window's
+// extension interval since.
+func cookieBehind(sealedUntil uint64, expires time.Time, window time.Duration) bool {
+	return sealedUntil != 0 && unixSeconds(expires.Add(cookieSealGrace-extendEvery(window))) > sealedUntil
 }
 
 // clearSessionCookie sends Max-Age=0 for the session cookie, but only if the

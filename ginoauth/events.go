@@ -128,6 +128,10 @@ type Metrics interface {
 	StorageFailed(op string)
 }
 
+// A Metrics may also have KeepAliveRan(outcome string), found by type
+// assertion: it then counts keep-alive runs (Config.KeepAlive) by outcome:
+// "refreshed", "not_due", "gone", "refused", "network" or "storage".
+
 // nopMetrics is the default Metrics.
 type nopMetrics struct{}
 

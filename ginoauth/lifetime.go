@@ -64,6 +64,28 @@ func (ds *deviceSessions) expiry(rec *sessionRecord, now time.Time) time.Time {
 	return exp
 }
 
+// cookieUntil is the latest rec can live without being used again (the
+// grant's refreshes can extend it that far): its session cookie lasts as
+// long, so that a session a background refresh kept alive can still be
+// reached. The record's own expiry is what the server enforces.
+func (ds *deviceSessions) cookieUntil(rec *sessionRecord) time.Time {
+	used := rec.Extended
+	if used.IsZero() {
+		used = rec.CreatedAt
+	}
+	last := *rec
+	last.GrantRefreshBy = time.Time{} // a refresh can move it, up to the grant's end
+	return ds.expiry(&last, used)
+}
+
+// recordTTL is how long the record of a session expiring at expires is
+// kept from now: a day past its expiry, so that a request then still finds
+// it and the session ends with its reason and event, rather than as
+// unknown.
+func recordTTL(expires, now time.Time) time.Duration {
+	return expires.Add(cookieSealGrace).Sub(now)
+}
+
 // extendDue reports whether the session under hash should be extended now,
 // and if so notes that this instance is doing it (so that concurrent
 // requests for one session make one write).
@@ -109,7 +131,7 @@ func (ds *deviceSessions) extend(ctx context.Context, hash string, rec *sessionR
 	}
 	sctx, cancel := ds.op(ctx)
 	defer cancel()
-	ok, err := ds.swapper.Swap(sctx, sessionKeyPrefix+hash, encodeRecord(rec), encodeRecord(&next), next.ExpiresAt.Sub(now))
+	ok, err := ds.swapper.Swap(sctx, sessionKeyPrefix+hash, encodeRecord(rec), encodeRecord(&next), recordTTL(next.ExpiresAt, now))
 	if err != nil {
 		_ = storageFailed(ds.metrics, "swap", err)
 		ds.log.Debug("session not extended", "session", shortRef(hash), "err", err)
@@ -123,7 +145,7 @@ func (ds *deviceSessions) extend(ctx context.Context, hash string, rec *sessionR
 	if ds.ix != nil {
 		// The index entry expires with the session; a failure only lets it
 		// lapse early from the device list, which prunes itself.
-		_ = ds.index(ctx, rec.DID, hash, next.ExpiresAt.Sub(now))
+		_ = ds.index(ctx, rec.DID, hash, recordTTL(next.ExpiresAt, now))
 	}
 	*rec = next
 	return true, ""
@@ -189,7 +211,7 @@ func (ds *deviceSessions) applyRefresh(ctx context.Context, hash string, rec *se
 	if !now.Before(next.ExpiresAt) {
 		return true // unused too long already: its next read ends it
 	}
-	ttl := next.ExpiresAt.Sub(now)
+	ttl := recordTTL(next.ExpiresAt, now)
 	sctx, cancel := ds.op(ctx)
 	ok, err := ds.swapper.Swap(sctx, sessionKeyPrefix+hash, encodeRecord(rec), encodeRecord(&next), ttl)
 	cancel()

@@ -163,7 +163,7 @@ func bearerToken(r *http.Request) (string, bool) {
 // readCookie returns the user of the request's session cookie, or the code
 // saying why there is none; a cookie that led nowhere is cleared.
 func (m *Manager) readCookie(c *gin.Context) (*User, ErrorCode, error) {
-	sid, active, present, err := m.cookies.stringValues(c.Request, m.cfg.CookieName, cookieSessionID, cookieActive)
+	sid, active, sealedUntil, present, err := m.cookies.stringValues(c.Request, m.cfg.CookieName, cookieSessionID, cookieActive)
 	switch {
 	case err != nil:
 		m.log.Debug("session cookie rejected", "reason", err)
@@ -178,11 +178,15 @@ func (m *Manager) readCookie(c *gin.Context) (*User, ErrorCode, error) {
 		return nil, CodeInvalidCookie, nil
 	}
 	u, reason, err := m.sessions.read(c.Request.Context(), hashSessionID(sid), kindWeb)
-	if err == nil && u != nil && m.cfg.IdleTimeout > 0 {
-		u, reason, err = m.checkIdle(c, u, sid, active)
-	} else if err == nil && u != nil && u.extended {
-		// Extended: the cookie's Max-Age and sealed expiry follow.
-		err = m.setSessionCookie(c.Writer, sid, m.now(), u.ExpiresAt)
+	if err == nil && u != nil {
+		// Extended (here, or since the cookie was sealed): the cookie's
+		// Max-Age and sealed expiry follow.
+		u.extended = u.extended || cookieBehind(sealedUntil, u.cookieUntil, m.sessions.lifetime[kindWeb])
+		if m.cfg.IdleTimeout > 0 {
+			u, reason, err = m.checkIdle(c, u, sid, active)
+		} else if u.extended {
+			err = m.setSessionCookie(c.Writer, sid, m.now(), u.cookieUntil)
+		}
 	}
 	if err == nil && u == nil {
 		m.clearSessionCookie(c.Writer, c.Request)
@@ -203,7 +207,7 @@ func (m *Manager) checkIdle(c *gin.Context, u *User, sid, active string) (*User,
 		return nil, CodeSessionExpired, m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), EndIdle)
 	}
 	if u.extended || now.Sub(time.Unix(last, 0)) > m.idleTouchEvery() {
-		if err := m.setSessionCookie(c.Writer, sid, now, u.ExpiresAt); err != nil {
+		if err := m.setSessionCookie(c.Writer, sid, now, u.cookieUntil); err != nil {
 			return nil, "", err
 		}
 	}

@@ -130,9 +130,13 @@ func (rec *sessionRecord) live(now time.Time) bool {
 	return now.Before(rec.ExpiresAt) && (rec.GraceUntil.IsZero() || now.Before(rec.GraceUntil))
 }
 
-// endedByGrant reports whether rec's expiry is its grant's limit: the
-// session then ends because the grant does (EndGrantExpired).
-func (rec *sessionRecord) endedByGrant() bool {
+// endedByGrant reports whether rec's expiry is its grant's limit, not the
+// app's cap (maxAge; 0: none): the session then ends because the grant
+// does (EndGrantExpired).
+func (rec *sessionRecord) endedByGrant(maxAge time.Duration) bool {
+	if maxAge > 0 && !rec.ExpiresAt.Before(rec.CreatedAt.Add(maxAge)) {
+		return false
+	}
 	return !rec.GrantRefreshBy.IsZero() && !rec.ExpiresAt.Before(rec.GrantRefreshBy) ||
 		!rec.GrantEndsAt.IsZero() && !rec.ExpiresAt.Before(rec.GrantEndsAt)
 }
@@ -154,6 +158,7 @@ type User struct {
 	// sealed successor of a rotated-out one.
 	previous, successor string
 	grantRefreshBy      time.Time    // when the grant dies unless refreshed (zero: unknown)
+	cookieUntil         time.Time    // how long its cookie lasts (see deviceSessions.cookieUntil)
 	state               sessionState // the request's state, when this is its user
 	extended            bool         // this request extended the session: reseal its cookie
 }
@@ -176,7 +181,7 @@ func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
 		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: rec.Requested,
 		resolver: ds.resolver, kind: rec.kind(), previous: rec.Previous, successor: rec.Successor,
-		grantRefreshBy: rec.GrantRefreshBy,
+		grantRefreshBy: rec.GrantRefreshBy, cookieUntil: ds.cookieUntil(rec),
 	}
 }
 
@@ -207,7 +212,7 @@ func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, E
 		return nil, CodeNotLoggedIn, nil // a rotated-out token past its grace
 	}
 	if !now.Before(rec.ExpiresAt) {
-		if rec.endedByGrant() {
+		if rec.endedByGrant(ds.maxAge) {
 			return nil, CodeGrantExpired, ds.end(ctx, hash, &rec, EndGrantExpired)
 		}
 		return nil, CodeSessionExpired, ds.end(ctx, hash, &rec, EndExpired)
@@ -234,7 +239,7 @@ func (ds *deviceSessions) create(ctx context.Context, rec *sessionRecord) (id, h
 	now := ds.now()
 	rec.Extended = now
 	rec.ExpiresAt = ds.expiry(rec, now)
-	ttl := rec.ExpiresAt.Sub(now)
+	ttl := recordTTL(rec.ExpiresAt, now)
 	if ttl <= 0 {
 		return "", "", &SessionError{Code: CodeSessionExpired}
 	}

@@ -93,7 +93,7 @@ func TestRecordExpiryIsCheckedOnTheServer(t *testing.T) {
 		t.Fatalf("fresh session should load: %v %v", u, err)
 	}
 	later := time.Now().Add(fallbackMaxAge + time.Minute) // the client cannot tell its grant's limits
-	m.now = func() time.Time { return later } // the cookie store keeps the real clock
+	m.now = func() time.Time { return later }             // the cookie store keeps the real clock
 	m.sessions.now = m.now
 	c3, _ := testContext(cookie)
 	if u, err := m.loadUser(c3); err != nil || u != nil {

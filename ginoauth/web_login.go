@@ -278,7 +278,7 @@ func (m *Manager) setFlowCookie(c *gin.Context, binding string, since time.Time)
 	opts := m.flowCookie
 	opts.MaxAge = max(60, int((m.cfg.FlowTTL-m.now().Sub(since))/time.Second))
 	values := map[any]any{cookieBinding: binding, cookieBindingSince: strconv.FormatInt(since.Unix(), 10)}
-	return m.cookies.setStrings(c.Writer, m.flowCookieNm, values, opts)
+	return m.cookies.setStrings(c.Writer, m.flowCookieNm, values, opts, 0)
 }
 
 func (m *Manager) flowCookieMatches(c *gin.Context, want []byte) bool {
@@ -384,10 +384,10 @@ func (m *Manager) startSession(c *gin.Context, grant *oauthclient.Grant, request
 		return nil, err
 	}
 	m.grantStarted(ctx, grant)
-	if err := m.setSessionCookie(c.Writer, sid, now, rec.ExpiresAt); err != nil {
+	u := m.sessions.user(&rec, hash)
+	if err := m.setSessionCookie(c.Writer, sid, now, u.cookieUntil); err != nil {
 		return nil, err
 	}
-	u := m.sessions.user(&rec, hash)
 	setState(c, u, "")
 	return u, nil
 }

@@ -196,8 +196,9 @@ func TestTamperedCookieIsRejected(t *testing.T) {
 	}
 }
 
-// The absolute lifetime is enforced on the server: replaying the cookie after
-// SessionTTL fails even though the client ignored Max-Age.
+// Lifetimes are enforced on the server: replaying the cookie after
+// SessionTTL unused, or after MaxSessionAge however used, fails even though
+// the client ignored Max-Age.
 func TestSessionExpires(t *testing.T) {
 	a := newTestApp(t, nil, func(c *ginoauth.Config) { c.SessionTTL = time.Hour })
 	b := a.NewBrowser()
@@ -207,12 +208,31 @@ func TestSessionExpires(t *testing.T) {
 	if r := a.WithCookie(http.MethodGet, "/api/session", sid); r.Status != http.StatusOK {
 		t.Fatalf("session should live for SessionTTL: %d", r.Status)
 	}
-	a.Clock.Advance(2 * time.Minute)
-	if r := a.WithCookie(http.MethodGet, "/api/session", sid); r.Status != http.StatusUnauthorized {
-		t.Fatalf("session must end after SessionTTL: %d %s", r.Status, r.Body)
+	a.Clock.Advance(50 * time.Minute) // used at 59 minutes: extended to 119
+	if r := a.WithCookie(http.MethodGet, "/api/session", sid); r.Status != http.StatusOK {
+		t.Fatalf("a use extends the session by SessionTTL: %d %s", r.Status, r.Body)
 	}
-	if r := a.WithCookie(http.MethodGet, "/api/whoami", sid); r.JSON(t)["code"] != string(ginoauth.CodeSessionExpired) {
-		t.Fatalf("the app should learn why: %s", r.Body)
+	a.Clock.Advance(61 * time.Minute) // used at 109, extended to 169: now unused for more than an hour
+	if r := a.WithCookie(http.MethodGet, "/api/whoami", sid); r.Status != http.StatusUnauthorized || r.JSON(t)["code"] != string(ginoauth.CodeSessionExpired) {
+		t.Fatalf("session must end after SessionTTL unused, and the app should learn why: %d %s", r.Status, r.Body)
+	}
+	if r := a.WithCookie(http.MethodGet, "/api/session", sid); r.Status != http.StatusUnauthorized {
+		t.Fatalf("an ended session stays ended: %d %s", r.Status, r.Body)
+	}
+
+	capped := newTestApp(t, nil, func(c *ginoauth.Config) { c.MaxSessionAge = time.Hour })
+	b = capped.NewBrowser()
+	b.Login("alice.test", "")
+	sid = b.Cookie("sid").Value
+	for i := 0; i < 2; i++ { // used every 25 minutes
+		capped.Clock.Advance(25 * time.Minute)
+		if r := capped.WithCookie(http.MethodGet, "/api/session", sid); r.Status != http.StatusOK {
+			t.Fatalf("within MaxSessionAge: %d", r.Status)
+		}
+	}
+	capped.Clock.Advance(11 * time.Minute) // 61 minutes after the login
+	if r := capped.WithCookie(http.MethodGet, "/api/whoami", sid); r.Status != http.StatusUnauthorized || r.JSON(t)["code"] != string(ginoauth.CodeSessionExpired) {
+		t.Fatalf("MaxSessionAge caps a login however it is used: %d %s", r.Status, r.Body)
 	}
 }
 

@@ -18,6 +18,7 @@
 //	storage_failures_total{op}            storage failures by operation
 //	token_refresh_seconds{outcome}        token refresh grants: ok, refused, network, storage
 //	refresh_lock_wait_seconds             how long refreshes waited for the cross-instance lock
+//	keepalive_runs_total{outcome}         keep-alive runs (Config.KeepAlive): refreshed, not_due, gone, refused, network, storage
 //
 // Live sessions are not counted: across instances sharing a store there is
 // no cheap, correct count.
@@ -41,6 +42,7 @@ type Metrics struct {
 	storage        *prometheus.CounterVec
 	refreshes      *prometheus.HistogramVec
 	lockWait       prometheus.Histogram
+	keepAlive      *prometheus.CounterVec
 }
 
 var _ oauthclient.RefreshMetrics = (*Metrics)(nil)
@@ -64,8 +66,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "OAuth token refresh grants by outcome (ok, refused, network, storage).", Buckets: slow}, []string{"outcome"}),
 		lockWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ginoauth_refresh_lock_wait_seconds",
 			Help: "How long token refreshes waited for the cross-instance refresh lock.", Buckets: slow}),
+		keepAlive: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ginoauth_keepalive_runs_total",
+			Help: "Keep-alive runs by outcome (refreshed, not_due, gone, refused, network, storage)."}, []string{"outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsFinished, m.callback, m.checks, m.storage, m.refreshes, m.lockWait} {
+	for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsFinished, m.callback, m.checks, m.storage, m.refreshes, m.lockWait, m.keepAlive} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -97,3 +101,7 @@ func (m *Metrics) RefreshLockWaited(took time.Duration) { m.lockWait.Observe(too
 func (m *Metrics) RefreshFinished(outcome string, took time.Duration) {
 	m.refreshes.WithLabelValues(outcome).Observe(took.Seconds())
 }
+
+// KeepAliveRan counts a keep-alive run by outcome; the Manager calls it on
+// a Metrics that has it (ginoauth.Config.KeepAlive).
+func (m *Metrics) KeepAliveRan(outcome string) { m.keepAlive.WithLabelValues(outcome).Inc() }

@@ -362,6 +362,7 @@ const (
 	OpLock   = "lock"
 	OpUnlock = "unlock"
 	OpIndex  = "index"
+	OpSwap   = "swap"
 )
 
 type fault struct {
@@ -473,6 +474,14 @@ func (f *FaultyStorage) Members(ctx context.Context, set string) ([]string, erro
 		return nil, ErrDown
 	}
 	return f.Store.(storage.Indexer).Members(ctx, set)
+}
+
+// Swap implements storage.Swapper; the wrapped Storage must have it.
+func (f *FaultyStorage) Swap(ctx context.Context, k string, old, new []byte, ttl time.Duration) (bool, error) {
+	if f.fails(OpSwap, k) {
+		return false, ErrDown
+	}
+	return f.Store.(storage.Swapper).Swap(ctx, k, old, new, ttl)
 }
 
 // LogBuffer is a goroutine-safe io.Writer for capturing logs in tests.

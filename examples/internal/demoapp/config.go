@@ -39,7 +39,7 @@ import (
 //	COOKIE_SECRET     at least 32 bytes that seal the session cookie; REQUIRED in
 //	                  production. Unset: a random one is generated and kept in
 //	                  DATA_DIR/cookie-secret (mode 0600), with a warning.
-//	SESSION_TTL       how long a login lasts: a Go duration ("12h") or days ("30d");
+//	SESSION_TTL       how long a login lasts without use: a Go duration ("12h") or days ("30d");
 //	                  default 7d
 //	LOG_LEVEL         debug, info, warn or error (default info)
 //	ATPROTO_NETWORK   "local" (default without PUBLIC_URL): a built-in AT Protocol
@@ -110,7 +110,7 @@ type Config struct {
 	GeneratedSecret bool
 	SecretFile      string // path of the generated secret, if any
 
-	SessionTTL   time.Duration // 0 means the library's default (7 days)
+	SessionTTL   time.Duration // 0 means the library's default (as long as the grant)
 	LogLevel     slog.Level
 	LocalPDSAddr string
 	Scopes       []string

@@ -1,0 +1,8 @@
+package ginoauth
+
+import "context"
+
+// SweepKeepAlive runs one keep-alive sweep now (the background loop's
+// ticker is real time; tests move a clock instead) and returns how many
+// grants it refreshed.
+func SweepKeepAlive(ctx context.Context, m *Manager) int { return m.sweepKeepAlive(ctx) }
