@@ -106,6 +106,9 @@ func (s *Store) Close() error {
 		if s.reads != nil {
 			s.reads.close()
 		}
+		if s.replica != nil {
+			s.replica.close()
+		}
 		if s.opts.CloseDB {
 			sqlDB, err := s.db.DB()
 			if err == nil {
@@ -113,6 +116,9 @@ func (s *Store) Close() error {
 			}
 			if r := s.opts.Reader; r != nil && r != sqlDB {
 				err = errors.Join(err, r.Close())
+			}
+			if s.replica != nil {
+				err = errors.Join(err, s.replica.cfg.DB.Close())
 			}
 			s.closeErr = err
 		}
