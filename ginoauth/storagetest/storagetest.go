@@ -1492,9 +1492,20 @@ func pauseReplica(t *testing.T, h Harness, s storage.Store) (resume func()) {
 	return resume
 }
 
-// caughtUp waits long enough for a replica to have applied what was
-// written before the call (a replica within the bound has, by then).
-func caughtUp(bound time.Duration) { time.Sleep(max(2*bound, 200*time.Millisecond)) }
+// warmUp reads key through GetStale for a while: long enough for a
+// replica to have applied what was written before the call, and for a
+// store that measures lag only while GetStale is in use to know that its
+// replica keeps up, so that the reads after it can go to the replica.
+func warmUp(t *testing.T, sr storage.StaleReader, key string, bound time.Duration) {
+	t.Helper()
+	end := time.Now().Add(max(3*bound, 200*time.Millisecond))
+	for time.Now().Before(end) {
+		if _, err := sr.GetStale(ctxFor(t), key); err != nil {
+			t.Fatalf("GetStale(%q): %v", key, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 func wantStaleValue(t *testing.T, sr storage.StaleReader, key string, want []byte) {
 	t.Helper()
@@ -1525,7 +1536,7 @@ func testStaleNewKeys(t *testing.T, h Harness) {
 	}
 	p := prefix(t)
 	mustSet(t, s, p+"before", []byte("set before the pause"), time.Hour)
-	caughtUp(bound)
+	warmUp(t, sr, p+"before", bound)
 	pauseReplica(t, h, s)
 
 	mustSet(t, s, p+"new", []byte("just set"), time.Hour)
@@ -1567,7 +1578,7 @@ func testStaleNotUndone(t *testing.T, h Harness) {
 		mustSet(t, s, k, []byte("session of "+k), time.Hour)
 	}
 	mustSet(t, s, p+"renewed", []byte("old record"), time.Hour)
-	caughtUp(bound)
+	warmUp(t, sr, p+"renewed", bound)
 	resume := pauseReplica(t, h, s)
 
 	for _, k := range keys {
@@ -1600,7 +1611,7 @@ func testStaleNotUndone(t *testing.T, h Harness) {
 
 	// And after the replica resumes and catches up, still gone.
 	resume()
-	caughtUp(bound)
+	warmUp(t, sr, p+"renewed", bound)
 	for _, k := range keys {
 		wantStaleNotFound(t, sr, k, "it was deleted, and the replica resumed")
 	}

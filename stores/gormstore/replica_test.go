@@ -187,6 +187,19 @@ func TestReplicaLogoutNotUndone(t *testing.T) {
 	}
 	ended := time.Now()
 
+	// A login on b while the replica lags: the next check, on a, finds
+	// the new session at once (a miss on the replica reads the primary).
+	if err := b.store.Set(ctx, "sess:new-login", []byte("new"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	misses := a.store.ReplicaStats().MissFallbacks
+	if v, err := a.store.GetStale(ctx, "sess:new-login"); err != nil || string(v) != "new" {
+		t.Errorf("GetStale of a session created while the replica lags = %q, %v; want it found", v, err)
+	}
+	if a.store.ReplicaStats().MissFallbacks == misses {
+		t.Errorf("the new session was not looked up on the replica first (the replica was not in use): %+v", a.store.ReplicaStats())
+	}
+
 	time.Sleep(time.Until(ended.Add(testBound + 10*time.Millisecond)))
 	for _, s := range []*Store{a.store, b.store} {
 		for _, k := range sessions {
