@@ -250,11 +250,16 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if storage.ValidateKey(key) != nil {
 		return nil, storage.ErrNotFound // Set never stores an invalid key
 	}
-	rows, err := s.read(ctx, s.q.get, s.getQ, key, s.d.ts(s.opts.Now()))
-	if err != nil {
-		return nil, storageErr("get", err)
-	}
-	return scanValue("get", rows)
+	var v []byte
+	err := s.idempotent(ctx, func() error {
+		rows, err := s.read(ctx, s.q.get, s.getQ, key, s.d.ts(s.opts.Now()))
+		if err != nil {
+			return storageErr("get", err)
+		}
+		v, err = scanValue("get", rows)
+		return err
+	})
+	return v, err
 }
 
 // read runs the read query q (prepared is the same in the driver's
@@ -286,10 +291,12 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 		value = []byte{} // drivers bind a nil slice as NULL; the column is NOT NULL
 	}
 	ts := s.d.ts(now)
-	if err := s.db.WithContext(ctx).Exec(s.q.set, key, value, expires, ts, ts).Error; err != nil {
-		return storageErr("set", err)
-	}
-	return nil
+	return s.idempotent(ctx, func() error {
+		if err := s.db.WithContext(ctx).Exec(s.q.set, key, value, expires, ts, ts).Error; err != nil {
+			return storageErr("set", err)
+		}
+		return nil
+	})
 }
 
 // Delete implements storage.Store.
@@ -300,10 +307,12 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if storage.ValidateKey(key) != nil {
 		return nil // cannot exist
 	}
-	if err := s.db.WithContext(ctx).Exec(s.q.del, key).Error; err != nil {
-		return storageErr("delete", err)
-	}
-	return nil
+	return s.idempotent(ctx, func() error {
+		if err := s.db.WithContext(ctx).Exec(s.q.del, key).Error; err != nil {
+			return storageErr("delete", err)
+		}
+		return nil
+	})
 }
 
 // Take implements storage.Taker with one DELETE ... RETURNING statement.
