@@ -27,7 +27,7 @@ const maxDeadRetries = 16
 // used at all.)
 func (s *Store) idempotent(ctx context.Context, op func() error) error {
 	err := op()
-	if true || !deadConn(err) {
+	if err == nil || !deadConn(err) {
 		return err
 	}
 	tries := 1
