@@ -12,8 +12,8 @@ import (
 var errPendingData = errors.New("postgresstore: an idle connection has unread data (the server is closing it)")
 
 // peekDead reports a connection that the server closed, or wrote to while
-// it was idle, by peeking at its socket without blocking (Go's sockets are
-// non-blocking). Connections that are not sockets are not checked.
+// it was idle, by peeking at its socket without blocking. Connections that
+// are not sockets are not checked.
 func peekDead(c net.Conn) error {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -27,10 +27,15 @@ func peekDead(c net.Conn) error {
 		n    int
 		rerr error
 	)
-	err = raw.Read(func(fd uintptr) bool {
+	// Control, not Read: pgx's background reader may still be blocked in
+	// a read of this socket from the last statement (it stops only after
+	// that read returns), holding the descriptor's read lock, which Read
+	// would wait for until the server sends something: never, on an idle
+	// connection. Peeking under Control takes no lock and, with
+	// MSG_DONTWAIT, never blocks.
+	err = raw.Control(func(fd uintptr) {
 		var b [1]byte
-		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
-		return true // never wait for data
+		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	})
 	switch {
 	case err != nil:
