@@ -128,7 +128,6 @@ func measureSizing(t *testing.T, s storage.Store, logins int, measure func(t *te
 	close(next)
 	wg.Wait()
 	took := time.Since(start)
-	n := int64(logins - 1)
 	loginOps := counted.snapshot()
 
 	// One session check, counted alone.
@@ -142,8 +141,11 @@ func measureSizing(t *testing.T, s storage.Store, logins int, measure func(t *te
 	}
 	checkOps := counted.snapshot()
 
+	// The sessions measured: the logins after the warm-up, and the
+	// check's.
+	n := int64(logins)
 	after := measure(t)
-	t.Logf("%d logins over %d accounts in %v (8 at a time, authorization server in the same process)", n, accounts, took.Round(time.Millisecond))
+	t.Logf("%d logins over %d accounts in %v (8 at a time, authorization server in the same process)", logins-1, accounts, took.Round(time.Millisecond))
 	t.Logf("bytes: %d -> %d = %.0f bytes per session (%s)", before.bytes, after.bytes, float64(after.bytes-before.bytes)/float64(n), after.detail)
 	var kinds []string
 	for k := range after.rows {
@@ -161,7 +163,7 @@ func measureSizing(t *testing.T, s storage.Store, logins int, measure func(t *te
 		t.Log(line)
 	}
 	t.Logf("rows per session: %.2f", float64(totalRows)/float64(n))
-	t.Logf("storage operations per login: %s", fmtOps(loginOps, n))
+	t.Logf("storage operations per login: %s", fmtOps(loginOps, int64(logins-1)))
 	t.Logf("storage operations per session check: %s", fmtOps(checkOps, 1))
 }
 
