@@ -113,8 +113,8 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// Store is a storage.Store, storage.Taker, storage.Locker and
-// storage.Indexer on a SQL database through gorm. It is safe for concurrent use. Create it with New
+// Store is a storage.Store, storage.Taker, storage.Locker,
+// storage.Indexer and storage.StaleReader on a SQL database through gorm. It is safe for concurrent use. Create it with New
 // (or sqlitestore.Open / postgresstore.Open) and Close it when done.
 type Store struct {
 	db   *gorm.DB
