@@ -30,6 +30,10 @@ stop() {
       log "dropping cluster $version/$c"
       pg_dropcluster --stop "$version" "$c" >&2
     fi
+    # pg_dropcluster leaves the config directory when it holds files it did
+    # not create (our conf.d file), and pg_createcluster then refuses the
+    # name; both directories are this script's own.
+    rm -rf "/etc/postgresql/$version/$c" "/var/lib/postgresql/$version/$c"
   done
 }
 
