@@ -103,6 +103,7 @@ func New(cfg Config) (*Manager, error) {
 		swapper:       swapper,
 		limiter:       limiter,
 		background:    cfg.BackgroundAccess,
+		staleness:     staleness(cfg.Storage),
 		revoke:        m.revoke,
 		emit:          m.emit,
 		successorHash: m.successorHash,
@@ -138,6 +139,15 @@ func (m *Manager) Close() error {
 //
 //	r.Use(sessions.Sessions("prefs", mgr.CookieStore()))
 func (m *Manager) CookieStore() *CookieStore { return m.cookies }
+
+// staleness is how stale a session check's read may be on st: its
+// storage.StaleReader bound, or 0.
+func staleness(st storage.Store) time.Duration {
+	if r, ok := st.(storage.StaleReader); ok {
+		return r.MaxStaleness()
+	}
+	return 0
+}
 
 // onRefresh follows a token refresh the OAuth client made: the grant's
 // device sessions take its new limits and scopes, and its keep-alive is

@@ -79,6 +79,9 @@ type deviceSessions struct {
 	// background is Config.BackgroundAccess: a grant may outlive its
 	// device sessions (grant_background.go).
 	background bool
+	// staleness is the Storage's storage.StaleReader bound (0: none, or no
+	// replica): the session check may read a copy that old.
+	staleness time.Duration
 
 	// What ending a session needs from the rest of the Manager.
 	revoke        func(ctx context.Context, did, oauthSessionID, hash string)
@@ -193,13 +196,15 @@ func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
 func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, ErrorCode, error) {
 	var rec sessionRecord
 	now := ds.now()
+	primary := false // whether rec is the primary's copy, as of now
 	if !ds.cache.get(hash, now, &rec) {
-		switch err := ds.get(ctx, hash, &rec); {
+		switch err := ds.getForCheck(ctx, hash, &rec); {
 		case errors.Is(err, storage.ErrNotFound):
 			return nil, CodeNotLoggedIn, nil // logged out elsewhere, or expired in storage
 		case err != nil:
 			return nil, "", err
 		}
+		primary = ds.staleness == 0
 		ds.cache.put(hash, &rec, now)
 	}
 	if rec.kind() != kind {
@@ -211,6 +216,19 @@ func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, E
 	if !rec.GraceUntil.IsZero() && !now.Before(rec.GraceUntil) {
 		return nil, CodeNotLoggedIn, nil // a rotated-out token past its grace
 	}
+	due := ds.extendDue(hash, &rec, now)
+	if (due || !now.Before(rec.ExpiresAt)) && !primary {
+		// What follows writes: decide on the primary's copy, not on a
+		// replica's or the cache's (it may have been extended since).
+		switch err := ds.get(ctx, hash, &rec); {
+		case errors.Is(err, storage.ErrNotFound):
+			ds.cache.drop(hash)
+			return nil, CodeNotLoggedIn, nil
+		case err != nil:
+			return nil, "", err
+		}
+		ds.cache.put(hash, &rec, now)
+	}
 	if !now.Before(rec.ExpiresAt) {
 		if rec.endedByGrant(ds.maxAge) {
 			return nil, CodeGrantExpired, ds.end(ctx, hash, &rec, EndGrantExpired)
@@ -218,7 +236,7 @@ func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, E
 		return nil, CodeSessionExpired, ds.end(ctx, hash, &rec, EndExpired)
 	}
 	extended := false
-	if ds.extendDue(hash, &rec, now) {
+	if due {
 		var code ErrorCode
 		if extended, code = ds.extend(ctx, hash, &rec, now); code != "" {
 			return nil, code, nil
@@ -277,6 +295,26 @@ func (ds *deviceSessions) get(ctx context.Context, hash string, rec *sessionReco
 	raw, err := ds.store.Get(ctx, sessionKeyPrefix+hash)
 	if err != nil {
 		return storageFailed(ds.metrics, "get", err)
+	}
+	if err := decodeRecord(raw, rec); err != nil {
+		ds.log.Warn("unreadable session record in storage; ignoring it", "err", err)
+		return storage.ErrNotFound
+	}
+	return nil
+}
+
+// getForCheck is get for the session check: a read a replica may answer
+// (storage.StaleReader, within its bound), the one read that may. Anything
+// that writes reads the primary again first.
+func (ds *deviceSessions) getForCheck(ctx context.Context, hash string, rec *sessionRecord) error {
+	if ds.staleness == 0 {
+		return ds.get(ctx, hash, rec)
+	}
+	ctx, cancel := ds.op(ctx)
+	defer cancel()
+	raw, err := storage.GetStale(ctx, ds.store, sessionKeyPrefix+hash)
+	if err != nil {
+		return storageFailed(ds.metrics, "get-stale", err)
 	}
 	if err := decodeRecord(raw, rec); err != nil {
 		ds.log.Warn("unreadable session record in storage; ignoring it", "err", err)

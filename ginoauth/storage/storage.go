@@ -1,6 +1,16 @@
 // Package storage is the contract between the library and the database it
 // keeps its state in: a key-value Store with TTLs, and the optional
-// capabilities that make several app instances safe (Taker, Locker).
+// capabilities that make several app instances safe (Taker, Locker,
+// Indexer), let sessions slide safely (Swapper) or let session checks read
+// from a replica (StaleReader).
+//
+// The contract grows only by optional capabilities: each is an interface
+// of its own that the library finds by type assertion, never a new method
+// on Store or on an existing capability, so a store written against an
+// earlier version still compiles and still means what it meant. Each
+// capability's contract is written on its interface, and storagetest
+// checks it for every store that has it (with mutant stores, each with one
+// typical bug, that the checks must catch).
 //
 // It imports nothing but the standard library, so a store for your own
 // database (and its tests, with ginoauth/storagetest) links only what that
@@ -49,8 +59,10 @@ var ErrNotFound = errors.New("storage: key not found")
 //
 // Optional capabilities are separate interfaces found by type assertion:
 // Taker (atomic read-and-delete), Locker (a lock shared by every process
-// that uses the same store) and Indexer (sets of members, for the
-// per-account index of sessions).
+// that uses the same store), Indexer (sets of members, for the
+// per-account index of sessions), Swapper (compare-and-swap, to extend a
+// session without bringing back one ended meanwhile) and StaleReader
+// (reads that a replica may answer, within a staleness bound).
 type Store interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
@@ -114,6 +126,59 @@ type Indexer interface {
 	Members(ctx context.Context, set string) ([]string, error)
 }
 
+// StaleReader is an optional Store capability: a Get that a replica of the
+// store may answer, one that lags behind the primary by at most the bound
+// MaxStaleness returns. It lets the session check of every request be
+// served by read replicas while everything else stays on the primary.
+//
+// The contract, which the storagetest package checks (Stale/ checks):
+//
+//   - A value GetStale returns was the live value of key on the primary at
+//     some moment no earlier than MaxStaleness before the call. So a Delete
+//     or Set that returned more than MaxStaleness before the call, on any
+//     handle in any process, is never undone: the deleted key is not
+//     found, the replaced value is not returned. Within the bound an older
+//     value may be returned.
+//   - ErrNotFound means the primary has no live entry: a miss on a replica
+//     is read again from the primary, so a key Set before the call is
+//     found even if no replica has it yet (read-your-writes for new keys).
+//   - When the store cannot tell that a replica is within the bound (its
+//     lag is unknown or past the bound, or the replica fails), it reads
+//     the primary. Measure lag by replication progress (WAL positions, or
+//     a heartbeat row the primary updates), never by the time since the
+//     last change was applied: that grows on an idle primary whose
+//     replicas are fully caught up.
+//   - Expired entries are invisible as for Get, judged by the time of the
+//     call, whichever copy answers.
+//   - Everything else is as for Get: errors (a failure, including one of
+//     the replica that the primary could not make up for, is never
+//     ErrNotFound), key rules, ctx, value ownership, concurrency.
+//   - MaxStaleness is at least 0 and fixed for the store's life; 0 makes
+//     GetStale the same as Get.
+//
+// The library calls GetStale only for the session check's read of a
+// device-session record. OAuth tokens (a stale refresh token means a
+// replayed one, which ends the session), locks, one-time records (Take),
+// set members and every write go to the primary through the other
+// methods. A caller that would write because of a GetStale answer (renew,
+// delete) reads the key again with Get first: a stale value may be older
+// than what the primary holds.
+type StaleReader interface {
+	GetStale(ctx context.Context, key string) ([]byte, error)
+	MaxStaleness() time.Duration
+}
+
+// GetStale reads key through s's StaleReader when it has one, and with Get
+// otherwise. Failures are *Error.
+func GetStale(ctx context.Context, s Store, key string) ([]byte, error) {
+	if r, ok := s.(StaleReader); ok {
+		raw, err := r.GetStale(ctx, key)
+		return raw, Wrap("get-stale", err)
+	}
+	raw, err := s.Get(ctx, key)
+	return raw, Wrap("get", err)
+}
+
 // ValidateKey reports whether key satisfies the key rules (non-empty, valid
 // UTF-8, at most MaxKeyLength bytes, no NUL). Stores may use it to reject
 // bad keys before they reach the backing store.
@@ -137,7 +202,7 @@ func ValidateKey(key string) error {
 // Error reports that a Store failed to answer (not a "not found"). The
 // library answers it with 503.
 type Error struct {
-	Op  string // "get", "set", "delete", "take", "lock", "add-member", "remove-member", "members", "swap" or "cleanup"
+	Op  string // "get", "get-stale", "set", "delete", "take", "lock", "add-member", "remove-member", "members", "swap" or "cleanup"
 	Err error
 }
 

@@ -22,6 +22,9 @@ import (
 
 const mutantEnv = "STORAGETEST_MUTANT"
 
+// maxChildren is how many mutant children run at once.
+const maxChildren = 16
+
 var mutants = []struct {
 	bug, failing string // failing: the subtest that must catch it
 }{
@@ -71,6 +74,14 @@ var mutants = []struct {
 	{"swap-keeps-ttl", "Swap/TTL"},
 	{"swap-expired", "Swap/TTL"},
 	{"swap-fault-is-false", "Swap/Faults"},
+	{"stale-no-miss-fallback", "Stale/NewKeys"},
+	{"stale-ignores-lag", "Stale/NotUndone"},
+	{"stale-bound-too-loose", "Stale/NotUndone"},
+	{"stale-lag-from-own-writes", "Stale/NotUndone"},
+	{"stale-ignores-expiry", "Stale/TTL"},
+	{"stale-shares-slice", "Stale/TTL"},
+	{"stale-fault-is-not-found", "Faults"},
+	{"stale-ignores-ctx", "ContextCanceled"},
 }
 
 func TestMutants(t *testing.T) {
@@ -80,18 +91,23 @@ func TestMutants(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	// The children mostly sleep (TTLs, leases), so all run at once rather
-	// than -parallel (GOMAXPROCS) at a time.
+	// The children mostly sleep (TTLs, leases), so many run at once rather
+	// than -parallel (GOMAXPROCS) at a time; but not all: starting every
+	// child at once (under -race, on 2 cores) delayed the control's TTL
+	// check past its deadline.
 	type result struct {
 		out []byte
 		err error
 	}
 	results := make([]result, len(mutants))
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxChildren)
 	for i, m := range mutants {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
 			run := "^TestMutantChild$"
 			if m.failing != "" {
 				for _, part := range strings.Split(m.failing, "/") {
@@ -170,6 +186,26 @@ func TestMutantChild(t *testing.T) {
 			m.b.broken = true
 			m.b.mu.Unlock()
 		},
+		PauseReplica: func(t *testing.T, s storage.Store) func() {
+			b := s.(*mutant).b
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if b.pauses == 0 {
+				b.replica = make(map[string]entry, len(b.data))
+				for k, e := range b.data {
+					b.replica[k] = e
+				}
+				b.pausedAt = time.Now()
+			}
+			b.pauses++
+			return func() {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				if b.pauses--; b.pauses == 0 {
+					b.replica = nil
+				}
+			}
+		},
 	})
 }
 
@@ -182,6 +218,13 @@ type backend struct {
 	locks   map[string]lease
 	sets    map[string]map[string]time.Time // set -> member -> expiry (zero: never); under mu
 	setExp  map[string]time.Time            // per-set expiry, for members-expiry-per-set; under mu
+
+	// The replica GetStale reads: data itself while it keeps up, a copy
+	// of data taken at the first of pauses nested pauses while paused.
+	// All under mu.
+	replica  map[string]entry
+	pauses   int
+	pausedAt time.Time
 }
 
 type entry struct {
@@ -205,6 +248,9 @@ func newBackend() *backend {
 type mutant struct {
 	bug string
 	b   *backend
+	// lastWrite is when this handle last wrote, for
+	// stale-lag-from-own-writes; under b.mu.
+	lastWrite time.Time
 }
 
 var errBroken = errors.New("backend broken")
@@ -304,6 +350,7 @@ func (m *mutant) Set(ctx context.Context, key string, value []byte, ttl time.Dur
 		e.exp = old.exp
 	}
 	m.b.data[k] = e
+	m.lastWrite = time.Now()
 	return nil
 }
 
@@ -317,6 +364,7 @@ func (m *mutant) Delete(ctx context.Context, key string) error {
 		return errors.New("no such key")
 	}
 	delete(m.b.data, m.key(key))
+	m.lastWrite = time.Now()
 	return nil
 }
 
@@ -560,9 +608,63 @@ func (m *mutant) Swap(ctx context.Context, key string, old, new []byte, ttl time
 	return true, nil
 }
 
+// staleBound is the mutants' MaxStaleness.
+const staleBound = 300 * time.Millisecond
+
+func (m *mutant) MaxStaleness() time.Duration { return staleBound }
+
+func (m *mutant) GetStale(ctx context.Context, key string) ([]byte, error) {
+	if m.bug != "stale-ignores-ctx" && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err := storage.ValidateKey(key); err != nil {
+		return nil, storage.ErrNotFound
+	}
+	m.b.mu.Lock()
+	view := m.b.data
+	lag := time.Duration(0)
+	if m.b.replica != nil {
+		view = m.b.replica
+		lag = time.Since(m.b.pausedAt)
+		if m.bug == "stale-lag-from-own-writes" {
+			// Lag judged from this handle's writes only: blind to
+			// another instance's.
+			lag = 0
+			if m.lastWrite.After(m.b.pausedAt) {
+				lag = time.Since(m.b.pausedAt)
+			}
+		}
+	}
+	bound := staleBound
+	if m.bug == "stale-bound-too-loose" {
+		bound *= 10
+	}
+	if lag <= bound || m.bug == "stale-ignores-lag" {
+		e, ok := view[key]
+		if ok && (m.live(e) || m.bug == "stale-ignores-expiry") {
+			defer m.b.mu.Unlock()
+			if m.bug == "stale-shares-slice" {
+				return e.v, nil
+			}
+			return append([]byte(nil), e.v...), nil
+		}
+		if m.bug == "stale-no-miss-fallback" {
+			m.b.mu.Unlock()
+			return nil, storage.ErrNotFound
+		}
+	}
+	m.b.mu.Unlock()
+	v, err := m.Get(ctx, key)
+	if err != nil && m.bug == "stale-fault-is-not-found" {
+		return nil, storage.ErrNotFound
+	}
+	return v, err
+}
+
 var (
-	_ storage.Taker   = (*mutant)(nil)
-	_ storage.Locker  = (*mutant)(nil)
-	_ storage.Indexer = (*mutant)(nil)
-	_ storage.Swapper = (*mutant)(nil)
+	_ storage.StaleReader = (*mutant)(nil)
+	_ storage.Taker       = (*mutant)(nil)
+	_ storage.Locker      = (*mutant)(nil)
+	_ storage.Indexer     = (*mutant)(nil)
+	_ storage.Swapper     = (*mutant)(nil)
 )

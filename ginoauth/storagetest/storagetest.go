@@ -18,9 +18,15 @@
 // back. Each check can fail: the package's own tests run the suite against
 // stores with one deliberate bug each and require the right check to catch
 // it. The optional capabilities storage.Taker, storage.Locker,
-// storage.Indexer and storage.Swapper are checked when the store implements
-// them (the Take/, Lock/, Index/ and Swap/ checks, and their parts of the
-// others) and skipped (with a message) otherwise.
+// storage.Indexer, storage.Swapper and storage.StaleReader are checked when
+// the store implements them (the Take/, Lock/, Index/, Swap/ and Stale/
+// checks, and their parts of the others) and skipped (with a message)
+// otherwise.
+//
+// The Stale/ checks make the replica lag through Harness.PauseReplica;
+// without it they check only what holds whatever the lag. They wait
+// MaxStaleness a few times, so give the store under test a short bound
+// (they skip a store whose bound is over MaxCheckedStaleness).
 //
 // TTL, member-expiry and lock-lease checks use real time with 1-second
 // TTLs, so a run takes a few seconds. Stores must resolve TTLs to at least
@@ -64,7 +70,20 @@ type Harness struct {
 	// Parallel is how many checks run at once (each on its own store).
 	// 0 means DefaultParallel; 1 runs them one after another.
 	Parallel int
+
+	// PauseReplica, if set, stops the replica that s's StaleReader reads
+	// from applying the primary's changes until resume is called (a
+	// streaming replica with its replay paused), so that it lags further
+	// and further behind. The store must notice the lag by itself. Checks
+	// run concurrently and may share one replica, so pauses nest: the
+	// replica stays paused until every pause has been resumed. The Stale/
+	// checks use it; without it they cannot make the replica lag.
+	PauseReplica func(t *testing.T, s storage.Store) (resume func())
 }
+
+// MaxCheckedStaleness is the longest StaleReader.MaxStaleness the Stale/
+// checks accept: they wait for it several times.
+const MaxCheckedStaleness = 5 * time.Second
 
 // DefaultParallel is how many checks run at once by default.
 const DefaultParallel = 8
@@ -120,6 +139,9 @@ func Run(t *testing.T, h Harness) {
 		{"Swap/TTL", testSwapTTL},
 		{"Swap/ExactlyOnce", testSwapExactlyOnce},
 		{"Swap/Faults", testSwapFaults},
+		{"Stale/NewKeys", testStaleNewKeys},
+		{"Stale/NotUndone", testStaleNotUndone},
+		{"Stale/TTL", testStaleTTL},
 	}
 	// Most checks spend their time sleeping on TTLs and leases, so they run
 	// concurrently through goroutines rather than t.Parallel, which -parallel
@@ -596,6 +618,12 @@ func testContextCanceled(t *testing.T, h Harness) {
 		wantFailure(t, "Get of a missing key with a "+name+" context", err)
 		wantFailure(t, "Set with a "+name+" context", s.Set(ctx, p+"k2", []byte("v"), 0))
 		wantFailure(t, "Delete with a "+name+" context", s.Delete(ctx, p+"k"))
+		if sr, ok := s.(storage.StaleReader); ok {
+			_, err := sr.GetStale(ctx, p+"k")
+			wantFailure(t, "GetStale with a "+name+" context", err)
+			_, err = sr.GetStale(ctx, p+"missing")
+			wantFailure(t, "GetStale of a missing key with a "+name+" context", err)
+		}
 		if tk, ok := s.(storage.Taker); ok {
 			_, err := tk.Take(ctx, p+"k")
 			wantFailure(t, "Take with a "+name+" context", err)
@@ -704,6 +732,15 @@ func testFaults(t *testing.T, h Harness) {
 	wantFailure(t, "Get of a missing key on a broken store", err)
 	wantFailure(t, "Set on a broken store", s.Set(ctx, p+"k", []byte("v"), 0))
 	wantFailure(t, "Delete on a broken store", s.Delete(ctx, p+"k"))
+	if sr, ok := s.(storage.StaleReader); ok {
+		// A replica may still answer for a key it has; a miss there must
+		// be checked against the primary, whose failure is a failure.
+		_, err := sr.GetStale(ctx, p+"missing")
+		wantFailure(t, "GetStale of a missing key on a broken store", err)
+		if got, err := sr.GetStale(ctx, p+"k"); errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("GetStale of a stored key on a broken store = %s, %v; a failure must not be reported as ErrNotFound", show(got), err)
+		}
+	}
 	if tk, ok := s.(storage.Taker); ok {
 		_, err := tk.Take(ctx, p+"k")
 		wantFailure(t, "Take on a broken store", err)
@@ -1425,4 +1462,192 @@ func testIndexAcrossHandles(t *testing.T, h Harness) {
 	wantMembers(t, ixa, set, "from-b")
 	mustRemove(t, ixa, set, "from-b")
 	wantMembers(t, ixb, set)
+}
+
+// ---- StaleReader ----
+
+func staleReader(t *testing.T, s storage.Store) (storage.StaleReader, time.Duration) {
+	t.Helper()
+	sr, ok := s.(storage.StaleReader)
+	if !ok {
+		t.Skipf("%T does not implement storage.StaleReader", s)
+	}
+	bound := sr.MaxStaleness()
+	if bound < 0 {
+		t.Fatalf("MaxStaleness() = %v, want at least 0", bound)
+	}
+	if bound > MaxCheckedStaleness {
+		t.Skipf("MaxStaleness() = %v is over %v: give the store under test a shorter bound", bound, MaxCheckedStaleness)
+	}
+	return sr, bound
+}
+
+// pauseReplica pauses s's replica until the returned func (also run at
+// cleanup) resumes it; without Harness.PauseReplica it does nothing.
+func pauseReplica(t *testing.T, h Harness, s storage.Store) (resume func()) {
+	t.Helper()
+	if h.PauseReplica == nil {
+		t.Log("Harness.PauseReplica is nil: the replica is not made to lag")
+		return func() {}
+	}
+	var once sync.Once
+	r := h.PauseReplica(t, s)
+	resume = func() { once.Do(r) }
+	t.Cleanup(resume)
+	return resume
+}
+
+// warmUp reads key through GetStale for a while: long enough for a
+// replica to have applied what was written before the call, and for a
+// store that measures lag only while GetStale is in use to know that its
+// replica keeps up, so that the reads after it can go to the replica.
+func warmUp(t *testing.T, sr storage.StaleReader, key string, bound time.Duration) {
+	t.Helper()
+	end := time.Now().Add(max(3*bound, 200*time.Millisecond))
+	for time.Now().Before(end) {
+		if _, err := sr.GetStale(ctxFor(t), key); err != nil {
+			t.Fatalf("GetStale(%q): %v", key, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func wantStaleValue(t *testing.T, sr storage.StaleReader, key string, want []byte) {
+	t.Helper()
+	got, err := sr.GetStale(ctxFor(t), key)
+	if err != nil {
+		t.Errorf("GetStale(%q): %v, want the value", key, err)
+	} else if !bytes.Equal(got, want) {
+		t.Errorf("GetStale(%q) = %s, want %s", key, show(got), show(want))
+	}
+}
+
+func wantStaleNotFound(t *testing.T, sr storage.StaleReader, key, why string) {
+	t.Helper()
+	got, err := sr.GetStale(ctxFor(t), key)
+	if !errors.Is(err, storage.ErrNotFound) || got != nil {
+		t.Errorf("GetStale(%q) = %s, %v; want ErrNotFound: %s", key, show(got), err, why)
+	}
+}
+
+// testStaleNewKeys: a key Set before the call is found even though the
+// replica (paused) cannot have it, on this handle and from another; a key
+// never set, or an invalid one, is not.
+func testStaleNewKeys(t *testing.T, h Harness) {
+	s := h.New(t)
+	sr, bound := staleReader(t, s)
+	if b2 := sr.MaxStaleness(); b2 != bound {
+		t.Errorf("MaxStaleness changed from %v to %v", bound, b2)
+	}
+	p := prefix(t)
+	mustSet(t, s, p+"before", []byte("set before the pause"), time.Hour)
+	warmUp(t, sr, p+"before", bound)
+	pauseReplica(t, h, s)
+
+	mustSet(t, s, p+"new", []byte("just set"), time.Hour)
+	wantStaleValue(t, sr, p+"new", []byte("just set"))
+	if h.Reopen != nil {
+		other := h.Reopen(t, s)
+		mustSet(t, other, p+"other", []byte("set by another instance"), 0)
+		wantStaleValue(t, sr, p+"other", []byte("set by another instance"))
+	}
+	wantStaleValue(t, sr, p+"before", []byte("set before the pause"))
+	wantStaleNotFound(t, sr, p+"never-set", "it was never set")
+	for name, k := range invalidKeys(t, p) {
+		if got, err := sr.GetStale(ctxFor(t), k); err == nil || got != nil {
+			t.Errorf("GetStale with an invalid key (%s) = %s, %v; want an error and no value", name, show(got), err)
+		}
+	}
+	// Still found once the replica lags past the bound (then from the
+	// primary).
+	time.Sleep(bound + 50*time.Millisecond)
+	wantStaleValue(t, sr, p+"new", []byte("just set"))
+}
+
+// testStaleNotUndone: with the replica paused, deletes and overwrites made
+// on the primary (by another instance when Reopen is set: the check must
+// not rely on the store's own writes) may show through GetStale for up to
+// MaxStaleness, and never after. That is what keeps a logout, or an "end
+// everywhere", from being undone by a lagging replica.
+func testStaleNotUndone(t *testing.T, h Harness) {
+	s := h.New(t)
+	sr, bound := staleReader(t, s)
+	writer := s
+	if h.Reopen != nil {
+		writer = h.Reopen(t, s)
+	}
+	ctx := ctxFor(t)
+	p := prefix(t)
+	keys := []string{p + "logged-out", p + "ended-1", p + "ended-2"}
+	for _, k := range keys {
+		mustSet(t, s, k, []byte("session of "+k), time.Hour)
+	}
+	mustSet(t, s, p+"renewed", []byte("old record"), time.Hour)
+	warmUp(t, sr, p+"renewed", bound)
+	resume := pauseReplica(t, h, s)
+
+	for _, k := range keys {
+		if err := writer.Delete(ctx, k); err != nil {
+			t.Fatalf("Delete(%q): %v", k, err)
+		}
+	}
+	mustSet(t, writer, p+"renewed", []byte("new record"), time.Hour)
+	changed := time.Now()
+
+	// Within the bound the old values may show, but nothing else.
+	for _, k := range keys {
+		got, err := sr.GetStale(ctx, k)
+		if err == nil && string(got) != "session of "+k {
+			t.Errorf("GetStale(%q) right after its Delete = %s; want ErrNotFound or the deleted value", k, show(got))
+		} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("GetStale(%q): %v", k, err)
+		}
+	}
+
+	// Past the bound: never.
+	time.Sleep(time.Until(changed.Add(bound + 10*time.Millisecond)))
+	for round := range 2 {
+		for _, k := range keys {
+			wantStaleNotFound(t, sr, k, fmt.Sprintf("it was deleted on the primary more than MaxStaleness (%v) ago (round %d)", bound, round))
+		}
+		wantStaleValue(t, sr, p+"renewed", []byte("new record"))
+		time.Sleep(bound / 2)
+	}
+
+	// And after the replica resumes and catches up, still gone.
+	resume()
+	warmUp(t, sr, p+"renewed", bound)
+	for _, k := range keys {
+		wantStaleNotFound(t, sr, k, "it was deleted, and the replica resumed")
+	}
+	wantStaleValue(t, sr, p+"renewed", []byte("new record"))
+}
+
+// testStaleTTL: an expired entry is invisible through GetStale even where
+// the replica, up to date, still has its row; and GetStale's slices belong
+// to the caller.
+func testStaleTTL(t *testing.T, h Harness) {
+	s := h.New(t)
+	sr, _ := staleReader(t, s)
+	p := prefix(t)
+	start := time.Now()
+	mustSet(t, s, p+"expires", []byte("short-lived"), TTL)
+	mustSet(t, s, p+"stays", []byte("long-lived"), time.Hour)
+	if time.Since(start) < TTL/2 {
+		wantStaleValue(t, sr, p+"expires", []byte("short-lived"))
+	}
+
+	got, err := sr.GetStale(ctxFor(t), p+"stays")
+	if err != nil {
+		t.Fatalf("GetStale: %v", err)
+	}
+	full := got[:cap(got)]
+	for i := range full {
+		full[i] = 'Y'
+	}
+	wantStaleValue(t, sr, p+"stays", []byte("long-lived"))
+
+	time.Sleep(time.Until(start.Add(TTL + 200*time.Millisecond)))
+	wantStaleNotFound(t, sr, p+"expires", "its TTL has passed")
+	wantStaleValue(t, sr, p+"stays", []byte("long-lived"))
 }

@@ -484,6 +484,24 @@ func (f *FaultyStorage) Swap(ctx context.Context, k string, old, new []byte, ttl
 	return f.Store.(storage.Swapper).Swap(ctx, k, old, new, ttl)
 }
 
+// GetStale implements storage.StaleReader (a plain Get when the wrapped
+// Storage has none); failures are injected as for Get.
+func (f *FaultyStorage) GetStale(ctx context.Context, k string) ([]byte, error) {
+	if f.fails(OpGet, k) {
+		return nil, ErrDown
+	}
+	return storage.GetStale(ctx, f.Store, k)
+}
+
+// MaxStaleness implements storage.StaleReader: the wrapped Storage's bound,
+// 0 when it has no replica reads.
+func (f *FaultyStorage) MaxStaleness() time.Duration {
+	if r, ok := f.Store.(storage.StaleReader); ok {
+		return r.MaxStaleness()
+	}
+	return 0
+}
+
 // LogBuffer is a goroutine-safe io.Writer for capturing logs in tests.
 type LogBuffer struct {
 	mu sync.Mutex

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gin-atproto/oauth-sessions/internal/testdb/pgreplica"
 )
 
 // BenchmarkCleanup1M times DeleteExpired on a backlog of 1M expired rows
@@ -106,6 +109,71 @@ func BenchmarkMembers1M(b *testing.B) {
 						}
 					}
 				})
+			}
+		})
+	}
+}
+
+// BenchmarkReplicaRead compares the session check's read on the primary
+// (Get) with the same read through GetStale on the streaming replica of
+// scripts/ci/pg-replica.sh, 8 readers at a time, 1000 keys of 256 bytes.
+// It reports reads/s and the share GetStale answered from the replica.
+// Both servers and the benchmark share this machine's cores, so the
+// figure to read is the ratio: what a read costs on a replica next to the
+// primary, sampling of the lag included.
+//
+//	eval "$(bash scripts/ci/pg-replica.sh start)"
+//	go test -run '^$' -bench ReplicaRead -benchtime 5s -count 3 ./stores/gormstore/
+//	bash scripts/ci/pg-replica.sh stop
+func BenchmarkReplicaRead(b *testing.B) {
+	pair := pgreplica.Use(b)
+	f := newReplicaStore(b, pair, "", Options{Replica: &Replica{MaxStaleness: time.Second}})
+	s, ctx := f.store, context.Background()
+	const keys = 1000
+	value := make([]byte, 256)
+	for i := range keys {
+		if err := s.Set(ctx, fmt.Sprint("sess:", i), value, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pair.WaitCaughtUp(b)
+	reads := map[string]func(context.Context, string) ([]byte, error){
+		"primary-Get":      s.Get,
+		"replica-GetStale": s.GetStale,
+	}
+	for _, name := range []string{"primary-Get", "replica-GetStale"} {
+		read := reads[name]
+		b.Run(name, func(b *testing.B) {
+			// Reads in use long enough for the lag sampler to vouch for
+			// the replica.
+			for range 200 {
+				_, _ = s.GetStale(ctx, "sess:0")
+				time.Sleep(5 * time.Millisecond)
+			}
+			before := s.ReplicaStats()
+			var n atomic.Int64
+			b.SetParallelism(4) // 8 readers on 2 cores
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(n.Add(1)) * 7919
+				for pb.Next() {
+					i++
+					if _, err := read(ctx, fmt.Sprint("sess:", i%keys)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			elapsed := time.Since(start)
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "reads/s")
+			if name == "replica-GetStale" {
+				after := s.ReplicaStats()
+				served := after.ReplicaReads - before.ReplicaReads
+				all := served + (after.LagFallbacks - before.LagFallbacks) + (after.MissFallbacks - before.MissFallbacks) + (after.ErrorFallbacks - before.ErrorFallbacks)
+				if all > 0 {
+					b.ReportMetric(100*float64(served)/float64(all), "%replica")
+				}
 			}
 		})
 	}

@@ -92,11 +92,14 @@ func (s *Store) cleanupLoop(interval time.Duration) {
 	}
 }
 
-// Close stops the cleanup goroutine and waits for it to exit, then closes
-// the connection pool if Options.CloseDB is set. It is safe to call more than
-// once and from several goroutines; every call returns after the goroutine
-// has exited, with the same result. Without CloseDB the *gorm.DB stays open
-// and the Store keeps working, only without background cleanup.
+// Close stops the cleanup goroutine and the replica's lag sampler and
+// waits for them to exit, then closes the connection pools (the *gorm.DB's,
+// Reader and Replica.DB) if Options.CloseDB is set. It is safe to call more
+// than once and from several goroutines; every call returns after the
+// goroutines have exited, with the same result. Without CloseDB the pools
+// stay open and the Store keeps working, only without background cleanup
+// (and GetStale reads the primary once the last lag sample is older than
+// MaxStaleness).
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
@@ -106,6 +109,9 @@ func (s *Store) Close() error {
 		if s.reads != nil {
 			s.reads.close()
 		}
+		if s.replica != nil {
+			s.replica.close()
+		}
 		if s.opts.CloseDB {
 			sqlDB, err := s.db.DB()
 			if err == nil {
@@ -113,6 +119,9 @@ func (s *Store) Close() error {
 			}
 			if r := s.opts.Reader; r != nil && r != sqlDB {
 				err = errors.Join(err, r.Close())
+			}
+			if s.replica != nil {
+				err = errors.Join(err, s.replica.cfg.DB.Close())
 			}
 			s.closeErr = err
 		}

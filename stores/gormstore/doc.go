@@ -1,5 +1,6 @@
-// Package gormstore is a storage.Store, storage.Taker, storage.Locker and
-// storage.Indexer over any *gorm.DB whose dialect is SQLite or Postgres.
+// Package gormstore is a storage.Store, storage.Taker, storage.Locker,
+// storage.Indexer and storage.StaleReader over any *gorm.DB whose dialect
+// is SQLite or Postgres.
 //
 // Most apps use the one-line constructors in stores/sqlitestore and
 // stores/postgresstore, which open and own the database. Use New directly to
@@ -45,11 +46,24 @@
 //     filters out expired members in SQL, like Get.
 //   - Every failure is a *storage.Error; only a missing or expired
 //     key gives storage.ErrNotFound.
+//   - A statement that may run twice with the same outcome (Get, Members,
+//     the Set and AddMember upserts, Delete, RemoveMember) is sent again
+//     when it failed because its pooled connection had died (a database
+//     restart); Take and Lock are not, as theirs might have run.
+//     postgresstore also checks pooled connections before reuse.
 //   - Invalid keys (see storage.ValidateKey) are rejected by Set, Lock and
 //     AddMember (set names and members follow the key rules); Get and Take
 //     report them as not found and Members as an empty set (they cannot
 //     have been stored), and Delete and RemoveMember ignore them, so a
 //     hostile oversized identifier never turns into a storage failure.
+//
+// # Replica reads
+//
+// With Options.Replica, GetStale (the library's session check, and
+// nothing else) reads an asynchronous streaming replica while its lag is
+// known to be within Replica.MaxStaleness; see Store.GetStale. Lag is
+// measured by WAL position, two one-row queries every CheckInterval, only
+// while GetStale is in use. Without a replica GetStale is Get.
 //
 // # Cleanup
 //

@@ -27,10 +27,12 @@ func (s *Store) AddMember(ctx context.Context, set, member string, ttl time.Dura
 	if ttl > 0 {
 		expires = s.d.ts(s.opts.Now().Add(ttl))
 	}
-	if err := s.db.WithContext(ctx).Exec(s.q.addMember, set, member, expires).Error; err != nil {
-		return storageErr("add-member", err)
-	}
-	return nil
+	return s.idempotent(ctx, func() error {
+		if err := s.db.WithContext(ctx).Exec(s.q.addMember, set, member, expires).Error; err != nil {
+			return storageErr("add-member", err)
+		}
+		return nil
+	})
 }
 
 // RemoveMember implements storage.Indexer with one DELETE of the member's
@@ -42,10 +44,12 @@ func (s *Store) RemoveMember(ctx context.Context, set, member string) error {
 	if storage.ValidateKey(set) != nil || storage.ValidateKey(member) != nil {
 		return nil // AddMember never stores an invalid name
 	}
-	if err := s.db.WithContext(ctx).Exec(s.q.removeMember, set, member).Error; err != nil {
-		return storageErr("remove-member", err)
-	}
-	return nil
+	return s.idempotent(ctx, func() error {
+		if err := s.db.WithContext(ctx).Exec(s.q.removeMember, set, member).Error; err != nil {
+			return storageErr("remove-member", err)
+		}
+		return nil
+	})
 }
 
 // Members implements storage.Indexer: a primary-key range lookup that
@@ -58,6 +62,16 @@ func (s *Store) Members(ctx context.Context, set string) ([]string, error) {
 	if storage.ValidateKey(set) != nil {
 		return nil, nil
 	}
+	var out []string
+	err := s.idempotent(ctx, func() error {
+		var err error
+		out, err = s.members(ctx, set)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) members(ctx context.Context, set string) ([]string, error) {
 	rows, err := s.read(ctx, s.q.members, s.membersQ, set, s.d.ts(s.opts.Now()))
 	if err != nil {
 		return nil, storageErr("members", err)

@@ -42,7 +42,7 @@ type Options struct {
 	// rest of the library); set it to see them.
 	Logger *slog.Logger
 	// CloseDB makes Close also close the *gorm.DB's connection pool (and
-	// Reader). The one-line constructors in sqlitestore and postgresstore
+	// Reader and Replica.DB). The one-line constructors in sqlitestore and postgresstore
 	// set it because they opened the pool; leave it false for a DB your
 	// app owns.
 	CloseDB bool
@@ -51,8 +51,15 @@ type Options struct {
 	// *gorm.DB. sqlitestore uses it for several read-only connections
 	// beside its single writer, which WAL lets run in parallel. It must see
 	// every committed write at once: never an asynchronously replicated
-	// replica. Default: the *gorm.DB's own pool.
+	// replica (a lagging copy of a rotated refresh token is a replay that
+	// ends the session). For a replica use Replica. Default: the *gorm.DB's
+	// own pool.
 	Reader *sql.DB
+	// Replica, if set, is an asynchronous streaming replica of a Postgres
+	// primary for GetStale (storage.StaleReader), the library's session
+	// check, and for nothing else: Get, Members, Take, locks and writes
+	// stay on the primary. See Store.GetStale. Postgres only.
+	Replica *Replica
 	// Now is the clock used for TTLs and lock leases. Default time.Now.
 	// Tests may set it to move time.
 	Now func() time.Time
@@ -98,11 +105,16 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	r, err := o.Replica.withDefaults()
+	if err != nil {
+		return o, err
+	}
+	o.Replica = r
 	return o, nil
 }
 
-// Store is a storage.Store, storage.Taker, storage.Locker and
-// storage.Indexer on a SQL database through gorm. It is safe for concurrent use. Create it with New
+// Store is a storage.Store, storage.Taker, storage.Locker,
+// storage.Indexer and storage.StaleReader on a SQL database through gorm. It is safe for concurrent use. Create it with New
 // (or sqlitestore.Open / postgresstore.Open) and Close it when done.
 type Store struct {
 	db   *gorm.DB
@@ -114,6 +126,9 @@ type Store struct {
 	// GORM); getQ and membersQ are their SQL in the driver's placeholders.
 	reads          *readPath
 	getQ, membersQ string
+
+	// replica serves GetStale; nil without Options.Replica.
+	replica *replica
 
 	// wake is closed (and replaced) whenever this Store releases a lock, so
 	// that waiters in the same process retry at once instead of at their
@@ -152,6 +167,9 @@ func New(db *gorm.DB, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Replica != nil && d.name != DialectPostgres {
+		return nil, fmt.Errorf("gormstore: Options.Replica needs Postgres, not %s", d.name)
+	}
 	lg := logger.Discard
 	if db.Logger != nil {
 		lg = db.Logger
@@ -180,6 +198,10 @@ func New(db *gorm.DB, opts Options) (*Store, error) {
 	if o.CleanupInterval > 0 {
 		s.done = make(chan struct{})
 		go s.cleanupLoop(o.CleanupInterval)
+	}
+	if o.Replica != nil {
+		s.replica = newReplica(o.Replica)
+		go s.sampleLoop()
 	}
 	return s, nil
 }
@@ -228,11 +250,16 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if storage.ValidateKey(key) != nil {
 		return nil, storage.ErrNotFound // Set never stores an invalid key
 	}
-	rows, err := s.read(ctx, s.q.get, s.getQ, key, s.d.ts(s.opts.Now()))
-	if err != nil {
-		return nil, storageErr("get", err)
-	}
-	return scanValue("get", rows)
+	var v []byte
+	err := s.idempotent(ctx, func() error {
+		rows, err := s.read(ctx, s.q.get, s.getQ, key, s.d.ts(s.opts.Now()))
+		if err != nil {
+			return storageErr("get", err)
+		}
+		v, err = scanValue("get", rows)
+		return err
+	})
+	return v, err
 }
 
 // read runs the read query q (prepared is the same in the driver's
@@ -264,10 +291,12 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 		value = []byte{} // drivers bind a nil slice as NULL; the column is NOT NULL
 	}
 	ts := s.d.ts(now)
-	if err := s.db.WithContext(ctx).Exec(s.q.set, key, value, expires, ts, ts).Error; err != nil {
-		return storageErr("set", err)
-	}
-	return nil
+	return s.idempotent(ctx, func() error {
+		if err := s.db.WithContext(ctx).Exec(s.q.set, key, value, expires, ts, ts).Error; err != nil {
+			return storageErr("set", err)
+		}
+		return nil
+	})
 }
 
 // Delete implements storage.Store.
@@ -278,10 +307,12 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if storage.ValidateKey(key) != nil {
 		return nil // cannot exist
 	}
-	if err := s.db.WithContext(ctx).Exec(s.q.del, key).Error; err != nil {
-		return storageErr("delete", err)
-	}
-	return nil
+	return s.idempotent(ctx, func() error {
+		if err := s.db.WithContext(ctx).Exec(s.q.del, key).Error; err != nil {
+			return storageErr("delete", err)
+		}
+		return nil
+	})
 }
 
 // Take implements storage.Taker with one DELETE ... RETURNING statement.
