@@ -42,6 +42,7 @@ type Manager struct {
 	hooks   hooks
 	metrics Metrics
 	refKey  []byte // for opaque session references
+	limits  *rateLimiter // login rate limits; nil when disabled
 }
 
 // New validates cfg, fills in defaults and returns a Manager. Every problem
@@ -83,6 +84,9 @@ func New(cfg Config) (*Manager, error) {
 		m.metrics = nopMetrics{}
 	}
 	m.hooks = hooks{fn: cfg.OnEvent, log: m.log.Warn}
+	if m.limits, err = newRateLimiter(cfg, m.metrics, m.log); err != nil {
+		return nil, err
+	}
 	if m.refKey, err = hkdf.Key(sha256.New, []byte(cfg.CookieSecret), nil, "ginoauth session ref v1", 32); err != nil {
 		return nil, err
 	}

@@ -116,7 +116,7 @@ func New(t testing.TB, opts Options) *App {
 
 	cfg := ginoauth.Config{
 		OAuthClient:  a.Client,
-		Storage:      a.Store,
+		Storage:      a.Store.managerStorage(),
 		CookieSecret: "an-example-cookie-secret-of-32-bytes!!",
 		BaseURL:      base,
 		Now:          a.Clock.Now,
@@ -355,6 +355,7 @@ const (
 	OpLock   = "lock"
 	OpUnlock = "unlock"
 	OpIndex  = "index"
+	OpIncr   = "incr"
 )
 
 type fault struct {
@@ -466,6 +467,28 @@ func (f *FaultyStorage) Members(ctx context.Context, set string) ([]string, erro
 		return nil, ErrDown
 	}
 	return f.Store.(storage.Indexer).Members(ctx, set)
+}
+
+// faultyCounter is FaultyStorage with storage.Counter, which the app gets
+// only when the wrapped Storage has it: a store without it must look
+// without it to the Manager (it then counts the rate limits in process).
+type faultyCounter struct{ *FaultyStorage }
+
+// Incr implements storage.Counter.
+func (f faultyCounter) Incr(ctx context.Context, k string, by int64, ttl time.Duration) (int64, error) {
+	if f.fails(OpIncr, k) {
+		return 0, ErrDown
+	}
+	return f.Store.(storage.Counter).Incr(ctx, k, by, ttl)
+}
+
+// managerStorage is what the Manager is given: f, with Incr when the
+// wrapped Storage counts.
+func (f *FaultyStorage) managerStorage() storage.Store {
+	if _, ok := f.Store.(storage.Counter); ok {
+		return faultyCounter{f}
+	}
+	return f
 }
 
 // LogBuffer is a goroutine-safe io.Writer for capturing logs in tests.
