@@ -41,7 +41,7 @@ type Manager struct {
 	bg      background // work that outlives a request, stopped by Close
 	hooks   hooks
 	metrics Metrics
-	refKey  []byte // for opaque session references
+	refKey  []byte       // for opaque session references
 	limits  *rateLimiter // login rate limits; nil when disabled
 }
 
