@@ -41,8 +41,9 @@ type Manager struct {
 	bg      background // work that outlives a request, stopped by Close
 	hooks   hooks
 	metrics Metrics
-	refKey  []byte       // for opaque session references
-	limits  *rateLimiter // login rate limits; nil when disabled
+	refKey  []byte // for opaque session references
+
+	limits *rateLimiter // login rate limits (rate_limit.go); nil when disabled
 }
 
 // New validates cfg, fills in defaults and returns a Manager. Every problem
