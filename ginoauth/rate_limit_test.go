@@ -583,3 +583,42 @@ func TestRateLimitedJSONAnswer(t *testing.T) {
 		t.Fatalf("StartOAuth over the limit through the app's own handler: %d %s", r.Status, r.Body)
 	}
 }
+
+// countingStore counts the storage.Counter increments.
+type countingStore struct {
+	*memstore.Store
+	mu sync.Mutex
+	n  int
+}
+
+func (s *countingStore) Incr(ctx context.Context, key string, by int64, ttl time.Duration) (int64, error) {
+	s.mu.Lock()
+	s.n++
+	s.mu.Unlock()
+	return s.Store.Incr(ctx, key, by, ttl)
+}
+
+func (s *countingStore) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+// Past its limit an address costs no storage at all: the instance
+// remembers it is over for the rest of the window.
+func TestRateLimitedAddressCostsNoStorage(t *testing.T) {
+	store := &countingStore{Store: memstore.New()}
+	a := newTestApp(t, store, func(c *ginoauth.Config) {
+		c.RateLimits = ginoauth.RateLimits{LoginStarts: 3}
+	})
+	b := a.NewBrowser()
+	for i := range 50 {
+		st := b.Get("/login?handle=not+a+handle").Status
+		if (i < 3 && st != http.StatusBadRequest) || (i >= 3 && st != http.StatusTooManyRequests) {
+			t.Fatalf("start %d: %d", i+1, st)
+		}
+	}
+	if got := store.count(); got != 4 {
+		t.Fatalf("50 starts from one address made %d storage increments, want 4 (3 under the limit, 1 that found it spent)", got)
+	}
+}
