@@ -28,8 +28,11 @@ import (
 //
 // The machine is shared, so the normal and the flooded logins are measured
 // in turns (the flood paused for one, running for the next), and their
-// medians compared: a change in the machine's load hits both alike. The
-// figures are logged:
+// medians compared: a change in the machine's load hits both alike. Under
+// the race detector (go test -race ./...), which multiplies the cost of
+// every request, only the bounds on the flooder are checked, on the memory
+// store alone; CI runs the whole test without it (.ci/run). The figures
+// are logged:
 //
 //	go test -run TestLoginFloodDoesNotSlowOthers -count=1 -v ./ginoauth/
 const (
@@ -44,7 +47,11 @@ func TestLoginFloodDoesNotSlowOthers(t *testing.T) {
 		t.Skip("-short")
 	}
 	needLoopbackAddresses(t)
-	for _, be := range []testdb.Backend{testdb.All()[0], testdb.All()[1]} { // memory, SQLite
+	backends := []testdb.Backend{testdb.All()[0], testdb.All()[1]} // memory, SQLite
+	if raceDetector {
+		backends = backends[:1]
+	}
+	for _, be := range backends {
 		t.Run(be.Name, func(t *testing.T) {
 			a := newTestApp(t, be.New(t)) // the default limits; the app's clock stands still: one window
 			host := 3                     // other addresses: 127.0.0.3, .4, ...
@@ -88,7 +95,7 @@ func TestLoginFloodDoesNotSlowOthers(t *testing.T) {
 				if counts.starts429 == 0 || counts.callbacks429 == 0 {
 					t.Fatalf("the flooder was never refused: %+v", counts)
 				}
-				if ratio <= 2 {
+				if ratio <= 2 || raceDetector {
 					break
 				}
 				if attempt == floodAttempts {
@@ -96,6 +103,9 @@ func TestLoginFloodDoesNotSlowOthers(t *testing.T) {
 				}
 			}
 
+			if raceDetector {
+				return
+			}
 			// For comparison: the same flood with the limits off.
 			off := startApp(t, a.as, func(o *apptest.Options) {
 				o.Storage = be.New(t)
@@ -248,7 +258,7 @@ func isStopping(ch chan struct{}) bool {
 // of the window.
 func (f *flood) waitLimited(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		f.mu.Lock()
 		c := f.counts
@@ -257,7 +267,7 @@ func (f *flood) waitLimited(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the flooder was not limited within 10s: %+v", c)
+			t.Fatalf("the flooder was not limited within a minute: %+v", c)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -622,3 +622,37 @@ func TestRateLimitedAddressCostsNoStorage(t *testing.T) {
 		t.Fatalf("50 starts from one address made %d storage increments, want 4 (3 under the limit, 1 that found it spent)", got)
 	}
 }
+
+// loginFloodAttack is the login-flood case of attacks_test.go, with the
+// default limits: one address sends 40 login starts naming alice's handle
+// and 70 callbacks with made-up states.
+func loginFloodAttack(t *testing.T, a *testApp) {
+	needLoopbackAddresses(t)
+	flooder := newAddrBrowser(t, "127.0.0.2", a.Server.URL, a.as)
+	answers := map[string]int{}
+	for range 40 {
+		st, h, err := flooder.do(http.MethodPost, "/login", url.Values{"handle": {"alice.test"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st == http.StatusTooManyRequests && h.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+		answers[fmt.Sprint("start ", st)]++
+	}
+	for range 70 {
+		st, _, err := flooder.do(http.MethodGet, "/oauth/callback?code=c&state="+randomURLString(16), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answers[fmt.Sprint("callback ", st)]++
+	}
+	want := map[string]int{"start 302": 30, "start 429": 10, "callback 400": 60, "callback 429": 10}
+	if fmt.Sprint(answers) != fmt.Sprint(want) {
+		t.Fatalf("the flood's answers %v, want %v", answers, want)
+	}
+	if got := a.as.Stats().PARs; got != 30 {
+		t.Fatalf("%d pushed authorization requests reached the server, want 30", got)
+	}
+	newAddrBrowser(t, "127.0.0.3", a.Server.URL, a.as).mustLogin("alice.test")
+}
