@@ -14,13 +14,16 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/gin-gonic/gin"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/stores/memstore"
@@ -655,4 +658,85 @@ func loginFloodAttack(t *testing.T, a *testApp) {
 		t.Fatalf("%d pushed authorization requests reached the server, want 30", got)
 	}
 	newAddrBrowser(t, "127.0.0.3", a.Server.URL, a.as).mustLogin("alice.test")
+}
+
+// BenchmarkLoginRateLimit measures, in process and through the engine,
+// what the limits add to a login start and what a refused request costs.
+// The starts name an invalid handle, so the handler answers 400 without a
+// network call and the limiter's share shows:
+//
+//	go test -run '^$' -bench LoginRateLimit -benchmem ./ginoauth/
+func BenchmarkLoginRateLimit(b *testing.B) {
+	engine := func(b *testing.B, store storage.Store, rl ginoauth.RateLimits) *gin.Engine {
+		client := indigoclient.New(oauth.NewPublicConfig("https://app.example/m.json", "https://app.example/cb", []string{"atproto"}), memstore.New(),
+			indigoclient.Options{HTTPClient: &http.Client{Transport: refuse{}}, Directory: nowhere{}})
+		b.Cleanup(func() { _ = client.Close() })
+		m, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: strings.Repeat("k", 32),
+			BaseURL: "https://app.example", RateLimits: rl})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = m.Close() })
+		gin.SetMode(gin.TestMode)
+		r := gin.New()
+		_ = r.SetTrustedProxies(nil)
+		m.Mount(r)
+		return r
+	}
+	run := func(b *testing.B, r *gin.Engine, want int, addr func(i int) string) {
+		req := httptest.NewRequest(http.MethodGet, "/login?handle=not+a+handle", nil)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			req.RemoteAddr = addr(i)
+			i++
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code != want {
+				b.Fatalf("%d, want %d", w.Code, want)
+			}
+		}
+	}
+	// Distinct addresses, so each request is under its limit.
+	many := func(i int) string { return fmt.Sprintf("10.%d.%d.%d:1", i>>16&255, i>>8&255, i&255) }
+	roomy := ginoauth.RateLimits{LoginStarts: 1 << 30}
+
+	b.Run("limits-off", func(b *testing.B) {
+		run(b, engine(b, memstore.New(), ginoauth.RateLimits{Disabled: true}), http.StatusBadRequest, many)
+	})
+	b.Run("under-limit/store-counter", func(b *testing.B) {
+		run(b, engine(b, memstore.New(), roomy), http.StatusBadRequest, many)
+	})
+	b.Run("under-limit/in-process", func(b *testing.B) {
+		run(b, engine(b, withoutCounter(memstore.New()), roomy), http.StatusBadRequest, many)
+	})
+	b.Run("refused", func(b *testing.B) {
+		r := engine(b, memstore.New(), ginoauth.RateLimits{LoginStarts: 1})
+		run(b, r, http.StatusTooManyRequests, func(i int) string {
+			if i == 0 {
+				w := httptest.NewRecorder() // spend the limit first
+				req := httptest.NewRequest(http.MethodGet, "/login?handle=not+a+handle", nil)
+				req.RemoteAddr = "203.0.113.1:1"
+				r.ServeHTTP(w, req)
+			}
+			return "203.0.113.1:1"
+		})
+	})
+	b.Run("refused-parallel", func(b *testing.B) {
+		r := engine(b, memstore.New(), ginoauth.RateLimits{LoginStarts: 1})
+		var next atomic.Int64
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			req := httptest.NewRequest(http.MethodGet, "/login?handle=not+a+handle", nil)
+			req.RemoteAddr = fmt.Sprintf("203.0.113.%d:1", next.Add(1)) // an address per goroutine
+			for pb.Next() {
+				w := httptest.NewRecorder()
+				r.ServeHTTP(w, req)
+				if w.Code != http.StatusBadRequest && w.Code != http.StatusTooManyRequests {
+					b.Errorf("%d", w.Code)
+					return
+				}
+			}
+		})
+	})
 }
