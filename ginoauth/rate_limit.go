@@ -2,6 +2,10 @@ package ginoauth
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
@@ -124,10 +128,14 @@ type rateLimiter struct {
 	refused func(kind string)
 	log     *slog.Logger
 
-	warnedProxy    atomic.Bool
-	warnedFull     atomic.Bool
-	lastStoreWarn  atomic.Int64 // window in which a storage failure was last logged
-	storeFallbacks atomic.Int64 // increments counted in process because the store failed
+	// addrKey keys the hash that stands for an address in storage keys:
+	// stores never hold client addresses (see Config.RecordIP), and
+	// instances sharing CookieSecret share the counters.
+	addrKey []byte
+
+	warnedProxy   atomic.Bool
+	warnedFull    atomic.Bool
+	lastStoreWarn atomic.Int64 // window in which a storage failure was last logged
 
 	shards [limiterShards]limiterShard
 }
@@ -159,7 +167,11 @@ func newRateLimiter(cfg Config, metrics Metrics, log *slog.Logger) (*rateLimiter
 	if rl.Window == 0 {
 		rl.Window = defaultRateLimitWindow
 	}
-	l := &rateLimiter{limits: rl, now: cfg.Now, timeout: cfg.StorageTimeout, metrics: metrics, log: log, refused: func(string) {}}
+	addrKey, err := hkdf.Key(sha256.New, []byte(cfg.CookieSecret), nil, "ginoauth rate limit address v1", 32)
+	if err != nil {
+		return nil, err
+	}
+	l := &rateLimiter{limits: rl, now: cfg.Now, timeout: cfg.StorageTimeout, metrics: metrics, log: log, refused: func(string) {}, addrKey: addrKey}
 	if rm, ok := metrics.(RateLimitMetrics); ok {
 		l.refused = rm.RateLimited
 	}
@@ -198,7 +210,7 @@ func (l *rateLimiter) allow(c *gin.Context, kind limitKind) error {
 		// Over the limit already (counted here, or as the store said):
 		// refused without a storage round trip.
 		sh.mu.Unlock()
-		return l.refuse(kind, addr, now, end)
+		return l.refuse(kind, now, end)
 	}
 	if l.counter == nil {
 		if !tracked && len(sh.counts) >= maxTrackedPerShard {
@@ -217,6 +229,7 @@ func (l *rateLimiter) allow(c *gin.Context, kind limitKind) error {
 		// The store could not count: count in process for now, so a
 		// storage outage neither lifts the limit nor blocks logins.
 		l.storeFailed(window, err)
+		n = 0
 		sh.mu.Lock()
 		if sh.window == window && (tracked || len(sh.counts) < maxTrackedPerShard) {
 			n = sh.counts[key] + 1
@@ -231,7 +244,7 @@ func (l *rateLimiter) allow(c *gin.Context, kind limitKind) error {
 		sh.mu.Unlock()
 	}
 	if n > limit {
-		return l.refuse(kind, addr, now, end)
+		return l.refuse(kind, now, end)
 	}
 	return nil
 }
@@ -242,18 +255,19 @@ func (l *rateLimiter) incr(ctx context.Context, kind limitKind, addr string, win
 	defer cancel()
 	// The window's length is in the key, so instances configured with
 	// different windows never add to each other's counters.
-	key := "rl:" + string(kind) + ":" + strconv.FormatInt(int64(l.limits.Window/time.Second), 10) + "s:" + addr + ":" + strconv.FormatInt(window, 10)
+	mac := hmac.New(sha256.New, l.addrKey)
+	mac.Write([]byte(addr))
+	key := "rl:" + string(kind) + ":" + strconv.FormatInt(l.limits.Window.Milliseconds(), 10) + "ms:" +
+		base64.RawURLEncoding.EncodeToString(mac.Sum(nil)[:16]) + ":" + strconv.FormatInt(window, 10)
 	return l.counter.Incr(ctx, key, 1, ttl)
 }
 
-func (l *rateLimiter) refuse(kind limitKind, addr string, now, end time.Time) error {
+func (l *rateLimiter) refuse(kind limitKind, now, end time.Time) error {
 	l.refused(string(kind))
-	l.log.Debug("rate limited", "limit", string(kind), "addr", addr)
 	return &rateLimitedError{kind: kind, retryAfter: end.Sub(now)}
 }
 
 func (l *rateLimiter) storeFailed(window int64, err error) {
-	l.storeFallbacks.Add(1)
 	l.metrics.StorageFailed("incr")
 	// Once per window: a flood during an outage must not flood the logs.
 	if last := l.lastStoreWarn.Load(); last != window && l.lastStoreWarn.CompareAndSwap(last, window) {

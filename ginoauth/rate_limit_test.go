@@ -590,13 +590,15 @@ func TestRateLimitedJSONAnswer(t *testing.T) {
 // countingStore counts the storage.Counter increments.
 type countingStore struct {
 	*memstore.Store
-	mu sync.Mutex
-	n  int
+	mu   sync.Mutex
+	n    int
+	keys []string
 }
 
 func (s *countingStore) Incr(ctx context.Context, key string, by int64, ttl time.Duration) (int64, error) {
 	s.mu.Lock()
 	s.n++
+	s.keys = append(s.keys, key)
 	s.mu.Unlock()
 	return s.Store.Incr(ctx, key, by, ttl)
 }
@@ -608,7 +610,8 @@ func (s *countingStore) count() int {
 }
 
 // Past its limit an address costs no storage at all: the instance
-// remembers it is over for the rest of the window.
+// remembers it is over for the rest of the window. The store's keys do not
+// hold the address (RecordIP is off: no addresses are stored).
 func TestRateLimitedAddressCostsNoStorage(t *testing.T) {
 	store := &countingStore{Store: memstore.New()}
 	a := newTestApp(t, store, func(c *ginoauth.Config) {
@@ -623,6 +626,11 @@ func TestRateLimitedAddressCostsNoStorage(t *testing.T) {
 	}
 	if got := store.count(); got != 4 {
 		t.Fatalf("50 starts from one address made %d storage increments, want 4 (3 under the limit, 1 that found it spent)", got)
+	}
+	for _, k := range store.keys {
+		if !strings.HasPrefix(k, "rl:login_start:60000ms:") || strings.Contains(k, "127.0.0.1") {
+			t.Fatalf("counter key %q: want rl:login_start:60000ms:<hash>:<window>, without the address", k)
+		}
 	}
 }
 
