@@ -47,6 +47,10 @@ import (
 // own, so N instances let N times the limit through. Windows are fixed
 // (aligned to the clock), so a client can spend one window's limit at its
 // end and the next one's at once: at most twice the limit in a short span.
+//
+// No limit is per handle or account: a limit that anyone could spend by
+// naming someone's handle would lock that person out of their own login.
+// A flood naming a handle counts against the flooder's address only.
 type RateLimits struct {
 	// Disabled turns the limits off: for load tests from one address, or
 	// when a proxy in front of the app limits these routes already.
