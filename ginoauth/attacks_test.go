@@ -150,6 +150,7 @@ var attacks = []attack{
 		again.SetCookie(flow)
 		wantCode(t, again.Get(callback), http.StatusBadRequest, ginoauth.CodeUnknownState)
 	}},
+	{"login-flood", "one address floods the login start naming someone else's handle, and the callback", loginFloodAttack},
 }
 
 func wantCode[C ~string](t *testing.T, r ginoauthtest.Response, status int, code C) {

@@ -122,6 +122,12 @@ type Config struct {
 	// URIs); see MobileConfig.
 	Mobile MobileConfig
 
+	// RateLimits bound how often one client address may start logins and
+	// reach the callback: on by default, at 30 starts and 60 callbacks a
+	// minute. The address is c.ClientIP(), so behind a proxy call the
+	// engine's SetTrustedProxies. See RateLimits.
+	RateLimits RateLimits
+
 	// Routes are the paths Manager.Mount registers the prebuilt handlers on.
 	Routes Routes
 

@@ -40,6 +40,10 @@
 // own routes. Close the Manager and the client after the server stops
 // (client.Close may be finishing a token save), then the store.
 //
+// Login starts and callbacks are limited per client address (RateLimits,
+// on by default); the address is c.ClientIP(), so tell the engine its
+// proxies with SetTrustedProxies (nil when clients connect directly).
+//
 // # A login, step by step
 //
 //  1. GET or POST /login with a handle (or DID): Manager.StartOAuth checks

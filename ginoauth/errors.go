@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -52,6 +53,7 @@ const (
 	CodeCrossSite          ErrorCode = "cross_site_request"  // a state-changing request from another site (403)
 	CodeInsufficientScope  ErrorCode = "insufficient_scope"  // the grant lacks a permission the route needs (403)
 	CodeStorageUnavailable ErrorCode = "storage_unavailable" // the Storage failed (503)
+	CodeRateLimited        ErrorCode = "rate_limited"        // too many login starts or callbacks from one address (429, see RateLimits)
 	CodeInternal           ErrorCode = "internal_error"      // anything unexpected (500)
 )
 
@@ -198,7 +200,7 @@ var flowMessages = map[ErrorCode]string{
 // Config.ErrorHandler and for apps that render the library's errors
 // themselves (see ErrorResponseFor).
 type ErrorResponse struct {
-	Status  int       // HTTP status: 400, 401, 403, 502, 503 or 500
+	Status  int       // HTTP status: 400, 401, 403, 429, 502, 503 or 500
 	Code    ErrorCode // machine-readable code
 	Message string    // a short sentence that is safe to show to the user
 	Err     error     // the cause, for logs only; never show it
@@ -208,6 +210,10 @@ type ErrorResponse struct {
 	// route).
 	Missing    []string
 	UpgradeURL string
+
+	// For CodeRateLimited: how long until the client may try again (also
+	// sent as the Retry-After header).
+	RetryAfter time.Duration
 }
 
 // ErrorResponseFor maps any error the library returns to the status, code
@@ -222,6 +228,7 @@ func ErrorResponseFor(err error) ErrorResponse {
 		st *storage.Error
 		pe *scopeError
 		ce *ConfigurationError
+		rl *rateLimitedError
 	)
 	switch {
 	case errors.As(err, &crossSiteError{}):
@@ -229,6 +236,9 @@ func ErrorResponseFor(err error) ErrorResponse {
 	case errors.As(err, &pe):
 		r.Status, r.Code, r.Message = http.StatusForbidden, CodeInsufficientScope, "this needs a permission you have not granted to the app"
 		r.Missing, r.UpgradeURL = pe.missing, pe.upgradeURL
+	case errors.As(err, &rl):
+		r.Status, r.Code, r.Message = http.StatusTooManyRequests, CodeRateLimited, "too many login attempts from your network; please wait a minute and try again"
+		r.RetryAfter = rl.retryAfter
 	case errors.As(err, &st):
 		r.Status, r.Code, r.Message = http.StatusServiceUnavailable, CodeStorageUnavailable, "the session store is unavailable; please try again shortly"
 	case errors.As(err, &fe):
@@ -262,6 +272,8 @@ func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
 		level = m.log.Error
 	case r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden:
 		level = m.log.Debug // every anonymous visit to a protected page
+	case r.Status == http.StatusTooManyRequests:
+		level = m.log.Debug // a flood must not flood the logs
 	}
 	level("request failed", "path", c.FullPath(), "status", r.Status, "code", string(r.Code), "err", err)
 	c.Header("Cache-Control", "no-store")
@@ -270,6 +282,9 @@ func (m *Manager) replyFor(c *gin.Context, err error) ErrorResponse {
 	}
 	if r.Status == http.StatusServiceUnavailable {
 		c.Header("Retry-After", "5")
+	}
+	if r.RetryAfter > 0 {
+		c.Header("Retry-After", retryAfterSeconds(r.RetryAfter))
 	}
 	return r
 }

@@ -47,6 +47,8 @@ type Manager struct {
 	// Keep-alive without a storage.Locker: the grants this process handles.
 	keepAliveMu   sync.Mutex
 	keepAliveBusy map[string]bool
+
+	limits *rateLimiter // login rate limits (rate_limit.go); nil when disabled
 }
 
 // New validates cfg, fills in defaults and returns a Manager. Every problem
@@ -88,6 +90,9 @@ func New(cfg Config) (*Manager, error) {
 		m.metrics = nopMetrics{}
 	}
 	m.hooks = hooks{fn: cfg.OnEvent, log: m.log.Warn}
+	if m.limits, err = newRateLimiter(cfg, m.metrics, m.log); err != nil {
+		return nil, err
+	}
 	if m.refKey, err = hkdf.Key(sha256.New, []byte(cfg.CookieSecret), nil, "ginoauth session ref v1", 32); err != nil {
 		return nil, err
 	}

@@ -100,6 +100,9 @@ type flowExtra struct {
 
 // startFlowWith is StartOAuth with the extras of the other kinds of login.
 func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOptions, extra flowExtra) (string, error) {
+	if err := m.limits.allow(c, limitLoginStart); err != nil {
+		return "", err
+	}
 	req := oauthclient.AuthorizeRequest{Scopes: opts.Scopes, Prompt: opts.Prompt, TTL: m.cfg.FlowTTL}
 	if !slices.Contains(prompts, opts.Prompt) {
 		return "", &OAuthFlowError{Code: CodeInvalidRequest, Message: "that sign-in option is not supported"}
@@ -183,6 +186,9 @@ func (m *Manager) HandleCallback(c *gin.Context) (*CallbackResult, error) {
 }
 
 func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
+	if err := m.limits.allow(c, limitCallback); err != nil {
+		return nil, err
+	}
 	ctx := c.Request.Context()
 	params := c.Request.URL.Query()
 	state := params.Get("state")

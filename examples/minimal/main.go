@@ -54,6 +54,9 @@ func newApp(pds *ginoauthtest.Server, store storage.Store, baseURL, secret strin
 		return nil, nil, err
 	}
 	r := gin.New()
+	// No proxy in front: c.ClientIP(), which the login rate limits count
+	// by, is the connection's address. Behind one, name its addresses.
+	_ = r.SetTrustedProxies(nil)
 	r.Use(gin.Recovery(), ginoauth.Middleware(mgr))
 	mgr.Mount(r) // POST /login, /oauth/callback, POST /api/logout, ...
 	r.GET("/", func(c *gin.Context) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
@@ -45,6 +46,9 @@ func TestSoakRefresh(t *testing.T) {
 	logs := &apptest.LogBuffer{}
 	withLogs := func(o *apptest.Options) {
 		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		// Every session logs in from 127.0.0.1 at the start: room for all
+		// of them under the login limit, whatever sessions is set to.
+		o.Configure = func(c *ginoauth.Config) { c.RateLimits.LoginStarts = 2 * sessions }
 	}
 	apps := []*apptest.App{r.app(s1, withLogs), r.app(s2, withLogs), r.app(s1, withLogs)}
 	defer func() {

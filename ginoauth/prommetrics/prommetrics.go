@@ -16,6 +16,7 @@
 //	login_callback_seconds                how long callbacks took
 //	session_check_seconds{outcome}        session checks (a histogram; _count is the number of checks)
 //	storage_failures_total{op}            storage failures by operation
+//	rate_limited_total{limit}             requests refused by the login rate limits (login_start, callback)
 //	token_refresh_seconds{outcome}        token refresh grants: ok, refused, network, storage
 //	refresh_lock_wait_seconds             how long refreshes waited for the cross-instance lock
 //	keepalive_runs_total{outcome}         keep-alive runs (Config.KeepAlive): refreshed, not_due, gone, refused, network, storage
@@ -32,8 +33,9 @@ import (
 	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 )
 
-// Metrics is a ginoauth.Metrics and oauthclient.RefreshMetrics that records
-// to Prometheus. Build it with New.
+// Metrics is a ginoauth.Metrics (with its RateLimitMetrics capability) and
+// an oauthclient.RefreshMetrics that records to Prometheus. Build it with
+// New.
 type Metrics struct {
 	loginsStarted  *prometheus.CounterVec
 	loginsFinished *prometheus.CounterVec
@@ -43,6 +45,7 @@ type Metrics struct {
 	refreshes      *prometheus.HistogramVec
 	lockWait       prometheus.Histogram
 	keepAlive      *prometheus.CounterVec
+	rateLimited    *prometheus.CounterVec
 }
 
 var _ oauthclient.RefreshMetrics = (*Metrics)(nil)
@@ -68,8 +71,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "How long token refreshes waited for the cross-instance refresh lock.", Buckets: slow}),
 		keepAlive: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ginoauth_keepalive_runs_total",
 			Help: "Keep-alive runs by outcome (refreshed, not_due, gone, refused, network, storage)."}, []string{"outcome"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ginoauth_rate_limited_total",
+			Help: "Requests refused (429) by the login rate limits, by limit (login_start, callback)."}, []string{"limit"}),
 	}
-	for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsFinished, m.callback, m.checks, m.storage, m.refreshes, m.lockWait, m.keepAlive} {
+	for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsFinished, m.callback, m.checks, m.storage, m.refreshes, m.lockWait, m.keepAlive, m.rateLimited} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -93,6 +98,9 @@ func (m *Metrics) SessionChecked(outcome string, took time.Duration) {
 
 // StorageFailed implements ginoauth.Metrics.
 func (m *Metrics) StorageFailed(op string) { m.storage.WithLabelValues(op).Inc() }
+
+// RateLimited implements ginoauth.RateLimitMetrics.
+func (m *Metrics) RateLimited(limit string) { m.rateLimited.WithLabelValues(limit).Inc() }
 
 // RefreshLockWaited implements oauthclient.RefreshMetrics.
 func (m *Metrics) RefreshLockWaited(took time.Duration) { m.lockWait.Observe(took.Seconds()) }

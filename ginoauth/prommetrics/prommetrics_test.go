@@ -15,7 +15,10 @@ import (
 
 // The adapter implements the Manager's Metrics interface without importing
 // the Gin-facing package.
-var _ ginoauth.Metrics = (*prommetrics.Metrics)(nil)
+var (
+	_ ginoauth.Metrics          = (*prommetrics.Metrics)(nil)
+	_ ginoauth.RateLimitMetrics = (*prommetrics.Metrics)(nil)
+)
 
 // TestMetricsOfARealApp wires the adapter the way the package doc says,
 // runs a login, session checks, a token refresh and a storage outage
@@ -31,7 +34,10 @@ func TestMetricsOfARealApp(t *testing.T) {
 	app := apptest.New(t, apptest.Options{
 		HTTPClient: as.HTTPClient(), Directory: as.Directory(), Consent: as.Consent,
 		RefreshMetrics: m,
-		Configure:      func(c *ginoauth.Config) { c.Metrics = m },
+		Configure: func(c *ginoauth.Config) {
+			c.Metrics = m
+			c.RateLimits.LoginStarts = 1 // the login below spends it
+		},
 	})
 	br := app.NewBrowser()
 	br.Login("alice.test", "/")
@@ -49,6 +55,9 @@ func TestMetricsOfARealApp(t *testing.T) {
 		t.Fatalf("session with storage down: %d %s", r.Status, r.Body)
 	}
 	app.Store.Down.Store(false)
+	if r := anon.Get("/login?handle=alice.test"); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("a second login start from the address: %d %s", r.Status, r.Body)
+	}
 
 	families, err := reg.Gather()
 	if err != nil {
@@ -90,6 +99,7 @@ func TestMetricsOfARealApp(t *testing.T) {
 		{"ginoauth_storage_failures_total", map[string]string{"op": "get"}, 1},
 		{"ginoauth_token_refresh_seconds", map[string]string{"outcome": "ok"}, 1},
 		{"ginoauth_refresh_lock_wait_seconds", nil, 1},
+		{"ginoauth_rate_limited_total", map[string]string{"limit": "login_start"}, 1},
 	} {
 		if got := count(c.name, c.labels); got < c.min {
 			t.Errorf("%s%v = %d, want at least %d", c.name, c.labels, got, c.min)

@@ -61,8 +61,9 @@ var ErrNotFound = errors.New("storage: key not found")
 // Taker (atomic read-and-delete), Locker (a lock shared by every process
 // that uses the same store), Indexer (sets of members, for the
 // per-account index of sessions), Swapper (compare-and-swap, to extend a
-// session without bringing back one ended meanwhile) and StaleReader
-// (reads that a replica may answer, within a staleness bound).
+// session without bringing back one ended meanwhile), StaleReader (reads
+// that a replica may answer, within a staleness bound) and Counter (atomic
+// counters with a TTL, for rate limits shared across instances).
 type Store interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
@@ -202,7 +203,7 @@ func ValidateKey(key string) error {
 // Error reports that a Store failed to answer (not a "not found"). The
 // library answers it with 503.
 type Error struct {
-	Op  string // "get", "get-stale", "set", "delete", "take", "lock", "add-member", "remove-member", "members", "swap" or "cleanup"
+	Op  string // "get", "get-stale", "set", "delete", "take", "lock", "add-member", "remove-member", "members", "swap", "incr" or "cleanup"
 	Err error
 }
 

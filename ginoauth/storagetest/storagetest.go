@@ -143,6 +143,7 @@ func Run(t *testing.T, h Harness) {
 		{"Stale/NotUndone", testStaleNotUndone},
 		{"Stale/TTL", testStaleTTL},
 	}
+	tests = append(tests, counterChecks...)
 	// Most checks spend their time sleeping on TTLs and leases, so they run
 	// concurrently through goroutines rather than t.Parallel, which -parallel
 	// would cap at GOMAXPROCS.

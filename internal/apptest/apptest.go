@@ -123,7 +123,7 @@ func New(t testing.TB, opts Options) *App {
 
 	cfg := ginoauth.Config{
 		OAuthClient:  a.Client,
-		Storage:      a.Store,
+		Storage:      a.Store.managerStorage(),
 		CookieSecret: "an-example-cookie-secret-of-32-bytes!!",
 		BaseURL:      base,
 		Now:          a.Clock.Now,
@@ -363,6 +363,7 @@ const (
 	OpUnlock = "unlock"
 	OpIndex  = "index"
 	OpSwap   = "swap"
+	OpIncr   = "incr"
 )
 
 type fault struct {
@@ -500,6 +501,28 @@ func (f *FaultyStorage) MaxStaleness() time.Duration {
 		return r.MaxStaleness()
 	}
 	return 0
+}
+
+// faultyCounter is FaultyStorage with storage.Counter, which the app gets
+// only when the wrapped Storage has it: a store without it must look
+// without it to the Manager (it then counts the rate limits in process).
+type faultyCounter struct{ *FaultyStorage }
+
+// Incr implements storage.Counter.
+func (f faultyCounter) Incr(ctx context.Context, k string, by int64, ttl time.Duration) (int64, error) {
+	if f.fails(OpIncr, k) {
+		return 0, ErrDown
+	}
+	return f.Store.(storage.Counter).Incr(ctx, k, by, ttl)
+}
+
+// managerStorage is what the Manager is given: f, with Incr when the
+// wrapped Storage counts.
+func (f *FaultyStorage) managerStorage() storage.Store {
+	if _, ok := f.Store.(storage.Counter); ok {
+		return faultyCounter{f}
+	}
+	return f
 }
 
 // LogBuffer is a goroutine-safe io.Writer for capturing logs in tests.

@@ -1,6 +1,6 @@
 // Package gormstore is a storage.Store, storage.Taker, storage.Locker,
-// storage.Indexer and storage.StaleReader over any *gorm.DB whose dialect
-// is SQLite or Postgres.
+// storage.Indexer, storage.Swapper, storage.StaleReader and storage.Counter
+// over any *gorm.DB whose dialect is SQLite or Postgres.
 //
 // Most apps use the one-line constructors in stores/sqlitestore and
 // stores/postgresstore, which open and own the database. Use New directly to
@@ -35,6 +35,11 @@
 //     depends on cleanup having run.
 //   - Take is one DELETE ... RETURNING statement: among concurrent takers, in
 //     any number of processes, exactly one gets the value.
+//   - Incr (storage.Counter) is one INSERT ... ON CONFLICT ... RETURNING
+//     statement on the entry table: a counter is an entry whose value is the
+//     count and whose expires_at is set when it is created (or restarted
+//     after expiry) and left alone by increments. Cleanup removes expired
+//     counters with the other entries; no table is added.
 //   - Lock upserts a lease row only when no unexpired lease exists, polling
 //     with a short backoff (2ms growing to 50ms) until it wins or ctx ends.
 //     Waiters in the same process are woken at once by Unlock. A lease lapses

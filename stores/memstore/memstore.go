@@ -6,8 +6,8 @@
 //
 // It honours TTLs (expired entries and set members are invisible at once
 // and swept in the background of writes), and implements the optional
-// storage.Taker, storage.Locker, storage.Indexer and storage.Swapper
-// capabilities within the one process.
+// storage.Taker, storage.Locker, storage.Indexer, storage.Swapper and
+// storage.Counter capabilities within the one process.
 package memstore
 
 import (
@@ -28,6 +28,7 @@ type Store struct {
 	entries map[string]entry
 	locks   map[string]*lease
 	sets    map[string]map[string]time.Time // set -> member -> expiry (zero: never)
+	counts  map[string]count                // storage.Counter's counters (counter.go)
 	writes  int
 	now     func() time.Time
 }
@@ -92,6 +93,7 @@ func (s *Store) wrote(now time.Time) {
 			delete(s.sets, name)
 		}
 	}
+	s.sweepCounts(now)
 }
 
 // Get implements storage.Store.

@@ -3,7 +3,7 @@
 //	store, err := postgresstore.Open(os.Getenv("DATABASE_URL"), postgresstore.Options{CleanupInterval: 10 * time.Minute})
 //	defer store.Close()
 //
-// The store is a *gormstore.Store (Store, Taker, Locker and Indexer) over
+// The store is a *gormstore.Store (Store, Taker, Locker, Indexer and Counter) over
 // gorm.io/driver/postgres (pgx); see gormstore for its behaviour. Importing
 // this package does not compile the cgo SQLite driver.
 //

@@ -1,5 +1,5 @@
-// Package redisstore is a storage.Store, storage.Taker, storage.Locker and
-// storage.Indexer on Redis (6.2 or newer) through
+// Package redisstore is a storage.Store, storage.Taker, storage.Locker,
+// storage.Indexer and storage.Counter on Redis (6.2 or newer) through
 // github.com/redis/go-redis/v9. It takes a redis.UniversalClient, so the
 // same store runs on a single server, behind Sentinel (a failover client)
 // or on Redis Cluster:
@@ -14,7 +14,8 @@
 //
 // Every key starts with Options.Prefix (default "ginoauth:"):
 //
-//	<prefix>kv:<key>     string      an entry; its Redis TTL is the entry's
+//	<prefix>kv:<key>     string      an entry; its Redis TTL is the entry's (or a
+//	                                 storage.Counter counter, an integer with its window as TTL)
 //	<prefix>lock:<name>  string      a lock lease: a random token, with the lease as TTL
 //	<prefix>set:<set>    sorted set  an Indexer set: each member scored with its expiry
 //	                                 in Unix milliseconds (+inf: never)
@@ -44,6 +45,9 @@
 //     Unlock is a Lua script that deletes the lease only if it still holds
 //     this caller's token, so an Unlock after the lease lapsed never
 //     releases the next holder's lock.
+//   - Incr is a Lua script: INCRBY, then PEXPIRE if the key has no TTL
+//     (INCRBY just created it), so increments never extend a counter's
+//     window and no counter is ever left without one.
 //   - AddMember, RemoveMember and Members are Lua scripts on the set's
 //     sorted set, each atomic on the server. AddMember is ZADD with the
 //     expiry as score; it also drops the set's expired members

@@ -3,7 +3,7 @@
 //	store, err := sqlitestore.Open("sessions.db", sqlitestore.Options{CleanupInterval: 10 * time.Minute})
 //	defer store.Close()
 //
-// The store is a *gormstore.Store (Store, Taker, Locker and Indexer); see gormstore
+// The store is a *gormstore.Store (Store, Taker, Locker, Indexer and Counter); see gormstore
 // for its behaviour. This is the only package of the module that imports
 // the cgo SQLite driver (gorm.io/driver/sqlite, mattn/go-sqlite3), so
 // building it needs a C compiler and CGO_ENABLED=1.
