@@ -107,11 +107,16 @@ func NewAuthStore(storage storage.Store, opts AuthStoreOptions) *AuthStore {
 }
 
 // storedSession wraps indigo's session data with its absolute expiry, so
-// that saving rotated tokens can keep the TTL the login started with, and
-// with the hashes of the refresh tokens rotated out of it.
+// that saving rotated tokens can keep the TTL the login started with, with
+// the hashes of the refresh tokens rotated out of it, and with the client
+// key the session is bound to (indigo's data has no key id).
 type storedSession struct {
 	Data      oauth.ClientSessionData `json:"data"`
 	ExpiresAt time.Time               `json:"expires_at"`
+	// KeyID is the kid of the confidential client key that authenticated
+	// the login; every assertion for the session is signed with it. Empty
+	// for public clients and for sessions stored before key sets.
+	KeyID string `json:"client_kid,omitempty"`
 	// Generation counts token rotations since the login.
 	Generation int `json:"generation,omitempty"`
 	// Spent are hashes of rotated-out refresh tokens, oldest first.
@@ -133,6 +138,8 @@ func sessionKey(did syntax.DID, sessionID string) string {
 
 type sessionTTLKey struct{}
 
+type sessionKeyKey struct{}
+
 type requestTTLKey struct{}
 
 // withRequestTTL tells SaveAuthRequestInfo how long the login may take.
@@ -143,6 +150,20 @@ func withRequestTTL(ctx context.Context, ttl time.Duration) context.Context {
 // withSessionTTL tells SaveSession the lifetime of a session being created.
 func withSessionTTL(ctx context.Context, ttl time.Duration) context.Context {
 	return context.WithValue(ctx, sessionTTLKey{}, ttl)
+}
+
+// withSessionKey tells SaveSession the kid a session being created is
+// bound to.
+func withSessionKey(ctx context.Context, kid string) context.Context {
+	return context.WithValue(ctx, sessionKeyKey{}, kid)
+}
+
+// requestTTL is the lifetime of a pending login: the login's own, else def.
+func requestTTL(ttl, def time.Duration) time.Duration {
+	if ttl > 0 {
+		return ttl
+	}
+	return def
 }
 
 // op bounds one storage operation by the store's timeout.
@@ -186,7 +207,8 @@ func (s *AuthStore) SaveSession(ctx context.Context, sess oauth.ClientSessionDat
 	s.nonces.remember(&sess)
 	now := s.now()
 	if ttl, ok := ctx.Value(sessionTTLKey{}).(time.Duration); ok && ttl > 0 {
-		return s.put(ctx, &storedSession{Data: sess, ExpiresAt: now.Add(ttl)})
+		kid, _ := ctx.Value(sessionKeyKey{}).(string)
+		return s.put(ctx, &storedSession{Data: sess, ExpiresAt: now.Add(ttl), KeyID: kid})
 	}
 	old, err := s.loadSession(ctx, sess.AccountDID, sess.SessionID)
 	switch {
@@ -222,13 +244,14 @@ func (s *AuthStore) saveRotated(ctx context.Context, sess oauth.ClientSessionDat
 	return s.put(ctx, old.rotated(sess))
 }
 
-// rotated is st with sess's tokens, one generation on.
+// rotated is st with sess's tokens, one generation on, still bound to the
+// same client key.
 func (st *storedSession) rotated(sess oauth.ClientSessionData) *storedSession {
 	spent := append(slices.Clone(st.Spent), tokenHash(st.Data.RefreshToken))
 	if len(spent) > maxSpent {
 		spent = spent[len(spent)-maxSpent:]
 	}
-	return &storedSession{Data: sess, ExpiresAt: st.ExpiresAt, Generation: st.Generation + 1, Spent: spent}
+	return &storedSession{Data: sess, ExpiresAt: st.ExpiresAt, Generation: st.Generation + 1, Spent: spent, KeyID: st.KeyID}
 }
 
 func (s *AuthStore) put(ctx context.Context, st *storedSession) error {
@@ -255,28 +278,51 @@ func (s *AuthStore) DeleteSession(ctx context.Context, did syntax.DID, sessionID
 	return storage.Wrap("delete", s.storage.Delete(ctx, sessionKey(did, sessionID)))
 }
 
+// storedAuthRequest is indigo's pending request and the kid of the client
+// key its PAR was signed with, which the code exchange must use too. The
+// embedded fields keep indigo's JSON layout, so requests stored before key
+// sets read with no kid.
+type storedAuthRequest struct {
+	oauth.AuthRequestData
+	ClientKeyID string `json:"client_kid,omitempty"`
+}
+
 // GetAuthRequestInfo implements oauth.ClientAuthStore. It consumes the
 // request (atomically when the Storage is a storage.Taker): an authorization
 // request is good for one callback, so a replayed callback finds nothing.
 func (s *AuthStore) GetAuthRequestInfo(ctx context.Context, state string) (*oauth.AuthRequestData, error) {
+	r, err := s.takeAuthRequest(ctx, state)
+	if err != nil {
+		return nil, err
+	}
+	return &r.AuthRequestData, nil
+}
+
+// takeAuthRequest is GetAuthRequestInfo with the request's client key.
+func (s *AuthStore) takeAuthRequest(ctx context.Context, state string) (*storedAuthRequest, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	raw, err := storage.Take(ctx, s.storage, authRequestPrefix+state)
 	if err != nil {
 		return nil, err
 	}
-	var info oauth.AuthRequestData
-	if err := json.Unmarshal(raw, &info); err != nil {
+	var r storedAuthRequest
+	if err := json.Unmarshal(raw, &r); err != nil {
 		return nil, fmt.Errorf("indigoclient: unreadable auth request: %w", storage.ErrNotFound)
 	}
-	return &info, nil
+	return &r, nil
 }
 
 // SaveAuthRequestInfo implements oauth.ClientAuthStore. The request is kept
 // for the login's lifetime when the Client passes it on (the Manager's
 // FlowTTL), else for AuthRequestTTL.
 func (s *AuthStore) SaveAuthRequestInfo(ctx context.Context, info oauth.AuthRequestData) error {
-	raw, err := json.Marshal(info)
+	return s.saveAuthRequest(ctx, &storedAuthRequest{AuthRequestData: info})
+}
+
+func (s *AuthStore) saveAuthRequest(ctx context.Context, r *storedAuthRequest) error {
+	info := &r.AuthRequestData
+	raw, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
