@@ -45,6 +45,25 @@ func ParsePrivateKey(text []byte) (*atcrypto.PrivateKeyP256, error) {
 	return key, err
 }
 
+// ParseClientKey is ParsePrivateKey for a key of a KeySet: it returns the
+// key with its ID and State. id may be empty when text is a JWK with a kid,
+// which is then the ID; a kid that differs from id is an error.
+func ParseClientKey(id string, text []byte, state KeyState) (ClientKey, error) {
+	key, kid, err := parseKeyText(text)
+	if err != nil {
+		return ClientKey{}, err
+	}
+	switch {
+	case id == "" && kid == "":
+		return ClientKey{}, errors.New("indigoclient: client key: no ID given, and the key text names no kid")
+	case id == "":
+		id = kid
+	case kid != "" && kid != id:
+		return ClientKey{}, fmt.Errorf("indigoclient: client key %q: the JWK's kid is %q", id, kid)
+	}
+	return ClientKey{ID: id, Key: key, State: state}, nil
+}
+
 // parseKeyText is ParsePrivateKey that also returns a JWK's kid.
 func parseKeyText(text []byte) (*atcrypto.PrivateKeyP256, string, error) {
 	if len(text) > maxKeyText {

@@ -64,6 +64,9 @@ type Options struct {
 	RefreshMetrics oauthclient.RefreshMetrics
 	// Routes, if set, adds routes of the test's own to the app.
 	Routes func(r *gin.Engine, m *ginoauth.Manager)
+	// ClientKeys, if set, is the OAuth client's Options.Keys (a
+	// confidential client with a key set; see Deployment).
+	ClientKeys *indigoclient.KeySet
 }
 
 // App is a running test app.
@@ -111,6 +114,7 @@ func New(t testing.TB, opts Options) *App {
 	a.OAuthConfig = &oc
 	client := indigoclient.New(oc, a.Store, indigoclient.Options{
 		HTTPClient: opts.HTTPClient, Directory: opts.Directory, Logger: opts.Logger, Metrics: opts.RefreshMetrics,
+		Keys: opts.ClientKeys,
 	})
 	a.Client = &ObservedClient{Client: client}
 
