@@ -111,7 +111,9 @@ func TestParsePrivateKeyRefuses(t *testing.T) {
 	otherRaw := otherPub.UncompressedBytes()
 	b64 := base64.RawURLEncoding.EncodeToString
 	d := b64(k.Bytes())
-	pemOf := func(typ string, der []byte) string { return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})) }
+	pemOf := func(typ string, der []byte) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}))
+	}
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	p384DER, _ := x509.MarshalPKCS8PrivateKey(p384)
 	p384SEC1, _ := x509.MarshalECPrivateKey(p384)

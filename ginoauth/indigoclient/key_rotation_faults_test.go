@@ -153,7 +153,7 @@ func TestRetirementRacingARefresh(t *testing.T) {
 			aliceDID := r.sessionOf("alice.test").DID.String()
 			watch := &lockWatch{Store: r.d.Instance(1).Store.Store, name: indigoclient.RefreshLockName(aliceDID, sessionIDOf(t, alice, r.d.Instance(1))), hit: make(chan struct{})}
 			r.d.Start(1, watch, keySet(t, k2, k1)) // its Manager ends k1's sessions as it starts
-			select { // the retirement reached alice's session and waits for its refresh lock
+			select {                               // the retirement reached alice's session and waits for its refresh lock
 			case <-watch.hit:
 			case <-time.After(30 * time.Second):
 				t.Fatal("the retirement never tried to revoke alice's session")
