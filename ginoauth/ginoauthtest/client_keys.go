@@ -74,7 +74,7 @@ func (s *Server) endSessionsWithoutKeyLocked(ci *clientInfo) int {
 // sessions it ended. The server does the same by itself at every PAR, token
 // and revocation request of a client whose document it fetches.
 func (s *Server) RefreshClientMetadata(ctx context.Context, clientID string) (int, error) {
-	ci, err := s.resolveClient(ctx, clientID)
+	ci, _, err := s.readClient(ctx, clientID)
 	if err != nil {
 		return 0, fmt.Errorf("ginoauthtest: client metadata of %s: %w", clientID, err)
 	}

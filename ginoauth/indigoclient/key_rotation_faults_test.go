@@ -2,7 +2,9 @@ package indigoclient_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -153,7 +155,8 @@ func TestRetirementRacingARefresh(t *testing.T) {
 			aliceDID := r.sessionOf("alice.test").DID.String()
 			watch := &lockWatch{Store: r.d.Instance(1).Store.Store, name: indigoclient.RefreshLockName(aliceDID, sessionIDOf(t, alice, r.d.Instance(1))), hit: make(chan struct{})}
 			r.d.Start(1, watch, keySet(t, k2, k1)) // its Manager ends k1's sessions as it starts
-			select {                               // the retirement reached alice's session and waits for its refresh lock
+			// The retirement reached alice's session and waits for its refresh lock.
+			select {
 			case <-watch.hit:
 			case <-time.After(30 * time.Second):
 				t.Fatal("the retirement never tried to revoke alice's session")
@@ -218,4 +221,67 @@ func (w *lockWatch) RemoveMember(ctx context.Context, set, member string) error 
 
 func (w *lockWatch) Members(ctx context.Context, set string) ([]string, error) {
 	return w.Store.(storage.Indexer).Members(ctx, set)
+}
+
+// A retired key signs nothing new. When the sweep that ends its sessions
+// cannot run (here the key index fails), a session of the retired key ends
+// at its next use, with key_retired and its tokens revoked; a login started
+// with the key before it was retired cannot complete. (Failed when the
+// retired state only hid the key from the JWKS: the session went on being
+// refreshed with it.)
+func TestRetiredKeyEndsSessionsAtTheirNextUse(t *testing.T) {
+	r := newConfidentialRig(t, 2)
+	k1, k2, bs := r.rotated("memory", "alice.test")
+	alice := bs[0]
+	// A login started with k1 on instance 1, consented, not yet back.
+	k1.State = indigoclient.KeyCurrent
+	store := r.d.Instance(1).Store.Store
+	r.d.Start(1, store, keySet(t, k1))
+	late := r.d.Instance(1).NewBrowser()
+	callback := late.Consent(late.StartLogin("bob.test", ""), "bob.test")
+
+	k1.State = indigoclient.KeyRetired
+	blind := &failingMembers{Store: store} // the sweep cannot list k1's sessions
+	a := r.d.Start(0, blind, keySet(t, k2, k1))
+	r.d.Start(1, blind, keySet(t, k2, k1))
+	aliceDID := r.sessionOf("alice.test").DID.String()
+	if st := alice.Get(a.Server.URL + "/api/pds-session").Status; st != http.StatusUnauthorized {
+		t.Fatalf("a call with a session of the retired key: %d", st)
+	}
+	waitFor(t, "alice's session to end", func() bool { return endedFor(r.d.Events(), aliceDID) == 1 })
+	if s := r.sessionOf("alice.test"); s.Active || r.as.TokenActive(s.RefreshToken) {
+		t.Fatalf("alice's tokens were not revoked: %+v", s)
+	}
+	if resp := late.Get(callback); resp.Status != http.StatusBadRequest {
+		t.Fatalf("the callback of a login started with the retired key: %d %s", resp.Status, resp.Body)
+	}
+	if st := r.as.Stats(); st.KeyMismatches != 0 || st.CodeGrants != 1 {
+		t.Fatalf("a retired key signed a request: %+v", st)
+	}
+}
+
+// failingMembers is a store whose index cannot be listed.
+type failingMembers struct{ storage.Store }
+
+func (f *failingMembers) Take(ctx context.Context, key string) ([]byte, error) {
+	return f.Store.(storage.Taker).Take(ctx, key)
+}
+
+func (f *failingMembers) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
+	return f.Store.(storage.Locker).Lock(ctx, name, ttl)
+}
+
+func (f *failingMembers) AddMember(ctx context.Context, set, member string, ttl time.Duration) error {
+	return f.Store.(storage.Indexer).AddMember(ctx, set, member, ttl)
+}
+
+func (f *failingMembers) RemoveMember(ctx context.Context, set, member string) error {
+	return f.Store.(storage.Indexer).RemoveMember(ctx, set, member)
+}
+
+func (f *failingMembers) Members(ctx context.Context, set string) ([]string, error) {
+	if strings.HasPrefix(set, "oauth:key:") {
+		return nil, errors.New("injected: the key index cannot be listed")
+	}
+	return f.Store.(storage.Indexer).Members(ctx, set)
 }
