@@ -16,6 +16,15 @@
 // client. The package links no web framework: a background worker can use
 // it alone (Client.Resume, APIClient).
 //
+// A confidential client (longer sessions) signs its requests with a P-256
+// key: config.SetClientSecret for one key, or Options.Keys for a KeySet of
+// several (ParseClientKey reads JWK, PEM and goat's multibase keys), which
+// rotates without logging anyone out. The authorization server binds each
+// session to the key of its login, so each session records its key id and
+// every later request for it is signed with that key; the JWKS publishes
+// the keys in use, and a retired key's sessions are ended (see the README,
+// "Rotating the client key").
+//
 // indigo does the protocol: PAR, PKCE S256, DPoP with nonces, the code
 // exchange with its iss and sub checks, and token refresh on invalid_token.
 // The adapter adds what indigo leaves to its caller: it returns the state
