@@ -161,6 +161,14 @@ func New(config oauth.ClientConfig, storage storage.Store, opts Options) *Client
 		c.metrics = noRefreshMetrics{}
 	}
 	c.bg.init()
+	if keys != nil {
+		if _, ok := keys.byID[legacyKID]; !ok {
+			c.log.Warn("sessions stored before key sets are bound to the ClientConfig's key id, which the key set does not hold; they cannot refresh on this instance", "kid", legacyKID)
+		}
+		if strings.HasPrefix(config.ClientID, "http://localhost") {
+			c.log.Warn("a loopback (http://localhost) client is always public; its client keys are not used by authorization servers")
+		}
+	}
 	return c
 }
 
