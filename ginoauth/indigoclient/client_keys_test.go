@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
@@ -288,4 +289,80 @@ func (r *confidentialRig) expireAndCall(b *ginoauthtest.Browser, slot int) int {
 	r.as.ExpireAccessTokens()
 	u, _ := url.Parse(r.d.Instance(slot).Server.URL + "/api/pds-session")
 	return b.Get(u.String()).Status
+}
+
+// Records written before key sets (a session and a pending login that name
+// no key) are read, and bound to the key the ClientConfig names
+// (SetClientSecret), which stays published: after an upgrade to a key set
+// with a new current key, the old session refreshes and the old login
+// completes, both signed with the old key.
+func TestRecordsFromBeforeKeySets(t *testing.T) {
+	r := newConfidentialRig(t, 1)
+	store := memstore.New()
+	k1 := p256(t)
+	withSecret := func(o *apptest.Options) {
+		cfg := *o.ClientConfig
+		if err := cfg.SetClientSecret(k1, "k1"); err != nil {
+			t.Fatal(err)
+		}
+		o.ClientConfig = &cfg
+	}
+	a := r.d.Start(0, store, nil, withSecret) // one key, the way apps configured it before key sets
+	alice, id := r.login(0, "alice.test")
+	did := r.sessionOf("alice.test").DID
+	bob := a.NewBrowser()
+	callback := bob.Consent(bob.StartLogin("bob.test", ""), "bob.test")
+
+	// Make both records look as they were written before key sets.
+	ctx := context.Background()
+	state := mustQueryValue(t, callback, "state")
+	for _, key := range []string{"oauth:sess:" + did.String() + ":" + id, "oauth:req:" + state} {
+		raw, err := store.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec map[string]any
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec["client_kid"] != "k1" {
+			t.Fatalf("%s does not record its key: %v", key, rec["client_kid"])
+		}
+		delete(rec, "client_kid")
+		raw, _ = json.Marshal(rec)
+		if err := store.Set(ctx, key, raw, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range []string{did.String() + " " + id, "login " + state} {
+		if err := store.RemoveMember(ctx, "oauth:key:k1", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	upgraded := r.d.Start(0, store, keySet(t,
+		indigoclient.ClientKey{ID: "k2", Key: p256(t), State: indigoclient.KeyCurrent},
+		indigoclient.ClientKey{ID: "k1", Key: k1, State: indigoclient.KeyPrevious}), withSecret)
+	if got := kidsOf(t, r.d.JWKS(0)); !slices.Equal(got, []string{"k1", "k2"}) {
+		t.Fatalf("published %v; the key of sessions stored before key sets must stay", got)
+	}
+	r.as.ExpireAccessTokens()
+	if st := alice.Get(upgraded.Server.URL + "/api/pds-session").Status; st != http.StatusOK {
+		t.Fatalf("refresh of a session stored before key sets: %d (%+v)", st, r.as.Stats())
+	}
+	if resp := bob.Get(callback); resp.Status != http.StatusFound {
+		t.Fatalf("callback of a login stored before key sets: %d %s", resp.Status, resp.Body)
+	}
+	if st := r.as.Stats(); st.KeyMismatches != 0 || st.RefreshGrants != 1 || r.sessionOf("bob.test").ClientKeyID != "k1" {
+		t.Fatalf("server: %+v, bob's session %+v", st, r.sessionOf("bob.test"))
+	}
+}
+
+func mustQueryValue(t *testing.T, rawURL, name string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Query().Get(name)
 }
