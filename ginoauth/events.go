@@ -36,6 +36,7 @@ const (
 	EndByUser         EndReason = "ended_by_user"    // the user ended it from another device
 	EndEverywhere     EndReason = "ended_everywhere" // all sessions of the account were ended
 	EndReplaced       EndReason = "replaced"         // a new login on the same device (or a step-up) replaced it
+	EndKeyRetired     EndReason = "key_retired"      // the confidential client key its login is bound to was retired
 )
 
 // Event is one lifecycle event. It never holds tokens, codes or session

@@ -167,7 +167,7 @@ func (m *Manager) keepAliveGrant(ctx context.Context, did, id string) (outcome s
 	case err == nil:
 		return "refreshed", true
 	case errors.Is(err, oauthclient.ErrSessionGone):
-		m.endGrant(ctx, did, id, EndRefreshRefused)
+		m.endGrant(ctx, did, id, goneReason(err, EndRefreshRefused))
 		return "refused", false
 	case isStorageErr(err):
 		return "storage", false

@@ -107,8 +107,8 @@ func (ds *deviceSessions) extend(ctx context.Context, hash string, rec *sessionR
 		refreshBy, endsAt, err := ds.limits(ctx, rec)
 		switch {
 		case errors.Is(err, oauthclient.ErrSessionGone):
-			reason, code := EndRevoked, CodeOAuthSessionGone
-			if !now.Before(rec.GrantRefreshBy) && !rec.GrantRefreshBy.IsZero() {
+			reason, code := goneReason(err, EndRevoked), CodeOAuthSessionGone
+			if reason == EndRevoked && !now.Before(rec.GrantRefreshBy) && !rec.GrantRefreshBy.IsZero() {
 				reason, code = EndGrantExpired, CodeGrantExpired
 			}
 			if err := ds.end(ctx, hash, rec, reason); err != nil {

@@ -128,6 +128,7 @@ func New(cfg Config) (*Manager, error) {
 	if _, ok := cfg.Storage.(storage.Taker); !ok {
 		m.log.Warn("storage has no atomic Take: one-time records are single-use within this process only; use a store from the stores packages for several instances")
 	}
+	m.startRetiredKeySweeps() // key_retirement.go
 	return m, nil
 }
 

@@ -49,7 +49,7 @@ func (m *Manager) OAuthSession(c *gin.Context) (oauthclient.Session, error) {
 		return &deviceBoundSession{Session: sess, ds: m.sessions, hash: u.sessionHash, rec: *u.record()}, nil
 	}
 	if errors.Is(err, oauthclient.ErrSessionGone) {
-		if derr := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), EndRevoked); derr != nil {
+		if derr := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), goneReason(err, EndRevoked)); derr != nil {
 			return nil, derr
 		}
 		m.clearSessionCookie(c.Writer, c.Request)
@@ -100,7 +100,7 @@ func (m *Manager) OAuthSessionForAccount(ctx context.Context, did string) (oauth
 	sess, err := m.client.Resume(ctx, rec.DID, rec.OAuthSessionID)
 	if err != nil {
 		if errors.Is(err, oauthclient.ErrSessionGone) {
-			_ = m.sessions.end(ctx, hashes[best], &rec, EndRevoked)
+			_ = m.sessions.end(ctx, hashes[best], &rec, goneReason(err, EndRevoked))
 			return nil, &SessionError{Code: CodeOAuthSessionGone, Err: err}
 		}
 		return nil, storage.Wrap("get", err)
@@ -146,10 +146,10 @@ func (s *deviceBoundSession) endIfGone(err error) error {
 	}
 	s.ended.Do(func() {
 		// The request may be over; the user must be logged out anyway.
+		reason := goneReason(err, EndRefreshRefused)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*s.ds.timeout)
 		defer cancel()
-		reason := EndRefreshRefused
-		if !s.rec.GrantRefreshBy.IsZero() && !s.ds.now().Before(s.rec.GrantRefreshBy) {
+		if reason == EndRefreshRefused && !s.rec.GrantRefreshBy.IsZero() && !s.ds.now().Before(s.rec.GrantRefreshBy) {
 			reason = EndGrantExpired // the refresh came too late: the grant had reached its limit
 		}
 		if err := s.ds.end(ctx, s.hash, &s.rec, reason); err != nil {

@@ -37,14 +37,20 @@ type clientInfo struct {
 //
 // For indigo's client: md := config.ClientMetadata(); jwks :=
 // config.PublicJWKS(); md.JWKS = &jwks; srv.RegisterClient(md).
+//
+// Registering a client again replaces its document, as a changed document
+// at its client_id URL would: its sessions whose key is no longer in the
+// new jwks are ended (see [Server.RefreshClientMetadata]).
 func (s *Server) RegisterClient(md oauth.ClientMetadata) error {
-	if _, err := clientFromMetadata(md.ClientID, &md, nil); err != nil {
+	ci, err := clientFromMetadata(md.ClientID, &md, nil)
+	if err != nil {
 		return err
 	}
 	cp := md
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clients[md.ClientID] = &cp
+	s.endSessionsWithoutKeyLocked(ci)
 	return nil
 }
 
@@ -71,23 +77,38 @@ func (s *Server) SetClientMetadataClient(c *http.Client) {
 }
 
 // resolveClient resolves a client_id: the loopback development client
-// (http://localhost?...), a registered document, or a fetched one.
+// (http://localhost?...), a registered document, or a fetched one. A
+// fetched document is the client's metadata as of now: the sessions whose
+// key has left it are ended.
 func (s *Server) resolveClient(ctx context.Context, clientID string) (*clientInfo, error) {
+	ci, fetched, err := s.readClient(ctx, clientID)
+	if err == nil && fetched {
+		s.mu.Lock()
+		s.endSessionsWithoutKeyLocked(ci)
+		s.mu.Unlock()
+	}
+	return ci, err
+}
+
+// readClient is resolveClient without the effect on sessions; fetched
+// reports whether the document was fetched.
+func (s *Server) readClient(ctx context.Context, clientID string) (ci *clientInfo, fetched bool, err error) {
 	if clientID == "" {
-		return nil, errors.New("client_id is required")
+		return nil, false, errors.New("client_id is required")
 	}
 	u, err := url.Parse(clientID)
 	if err != nil {
-		return nil, errors.New("client_id is not a URL")
+		return nil, false, errors.New("client_id is not a URL")
 	}
 	if u.Scheme == "http" && u.Host == "localhost" {
-		return localhostClient(clientID, u)
+		ci, err := localhostClient(clientID, u)
+		return ci, false, err
 	}
 	if u.Scheme != "https" || u.Hostname() == "" || u.User != nil || u.Fragment != "" {
-		return nil, errors.New("client_id must be an https URL (or http://localhost for development)")
+		return nil, false, errors.New("client_id must be an https URL (or http://localhost for development)")
 	}
 	if ip := net.ParseIP(u.Hostname()); ip != nil {
-		return nil, errors.New("client_id must not be an IP address")
+		return nil, false, errors.New("client_id must not be an IP address")
 	}
 
 	s.mu.Lock()
@@ -95,20 +116,22 @@ func (s *Server) resolveClient(ctx context.Context, clientID string) (*clientInf
 	fetcher := s.metaClient
 	s.mu.Unlock()
 	if md != nil {
-		return clientFromMetadata(clientID, md, nil)
+		ci, err := clientFromMetadata(clientID, md, nil)
+		return ci, false, err
 	}
 	if fetcher == nil {
-		return nil, fmt.Errorf("unknown client_id %s (register its metadata with RegisterClient, or enable fetching with SetClientMetadataClient)", clientID)
+		return nil, false, fmt.Errorf("unknown client_id %s (register its metadata with RegisterClient, or enable fetching with SetClientMetadataClient)", clientID)
 	}
 	body, err := fetchJSON(ctx, fetcher, clientID)
 	if err != nil {
-		return nil, fmt.Errorf("fetching client metadata: %w", err)
+		return nil, false, fmt.Errorf("fetching client metadata: %w", err)
 	}
 	md, err = decodeClientMetadata(body)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return clientFromMetadata(clientID, md, fetcher)
+	ci, err = clientFromMetadata(clientID, md, fetcher)
+	return ci, err == nil, err
 }
 
 // localhostClient implements the AT Protocol loopback development client:
@@ -337,72 +360,74 @@ func (ci *clientInfo) checkScope(scope string) error {
 // values, which indigo sends for public clients, count as absent);
 // confidential clients must send a valid private_key_jwt assertion: ES256,
 // a kid from the client's jwks, iss = sub = client_id, aud = the issuer,
-// exp in the future, iat fresh, and a jti never used before.
-func (s *Server) authenticateClient(ci *clientInfo, form url.Values) *oauthError {
+// exp in the future, iat fresh, and a jti never used before. It returns the
+// key that authenticated the request (nothing for a public client), which a
+// session is bound to (see client_keys.go).
+func (s *Server) authenticateClient(ci *clientInfo, form url.Values) (clientAuth, *oauthError) {
 	typ, assertion := form.Get("client_assertion_type"), form.Get("client_assertion")
 	if !ci.confidential {
 		if typ != "" || assertion != "" {
-			return invalidClient("client authentication is not allowed for a public client (token_endpoint_auth_method none)")
+			return clientAuth{}, invalidClient("client authentication is not allowed for a public client (token_endpoint_auth_method none)")
 		}
-		return nil
+		return clientAuth{}, nil
 	}
 	if typ != oauth.ClientAssertionJWTBearer {
-		return invalidClient("confidential client must authenticate with client_assertion_type " + oauth.ClientAssertionJWTBearer)
+		return clientAuth{}, invalidClient("confidential client must authenticate with client_assertion_type " + oauth.ClientAssertionJWTBearer)
 	}
 	if assertion == "" {
-		return invalidClient("client_assertion is required for a confidential client")
+		return clientAuth{}, invalidClient("client_assertion is required for a confidential client")
 	}
 	p, err := parseJWS(assertion)
 	if err != nil {
-		return invalidClient("malformed client assertion: " + err.Error())
+		return clientAuth{}, invalidClient("malformed client assertion: " + err.Error())
 	}
 	if p.header.Typ == "dpop+jwt" {
-		return invalidClient("client assertion must not be a DPoP proof")
+		return clientAuth{}, invalidClient("client assertion must not be a DPoP proof")
 	}
 	if len(p.header.JWK) > 0 {
-		return invalidClient("client assertion must not embed its key")
+		return clientAuth{}, invalidClient("client assertion must not embed its key")
 	}
 	key, ok := ci.keys[p.header.Kid]
 	if p.header.Kid == "" || !ok {
-		return invalidClient("client assertion kid is missing or not in the client's jwks")
+		return clientAuth{}, invalidClient("client assertion kid is missing or not in the client's jwks")
 	}
 	if err := p.verifyES256(key); err != nil {
-		return invalidClient("client assertion: " + err.Error())
+		return clientAuth{}, invalidClient("client assertion: " + err.Error())
 	}
 	c := &p.claims
 	if c.Iss != ci.id || c.Sub != ci.id {
-		return invalidClient("client assertion iss and sub must be the client_id")
+		return clientAuth{}, invalidClient("client assertion iss and sub must be the client_id")
 	}
 	if !slices.Contains([]string(c.Aud), s.issuer) {
-		return invalidClient("client assertion aud must be the issuer " + s.issuer)
+		return clientAuth{}, invalidClient("client assertion aud must be the issuer " + s.issuer)
 	}
 	wall := time.Now()
 	if c.Exp == nil || !wall.Before(c.Exp.time()) {
-		return invalidClient("client assertion expired or without exp")
+		return clientAuth{}, invalidClient("client assertion expired or without exp")
 	}
 	if c.Iat == nil {
-		return invalidClient("client assertion iat missing")
+		return clientAuth{}, invalidClient("client assertion iat missing")
 	}
 	iat := c.Iat.time()
 	if iat.Before(wall.Add(-assertionMaxAge)) || iat.After(wall.Add(proofMaxFuture)) {
-		return invalidClient("client assertion iat is not fresh")
+		return clientAuth{}, invalidClient("client assertion iat is not fresh")
 	}
 	if c.Nbf != nil && wall.Add(proofMaxFuture).Before(c.Nbf.time()) {
-		return invalidClient("client assertion not valid yet (nbf)")
+		return clientAuth{}, invalidClient("client assertion not valid yet (nbf)")
 	}
 	if c.Jti == "" {
-		return invalidClient("client assertion jti missing")
+		return clientAuth{}, invalidClient("client assertion jti missing")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := ci.id + " " + c.Jti
 	if _, seen := s.assertJTIs[k]; seen {
-		return invalidClient("client assertion replayed (jti already used)")
+		return clientAuth{}, invalidClient("client assertion replayed (jti already used)")
 	}
 	forget := c.Exp.time()
 	if min := wall.Add(assertionMaxAge + proofMaxFuture); forget.Before(min) {
 		forget = min
 	}
 	s.assertJTIs[k] = forget.Add(time.Minute)
-	return nil
+	return clientAuth{kid: p.header.Kid, alg: p.header.Alg, jkt: jwkThumbprint(key)}, nil
 }

@@ -111,6 +111,7 @@ func (s *Server) decideLocked(req *parRequest, account string, approve bool) (st
 		scope:         scope,
 		denied:        denied,
 		confidential:  req.confidential,
+		clientAuth:    req.clientAuth,
 		expires:       s.now().Add(CodeLifetime),
 	}
 	s.stats.Approvals++

@@ -19,7 +19,8 @@ type Stats struct {
 	ReplaysDetected int // refresh tokens presented again after rotation (each ends its session)
 	CodeReplays     int // authorization codes presented again (each ends the session it created)
 	Revocations     int // revocation requests answered 200 (known or unknown tokens)
-	SessionsRevoked int // sessions ended through the revocation endpoint or RevokeAll/RevokeToken
+	SessionsRevoked int // sessions ended through the revocation endpoint, RevokeAll/RevokeToken, or because their client key left the client's metadata
+	KeyMismatches   int // client assertions refused because another key than the session's (or the login's) signed them
 	NonceChallenges int // use_dpop_nonce answers, at the authorization server and the PDS
 	AccountsCreated int // accounts created by sign-up (prompt=create) at consent; not CreateAccount
 	ActiveSessions  int // sessions not ended and not past their lifetime, now
@@ -47,6 +48,7 @@ type SessionInfo struct {
 	ClientID           string
 	Scope              string // granted scope now, space separated: include: scopes expanded as of the last grant
 	Confidential       bool   // authenticated with private_key_jwt
+	ClientKeyID        string // kid of the client key the session is bound to (confidential clients)
 	DPoPJKT            string // RFC 7638 thumbprint of the DPoP key the session is bound to
 	AccessToken        string // the current access token (the only one accepted)
 	AccessTokenExpires time.Time
@@ -55,7 +57,7 @@ type SessionInfo struct {
 	Created            time.Time
 	Expires            time.Time // the session lifetime cap; refreshing never extends it
 	Active             bool      // not ended and not past Expires
-	EndReason          string    // why it ended: "revoked", "refresh token replayed", "authorization code replayed", "session expired", "refresh token expired"; "" if it did not
+	EndReason          string    // why it ended: "revoked", "refresh token replayed", "authorization code replayed", "session expired", "refresh token expired", "client key removed from the client metadata"; "" if it did not
 }
 
 // AuthorizationRequestInfo is a pushed authorization request the server
@@ -85,6 +87,7 @@ func (s *Server) infoLocked(sess *session) SessionInfo {
 		ClientID:           sess.clientID,
 		Scope:              sess.scope,
 		Confidential:       sess.confidential,
+		ClientKeyID:        sess.clientAuth.kid,
 		DPoPJKT:            sess.jkt,
 		AccessToken:        sess.accessToken,
 		AccessTokenExpires: sess.accessExpires,

@@ -85,7 +85,15 @@
 // PAR, token and revocation request with a client assertion: ES256, a kid
 // from the client's jwks, iss = sub = client_id, aud = the issuer, an exp in
 // the future, a fresh iat, and a jti used only once. Public clients must not
-// send one.
+// send one. Like the reference server, a confidential session is bound to
+// the key (kid, alg and the key's thumbprint) of its PAR's assertion: the
+// code exchange, every refresh and every revocation of its tokens must be
+// signed with that key (invalid_grant "The session was initiated with a
+// different key than the client assertion currently used" otherwise;
+// invalid_request at the revocation endpoint), and whenever the server reads
+// the client's metadata again (a fetched document at every request of the
+// client, a new [Server.RegisterClient], [Server.RefreshClientMetadata]) it
+// ends the sessions whose key is no longer in it.
 //
 // PAR (/oauth/par): a valid DPoP proof, then the client; response_type code;
 // a registered redirect_uri (exact match; any port for loopback IPs, RFC 8252);
@@ -229,7 +237,9 @@
 // grants of each type, token errors, replays, revocations, nonce challenges,
 // accounts created by sign-up and active sessions. [Server.Session], [Server.Sessions], [Server.Revoked]
 // and [Server.TokenActive] inspect sessions and tokens; [Server.RevokeToken]
-// and [Server.RevokeAll] end them from the server side; [Server.Record] reads
+// and [Server.RevokeAll] end them from the server side, and
+// [Server.RefreshClientMetadata] ends those whose client key left the
+// client's metadata; [Server.Record] reads
 // a stored record. [Server.DPoPNonce] helps tests that build proofs by hand.
 // A negative test that needs a broken authorization response (a wrong iss,
 // a missing state) edits the redirect URL returned by [Server.Consent].

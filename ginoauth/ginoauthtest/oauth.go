@@ -29,6 +29,7 @@ type parRequest struct {
 	loginHint     string
 	prompt        string
 	jkt           string
+	clientAuth    clientAuth // the client key of the PAR (confidential clients)
 	expires       time.Time
 	used          bool
 }
@@ -42,6 +43,7 @@ type authCode struct {
 	scope         string          // approved: requested minus DenyScopes, include: scopes not expanded
 	denied        map[string]bool // DenyScopes at approval, applied to every expansion
 	confidential  bool
+	clientAuth    clientAuth
 	expires       time.Time
 }
 
@@ -52,6 +54,7 @@ type session struct {
 	clientID       string
 	confidential   bool
 	jkt            string
+	clientAuth     clientAuth      // the client key the session is bound to (confidential clients)
 	approvedScope  string          // what the user approved; include: scopes re-expanded at every grant
 	denied         map[string]bool // scopes the user refused
 	scope          string          // granted now: approvedScope expanded
@@ -233,7 +236,8 @@ func (s *Server) handlePAR(w http.ResponseWriter, r *http.Request, form url.Valu
 	if err != nil {
 		return invalidClient(err.Error())
 	}
-	if e := s.authenticateClient(ci, form); e != nil {
+	auth, e := s.authenticateClient(ci, form)
+	if e != nil {
 		return e
 	}
 	if form.Has("request") {
@@ -302,6 +306,7 @@ func (s *Server) handlePAR(w http.ResponseWriter, r *http.Request, form url.Valu
 		loginHint:     form.Get("login_hint"),
 		prompt:        prompt,
 		jkt:           proof.jkt,
+		clientAuth:    auth,
 	}
 	s.mu.Lock()
 	// Like the reference, which resolves the permission sets of the
@@ -338,21 +343,19 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, form url.Values, 
 	if err != nil {
 		return invalidClient(err.Error())
 	}
-	if e := s.authenticateClient(ci, form); e != nil {
+	auth, e := s.authenticateClient(ci, form)
+	if e != nil {
 		return e
 	}
-	var (
-		sess *session
-		e    *oauthError
-	)
+	var sess *session
 	switch gt := form.Get("grant_type"); gt {
 	case "authorization_code":
-		sess, e = s.codeGrant(ci, form, proof)
+		sess, e = s.codeGrant(ci, auth, form, proof)
 	case "refresh_token":
 		if !slices.Contains(ci.grantTypes, "refresh_token") {
 			return oerr(http.StatusBadRequest, "unauthorized_client", "the client did not declare the refresh_token grant type")
 		}
-		sess, e = s.refreshGrant(ci, form, proof)
+		sess, e = s.refreshGrant(ci, auth, form, proof)
 	default:
 		return oerr(http.StatusBadRequest, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
 	}
@@ -375,7 +378,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, form url.Values, 
 	return nil
 }
 
-func (s *Server) codeGrant(ci *clientInfo, form url.Values, proof *dpopProof) (*session, *oauthError) {
+func (s *Server) codeGrant(ci *clientInfo, auth clientAuth, form url.Values, proof *dpopProof) (*session, *oauthError) {
 	code := form.Get("code")
 	if code == "" {
 		return nil, invalidRequest("code is required")
@@ -419,6 +422,10 @@ func (s *Server) codeGrant(ci *clientInfo, form url.Values, proof *dpopProof) (*
 	if proof.jkt != c.jkt {
 		return nil, invalidGrant("DPoP key does not match the key of the authorization request")
 	}
+	if !auth.sameKey(c.clientAuth) {
+		s.keyMismatchLocked()
+		return nil, invalidGrant("%s", errKeyMismatch)
+	}
 
 	sess := &session{
 		id:            randomToken()[:16],
@@ -426,6 +433,7 @@ func (s *Server) codeGrant(ci *clientInfo, form url.Values, proof *dpopProof) (*
 		clientID:      c.clientID,
 		confidential:  c.confidential,
 		jkt:           c.jkt,
+		clientAuth:    c.clientAuth,
 		approvedScope: c.scope,
 		denied:        c.denied,
 		scope:         s.expandScopeLocked(c.scope, c.denied),
@@ -470,7 +478,7 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-func (s *Server) refreshGrant(ci *clientInfo, form url.Values, proof *dpopProof) (*session, *oauthError) {
+func (s *Server) refreshGrant(ci *clientInfo, auth clientAuth, form url.Values, proof *dpopProof) (*session, *oauthError) {
 	rt := form.Get("refresh_token")
 	if rt == "" {
 		return nil, invalidRequest("refresh_token is required")
@@ -490,6 +498,13 @@ func (s *Server) refreshGrant(ci *clientInfo, form url.Values, proof *dpopProof)
 	}
 	if proof.jkt != sess.jkt {
 		return nil, invalidGrant("DPoP key does not match the session's key")
+	}
+	if !auth.sameKey(sess.clientAuth) {
+		s.keyMismatchLocked()
+		return nil, invalidGrant("%s", errKeyMismatch)
+	}
+	if sess.clientAuth.kid == "" {
+		sess.clientAuth = auth // a public client's session, now authenticated: bound from here on
 	}
 	if rec.used {
 		s.endSessionLocked(sess, "refresh token replayed")
@@ -533,7 +548,8 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, form url.V
 	if err != nil {
 		return invalidClient(err.Error())
 	}
-	if e := s.authenticateClient(ci, form); e != nil {
+	auth, e := s.authenticateClient(ci, form)
+	if e != nil {
 		return e
 	}
 	tok := form.Get("token")
@@ -555,6 +571,11 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, form url.V
 		if sess.jkt != proof.jkt {
 			s.mu.Unlock()
 			return invalidRequest("DPoP key does not match the token's key")
+		}
+		if !auth.sameKey(sess.clientAuth) {
+			s.keyMismatchLocked()
+			s.mu.Unlock()
+			return invalidRequest("%s", errKeyMismatch)
 		}
 		s.endSessionLocked(sess, "revoked")
 		s.stats.SessionsRevoked++

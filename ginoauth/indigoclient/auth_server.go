@@ -18,13 +18,15 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 )
 
-// This file sends the two requests to the authorization server that indigo's
+// This file sends the requests to the authorization server that indigo's
 // helpers cannot be told enough about: the pushed authorization request
-// (indigo's SendAuthRequest has no prompt parameter) and the refresh grant
+// (indigo's SendAuthRequest has no prompt parameter), the refresh grant
 // (indigo's RefreshTokens drops the scope the server granted, which a
-// permission set re-resolved at refresh can narrow). Everything else (the
-// code exchange and its checks, DPoP proofs, client assertions, metadata
-// resolution) is indigo's.
+// permission set re-resolved at refresh can narrow), the code exchange and
+// revocation, each with a client assertion signed by the key its login or
+// session is bound to (indigo signs with its one configured key). DPoP
+// proofs, the assertions themselves (indigo's NewClientAssertion, see
+// Client.clientAssertion) and metadata resolution are indigo's.
 
 // maxAuthServerAnswer bounds how much of an authorization server's answer
 // is read.
@@ -52,11 +54,15 @@ func (e *tokenError) Error() string {
 // postForm sends a form to an endpoint of the authorization server with a
 // DPoP proof, answering one use_dpop_nonce challenge, and decodes a 2xx
 // JSON answer into out. nonce is the server nonce to start with; the newest
-// one is returned. Client authentication, when the client is confidential,
-// is added here.
-func (c *Client) postForm(ctx context.Context, endpoint, issuer, nonce string, key atcrypto.PrivateKey, form url.Values, out any) (string, error) {
-	if c.app.Config.IsConfidential() {
-		assertion, err := c.app.Config.NewClientAssertion(issuer)
+// one is returned. A confidential client authenticates with a client
+// assertion signed with clientKey, the key the login or session is bound to
+// (nil for a public client).
+func (c *Client) postForm(ctx context.Context, endpoint, issuer, nonce string, key atcrypto.PrivateKey, clientKey *ClientKey, form url.Values, out any) (string, error) {
+	if c.keys != nil {
+		if clientKey == nil {
+			return nonce, errors.New("indigoclient: a confidential client's request has no client key to sign with")
+		}
+		assertion, err := c.clientAssertion(clientKey, issuer)
 		if err != nil {
 			return nonce, err
 		}
@@ -113,15 +119,17 @@ func (c *Client) postForm(ctx context.Context, endpoint, issuer, nonce string, k
 
 // pushedRequest is what sendPAR needs besides the server's metadata.
 type pushedRequest struct {
+	state     string
 	scopes    []string
 	loginHint string
 	prompt    string
+	key       *ClientKey // the client key the login is bound to (confidential clients)
 }
 
 // sendPAR sends the pushed authorization request, with PKCE S256 and a new
 // DPoP key, and returns what the callback will need.
 func (c *Client) sendPAR(ctx context.Context, meta *oauth.AuthServerMetadata, pr pushedRequest) (*oauth.AuthRequestData, error) {
-	state := randomString(16)
+	state := pr.state
 	verifier := randomString(48)
 	key, err := atcrypto.GeneratePrivateKeyP256()
 	if err != nil {
@@ -143,7 +151,7 @@ func (c *Client) sendPAR(ctx context.Context, meta *oauth.AuthServerMetadata, pr
 		form.Set("prompt", pr.prompt)
 	}
 	var answer oauth.PushedAuthResponse
-	nonce, err := c.postForm(ctx, meta.PushedAuthorizationRequestEndpoint, meta.Issuer, "", key, form, &answer)
+	nonce, err := c.postForm(ctx, meta.PushedAuthorizationRequestEndpoint, meta.Issuer, "", key, pr.key, form, &answer)
 	if err != nil {
 		return nil, err
 	}
@@ -165,8 +173,9 @@ func (c *Client) sendPAR(ctx context.Context, meta *oauth.AuthServerMetadata, pr
 
 // refreshGrant spends cs's refresh token and puts the new tokens, and the
 // scope the server granted with them, into cs.Data. cs must not be shared
-// yet (the caller holds the refresh lock and a fresh copy).
-func (c *Client) refreshGrant(ctx context.Context, cs *oauth.ClientSession) error {
+// yet (the caller holds the refresh lock and a fresh copy). clientKey is
+// the key the session is bound to (nil for a public client).
+func (c *Client) refreshGrant(ctx context.Context, cs *oauth.ClientSession, clientKey *ClientKey) error {
 	d := cs.Data
 	form := url.Values{
 		"client_id":     {c.app.Config.ClientID},
@@ -174,7 +183,7 @@ func (c *Client) refreshGrant(ctx context.Context, cs *oauth.ClientSession) erro
 		"refresh_token": {d.RefreshToken},
 	}
 	var answer oauth.TokenResponse
-	nonce, err := c.postForm(ctx, d.AuthServerTokenEndpoint, d.AuthServerURL, d.DPoPAuthServerNonce, cs.DPoPPrivateKey, form, &answer)
+	nonce, err := c.postForm(ctx, d.AuthServerTokenEndpoint, d.AuthServerURL, d.DPoPAuthServerNonce, cs.DPoPPrivateKey, clientKey, form, &answer)
 	d.DPoPAuthServerNonce = nonce
 	c.store.nonces.remember(d)
 	if err != nil {
@@ -211,27 +220,37 @@ func randomString(n int) string {
 // the code with the PKCE verifier under the request's DPoP key, checks the
 // token's sub (the account the login started with, or, for a login started
 // at a server, an account whose PDS names that same authorization server),
-// and returns the new session's data. Tokens obtained for the wrong account
-// are revoked at once: nobody may hold them.
-func (c *Client) exchangeCode(ctx context.Context, params url.Values) (*oauth.ClientSessionData, error) {
+// and returns the new session's data and the client key it is bound to:
+// the one the PAR was signed with (nil for a public client). Tokens
+// obtained for the wrong account are revoked at once: nobody may hold them.
+func (c *Client) exchangeCode(ctx context.Context, params url.Values) (*oauth.ClientSessionData, *ClientKey, error) {
 	state := params.Get("state")
-	info, err := c.store.GetAuthRequestInfo(ctx, state)
+	req, err := c.store.takeAuthRequest(ctx, state)
 	if err != nil {
-		return nil, err // ErrNotFound: unknown, expired or already used
+		return nil, nil, err // ErrNotFound: unknown, expired or already used
 	}
+	info := &req.AuthRequestData
 	if code := params.Get("error"); code != "" {
-		return nil, &oauth.AuthRequestCallbackError{ErrorCode: code, ErrorDescription: params.Get("error_description")}
+		return nil, nil, &oauth.AuthRequestCallbackError{ErrorCode: code, ErrorDescription: params.Get("error_description")}
 	}
 	iss, code := params.Get("iss"), params.Get("code")
 	switch {
 	case iss == "" || code == "":
-		return nil, errors.New("indigoclient: callback without iss or code")
+		return nil, nil, errors.New("indigoclient: callback without iss or code")
 	case iss != info.AuthServerURL:
-		return nil, fmt.Errorf("indigoclient: callback iss %q is not the authorization server of the login", iss)
+		return nil, nil, fmt.Errorf("indigoclient: callback iss %q is not the authorization server of the login", iss)
+	}
+	var clientKey *ClientKey
+	if c.keys != nil {
+		// The server binds the session to the key of the PAR and refuses
+		// any other; a key retired meanwhile signs no new session.
+		if clientKey, err = c.keyFor(req.ClientKeyID, false); err != nil {
+			return nil, nil, err
+		}
 	}
 	key, err := atcrypto.ParsePrivateMultibase(info.DPoPPrivateKeyMultibase)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	form := url.Values{
 		"client_id":     {c.app.Config.ClientID},
@@ -241,16 +260,16 @@ func (c *Client) exchangeCode(ctx context.Context, params url.Values) (*oauth.Cl
 		"code_verifier": {info.PKCEVerifier},
 	}
 	var tok oauth.TokenResponse
-	nonce, err := c.postForm(ctx, info.AuthServerTokenEndpoint, info.AuthServerURL, info.DPoPAuthServerNonce, key, form, &tok)
+	nonce, err := c.postForm(ctx, info.AuthServerTokenEndpoint, info.AuthServerURL, info.DPoPAuthServerNonce, key, clientKey, form, &tok)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	did, host, err := c.verifySubject(ctx, info, tok.Subject)
 	if err != nil {
 		// Best effort: the login fails either way; revoking keeps the
 		// wrong account's tokens from outliving it.
-		_ = c.revokeTokens(context.WithoutCancel(ctx), info.AuthServerRevocationEndpoint, info.AuthServerURL, nonce, key, tok.AccessToken, tok.RefreshToken)
-		return nil, err
+		_ = c.revokeTokens(context.WithoutCancel(ctx), info.AuthServerRevocationEndpoint, info.AuthServerURL, nonce, key, clientKey, tok.AccessToken, tok.RefreshToken)
+		return nil, nil, err
 	}
 	data := &oauth.ClientSessionData{
 		AccountDID:                   did,
@@ -269,9 +288,9 @@ func (c *Client) exchangeCode(ctx context.Context, params url.Values) (*oauth.Cl
 		data.DPoPHostNonce = nonce // one server in both roles, one nonce
 	}
 	if tok.AccessToken == "" || tok.RefreshToken == "" {
-		return nil, errors.New("indigoclient: token answer without tokens")
+		return nil, nil, errors.New("indigoclient: token answer without tokens")
 	}
-	return data, nil
+	return data, clientKey, nil
 }
 
 // errWrongAccount is a login approved for another account than the one it
@@ -311,7 +330,7 @@ func (c *Client) verifySubject(ctx context.Context, info *oauth.AuthRequestData,
 
 // revokeTokens revokes each token at the authorization server (RFC 7009),
 // returning the first failure.
-func (c *Client) revokeTokens(ctx context.Context, endpoint, issuer, nonce string, key atcrypto.PrivateKey, tokens ...string) error {
+func (c *Client) revokeTokens(ctx context.Context, endpoint, issuer, nonce string, key atcrypto.PrivateKey, clientKey *ClientKey, tokens ...string) error {
 	if endpoint == "" {
 		return errors.New("indigoclient: the authorization server has no revocation endpoint")
 	}
@@ -322,7 +341,7 @@ func (c *Client) revokeTokens(ctx context.Context, endpoint, issuer, nonce strin
 		}
 		form := url.Values{"client_id": {c.app.Config.ClientID}, "token": {t}}
 		var ignored json.RawMessage
-		n, err := c.postForm(ctx, endpoint, issuer, nonce, key, form, &ignored)
+		n, err := c.postForm(ctx, endpoint, issuer, nonce, key, clientKey, form, &ignored)
 		nonce = n
 		if err != nil && first == nil {
 			first = err
@@ -331,8 +350,9 @@ func (c *Client) revokeTokens(ctx context.Context, endpoint, issuer, nonce strin
 	return first
 }
 
-// revokeSession revokes a session's access and refresh tokens.
-func (c *Client) revokeSession(ctx context.Context, cs *oauth.ClientSession) error {
+// revokeSession revokes a session's access and refresh tokens, signing the
+// client assertion with clientKey, the key the session is bound to.
+func (c *Client) revokeSession(ctx context.Context, cs *oauth.ClientSession, clientKey *ClientKey) error {
 	d := cs.Data
-	return c.revokeTokens(ctx, d.AuthServerRevocationEndpoint, d.AuthServerURL, d.DPoPAuthServerNonce, cs.DPoPPrivateKey, d.AccessToken, d.RefreshToken)
+	return c.revokeTokens(ctx, d.AuthServerRevocationEndpoint, d.AuthServerURL, d.DPoPAuthServerNonce, cs.DPoPPrivateKey, clientKey, d.AccessToken, d.RefreshToken)
 }

@@ -137,8 +137,9 @@ func NewAuthStore(storage storage.Store, opts AuthStoreOptions) *AuthStore {
 
 // storedSession wraps indigo's session data with the grant's limits, so
 // that the record lives exactly as long as the grant can (ExpiresAt, its
-// storage expiry, moves forward with each refresh, up to EndsAt), and with
-// the hashes of the refresh tokens rotated out of it.
+// storage expiry, moves forward with each refresh, up to EndsAt), with the
+// hashes of the refresh tokens rotated out of it, and with the client key
+// the session is bound to (indigo's data has no key id).
 type storedSession struct {
 	Data oauth.ClientSessionData `json:"data"`
 	// ExpiresAt is when the grant dies unless refreshed before: the
@@ -150,6 +151,10 @@ type storedSession struct {
 	// records written before it was kept: ExpiresAt then.
 	EndsAt    time.Time `json:"ends_at,omitzero"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
+	// KeyID is the kid of the confidential client key that authenticated
+	// the login; every assertion for the session is signed with it. Empty
+	// for public clients and for sessions stored before key sets.
+	KeyID string `json:"client_kid,omitempty"`
 	// Generation counts token rotations since the login.
 	Generation int `json:"generation,omitempty"`
 	// Spent are hashes of rotated-out refresh tokens, oldest first.
@@ -171,6 +176,8 @@ func sessionKey(did syntax.DID, sessionID string) string {
 
 type sessionTTLKey struct{}
 
+type sessionKeyKey struct{}
+
 type requestTTLKey struct{}
 
 // withRequestTTL tells SaveAuthRequestInfo how long the login may take.
@@ -181,6 +188,20 @@ func withRequestTTL(ctx context.Context, ttl time.Duration) context.Context {
 // withSessionTTL tells SaveSession the lifetime of a session being created.
 func withSessionTTL(ctx context.Context, ttl time.Duration) context.Context {
 	return context.WithValue(ctx, sessionTTLKey{}, ttl)
+}
+
+// withSessionKey tells SaveSession the kid a session being created is
+// bound to.
+func withSessionKey(ctx context.Context, kid string) context.Context {
+	return context.WithValue(ctx, sessionKeyKey{}, kid)
+}
+
+// requestTTL is the lifetime of a pending login: the login's own, else def.
+func requestTTL(ttl, def time.Duration) time.Duration {
+	if ttl > 0 {
+		return ttl
+	}
+	return def
 }
 
 // op bounds one storage operation by the store's timeout.
@@ -222,7 +243,8 @@ func (s *AuthStore) loadSession(ctx context.Context, did syntax.DID, sessionID s
 // does not exist yet gets the store's SessionTTL.
 func (s *AuthStore) SaveSession(ctx context.Context, sess oauth.ClientSessionData) error {
 	if ttl, ok := ctx.Value(sessionTTLKey{}).(time.Duration); ok && ttl > 0 {
-		_, err := s.create(ctx, sess, ttl)
+		kid, _ := ctx.Value(sessionKeyKey{}).(string)
+		_, err := s.create(ctx, sess, ttl, kid)
 		return err
 	}
 	s.nonces.remember(&sess)
@@ -241,11 +263,13 @@ func (s *AuthStore) SaveSession(ctx context.Context, sess oauth.ClientSessionDat
 	return s.put(ctx, s.rotated(old, sess))
 }
 
-// create stores a session a login has just made, to be kept for at most
-// maxAge, and returns its record.
-func (s *AuthStore) create(ctx context.Context, sess oauth.ClientSessionData, maxAge time.Duration) (*storedSession, error) {
+// create stores a session a login has just made, bound to the client key
+// kid ("" for a public client), to be kept for at most maxAge, and returns
+// its record.
+func (s *AuthStore) create(ctx context.Context, sess oauth.ClientSessionData, maxAge time.Duration, kid string) (*storedSession, error) {
 	s.nonces.remember(&sess)
 	st := s.newSession(sess, maxAge)
+	st.KeyID = kid
 	return st, s.put(ctx, st)
 }
 
@@ -290,14 +314,15 @@ func (s *AuthStore) saveRotated(ctx context.Context, sess oauth.ClientSessionDat
 	return s.put(ctx, s.rotated(old, sess))
 }
 
-// rotated is st with sess's tokens, one generation on: refreshed now, so
-// the grant can live another RefreshInactivity, up to its end.
+// rotated is st with sess's tokens, one generation on, still bound to the
+// same client key: refreshed now, so the grant can live another
+// RefreshInactivity, up to its end.
 func (s *AuthStore) rotated(st *storedSession, sess oauth.ClientSessionData) *storedSession {
 	spent := append(slices.Clone(st.Spent), tokenHash(st.Data.RefreshToken))
 	if len(spent) > maxSpent {
 		spent = spent[len(spent)-maxSpent:]
 	}
-	next := &storedSession{Data: sess, ExpiresAt: st.ExpiresAt, EndsAt: st.EndsAt, CreatedAt: st.CreatedAt, Generation: st.Generation + 1, Spent: spent}
+	next := &storedSession{Data: sess, ExpiresAt: st.ExpiresAt, EndsAt: st.EndsAt, CreatedAt: st.CreatedAt, Generation: st.Generation + 1, Spent: spent, KeyID: st.KeyID}
 	if !st.EndsAt.IsZero() {
 		next.ExpiresAt = minTime(st.EndsAt, s.now().Add(s.refreshIdle))
 	}
@@ -328,28 +353,51 @@ func (s *AuthStore) DeleteSession(ctx context.Context, did syntax.DID, sessionID
 	return storage.Wrap("delete", s.storage.Delete(ctx, sessionKey(did, sessionID)))
 }
 
+// storedAuthRequest is indigo's pending request and the kid of the client
+// key its PAR was signed with, which the code exchange must use too. The
+// embedded fields keep indigo's JSON layout, so requests stored before key
+// sets read with no kid.
+type storedAuthRequest struct {
+	oauth.AuthRequestData
+	ClientKeyID string `json:"client_kid,omitempty"`
+}
+
 // GetAuthRequestInfo implements oauth.ClientAuthStore. It consumes the
 // request (atomically when the Storage is a storage.Taker): an authorization
 // request is good for one callback, so a replayed callback finds nothing.
 func (s *AuthStore) GetAuthRequestInfo(ctx context.Context, state string) (*oauth.AuthRequestData, error) {
+	r, err := s.takeAuthRequest(ctx, state)
+	if err != nil {
+		return nil, err
+	}
+	return &r.AuthRequestData, nil
+}
+
+// takeAuthRequest is GetAuthRequestInfo with the request's client key.
+func (s *AuthStore) takeAuthRequest(ctx context.Context, state string) (*storedAuthRequest, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	raw, err := storage.Take(ctx, s.storage, authRequestPrefix+state)
 	if err != nil {
 		return nil, err
 	}
-	var info oauth.AuthRequestData
-	if err := json.Unmarshal(raw, &info); err != nil {
+	var r storedAuthRequest
+	if err := json.Unmarshal(raw, &r); err != nil {
 		return nil, fmt.Errorf("indigoclient: unreadable auth request: %w", storage.ErrNotFound)
 	}
-	return &info, nil
+	return &r, nil
 }
 
 // SaveAuthRequestInfo implements oauth.ClientAuthStore. The request is kept
 // for the login's lifetime when the Client passes it on (the Manager's
 // FlowTTL), else for AuthRequestTTL.
 func (s *AuthStore) SaveAuthRequestInfo(ctx context.Context, info oauth.AuthRequestData) error {
-	raw, err := json.Marshal(info)
+	return s.saveAuthRequest(ctx, &storedAuthRequest{AuthRequestData: info})
+}
+
+func (s *AuthStore) saveAuthRequest(ctx context.Context, r *storedAuthRequest) error {
+	info := &r.AuthRequestData
+	raw, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}

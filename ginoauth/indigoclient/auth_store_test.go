@@ -119,7 +119,7 @@ func TestAuthStore(t *testing.T) {
 				ctx := context.Background()
 				key := sessionKey(testDID, "state-1")
 
-				st, err := s.create(ctx, sessionData("a1"), 365*day) // the app caps logins at a year
+				st, err := s.create(ctx, sessionData("a1"), 365*day, "k1") // the app caps logins at a year
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -16,6 +16,15 @@
 // client. The package links no web framework: a background worker can use
 // it alone (Client.Resume, APIClient).
 //
+// A confidential client (longer sessions) signs its requests with a P-256
+// key: config.SetClientSecret for one key, or Options.Keys for a KeySet of
+// several (ParseClientKey reads JWK, PEM and goat's multibase keys), which
+// rotates without logging anyone out. The authorization server binds each
+// session to the key of its login, so each session records its key id and
+// every later request for it is signed with that key; the JWKS publishes
+// the keys in use, and a retired key's sessions are ended (see the README,
+// "Rotating the client key").
+//
 // indigo does the protocol: PAR, PKCE S256, DPoP with nonces, the code
 // exchange with its iss and sub checks, and token refresh on invalid_token.
 // The adapter adds what indigo leaves to its caller: it returns the state
@@ -85,7 +94,16 @@ type Options struct {
 	// and reports them (Client.GrantLimits).
 	GrantLifetime, RefreshInactivity time.Duration
 	// Now is the Client's clock for the grant's limits. Default time.Now.
-	Now    func() time.Time
+	Now func() time.Time
+	// Keys, if set, makes the client confidential with several signing
+	// keys (see NewKeySet and the README, "Rotating the client key"): new
+	// logins are signed with the current key, every session keeps the key
+	// it was bound to, and the metadata publishes only the keys in use.
+	// The ClientConfig's own key (SetClientSecret) is then not used for
+	// signing; its key id, if any, names the key that sessions stored before
+	// key sets (which record none) are bound to. Without Keys, a config with
+	// SetClientSecret is a key set of that one key.
+	Keys   *KeySet
 	Logger *slog.Logger
 }
 
@@ -108,6 +126,11 @@ type Client struct {
 
 	notifyMu sync.Mutex
 	notify   []func(oauthclient.Refresh) // OnRefresh's functions
+	// keys is the confidential client's key set (nil: a public client);
+	// legacyKID the key sessions that record none are bound to.
+	keys      *KeySet
+	legacyKID string
+	keyUse    keyUseCache
 }
 
 var (
@@ -153,6 +176,13 @@ func New(config oauth.ClientConfig, storage storage.Store, opts Options) *Client
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	keys, legacyKID := keySetOf(config, opts)
+	if keys != nil {
+		// indigo's metadata and checks see a confidential client; every
+		// assertion is signed by c.clientAssertion with a session's key.
+		cur := keys.Current()
+		config.PrivateKey, config.KeyID = cur.Key, &cur.ID
+	}
 	if config.IsConfidential() {
 		if opts.GrantLifetime <= 0 {
 			opts.GrantLifetime = confidentialGrantLifetime
@@ -180,11 +210,19 @@ func New(config oauth.ClientConfig, storage storage.Store, opts Options) *Client
 	if app.Dir == nil {
 		app.Dir = newPublicDirectory(app.Resolver.UserAgent)
 	}
-	c := &Client{app: app, store: store, browser: opts.BrowserURL, metadata: opts.Metadata, log: opts.Logger, saveBudget: saveBudget, metrics: opts.Metrics}
+	c := &Client{app: app, store: store, browser: opts.BrowserURL, metadata: opts.Metadata, log: opts.Logger, saveBudget: saveBudget, metrics: opts.Metrics, keys: keys, legacyKID: legacyKID}
 	if c.metrics == nil {
 		c.metrics = noRefreshMetrics{}
 	}
 	c.bg.init()
+	if keys != nil {
+		if _, ok := keys.byID[legacyKID]; !ok {
+			c.log.Warn("sessions stored before key sets are bound to the ClientConfig's key id, which the key set does not hold; they cannot refresh on this instance", "kid", legacyKID)
+		}
+		if strings.HasPrefix(config.ClientID, "http://localhost") {
+			c.log.Warn("a loopback (http://localhost) client is always public; its client keys are not used by authorization servers")
+		}
+	}
 	return c
 }
 
@@ -270,7 +308,18 @@ func (c *Client) Authorize(ctx context.Context, req oauthclient.AuthorizeRequest
 	if hint == "" {
 		hint = req.Identifier
 	}
-	info, err := c.sendPAR(ctx, meta, pushedRequest{scopes: scopes, loginHint: hint, prompt: req.Prompt})
+	pr := pushedRequest{state: randomString(16), scopes: scopes, loginHint: hint, prompt: req.Prompt}
+	if c.keys != nil {
+		// The login is bound to the current key from its PAR on; it is in
+		// the key's index before the server can fetch the metadata to check
+		// the PAR, so every instance publishes the key by then.
+		cur := c.keys.Current()
+		pr.key = &cur
+		if err := c.indexKey(ctx, cur.ID, pendingMemberPref+pr.state, requestTTL(req.TTL, c.store.authRequestTTL)); err != nil {
+			return nil, err
+		}
+	}
+	info, err := c.sendPAR(ctx, meta, pr)
 	if err != nil {
 		var te *tokenError
 		if errors.As(err, &te) && te.Code == "invalid_scope" {
@@ -279,7 +328,11 @@ func (c *Client) Authorize(ctx context.Context, req oauthclient.AuthorizeRequest
 		return nil, unreachable(err)
 	}
 	info.AccountDID = did
-	if err := c.store.SaveAuthRequestInfo(withRequestTTL(ctx, req.TTL), *info); err != nil {
+	kid := ""
+	if pr.key != nil {
+		kid = pr.key.ID
+	}
+	if err := c.store.saveAuthRequest(withRequestTTL(ctx, req.TTL), &storedAuthRequest{AuthRequestData: *info, ClientKeyID: kid}); err != nil {
 		return nil, err
 	}
 	q := url.Values{}
@@ -351,7 +404,7 @@ func lookupError(atid syntax.AtIdentifier, err error) error {
 // issued for another account are revoked at once). The handle is taken
 // from a verified resolution of the DID, never from what the user typed.
 func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL time.Duration) (*oauthclient.Grant, error) {
-	sd, err := c.exchangeCode(ctx, params)
+	sd, key, err := c.exchangeCode(ctx, params)
 	if err != nil {
 		var cbErr *oauth.AuthRequestCallbackError
 		switch {
@@ -365,6 +418,8 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrAccountMismatch, Message: "the login was approved for another account than the one it started with; please start again", Err: err}
 		case errors.Is(err, storage.ErrNotFound):
 			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrUnknownState, Message: "this login has expired or was already used; please start again", Err: err}
+		case errors.Is(err, oauthclient.ErrKeyRetired):
+			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrUnknownState, Message: "this login was started with a client key that has since been retired; please start again", Err: err}
 		default:
 			var se *storage.Error
 			if errors.As(err, &se) {
@@ -373,9 +428,9 @@ func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL tim
 			return nil, fmt.Errorf("indigoclient: code exchange: %w", err)
 		}
 	}
-	st, err := c.store.create(ctx, *sd, sessionTTL)
+	st, err := c.bindSession(ctx, sd, key, sessionTTL)
 	if err != nil {
-		_ = c.revokeSessionData(context.WithoutCancel(ctx), *sd)
+		_ = c.revokeSessionData(context.WithoutCancel(ctx), *sd, key)
 		return nil, err
 	}
 	handle := ""
@@ -407,13 +462,37 @@ func (c *Client) GrantLimits(ctx context.Context, did, sessionID string) (refres
 	return refreshBy, endsAt, nil
 }
 
-// revokeSessionData revokes the tokens in d.
-func (c *Client) revokeSessionData(ctx context.Context, d oauth.ClientSessionData) error {
+// bindSession stores a new session, bound to key (nil for a public
+// client): first in the key's index, so that the key is never unpublished
+// while the session lives, then the session with its kid; the login's
+// pending entry in the index goes last.
+func (c *Client) bindSession(ctx context.Context, sd *oauth.ClientSessionData, key *ClientKey, ttl time.Duration) (*storedSession, error) {
+	kid := ""
+	if key != nil {
+		kid = key.ID
+		// The key stays published while the grant can live (EndsAt).
+		if err := c.indexKey(ctx, kid, sessionMember(sd.AccountDID, sd.SessionID), min(ttl, c.store.grantLifetime)); err != nil {
+			return nil, err
+		}
+	}
+	st, err := c.store.create(ctx, *sd, ttl, kid)
+	if err != nil {
+		c.unindexKey(context.WithoutCancel(ctx), kid, sessionMember(sd.AccountDID, sd.SessionID))
+		return nil, err
+	}
+	if kid != "" {
+		c.unindexKey(ctx, kid, pendingMemberPref+sd.SessionID) // the session id is the login's state
+	}
+	return st, nil
+}
+
+// revokeSessionData revokes the tokens in d, signing with key.
+func (c *Client) revokeSessionData(ctx context.Context, d oauth.ClientSessionData, key *ClientKey) error {
 	cs, err := c.clientSession(d)
 	if err != nil {
 		return err
 	}
-	return c.revokeSession(ctx, cs)
+	return c.revokeSession(ctx, cs, key)
 }
 
 // Resume implements oauthclient.Client. A session that is not stored (or
@@ -423,36 +502,51 @@ func (c *Client) Resume(ctx context.Context, did, sessionID string) (oauthclient
 	if err != nil {
 		return nil, gone(err)
 	}
-	cs, _, err := c.load(ctx, d, sessionID)
+	ls, err := c.load(ctx, d, sessionID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, gone(err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &session{c: c, did: d, id: sessionID, cs: cs}, nil
+	if c.keys != nil {
+		// A session of a retired key is over at its next use on any
+		// instance that knows of the retirement (the Manager then revokes
+		// it with that key); one of a key this instance lacks is not.
+		if _, err := c.keyFor(ls.kid, false); errors.Is(err, oauthclient.ErrKeyRetired) {
+			return nil, err
+		}
+	}
+	return &session{c: c, did: d, id: sessionID, cs: ls.cs}, nil
+}
+
+// loadedSession is a session as load found it.
+type loadedSession struct {
+	cs    *oauth.ClientSession
+	spent string // the refresh token the tokens came from
+	kid   string // the client key the session is bound to ("" if public)
 }
 
 // load builds a fresh indigo ClientSession from the newest copy of the
 // session's data: tokens whose save is still pending in this process (see
-// Client.Resume), else the stored record. It also returns the refresh token the
-// tokens came from.
-func (c *Client) load(ctx context.Context, did syntax.DID, sessionID string) (*oauth.ClientSession, string, error) {
-	data, ok := c.rescued.get(did, sessionID)
+// Client.Resume), else the stored record.
+func (c *Client) load(ctx context.Context, did syntax.DID, sessionID string) (*loadedSession, error) {
+	data, kid, ok := c.rescued.get(did, sessionID)
 	if !ok {
-		d, err := c.store.GetSession(ctx, did, sessionID)
+		st, err := c.store.loadSession(ctx, did, sessionID)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
-		data = *d
+		c.store.nonces.apply(&st.Data)
+		data, kid = st.Data, st.KeyID
 	} else {
 		c.store.nonces.apply(&data)
 	}
 	cs, err := c.clientSession(data)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	return cs, data.RefreshToken, nil
+	return &loadedSession{cs: cs, spent: data.RefreshToken, kid: c.sessionKID(kid)}, nil
 }
 
 // clientSession makes an indigo ClientSession of data.
@@ -489,27 +583,38 @@ func (c *Client) Revoke(ctx context.Context, did, sessionID string) error {
 	} else {
 		defer c.release(unlock)
 	}
-	cs, _, err := c.load(ctx, d, sessionID)
+	ls, err := c.load(ctx, d, sessionID)
 	if errors.Is(err, storage.ErrNotFound) {
+		c.unindexKey(ctx, "", sessionMember(d, sessionID)) // in case a key's index still lists it
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	var revokeErr error
-	if cs.Data.AuthServerRevocationEndpoint != "" {
-		revokeErr = c.revokeSession(ctx, cs)
+	if ls.cs.Data.AuthServerRevocationEndpoint != "" {
+		var key *ClientKey
+		if c.keys != nil {
+			key, revokeErr = c.keyFor(ls.kid, true)
+		}
+		if revokeErr == nil {
+			revokeErr = c.revokeSession(ctx, ls.cs, key)
+		}
 	}
 	c.rescued.drop(d, sessionID)
-	return errors.Join(revokeErr, c.store.DeleteSession(ctx, d, sessionID))
+	if err := c.store.DeleteSession(ctx, d, sessionID); err != nil {
+		return errors.Join(revokeErr, err)
+	}
+	c.unindexKey(ctx, ls.kid, sessionMember(d, sessionID))
+	return revokeErr
 }
 
 // ClientMetadata implements oauthclient.MetadataProvider. Confidential
-// clients get their public JWKS inline.
+// clients get their public JWKS inline: the keys in use (see PublicJWKS).
 func (c *Client) ClientMetadata() any {
 	m := c.app.Config.ClientMetadata()
-	if c.app.Config.IsConfidential() {
-		jwks := c.app.Config.PublicJWKS()
+	if c.keys != nil {
+		jwks := c.PublicJWKS().(oauth.JWKS)
 		m.JWKS = &jwks
 	}
 	if c.metadata != nil {
@@ -518,8 +623,15 @@ func (c *Client) ClientMetadata() any {
 	return m
 }
 
-// PublicJWKS implements oauthclient.MetadataProvider.
-func (c *Client) PublicJWKS() any { return c.app.Config.PublicJWKS() }
+// PublicJWKS implements oauthclient.MetadataProvider: the public halves of
+// the current and next keys and of the previous keys that a live session
+// or login still uses; never a retired key, never a private member. An
+// empty set for a public client.
+func (c *Client) PublicJWKS() any {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*c.store.timeout)
+	defer cancel()
+	return c.publicJWKS(ctx)
+}
 
 // gone reports that an OAuth session no longer exists, with its cause.
 func gone(cause error) error {

@@ -1,6 +1,8 @@
 package indigoclient_test
 
 import (
+	"context"
+	"fmt"
 	"log"
 	"os"
 
@@ -57,4 +59,69 @@ func ExampleNew_confidential() {
 	_ = indigoclient.New(oc, memstore.New(), indigoclient.Options{
 		Metadata: func(m *oauth.ClientMetadata) { m.ClientName = &name },
 	})
+}
+
+// Loading a confidential client's keys from the forms people have them in:
+// goat key generate's output (or just its multibase secret key), a PEM file
+// from openssl, or a private JWK (whose kid names the key if none is given).
+func ExampleParseClientKey() {
+	// In production: os.ReadFile("/run/secrets/client-key-2026-12"), an
+	// environment variable, a secret manager. Here: a key made on the spot.
+	k, _ := atcrypto.GeneratePrivateKeyP256()
+	goatOutput := "Key Type: P-256 / secp256r1 / ES256 private key\n" +
+		"Secret Key (Multibase Syntax): save this securely (eg, add to password manager)\n\t" + k.Multibase() + "\n"
+
+	key, err := indigoclient.ParseClientKey("2026-12", []byte(goatOutput), indigoclient.KeyCurrent)
+	if err != nil {
+		log.Fatal(err) // a clear reason: "a K-256 (secp256k1) key; ...", "an encrypted PEM key; ..."
+	}
+	fmt.Println(key.ID, key.State)
+
+	_, err = indigoclient.ParsePrivateKey([]byte(`{"kty":"EC","crv":"secp256k1","d":"AA"}`))
+	fmt.Println(err != nil)
+	// Output:
+	// 2026-12 current
+	// true
+}
+
+// Rotating the client key (see the README, "Rotating the client key"):
+// each step is a configuration every instance is redeployed with, one
+// instance at a time. The JWKS publishes the current and next keys, the
+// previous ones a live session still uses, never a retired one.
+func ExampleNewKeySet() {
+	oldKey, _ := atcrypto.GeneratePrivateKeyP256() // in production: ParsePrivateKey of your secrets
+	newKey, _ := atcrypto.GeneratePrivateKeyP256()
+	config := oauth.NewPublicConfig("https://myapp.example/oauth-client-metadata.json", "https://myapp.example/oauth/callback", []string{"atproto"})
+	store := memstore.New()
+	steps := []struct {
+		name string
+		keys []indigoclient.ClientKey
+	}{
+		{"before", []indigoclient.ClientKey{{ID: "2026-06", Key: oldKey, State: indigoclient.KeyCurrent}}},
+		{"1 announce", []indigoclient.ClientKey{{ID: "2026-06", Key: oldKey, State: indigoclient.KeyCurrent}, {ID: "2026-12", Key: newKey, State: indigoclient.KeyNext}}},
+		{"2 switch", []indigoclient.ClientKey{{ID: "2026-12", Key: newKey, State: indigoclient.KeyCurrent}, {ID: "2026-06", Key: oldKey, State: indigoclient.KeyPrevious}}},
+		{"3 retire", []indigoclient.ClientKey{{ID: "2026-12", Key: newKey, State: indigoclient.KeyCurrent}, {ID: "2026-06", Key: oldKey, State: indigoclient.KeyRetired}}},
+	}
+	for _, step := range steps {
+		keys, err := indigoclient.NewKeySet(step.keys...)
+		if err != nil {
+			log.Fatal(err)
+		}
+		client := indigoclient.New(config, store, indigoclient.Options{Keys: keys})
+		usage, err := client.KeyUsage(context.Background())
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Print(step.name, ":")
+		for _, u := range usage {
+			fmt.Printf(" %s %s sessions=%d published=%v;", u.ID, u.State, u.Sessions, u.Published)
+		}
+		fmt.Println()
+		_ = client.Close()
+	}
+	// Output:
+	// before: 2026-06 current sessions=0 published=true;
+	// 1 announce: 2026-06 current sessions=0 published=true; 2026-12 next sessions=0 published=true;
+	// 2 switch: 2026-12 current sessions=0 published=true; 2026-06 previous sessions=0 published=false;
+	// 3 retire: 2026-12 current sessions=0 published=true; 2026-06 retired sessions=0 published=false;
 }

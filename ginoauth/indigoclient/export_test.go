@@ -15,3 +15,11 @@ func SetSaveBudget(c *Client, d time.Duration) { c.saveBudget = d }
 func RefreshLockName(did, sessionID string) string {
 	return refreshLockName(syntax.DID(did), sessionID)
 }
+
+// ForgetKeyUse drops what c remembers of its keys' use, so that its next
+// JWKS reads the key index.
+func ForgetKeyUse(c *Client) {
+	c.keyUse.mu.Lock()
+	defer c.keyUse.mu.Unlock()
+	c.keyUse.seen = nil
+}

@@ -82,10 +82,11 @@ func (c *Client) saveRotated(ctx context.Context, data oauth.ClientSessionData, 
 
 // rescue keeps rotated tokens whose save failed: in memory for this
 // process's requests, and saved in the background as soon as storage
-// answers, holding the refresh lock until then.
-func (c *Client) rescue(data oauth.ClientSessionData, spent string, unlock storage.Unlock) {
+// answers, holding the refresh lock until then. kid is the client key the
+// session is bound to.
+func (c *Client) rescue(data oauth.ClientSessionData, kid, spent string, unlock storage.Unlock) {
 	did, id := data.AccountDID, data.SessionID
-	c.rescued.put(data)
+	c.rescued.put(data, kid)
 	c.log.Error("could not save rotated OAuth tokens; keeping them in memory and retrying in the background", "did", did, "session", shortHash(id))
 	c.bg.run(func(stop <-chan struct{}) {
 		defer c.release(unlock)
@@ -99,7 +100,14 @@ func (c *Client) rescue(data oauth.ClientSessionData, spent string, unlock stora
 				// Ended meanwhile: nobody may hold the new tokens.
 				c.log.Info("OAuth session ended before its rotated tokens could be saved; revoking them", "did", did, "session", shortHash(id))
 				if cs, cerr := c.clientSession(data); cerr == nil {
-					_ = c.revokeSession(ctx, cs)
+					var key *ClientKey
+					if c.keys != nil {
+						key, cerr = c.keyFor(kid, true)
+					}
+					if cerr == nil {
+						_ = c.revokeSession(ctx, cs, key)
+					}
+					c.unindexKey(ctx, kid, sessionMember(did, id))
 				}
 			case errors.Is(err, errStaleTokens):
 				c.log.Warn("rotated OAuth tokens were superseded before they could be saved", "did", did, "session", shortHash(id))
@@ -180,23 +188,29 @@ func (b *background) close() {
 // the stored copy, so this process uses them first.
 type rescuedTokens struct {
 	mu sync.Mutex
-	m  map[string]oauth.ClientSessionData
+	m  map[string]rescuedSession
 }
 
-func (r *rescuedTokens) put(d oauth.ClientSessionData) {
+// rescuedSession is a session's rotated tokens and its client key.
+type rescuedSession struct {
+	data oauth.ClientSessionData
+	kid  string
+}
+
+func (r *rescuedTokens) put(d oauth.ClientSessionData, kid string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.m == nil {
-		r.m = map[string]oauth.ClientSessionData{}
+		r.m = map[string]rescuedSession{}
 	}
-	r.m[sessionKey(d.AccountDID, d.SessionID)] = d
+	r.m[sessionKey(d.AccountDID, d.SessionID)] = rescuedSession{d, kid}
 }
 
-func (r *rescuedTokens) get(did syntax.DID, id string) (oauth.ClientSessionData, bool) {
+func (r *rescuedTokens) get(did syntax.DID, id string) (oauth.ClientSessionData, string, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	d, ok := r.m[sessionKey(did, id)]
-	return d, ok
+	e, ok := r.m[sessionKey(did, id)]
+	return e.data, e.kid, ok
 }
 
 func (r *rescuedTokens) drop(did syntax.DID, id string) {
@@ -210,7 +224,7 @@ func (r *rescuedTokens) dropIf(d oauth.ClientSessionData) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := sessionKey(d.AccountDID, d.SessionID)
-	if cur, ok := r.m[k]; ok && cur.RefreshToken == d.RefreshToken {
+	if cur, ok := r.m[k]; ok && cur.data.RefreshToken == d.RefreshToken {
 		delete(r.m, k)
 	}
 }

@@ -165,20 +165,30 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		}
 	}()
 
-	fresh, spent, err := c.load(ctx, s.did, s.id) // the newest copy, as of now
+	ls, err := c.load(ctx, s.did, s.id) // the newest copy, as of now
 	if errors.Is(err, storage.ErrNotFound) {
 		return gone(err)
 	}
 	if err != nil {
 		return err
 	}
+	fresh, spent := ls.cs, ls.spent
 	if access, _ := fresh.GetHostAccessData(); access != rejected {
 		s.swap(fresh) // someone else refreshed: use their tokens
 		return nil
 	}
+	var clientKey *ClientKey
+	if c.keys != nil {
+		// The session's own key, whatever is current now. A retired key
+		// ends the login (ErrKeyRetired; the Manager revokes it), a key
+		// this instance lacks does not: the stored tokens stay good.
+		if clientKey, err = c.keyFor(ls.kid, false); err != nil {
+			return err
+		}
+	}
 	granted := time.Now()
 	previousScopes := slices.Clone(fresh.Data.Scopes)
-	err = c.refreshGrant(ctx, fresh)
+	err = c.refreshGrant(ctx, fresh, clientKey)
 	c.metrics.RefreshFinished(refreshOutcome(err), time.Since(granted))
 	if err != nil {
 		if !isTerminalRefreshError(err) {
@@ -189,6 +199,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		if derr := c.store.DeleteSession(ctx, s.did, s.id); derr != nil {
 			return derr
 		}
+		c.unindexKey(ctx, ls.kid, sessionMember(s.did, s.id))
 		return gone(err)
 	}
 	rotated := *fresh.Data
@@ -201,7 +212,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		// Deleted while we refreshed (expired, or ended without waiting
 		// for this lock): nobody may hold the new tokens.
 		c.log.Info("OAuth session ended during a token refresh; revoking the new tokens", "did", s.did, "session", shortHash(s.id))
-		if rerr := c.revokeSession(ctx, fresh); rerr != nil {
+		if rerr := c.revokeSession(ctx, fresh, clientKey); rerr != nil {
 			c.log.Warn("revoking the tokens of an ended session failed", "did", s.did, "session", shortHash(s.id), "err", rerr)
 		}
 		return gone(err)
@@ -211,7 +222,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		return fmt.Errorf("indigoclient: token refresh raced another instance: %w", err)
 	default:
 		release = false // the rescue keeps the lock until the tokens are saved
-		c.rescue(rotated, spent, unlock)
+		c.rescue(rotated, ls.kid, spent, unlock)
 		s.swap(fresh)
 		c.notifyRefresh(ctx, rotated, previousScopes, false)
 		return nil

@@ -66,6 +66,9 @@ type Options struct {
 	RefreshMetrics oauthclient.RefreshMetrics
 	// Routes, if set, adds routes of the test's own to the app.
 	Routes func(r *gin.Engine, m *ginoauth.Manager)
+	// ClientKeys, if set, is the OAuth client's Options.Keys (a
+	// confidential client with a key set; see Deployment).
+	ClientKeys *indigoclient.KeySet
 }
 
 // App is a running test app.
@@ -113,7 +116,8 @@ func New(t testing.TB, opts Options) *App {
 	a.OAuthConfig = &oc
 	copts := indigoclient.Options{
 		HTTPClient: opts.HTTPClient, Directory: opts.Directory, Logger: opts.Logger, Metrics: opts.RefreshMetrics,
-		Now: a.Clock.Now, // the grant's limits on the app's clock
+		Now:  a.Clock.Now, // the grant's limits on the app's clock
+		Keys: opts.ClientKeys,
 	}
 	if opts.ClientOptions != nil {
 		opts.ClientOptions(&copts)
@@ -477,13 +481,6 @@ func (f *FaultyStorage) Members(ctx context.Context, set string) ([]string, erro
 	return f.Store.(storage.Indexer).Members(ctx, set)
 }
 
-// Swap implements storage.Swapper; the wrapped Storage must have it.
-func (f *FaultyStorage) Swap(ctx context.Context, k string, old, new []byte, ttl time.Duration) (bool, error) {
-	if f.fails(OpSwap, k) {
-		return false, ErrDown
-	}
-	return f.Store.(storage.Swapper).Swap(ctx, k, old, new, ttl)
-}
 
 // GetStale implements storage.StaleReader (a plain Get when the wrapped
 // Storage has none); failures are injected as for Get.
@@ -503,24 +500,53 @@ func (f *FaultyStorage) MaxStaleness() time.Duration {
 	return 0
 }
 
-// faultyCounter is FaultyStorage with storage.Counter, which the app gets
-// only when the wrapped Storage has it: a store without it must look
-// without it to the Manager (it then counts the rate limits in process).
-type faultyCounter struct{ *FaultyStorage }
+// faultyCounter and faultySwapper add storage.Counter and storage.Swapper
+// to a FaultyStorage, which the Manager gets only when the wrapped Storage
+// has them: a store without one must look without it (the Manager then
+// counts rate limits in process, or does not extend sessions).
+type (
+	faultyCounter struct{ f *FaultyStorage }
+	faultySwapper struct{ f *FaultyStorage }
+)
 
 // Incr implements storage.Counter.
-func (f faultyCounter) Incr(ctx context.Context, k string, by int64, ttl time.Duration) (int64, error) {
-	if f.fails(OpIncr, k) {
+func (c faultyCounter) Incr(ctx context.Context, k string, by int64, ttl time.Duration) (int64, error) {
+	if c.f.fails(OpIncr, k) {
 		return 0, ErrDown
 	}
-	return f.Store.(storage.Counter).Incr(ctx, k, by, ttl)
+	return c.f.Store.(storage.Counter).Incr(ctx, k, by, ttl)
 }
 
-// managerStorage is what the Manager is given: f, with Incr when the
-// wrapped Storage counts.
+// Swap implements storage.Swapper.
+func (s faultySwapper) Swap(ctx context.Context, k string, old, new []byte, ttl time.Duration) (bool, error) {
+	if s.f.fails(OpSwap, k) {
+		return false, ErrDown
+	}
+	return s.f.Store.(storage.Swapper).Swap(ctx, k, old, new, ttl)
+}
+
+// managerStorage is what the Manager is given: f, with Incr and Swap when
+// the wrapped Storage has them.
 func (f *FaultyStorage) managerStorage() storage.Store {
-	if _, ok := f.Store.(storage.Counter); ok {
-		return faultyCounter{f}
+	_, counts := f.Store.(storage.Counter)
+	_, swaps := f.Store.(storage.Swapper)
+	switch {
+	case counts && swaps:
+		return struct {
+			*FaultyStorage
+			faultyCounter
+			faultySwapper
+		}{f, faultyCounter{f}, faultySwapper{f}}
+	case counts:
+		return struct {
+			*FaultyStorage
+			faultyCounter
+		}{f, faultyCounter{f}}
+	case swaps:
+		return struct {
+			*FaultyStorage
+			faultySwapper
+		}{f, faultySwapper{f}}
 	}
 	return f
 }

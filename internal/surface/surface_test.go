@@ -5,7 +5,7 @@ import "testing"
 // The Gin-facing package's exported surface grows only on purpose: a change
 // that adds exports raises the budget here and says why in CHANGELOG.md.
 var budgets = map[string]int{
-	"../../ginoauth": 89, // 84 after the design step; +2 for grant_expired (CodeGrantExpired, EndGrantExpired); +3 for rate limits (RateLimits, RateLimitMetrics, CodeRateLimited)
+	"../../ginoauth": 90, // 84 after the design step; +2 for grant_expired (CodeGrantExpired, EndGrantExpired); +3 for rate limits (RateLimits, RateLimitMetrics, CodeRateLimited); +1 for EndKeyRetired
 }
 
 func TestSurfaceWithinBudget(t *testing.T) {
