@@ -481,7 +481,6 @@ func (f *FaultyStorage) Members(ctx context.Context, set string) ([]string, erro
 	return f.Store.(storage.Indexer).Members(ctx, set)
 }
 
-
 // GetStale implements storage.StaleReader (a plain Get when the wrapped
 // Storage has none); failures are injected as for Get.
 func (f *FaultyStorage) GetStale(ctx context.Context, k string) ([]byte, error) {
