@@ -109,6 +109,7 @@ func New(cfg Config) (*Manager, error) {
 		limiter:       limiter,
 		background:    cfg.BackgroundAccess,
 		staleness:     staleness(cfg.Storage),
+		checkDeadline: sharedDeadline{timeout: cfg.StorageTimeout},
 		revoke:        m.revoke,
 		emit:          m.emit,
 		successorHash: m.successorHash,

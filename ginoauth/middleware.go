@@ -49,11 +49,16 @@ func (m *Manager) sessionCheck(required bool) gin.HandlerFunc {
 			return
 		}
 		if u != nil {
-			c.Header("Cache-Control", "no-store")
+			c.Writer.Header()["Cache-Control"] = noStore
 		}
 		c.Next()
 	}
 }
+
+// noStore is the Cache-Control value of authenticated answers, shared
+// rather than allocated per request (its capacity is its length, so an
+// append elsewhere copies it).
+var noStore = []string{"no-store"}[:1:1]
 
 // CurrentUser returns the logged-in user of this request, as loaded by
 // Middleware or RequireAuth (or a prebuilt handler). ok is false for
@@ -177,11 +182,11 @@ func (m *Manager) readCookie(c *gin.Context) (*User, ErrorCode, error) {
 	case len(sid) != sessionIDLen:
 		return nil, CodeInvalidCookie, nil
 	}
-	u, reason, err := m.sessions.read(c.Request.Context(), hashSessionID(sid), kindWeb)
+	u, reason, err := m.sessions.read(c.Request.Context(), sid, kindWeb)
 	if err == nil && u != nil {
 		// Extended (here, or since the cookie was sealed): the cookie's
 		// Max-Age and sealed expiry follow.
-		u.extended = u.extended || cookieBehind(sealedUntil, u.cookieUntil, m.sessions.lifetime[kindWeb])
+		u.extended = u.extended || cookieBehind(sealedUntil, u.cookieUntil, m.sessions.lifetime[kindWeb]) && m.resealDue(u)
 		if m.cfg.IdleTimeout > 0 {
 			u, reason, err = m.checkIdle(c, u, sid, active)
 		} else if u.extended {
@@ -206,12 +211,24 @@ func (m *Manager) checkIdle(c *gin.Context, u *User, sid, active string) (*User,
 	if perr != nil || now.Sub(time.Unix(last, 0)) >= m.cfg.IdleTimeout {
 		return nil, CodeSessionExpired, m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), EndIdle)
 	}
-	if u.extended || now.Sub(time.Unix(last, 0)) > m.idleTouchEvery() {
+	if u.extended || now.Sub(time.Unix(last, 0)) > m.idleTouchEvery() && m.resealDue(u) {
 		if err := m.setSessionCookie(c.Writer, sid, now, u.cookieUntil); err != nil {
 			return nil, "", err
 		}
 	}
 	return u, "", nil
+}
+
+// resealDue reports whether this instance should reseal u's cookie now: at
+// most once per reseal period per session, so a client that keeps sending
+// an older cookie (one that ignores Set-Cookie) does not cost a seal per
+// request.
+func (m *Manager) resealDue(u *User) bool {
+	every := extendEvery(m.sessions.lifetime[kindWeb])
+	if m.cfg.IdleTimeout > 0 {
+		every = min(every, m.idleTouchEvery())
+	}
+	return m.sessions.resealedHere.dueWithin(u.sessionHash, m.now(), every)
 }
 
 // idleTouchEvery is how stale the sealed last activity may get before the

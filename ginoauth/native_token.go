@@ -39,7 +39,7 @@ func (m *Manager) readBearer(c *gin.Context, token string) (*User, ErrorCode, er
 	}) {
 		return nil, CodeInvalidToken, nil
 	}
-	return m.sessions.read(c.Request.Context(), hashSessionID(token), kindMobile)
+	return m.sessions.read(c.Request.Context(), token, kindMobile)
 }
 
 // rotateMobileToken gives the native app of this request (by its bearer

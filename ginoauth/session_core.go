@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
@@ -76,12 +78,15 @@ type deviceSessions struct {
 	swapper      storage.Swapper
 	limiter      oauthclient.GrantLimiter
 	extendedHere seenTracker
+	resealedHere seenTracker // when this instance last resealed a session's cookie
 	// background is Config.BackgroundAccess: a grant may outlive its
 	// device sessions (grant_background.go).
 	background bool
 	// staleness is the Storage's storage.StaleReader bound (0: none, or no
 	// replica): the session check may read a copy that old.
 	staleness time.Duration
+	// checkDeadline bounds the session check's read.
+	checkDeadline sharedDeadline
 
 	// What ending a session needs from the rest of the Manager.
 	revoke        func(ctx context.Context, did, oauthSessionID, hash string)
@@ -188,17 +193,19 @@ func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
 	}
 }
 
-// read returns the user of the session under hash, or the code saying why
+// read returns the user of the session of id sid, or the code saying why
 // there is none. It checks the kind (a cookie never opens a native app's
 // session, nor a token a browser's) and the lifetimes; a session past
 // them is ended here, and a live one is noted as seen. The only error is a
 // *storage.Error.
-func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, ErrorCode, error) {
+func (ds *deviceSessions) read(ctx context.Context, sid, kind string) (*User, ErrorCode, error) {
+	key := sessionKeyOf(sid)
+	hash := key[len(sessionKeyPrefix):]
 	var rec sessionRecord
 	now := ds.now()
 	primary := false // whether rec is the primary's copy, as of now
 	if !ds.cache.get(hash, now, &rec) {
-		switch err := ds.getForCheck(ctx, hash, &rec); {
+		switch err := ds.getForCheck(key, &rec); {
 		case errors.Is(err, storage.ErrNotFound):
 			return nil, CodeNotLoggedIn, nil // logged out elsewhere, or expired in storage
 		case err != nil:
@@ -303,18 +310,25 @@ func (ds *deviceSessions) get(ctx context.Context, hash string, rec *sessionReco
 	return nil
 }
 
-// getForCheck is get for the session check: a read a replica may answer
-// (storage.StaleReader, within its bound), the one read that may. Anything
-// that writes reads the primary again first.
-func (ds *deviceSessions) getForCheck(ctx context.Context, hash string, rec *sessionRecord) error {
+// getForCheck reads the record under key for the session check: a read a
+// replica may answer (storage.StaleReader, within its bound), the one read
+// that may (anything that writes reads the primary again first). It runs
+// under a deadline shared by the checks of a few milliseconds (see
+// sharedDeadline), not the request's own: a session check costs no
+// context and timer of its own.
+func (ds *deviceSessions) getForCheck(key string, rec *sessionRecord) error {
+	ctx := ds.checkDeadline.context()
+	var (
+		raw []byte
+		err error
+	)
 	if ds.staleness == 0 {
-		return ds.get(ctx, hash, rec)
+		raw, err = ds.store.Get(ctx, key)
+	} else {
+		raw, err = storage.GetStale(ctx, ds.store, key)
 	}
-	ctx, cancel := ds.op(ctx)
-	defer cancel()
-	raw, err := storage.GetStale(ctx, ds.store, sessionKeyPrefix+hash)
 	if err != nil {
-		return storageFailed(ds.metrics, "get-stale", err)
+		return storageFailed(ds.metrics, "get", err)
 	}
 	if err := decodeRecord(raw, rec); err != nil {
 		ds.log.Warn("unreadable session record in storage; ignoring it", "err", err)
@@ -456,11 +470,25 @@ func fromNanos(n uint64) time.Time {
 
 var errBadRecord = errors.New("ginoauth: unreadable session record")
 
-// decodeRecord reads a record in either format. The strings share one copy
-// of raw, so a decode costs a handful of allocations.
+// decodeJSONRecord reads a record written as JSON by an earlier version,
+// through a variable of its own, so that the binary path's record stays
+// on the caller's stack.
+func decodeJSONRecord(raw []byte, rec *sessionRecord) error {
+	var r sessionRecord
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return err
+	}
+	*rec = r
+	return nil
+}
+
+// decodeRecord reads a record in either format. The strings share raw's
+// memory, which the caller hands over (a Store's Get returns a slice the
+// caller owns, and nothing writes to it afterwards), so a decode costs one
+// allocation, for the lists.
 func decodeRecord(raw []byte, rec *sessionRecord) error {
 	if len(raw) > 0 && raw[0] == '{' {
-		return json.Unmarshal(raw, rec)
+		return decodeJSONRecord(raw, rec)
 	}
 	if len(raw) < 1 || (raw[0] != recordFormat && raw[0] != recordFormatV1) {
 		return errBadRecord
@@ -469,7 +497,7 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 	if raw[0] == recordFormatV1 {
 		times = times[:3]
 	}
-	s := string(raw[1:])
+	s := unsafe.String(unsafe.SliceData(raw[1:]), len(raw)-1) //nolint:gosec // G103: raw is the caller's own and never written again (see above)
 	pos := 0
 	next := func() (uint64, bool) {
 		var v uint64
@@ -502,6 +530,7 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 		n, good := next()
 		*f, ok = fromNanos(n), ok && good
 	}
+	var lists []string // Scopes and Requested share one backing array
 	for _, f := range []*[]string{&rec.Scopes, &rec.Requested} {
 		n, good := next()
 		if !good || n > uint64(len(s)) {
@@ -511,13 +540,16 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 			*f = nil
 			continue
 		}
-		list := make([]string, n)
-		for i := range list {
-			var g bool
-			list[i], g = str()
-			ok = ok && g
+		if lists == nil {
+			lists = make([]string, 0, int(n)+2) //nolint:gosec // n <= len(s)
 		}
-		*f = list
+		start := len(lists)
+		for range n {
+			v, g := str()
+			ok = ok && g
+			lists = append(lists, v)
+		}
+		*f = lists[start:len(lists):len(lists)]
 	}
 	if !ok || pos != len(s) {
 		return errBadRecord
@@ -592,8 +624,55 @@ func (rc *recordCache) drop(hash string) {
 // hashSessionID is the storage name of a session: the id itself is only
 // ever in the cookie or token, so a leaked database cannot be replayed.
 func hashSessionID(sid string) string {
-	sum := sha256.Sum256([]byte(sid))
-	var b [43]byte // RawURLEncoding of 32 bytes, encoded on the stack
-	base64.RawURLEncoding.Encode(b[:], sum[:])
+	return sessionKeyOf(sid)[len(sessionKeyPrefix):]
+}
+
+// sessionKeyOf is the storage key of the session of id sid, built in one
+// allocation: its hash is the key without sessionKeyPrefix.
+func sessionKeyOf(sid string) string {
+	var in [sessionIDLen]byte // ids are this long; the hash of a longer one is only ever compared
+	var sum [sha256.Size]byte
+	if len(sid) <= len(in) {
+		sum = sha256.Sum256(in[:copy(in[:], sid)])
+	} else {
+		sum = sha256.Sum256([]byte(sid))
+	}
+	var b [len(sessionKeyPrefix) + 43]byte // the prefix and RawURLEncoding of 32 bytes
+	copy(b[:], sessionKeyPrefix)
+	base64.RawURLEncoding.Encode(b[len(sessionKeyPrefix):], sum[:])
 	return string(b[:])
+}
+
+// sharedDeadline hands out contexts that end one storage timeout (and at
+// most deadlineWindow more) after they were handed out. Reads started in
+// the same window share one context, so a session check does not pay for
+// a context and a timer of its own (four allocations, a fifth of the
+// check). Its zero value is ready once timeout is set; contexts are real
+// time, not the Manager's clock, and do not end with the request: a check
+// whose client went away still finishes within the timeout.
+type sharedDeadline struct {
+	timeout time.Duration
+	current atomic.Pointer[windowContext]
+}
+
+// deadlineWindow is how long one context is handed out for.
+const deadlineWindow = 10 * time.Millisecond
+
+type windowContext struct {
+	ctx    context.Context
+	cancel context.CancelFunc // never called early (see context); kept for vet's sake
+	until  int64              // Unix nanoseconds: handed out until then
+}
+
+func (d *sharedDeadline) context() context.Context {
+	now := time.Now().UnixNano()
+	if w := d.current.Load(); w != nil && now < w.until {
+		return w.ctx
+	}
+	// The context is never cancelled early: its timer ends it, and keeps
+	// at most timeout/deadlineWindow of them alive.
+	ctx, cancel := context.WithTimeout(context.Background(), d.timeout+deadlineWindow)
+	w := &windowContext{ctx: ctx, cancel: cancel, until: now + int64(deadlineWindow)}
+	d.current.Store(w)
+	return ctx
 }

@@ -33,6 +33,7 @@ func (ds *deviceSessions) end(ctx context.Context, hash string, rec *sessionReco
 	_ = ds.unindex(ctx, rec.DID, hash)
 	ds.seen.forget(hash)
 	ds.extendedHere.forget(hash)
+	ds.resealedHere.forget(hash)
 	switch {
 	case rec.OAuthSessionID == "":
 	case reason == EndRevoked || reason == EndRefreshRefused || reason == EndGrantExpired:

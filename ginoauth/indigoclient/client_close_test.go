@@ -40,8 +40,12 @@ func TestCloseEndsBackgroundWork(t *testing.T) {
 	if resp := b.PostForm("/api/refresh", nil); resp.Status != http.StatusOK {
 		t.Fatalf("refresh: %d %s", resp.Status, resp.Body)
 	}
-	if !clientGoroutines() {
-		t.Fatal("expected the background save of the rotated tokens to be running")
+	// The save's retry runs in a goroutine of its own, which may not have
+	// been scheduled yet.
+	for deadline := time.Now().Add(5 * time.Second); !clientGoroutines(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("expected the background save of the rotated tokens to be running")
+		}
 	}
 	if err := a.Client.Close(); err != nil {
 		t.Fatal(err)
