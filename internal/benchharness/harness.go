@@ -538,8 +538,9 @@ func check(ctx context.Context, target, cookie string) error {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(body) != benchDID {
-		return fmt.Errorf("GET %s: %d %q, want 200 %q", target, resp.StatusCode, body, benchDID)
+	var got didAnswer
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &got) != nil || got.DID != benchDID {
+		return fmt.Errorf("GET %s: %d %q, want 200 {\"did\": %q}", target, resp.StatusCode, body, benchDID)
 	}
 	return nil
 }

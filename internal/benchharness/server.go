@@ -52,9 +52,19 @@ type serverConfig struct {
 	table      string // ginoauth SQL stores: the kv table (default prefix+"_kv")
 }
 
-// benchDID is what bare Gin and the cookie-only anchor answer: a string as
-// long as the DIDs the other rows answer.
+// benchDID is the DID every row's measured route answers (the anchors
+// answer it for the session they read).
 var benchDID = accountDID(0).String()
+
+// didAnswer is the measured route's body in every row, bare Gin included:
+// {"did": "..."}, written by Gin's JSON renderer, so that the ratios compare
+// the session checks and not the answers.
+type didAnswer struct {
+	DID string `json:"did"`
+}
+
+// answerDID writes the measured route's answer.
+func answerDID(c *gin.Context, did string) { c.JSON(http.StatusOK, didAnswer{DID: did}) }
 
 // serveMain runs one server for a row: the app on one loopback listener,
 // and a control API (allocations, heap, bulk fill, purge) on another, so
@@ -134,7 +144,7 @@ func buildApp(cfg serverConfig, appURL string) (*app, error) {
 	r := a.engine
 	switch cfg.row.Kind {
 	case kindBare:
-		r.GET("/me", func(c *gin.Context) { c.String(http.StatusOK, benchDID) })
+		r.GET("/me", func(c *gin.Context) { answerDID(c, benchDID) })
 	case kindGSess:
 		if err := a.buildGSess(); err != nil {
 			return nil, err
@@ -224,7 +234,7 @@ func (a *app) buildGSess() error {
 			return
 		}
 		if db == nil {
-			c.String(http.StatusOK, benchDID)
+			answerDID(c, benchDID)
 			return
 		}
 		var u benchUser
@@ -236,7 +246,7 @@ func (a *app) buildGSess() error {
 		case !time.Now().Before(u.ExpiresAt):
 			c.String(http.StatusUnauthorized, "expired")
 		default:
-			c.String(http.StatusOK, u.DID)
+			answerDID(c, u.DID)
 		}
 	})
 	return nil
@@ -308,7 +318,7 @@ func (a *app) buildGinoauth(appURL string) error {
 			c.String(http.StatusUnauthorized, "anonymous")
 			return
 		}
-		c.String(http.StatusOK, u.DID)
+		answerDID(c, u.DID)
 	})
 	return nil
 }

@@ -9,7 +9,7 @@
 // Routes:
 //   GET /bench/login  seals a session {sid, did, createdAt, lastAccessed}
 //                     into the cookie, as the library's callback does
-//   GET /me           unseals the cookie and answers the session's did
+//   GET /me           unseals the cookie and answers {"did": the session's did}
 //                     (401 without a session): one session check
 //   GET /me-reseal    the same plus what the library's validateSession does
 //                     with the cookie on every request: lastAccessed = now,
@@ -43,7 +43,7 @@ app.get("/me", async (c) => {
   if (!session.sid) {
     return c.text("anonymous", 401);
   }
-  return c.text(session.did);
+  return c.json({ did: session.did });
 });
 
 app.get("/me-reseal", async (c) => {
@@ -53,7 +53,7 @@ app.get("/me-reseal", async (c) => {
   }
   session.lastAccessed = Date.now();
   await session.save();
-  return c.text(session.did);
+  return c.json({ did: session.did });
 });
 
 const server = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: Number(process.env.PORT || 0) }, (info) => {
