@@ -72,7 +72,7 @@ start() {
     redis-server --port "$p" --bind 127.0.0.1 --daemonize yes \
       --dir "$dir/$p" --pidfile "$dir/$p/redis.pid" --logfile "$dir/$p/redis.log" \
       --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 3000 \
-      --save "" --appendonly no --enable-debug-command local
+      --save "" --appendonly no --repl-diskless-sync-delay 0 --enable-debug-command local
   done
   for p in "${ports[@]}"; do
     for _ in $(seq 1 50); do cli "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done

@@ -80,7 +80,9 @@ func (s *Store) AddMember(ctx context.Context, set, member string, ttl time.Dura
 	if ttl < 0 {
 		return storage.Wrap("add-member", fmt.Errorf("redisstore: negative ttl %v", ttl))
 	}
-	err := addMemberScript.Run(ctx, s.rdb, []string{s.sets + set}, member, ms(ttl).Milliseconds()).Err()
+	err := callErr(s, ctx, func(ctx context.Context) error {
+		return addMemberScript.Run(ctx, s.rdb, []string{s.sets + set}, member, ms(ttl).Milliseconds()).Err()
+	})
 	return storage.Wrap("add-member", err)
 }
 
@@ -93,7 +95,9 @@ func (s *Store) RemoveMember(ctx context.Context, set, member string) error {
 	if storage.ValidateKey(set) != nil || storage.ValidateKey(member) != nil {
 		return nil // AddMember never stores an invalid name
 	}
-	return storage.Wrap("remove-member", removeMemberScript.Run(ctx, s.rdb, []string{s.sets + set}, member).Err())
+	return storage.Wrap("remove-member", callErr(s, ctx, func(ctx context.Context) error {
+		return removeMemberScript.Run(ctx, s.rdb, []string{s.sets + set}, member).Err()
+	}))
 }
 
 // Members implements storage.Indexer with ZRANGEBYSCORE from the server's
@@ -108,7 +112,9 @@ func (s *Store) Members(ctx context.Context, set string) ([]string, error) {
 	}
 	// A missing key is an empty array, never redis.Nil: any error here is
 	// a failure, not an empty set.
-	got, err := membersScript.Run(ctx, s.rdb, []string{s.sets + set}).StringSlice()
+	got, err := call(s, ctx, func(ctx context.Context) ([]string, error) {
+		return membersScript.Run(ctx, s.rdb, []string{s.sets + set}).StringSlice()
+	})
 	if err != nil {
 		return nil, storage.Wrap("members", err)
 	}
