@@ -64,9 +64,17 @@ func freePort(t testing.TB) int {
 // t when redis-server is not installed.
 func StartRedisServer(t testing.TB, args ...string) *RedisServer {
 	t.Helper()
+	return startRedisServer(t, func() []string { return args })
+}
+
+// startRedisServer is StartRedisServer with the extra args made afresh for
+// each try (a cluster node's bus port is free only by chance, as its port).
+func startRedisServer(t testing.TB, extra func() []string) *RedisServer {
+	t.Helper()
 	redisServerBinary(t)
 	var lastErr error
 	for range 5 {
+		args := extra()
 		port := freePort(t)
 		s := &RedisServer{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, t: t, dir: t.TempDir()}
 		s.args = append([]string{
