@@ -19,19 +19,12 @@ import (
 // DefaultPrefix is the key prefix of a zero Options.
 const DefaultPrefix = "ginoauth:"
 
-// DefaultLeaseAckTimeout is the default Options.LeaseAckTimeout.
-const DefaultLeaseAckTimeout = time.Second
+// DefaultAckTimeout is the default Options.AckTimeout.
+const DefaultAckTimeout = time.Second
 
-// maxLeaseAckTimeout keeps the replicas' wait inside one lock attempt's
-// bound (lockAttemptTimeout), with room for the commands around it.
-const maxLeaseAckTimeout = 4 * time.Second
-
-// ErrLeaseNotReplicated is wrapped by the *storage.Error that Lock returns
-// when the replicas of the lease's primary did not acknowledge a new lease
-// within Options.LeaseAckTimeout. The lease has been given back: a failover
-// could have lost it, and a second holder would then refresh the same
-// token. The library answers it with 503, like any storage failure.
-var ErrLeaseNotReplicated = errors.New("redisstore: the replicas did not acknowledge the lock lease in time")
+// maxAckTimeout keeps the replicas' wait inside one lock attempt's bound
+// (lockAttemptTimeout), with room for the commands around it.
+const maxAckTimeout = 4 * time.Second
 
 // Options configure a Store. The zero value is valid.
 type Options struct {
@@ -39,20 +32,42 @@ type Options struct {
 	// Redis database (or cluster) can hold several apps. Default
 	// DefaultPrefix. See the package documentation for the keys under it.
 	Prefix string
-	// Logger receives the failures the store cannot return to a caller.
-	// Default: discard (silent, like the rest of the library).
+	// Logger receives the failures the store cannot return to a caller,
+	// and one warning from New about a client that ignores context
+	// deadlines. Default: discard (silent, like the rest of the library).
 	Logger *slog.Logger
-	// LeaseAckTimeout bounds how long Lock waits for the replicas connected
-	// to a new lease's primary to acknowledge it (Redis WAIT), so that a
-	// failover cannot lose it; see "Failover" in the package documentation.
-	// A primary without replicas (a single server) is not waited for.
-	// Default DefaultLeaseAckTimeout; at most 4s.
-	LeaseAckTimeout time.Duration
-	// UnreplicatedLeases makes Lock return a lease as soon as its primary
-	// has it, without waiting for any replica: one round trip less per
-	// Lock, and a lease that a failover right after it can lose.
+	// Writes says whether writes wait for the replicas of their primary
+	// to acknowledge them (Redis WAIT) before they count as done, so that a
+	// failover cannot lose them; see "Failover" in the package
+	// documentation. Default WritesAuto.
+	Writes WriteAcks
+	// UnreplicatedLeases makes Lock hand out a lease as soon as its
+	// primary has it, without waiting for the replicas: a lease that a
+	// failover right after it can lose, letting a second instance refresh
+	// the same token. By default Lock waits, whatever Writes says.
 	UnreplicatedLeases bool
+	// AckTimeout bounds each wait for the replicas' acknowledgement (the
+	// timeout of Redis WAIT). Default DefaultAckTimeout; at most 4s.
+	AckTimeout time.Duration
 }
+
+// WriteAcks says which writes wait for the replicas: see Options.Writes.
+type WriteAcks int
+
+const (
+	// WritesAuto waits on a *redis.ClusterClient and on a failover
+	// (Sentinel) client, whose deployments fail over, and not on a plain
+	// *redis.Client or a *redis.Ring.
+	WritesAuto WriteAcks = iota
+	// WritesAcked makes Set, Delete, Take, AddMember, RemoveMember and
+	// Unlock wait for the replicas of the key's primary (none, on a
+	// primary without replicas).
+	WritesAcked
+	// WritesUnacked makes them return once the primary has them, as a
+	// plain Redis client does: one round trip each, and a write that a
+	// failover right after it can lose.
+	WritesUnacked
+)
 
 // Store is a storage.Store, storage.Taker, storage.Locker and
 // storage.Indexer on Redis. It is safe for concurrent use. Create it with
@@ -65,9 +80,12 @@ type Store struct {
 	// detach is set when the client ignores context deadlines: each call
 	// then runs in a goroutine of its own and returns at its context's end.
 	detach bool
-	// ackTimeout bounds the replicas' acknowledgement of a lease; 0: none
-	// is waited for (Options.UnreplicatedLeases).
-	ackTimeout time.Duration
+	// ackTimeout bounds a wait for the replicas; ackLeases and ackWrites
+	// say whether leases and other writes wait.
+	ackTimeout           time.Duration
+	ackLeases, ackWrites bool
+	// reload, on a cluster client, makes it reload the cluster's layout.
+	reload func()
 
 	// wake is closed (and replaced) whenever this Store releases a lock, so
 	// that waiters in the same process retry at once instead of at their
@@ -103,14 +121,14 @@ func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
-	case opts.LeaseAckTimeout < 0 || opts.LeaseAckTimeout > maxLeaseAckTimeout:
-		return nil, fmt.Errorf("redisstore: Options.LeaseAckTimeout must be between 0 (default %v) and %v, got %v",
-			DefaultLeaseAckTimeout, maxLeaseAckTimeout, opts.LeaseAckTimeout)
-	case opts.LeaseAckTimeout > 0 && opts.LeaseAckTimeout < time.Millisecond:
+	case opts.AckTimeout < 0 || opts.AckTimeout > maxAckTimeout:
+		return nil, fmt.Errorf("redisstore: Options.AckTimeout must be between 0 (default %v) and %v, got %v",
+			DefaultAckTimeout, maxAckTimeout, opts.AckTimeout)
+	case opts.AckTimeout > 0 && opts.AckTimeout < time.Millisecond:
 		// WAIT counts whole milliseconds, and WAIT 0 would wait forever.
-		return nil, fmt.Errorf("redisstore: Options.LeaseAckTimeout must be at least 1ms, got %v", opts.LeaseAckTimeout)
-	case opts.LeaseAckTimeout == 0:
-		opts.LeaseAckTimeout = DefaultLeaseAckTimeout
+		return nil, fmt.Errorf("redisstore: Options.AckTimeout must be at least 1ms, got %v", opts.AckTimeout)
+	case opts.AckTimeout == 0:
+		opts.AckTimeout = DefaultAckTimeout
 	}
 	s := &Store{
 		rdb:        rdb,
@@ -119,86 +137,27 @@ func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 		sets:       opts.Prefix + "set:",
 		log:        opts.Logger,
 		detach:     !honoursDeadlines(rdb),
-		ackTimeout: ms(opts.LeaseAckTimeout),
+		ackTimeout: ms(opts.AckTimeout),
+		ackLeases:  !opts.UnreplicatedLeases,
 		wake:       make(chan struct{}),
 	}
-	if opts.UnreplicatedLeases {
-		s.ackTimeout = 0
+	switch opts.Writes {
+	case WritesAuto:
+		s.ackWrites = failsOver(rdb)
+	case WritesAcked:
+		s.ackWrites = true
+	case WritesUnacked:
+	default:
+		return nil, fmt.Errorf("redisstore: unknown Options.Writes %d", opts.Writes)
+	}
+	if c, ok := rdb.(interface{ ReloadState(context.Context) }); ok {
+		s.reload = func() { c.ReloadState(context.Background()) }
 	}
 	if s.detach {
 		s.log.Warn("redisstore: the Redis client ignores context deadlines (ContextTimeoutEnabled is off); " +
 			"each call runs in a goroutine of its own so that it still ends with its context")
 	}
 	return s, nil
-}
-
-// honoursDeadlines reports whether go-redis bounds rdb's commands by their
-// context's deadline, which it does only with ContextTimeoutEnabled. The
-// interfaces match go-redis's clients and anything embedding one; a client
-// that says nothing is assumed not to.
-func honoursDeadlines(rdb redis.UniversalClient) bool {
-	switch c := rdb.(type) {
-	case interface{ Options() *redis.Options }: // *redis.Client, failover clients
-		o := c.Options()
-		return o != nil && o.ContextTimeoutEnabled
-	case interface{ Options() *redis.ClusterOptions }:
-		o := c.Options()
-		return o != nil && o.ContextTimeoutEnabled
-	case interface{ Options() *redis.RingOptions }:
-		o := c.Options()
-		return o != nil && o.ContextTimeoutEnabled
-	}
-	return false
-}
-
-// result is what a call returns, through a channel when it runs detached.
-type result[T any] struct {
-	v   T
-	err error
-}
-
-// call runs fn, which sends commands on s.rdb with ctx, and makes sure it
-// returns by the end of ctx. On a client that honours deadlines (or with a
-// ctx that never ends) that is fn itself. Otherwise fn runs in a goroutine
-// of its own: the caller gets ctx's error at ctx's end, and the goroutine
-// finishes when the client gives up by its own ReadTimeout/WriteTimeout or
-// Redis answers. Its result is then dropped: an operation whose caller got
-// an error may still have happened, as with any timeout.
-func call[T any](s *Store, ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
-	if !s.detach || ctx.Done() == nil {
-		v, err := fn(ctx)
-		return v, deadlineErr(ctx, err)
-	}
-	done := make(chan result[T], 1) // buffered: the goroutine never blocks on an abandoned call
-	go func() {
-		v, err := fn(ctx)
-		done <- result[T]{v, err}
-	}()
-	select {
-	case r := <-done:
-		return r.v, deadlineErr(ctx, r.err)
-	case <-ctx.Done():
-		var zero T
-		return zero, ctx.Err()
-	}
-}
-
-// deadlineErr says that a command failed because its context ended (which
-// go-redis reports as a network timeout), so that callers can tell.
-func deadlineErr(ctx context.Context, err error) error {
-	if err == nil || errors.Is(err, redis.Nil) {
-		return err
-	}
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-		return fmt.Errorf("%w: %w", cerr, err)
-	}
-	return err
-}
-
-// callErr is call for a command without a value.
-func callErr(s *Store, ctx context.Context, fn func(context.Context) error) error {
-	_, err := call(s, ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
-	return err
 }
 
 // ms rounds d up to whole milliseconds, Redis's finest TTL: rounding down
@@ -235,6 +194,10 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 		value = []byte{} // go-redis writes nil as an empty string anyway; say so
 	}
 	return storage.Wrap("set", callErr(s, ctx, func(ctx context.Context) error {
+		if s.ackWrites {
+			_, err := s.acked(ctx, s.kv+key, setScript, value, ms(ttl).Milliseconds())
+			return err
+		}
 		return s.rdb.Set(ctx, s.kv+key, value, ms(ttl)).Err()
 	}))
 }
@@ -247,7 +210,13 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if storage.ValidateKey(key) != nil {
 		return nil // it cannot exist
 	}
-	return storage.Wrap("delete", callErr(s, ctx, func(ctx context.Context) error { return s.rdb.Del(ctx, s.kv+key).Err() }))
+	return storage.Wrap("delete", callErr(s, ctx, func(ctx context.Context) error {
+		if s.ackWrites {
+			_, err := s.acked(ctx, s.kv+key, deleteScript)
+			return err
+		}
+		return s.rdb.Del(ctx, s.kv+key).Err()
+	}))
 }
 
 // Take implements storage.Taker with GETDEL.
@@ -258,7 +227,12 @@ func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
 	if storage.ValidateKey(key) != nil {
 		return nil, storage.ErrNotFound
 	}
-	v, err := call(s, ctx, func(ctx context.Context) ([]byte, error) { return s.rdb.GetDel(ctx, s.kv+key).Bytes() })
+	v, err := call(s, ctx, func(ctx context.Context) ([]byte, error) {
+		if s.ackWrites {
+			return s.takeAcked(ctx, s.kv+key)
+		}
+		return s.rdb.GetDel(ctx, s.kv+key).Bytes()
+	})
 	return value("take", v, err)
 }
 
@@ -294,34 +268,27 @@ const (
 )
 
 // leaseScript takes the lease KEYS[1] for token ARGV[1] and ARGV[2]
-// milliseconds unless another token holds it, and returns {won, replicas}:
-// with ARGV[3] "1", replicas is the number of replicas online on this
-// primary, which Lock then waits for. It sets the lease again when it holds
-// this token already: an attempt that go-redis retried after its first try
-// won still wins, and the lease is a write of this connection, which is
-// what WAIT waits for.
-var leaseScript = redis.NewScript(`
+// milliseconds unless another token holds it, and returns {won, replicas}
+// (replicas: see luaReplicas; 0 unless ARGV[3] is "1"). It sets the lease
+// again when it holds this token already: an attempt that go-redis retried
+// after its first try won still wins, and the lease is a write of this
+// connection, which is what WAIT waits for.
+var leaseScript = redis.NewScript(luaReplicas + `
 local v = redis.call("GET", KEYS[1])
 if v and v ~= ARGV[1] then
 	return {0, 0}
 end
 redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-local replicas = 0
-if ARGV[3] == "1" then
-	for _ in string.gmatch(redis.call("INFO", "replication"), "state=online") do
-		replicas = replicas + 1
-	end
-end
-return {1, replicas}`)
+return {1, replicas(ARGV[3])}`)
 
-// unlockScript deletes the lease only if it still holds the caller's token:
-// a GET then DEL from the client could delete a lease that lapsed and was
-// taken by someone else in between.
-var unlockScript = redis.NewScript(`
+// unlockScript deletes the lease only if it still holds the caller's token
+// (a GET then DEL from the client could delete a lease that lapsed and was
+// taken by someone else in between), and returns {deleted, replicas}.
+var unlockScript = redis.NewScript(luaReplicas + `
 if redis.call("GET", KEYS[1]) == ARGV[1] then
-	return redis.call("DEL", KEYS[1])
+	return {redis.call("DEL", KEYS[1]), replicas(ARGV[2])}
 end
-return 0`)
+return {0, 0}`)
 
 // Lock implements storage.Locker with a lease key: SET NX PX with a random
 // token, polled until it wins or ctx ends. It returns a *storage.Error
@@ -388,44 +355,19 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (stora
 }
 
 // attempt tries once to take the lease and reports whether token holds it.
-// Unless leases are unreplicated, it runs on one connection to the key's
-// primary (go-redis's Watch picks it, following a cluster redirect), so
-// that WAIT there covers the lease's write: WAIT sent on its own would go
-// to another connection, or, on a cluster client, to every primary. A
-// lease that the primary's online replicas did not all acknowledge is an
-// ErrLeaseNotReplicated failure, which Lock gives back.
+// Unless leases are unreplicated, a lease that the replicas of its primary
+// did not all acknowledge is an ErrNotReplicated failure, which Lock gives
+// back.
 func (s *Store) attempt(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
-	ttlMs := ttl.Milliseconds()
-	if s.ackTimeout == 0 {
-		res, err := leaseScript.Run(ctx, s.rdb, []string{key}, token, ttlMs, "0").Int64Slice()
+	if !s.ackLeases {
+		res, err := leaseScript.Run(ctx, s.rdb, []string{key}, token, ttl.Milliseconds(), "0").Int64Slice()
 		if err != nil {
 			return false, err
 		}
 		return len(res) == 2 && res[0] == 1, nil
 	}
-	won := false
-	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-		res, err := leaseScript.Run(ctx, tx, []string{key}, token, ttlMs, "1").Int64Slice()
-		if err != nil {
-			return err
-		}
-		if len(res) != 2 {
-			return fmt.Errorf("redisstore: unexpected lease script reply %v", res)
-		}
-		won = res[0] == 1
-		if !won || res[1] == 0 {
-			return nil // lost, or a primary without replicas: nothing to wait for
-		}
-		acked, err := tx.Wait(ctx, int(res[1]), s.ackTimeout).Result()
-		if err != nil {
-			return err
-		}
-		if acked < res[1] {
-			return fmt.Errorf("%w (%d of %d within %v)", ErrLeaseNotReplicated, acked, res[1], s.ackTimeout)
-		}
-		return nil
-	}, key)
-	return won, err
+	res, err := s.acked(ctx, key, leaseScript, token, ttl.Milliseconds())
+	return len(res) == 1 && res[0] == int64(1), err
 }
 
 // giveBack releases a lease this process may hold but nobody will unlock.
@@ -448,13 +390,18 @@ func (s *Store) unlocker(key, token string) storage.Unlock {
 		// every other waiter would be held off for the rest of the lease.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
 		defer cancel()
-		n, err := call(s, ctx, func(ctx context.Context) (int, error) {
-			return unlockScript.Run(ctx, s.rdb, []string{key}, token).Int()
+		deleted, err := call(s, ctx, func(ctx context.Context) (bool, error) {
+			if s.ackWrites {
+				res, err := s.acked(ctx, key, unlockScript, token)
+				return len(res) == 1 && res[0] == int64(1), err
+			}
+			res, err := unlockScript.Run(ctx, s.rdb, []string{key}, token, "0").Int64Slice()
+			return len(res) == 2 && res[0] == 1, err
 		})
 		if err != nil {
 			return storage.Wrap("lock", err)
 		}
-		if n > 0 {
+		if deleted {
 			s.wakeMu.Lock()
 			close(s.wake)
 			s.wake = make(chan struct{})
