@@ -30,6 +30,11 @@ import (
 // FailoverEnv turns TestFailover on (GINOAUTH_FAILOVER=1).
 const FailoverEnv = "GINOAUTH_FAILOVER"
 
+// FailoverAcksEnv=off runs the harness with the replicas' acknowledgements
+// off (redisstore's UnreplicatedLeases and WritesUnacked), to measure what
+// they prevent; nothing is then held to zero.
+const FailoverAcksEnv = "GINOAUTH_FAILOVER_ACKS"
+
 // Harness sizes: bounded load, a few hundred requests per second.
 const (
 	failoverSessions = 200
@@ -48,19 +53,23 @@ const (
 //  1. CLUSTER FAILOVER FORCE on the replica of the lease's primary;
 //  2. the lease's primary killed with SIGKILL (the replica takes over after
 //     cluster-node-timeout);
-//  3. the same with the replica frozen behind a 24 MB write when the lease
-//     is taken, so that it cannot acknowledge it (the case the failure
-//     model excludes: Lock must answer 503 rather than hand out a lease a
-//     failover can lose);
+//  3. the same with the replica frozen and its replication link cut when
+//     the lease is taken, so that it cannot acknowledge it: Lock must answer 503
+//     rather than hand out a lease a failover can lose (the replica
+//     stalling as well as the primary dying is two faults, outside the
+//     failure model: its sessions lost are reported, not held to zero);
 //  4. the primary frozen with SIGSTOP for 5s (session checks must answer
 //     within StorageTimeout, the replica takes over).
 //
-// After each, a second instance forces a refresh of the same session. It
-// prints, per phase, the answers by route and status and the slowest
-// session check, and at the end the sessions lost, the refresh grants per
-// refresh token and the replays the server detected. It fails on any lost
-// session, any 401, any refresh token presented twice, or a session check
-// slower than StorageTimeout by more than a second and a half.
+// After each, a second instance forces a refresh of the same session, and
+// every session is refreshed from its stored tokens (one whose stored
+// refresh token is spent is ended by the server: a session lost) and, if
+// lost, logged in again. It prints, per phase, the answers by route and
+// status, the slowest of each, the sessions lost, the 401 answers, the
+// refresh grants, the refresh tokens presented twice and the replays the
+// server detected, and fails, for the faults the model covers, on any of
+// the last four that is not zero, and on a session check slower than
+// StorageTimeout by more than a second and a half.
 func TestFailover(t *testing.T) {
 	if os.Getenv(FailoverEnv) == "" {
 		t.Skip("failover harness off: set " + FailoverEnv + "=1 (it takes about a minute; .ci/run runs it as its own step)")
@@ -95,10 +104,11 @@ type harness struct {
 	http     *http.Client
 	logs     *apptest.LogBuffer
 	phases   []*phase
+	acksOff  bool // FailoverAcksEnv=off
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, cluster: testdb.StartRedisCluster(t), prefix: "failover:", logs: &apptest.LogBuffer{}}
+	h := &harness{t: t, cluster: testdb.StartRedisCluster(t), prefix: "failover:", logs: &apptest.LogBuffer{}, acksOff: os.Getenv(FailoverAcksEnv) == "off"}
 	h.cc = h.cluster.Client(func(o *redis.ClusterOptions) { o.ReadTimeout, o.WriteTimeout = 30*time.Second, 30*time.Second })
 	h.as = ginoauthtest.New(t, ginoauthtest.Options{})
 	for i := range failoverAccounts {
@@ -112,7 +122,11 @@ func newHarness(t *testing.T) *harness {
 		// shows.
 		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: h.cluster.Addrs(), ContextTimeoutEnabled: true})
 		t.Cleanup(func() { _ = rdb.Close() })
-		store, err := redisstore.New(rdb, redisstore.Options{Prefix: h.prefix, Logger: logger})
+		opts := redisstore.Options{Prefix: h.prefix, Logger: logger}
+		if h.acksOff {
+			opts.UnreplicatedLeases, opts.Writes = true, redisstore.WritesUnacked
+		}
+		store, err := redisstore.New(rdb, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +250,8 @@ var loadRoutes = []struct {
 // phase is one fault under load: the answers of the load while it lasted.
 type phase struct {
 	name    string
-	inModel bool // a fault the failure model covers: nothing may be lost
+	inModel bool // a fault the failure model covers
+	strict  bool // inModel with the acknowledgements on: nothing may be lost
 	lost    []int
 	// replays, grants and twice are the server's counts over the phase.
 	replays, grants, twice int
@@ -270,7 +285,7 @@ func (p *phase) note(format string, args ...any) {
 // ones in again, so that each phase starts with every session alive.
 func (h *harness) phase(name string, inModel bool, fault func(*phase)) {
 	h.t.Helper()
-	p := &phase{name: name, inModel: inModel, answers: map[string]map[int]int{}, slowest: map[string]time.Duration{}}
+	p := &phase{name: name, inModel: inModel, strict: inModel && !h.acksOff, answers: map[string]map[int]int{}, slowest: map[string]time.Duration{}}
 	before := h.as.Stats()
 	_, twiceBefore, _ := h.grants.summary()
 	stop := make(chan struct{})
@@ -348,11 +363,14 @@ func (h *harness) summarize(p *phase) {
 	}
 	fmt.Fprintf(&b, "  sessions lost: %d of %d; 401 answers: %d; refresh grants: %d; refresh tokens presented twice: %d; replays: %d",
 		len(p.lost), len(h.sessions), unauthorized, p.grants, p.twice, p.replays)
-	if !p.inModel {
+	switch {
+	case h.acksOff:
+		b.WriteString(" (acknowledgements off: reported, not held to zero)")
+	case !p.inModel:
 		b.WriteString(" (a fault outside the failure model: reported, not held to zero)")
 	}
 	h.t.Log(b.String())
-	if p.inModel && (len(p.lost) > 0 || unauthorized > 0 || p.twice > 0 || p.replays > 0) {
+	if p.strict && (len(p.lost) > 0 || unauthorized > 0 || p.twice > 0 || p.replays > 0) {
 		h.t.Errorf("%s: logins lost: sessions %v, %d answers 401 (503 is the answer to an outage), %d tokens presented twice, %d replays",
 			p.name, p.lost, unauthorized, p.twice, p.replays)
 	}
@@ -472,22 +490,25 @@ func (h *harness) heldRefreshAcrossFailover(p *phase, kill bool) {
 	}
 	p.note("held refresh on instance 0: %d; second refresh on instance 1: %d; held %v in all",
 		firstStatus, secondStatus, time.Since(began).Round(100*time.Millisecond))
-	if firstStatus != http.StatusOK || secondStatus != http.StatusOK {
-		h.t.Errorf("%s: the held refresh answered %d and the second %d, want 200 and 200", p.name, firstStatus, secondStatus)
-	}
-	if n := h.grants.presentedCount(token); n != 1 {
-		h.t.Errorf("%s: the held refresh's token was presented %d times", p.name, n)
+	n := h.grants.presentedCount(token)
+	p.note("the held refresh's token was presented %d times", n)
+	if !h.acksOff && (firstStatus != http.StatusOK || secondStatus != http.StatusOK || n != 1) {
+		h.t.Errorf("%s: the held refresh answered %d and the second %d, and its token was presented %d times; want 200, 200, once",
+			p.name, firstStatus, secondStatus, n)
 	}
 	if kill {
 		primary.Restart() // it rejoins as the new primary's replica
 	}
 }
 
-// laggingReplica: the lease's replica is frozen behind a 24 MB write, so
-// the primary cannot get the lease to it; Lock must wait LeaseAckTimeout,
-// give the lease back and answer 503. The primary is then killed and the
-// replica promoted (the lease, had it been handed out, would be gone), and
-// instance 1's refresh of the same session makes the one grant.
+// laggingReplica: the lease's replica is frozen and its replication link
+// cut (CLIENT KILL TYPE replica on the primary; frozen, it cannot
+// reconnect), so whatever the primary writes from then on never reaches it,
+// though the cluster still lists it as the primary's replica. Lock must wait
+// AckTimeout, give the lease back and answer 503. The primary is then
+// killed and the replica promoted (the lease, had it been handed out, would
+// be gone), and instance 1's refresh of the same session makes the one
+// grant.
 func (h *harness) laggingReplica(p *phase) {
 	s := h.sessions[0]
 	key := h.leaseKey(s)
@@ -495,17 +516,11 @@ func (h *harness) laggingReplica(p *phase) {
 	if err != nil || replica == nil {
 		h.t.Fatalf("%s: the lease's shard: %v, replica %v", p.name, err, replica)
 	}
-	// Straight to the primary: a cluster client may still route the slot
-	// to the replica, frozen next.
-	direct := redis.NewClient(&redis.Options{Addr: primary.Addr, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
-	defer direct.Close()
+	h.refreshToken(s) // warm: the lease must follow the freeze at once
 	replica.Stop()
 	stopped := time.Now()
-	// 24 MB: more than the kernel buffers between the two hold, so the
-	// lease queues in the primary's memory behind it and dies with it.
-	filler := "filler{" + key + "}" // the lease's slot
-	if err := direct.Set(context.Background(), filler, strings.Repeat("x", 24<<20), 0).Err(); err != nil {
-		h.t.Fatal(err)
+	if _, err := h.cluster.NodeDo(primary.Addr, "client", "kill", "type", "replica"); err != nil {
+		h.t.Fatalf("CLIENT KILL TYPE replica: %v", err)
 	}
 	leaseTried := time.Now()
 	if d := leaseTried.Sub(stopped); d > testdb.RedisClusterNodeTimeout*3/4 {
@@ -533,17 +548,14 @@ func (h *harness) laggingReplica(p *phase) {
 	}
 	p.note("refresh taken with the replica unable to acknowledge: lease held %v, answered %d; second refresh on instance 1 after the failover: %d",
 		held, firstStatus, secondStatus)
-	if held || firstStatus != http.StatusServiceUnavailable {
-		h.t.Errorf("%s: the refresh took a lease no replica acknowledged (held %v, %d), want 503", p.name, held, firstStatus)
-	}
-	if secondStatus != http.StatusOK {
-		h.t.Errorf("%s: the second refresh: %d", p.name, secondStatus)
-	}
-	if n := h.grants.presentedCount(token); n != 1 {
-		h.t.Errorf("%s: the token was presented %d times", p.name, n)
+	n := h.grants.presentedCount(token)
+	p.note("its token was presented %d times", n)
+	if !h.acksOff && (held || firstStatus != http.StatusServiceUnavailable || secondStatus != http.StatusOK || n != 1) {
+		h.t.Errorf("%s: the refresh took a lease no replica acknowledged (held %v, %d), the second answered %d, the token was presented %d times; want 503, 200, once",
+			p.name, held, firstStatus, secondStatus, n)
 	}
 	p.note("the lease was tried %v after the replica froze", leaseTried.Sub(stopped).Round(10*time.Millisecond))
-	primary.Restart() // it rejoins as a replica; the filler, never replicated, is gone with it
+	primary.Restart() // it rejoins as the new primary's replica
 }
 
 // frozenPrimary: a primary stops answering for 5s (SIGSTOP), longer than

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -102,6 +101,7 @@ func (s *RedisServer) start() error {
 	// Background: the process lives until kill, not until some request ends.
 	cmd := exec.CommandContext(context.Background(), redisServerBinary(s.t), s.args...) //nolint:gosec // the test's own arguments
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
 		return err
@@ -178,12 +178,15 @@ func (s *RedisServer) Restart() {
 
 // Stop freezes the server with SIGSTOP: connections stay open and nothing
 // is answered, as a hung host looks. Cont resumes it.
-func (s *RedisServer) Stop() { s.signal(syscall.SIGSTOP) }
+func (s *RedisServer) Stop() { s.signal(sigStop) }
 
 // Cont resumes a server frozen by Stop.
-func (s *RedisServer) Cont() { s.signal(syscall.SIGCONT) }
+func (s *RedisServer) Cont() { s.signal(sigCont) }
 
 func (s *RedisServer) signal(sig os.Signal) {
+	if sig == nil {
+		s.t.Fatal("testdb: this system cannot freeze a process")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {

@@ -27,7 +27,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newStore(t *testing.T, rdb redis.UniversalClient, prefix string) *redisstore.Store {
+func newStore(t testing.TB, rdb redis.UniversalClient, prefix string) *redisstore.Store {
 	t.Helper()
 	s, err := redisstore.New(rdb, redisstore.Options{Prefix: prefix})
 	if err != nil {
