@@ -241,18 +241,27 @@ func (s *RedisServer) Sleep(d time.Duration) <-chan struct{} {
 }
 
 // StartRedisPair starts a primary and a replica of it (each a
-// RedisServer), and returns once the replica has synced.
+// RedisServer), and returns once the replica has synced and the primary
+// counts it online (which comes a moment after the replica says its link
+// is up).
 func StartRedisPair(t testing.TB) (primary, replica *RedisServer) {
 	t.Helper()
 	primary = StartRedisServer(t)
 	replica = StartRedisServer(t, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port))
-	rdb := redis.NewClient(&redis.Options{Addr: replica.Addr})
-	defer rdb.Close()
+	rrdb := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	defer rrdb.Close()
+	prdb := redis.NewClient(&redis.Options{Addr: primary.Addr})
+	defer prdb.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		info, err := rdb.Info(context.Background(), "replication").Result()
+		ctx := context.Background()
+		info, err := rrdb.Info(ctx, "replication").Result()
 		if err == nil && strings.Contains(info, "master_link_status:up") {
-			return primary, replica
+			var pinfo string
+			if pinfo, err = prdb.Info(ctx, "replication").Result(); err == nil && strings.Contains(pinfo, "state=online") {
+				return primary, replica
+			}
+			info += pinfo
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("testdb: the replica did not sync: %v\n%s", err, info)
