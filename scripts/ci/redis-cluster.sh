@@ -67,8 +67,10 @@ start() {
   stop quiet
   mkdir -p "$dir"
   for p in "${ports[@]}"; do
+    # Afresh: a node that was a replica keeps the dump.rdb of its sync,
+    # and would load it (and claim its keys' slots) at the next start.
+    rm -rf "${dir:?}/${p:?}"
     mkdir -p "$dir/$p"
-    rm -f "$dir/$p/nodes.conf"
     redis-server --port "$p" --bind 127.0.0.1 --daemonize yes \
       --dir "$dir/$p" --pidfile "$dir/$p/redis.pid" --logfile "$dir/$p/redis.log" \
       --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 3000 \
