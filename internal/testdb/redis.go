@@ -30,11 +30,12 @@ func RedisAddr(t testing.TB) string {
 }
 
 // RedisClient returns a new client (a connection pool of its own, as
-// another app instance has) on the test server, closed at cleanup. It skips
-// t when RedisEnv is unset.
+// another app instance has) on the test server, closed at cleanup, with
+// ContextTimeoutEnabled as the README recommends. It skips t when RedisEnv
+// is unset.
 func RedisClient(t testing.TB) *redis.Client {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: RedisAddr(t)})
+	rdb := redis.NewClient(&redis.Options{Addr: RedisAddr(t), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }

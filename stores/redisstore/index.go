@@ -39,10 +39,10 @@ end
 `
 )
 
-// addMemberScript: ARGV[1] member, ARGV[2] ttl in milliseconds (0: never).
-// It also drops the set's expired members, so a set that is added to keeps
-// no dead weight.
-var addMemberScript = redis.NewScript(luaNow + `
+// addMemberScript: ARGV[1] member, ARGV[2] ttl in milliseconds (0: never),
+// ARGV[3] the replicas flag (see luaReplicas). It also drops the set's
+// expired members, so a set that is added to keeps no dead weight.
+var addMemberScript = redis.NewScript(luaNow + luaReplicas + `
 local ttl = tonumber(ARGV[2])
 local score = "+inf"
 if ttl > 0 then
@@ -51,14 +51,15 @@ end
 redis.call("ZADD", KEYS[1], score, ARGV[1])
 redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", string.format("%d", now))
 ` + luaKeepUntilLastMember + `
-return 1`)
+return {replicas(ARGV[3])}`)
 
-// removeMemberScript: ARGV[1] member.
-var removeMemberScript = redis.NewScript(`
+// removeMemberScript: ARGV[1] member, ARGV[2] the replicas flag.
+var removeMemberScript = redis.NewScript(luaReplicas + `
 if redis.call("ZREM", KEYS[1], ARGV[1]) == 1 then
 ` + luaKeepUntilLastMember + `
+	return {replicas(ARGV[2])}
 end
-return 1`)
+return {0}`)
 
 // membersScript lists the members whose expiry is after now.
 var membersScript = redis.NewScript(luaNow + `
@@ -80,7 +81,13 @@ func (s *Store) AddMember(ctx context.Context, set, member string, ttl time.Dura
 	if ttl < 0 {
 		return storage.Wrap("add-member", fmt.Errorf("redisstore: negative ttl %v", ttl))
 	}
-	err := addMemberScript.Run(ctx, s.rdb, []string{s.sets + set}, member, ms(ttl).Milliseconds()).Err()
+	err := callErr(s, ctx, func(ctx context.Context) error {
+		if s.ackWrites {
+			_, err := s.acked(ctx, s.sets+set, addMemberScript, member, ms(ttl).Milliseconds())
+			return err
+		}
+		return addMemberScript.Run(ctx, s.rdb, []string{s.sets + set}, member, ms(ttl).Milliseconds(), "0").Err()
+	})
 	return storage.Wrap("add-member", err)
 }
 
@@ -93,7 +100,13 @@ func (s *Store) RemoveMember(ctx context.Context, set, member string) error {
 	if storage.ValidateKey(set) != nil || storage.ValidateKey(member) != nil {
 		return nil // AddMember never stores an invalid name
 	}
-	return storage.Wrap("remove-member", removeMemberScript.Run(ctx, s.rdb, []string{s.sets + set}, member).Err())
+	return storage.Wrap("remove-member", callErr(s, ctx, func(ctx context.Context) error {
+		if s.ackWrites {
+			_, err := s.acked(ctx, s.sets+set, removeMemberScript, member)
+			return err
+		}
+		return removeMemberScript.Run(ctx, s.rdb, []string{s.sets + set}, member, "0").Err()
+	}))
 }
 
 // Members implements storage.Indexer with ZRANGEBYSCORE from the server's
@@ -108,7 +121,9 @@ func (s *Store) Members(ctx context.Context, set string) ([]string, error) {
 	}
 	// A missing key is an empty array, never redis.Nil: any error here is
 	// a failure, not an empty set.
-	got, err := membersScript.Run(ctx, s.rdb, []string{s.sets + set}).StringSlice()
+	got, err := call(s, ctx, func(ctx context.Context) ([]string, error) {
+		return membersScript.Run(ctx, s.rdb, []string{s.sets + set}).StringSlice()
+	})
 	if err != nil {
 		return nil, storage.Wrap("members", err)
 	}

@@ -19,16 +19,55 @@ import (
 // DefaultPrefix is the key prefix of a zero Options.
 const DefaultPrefix = "ginoauth:"
 
+// DefaultAckTimeout is the default Options.AckTimeout.
+const DefaultAckTimeout = time.Second
+
+// maxAckTimeout keeps the replicas' wait inside one lock attempt's bound
+// (lockAttemptTimeout), with room for the commands around it.
+const maxAckTimeout = 4 * time.Second
+
 // Options configure a Store. The zero value is valid.
 type Options struct {
 	// Prefix is put in front of every key the store uses, so that one
 	// Redis database (or cluster) can hold several apps. Default
 	// DefaultPrefix. See the package documentation for the keys under it.
 	Prefix string
-	// Logger receives the failures the store cannot return to a caller.
-	// Default: discard (silent, like the rest of the library).
+	// Logger receives the failures the store cannot return to a caller,
+	// and one warning from New about a client that ignores context
+	// deadlines. Default: discard (silent, like the rest of the library).
 	Logger *slog.Logger
+	// Writes says whether writes wait for the replicas of their primary
+	// to acknowledge them (Redis WAIT) before they count as done, so that a
+	// failover cannot lose them; see "Failover" in the package
+	// documentation. Default WritesAuto.
+	Writes WriteAcks
+	// UnreplicatedLeases makes Lock hand out a lease as soon as its
+	// primary has it, without waiting for the replicas: a lease that a
+	// failover right after it can lose, letting a second instance refresh
+	// the same token. By default Lock waits, whatever Writes says.
+	UnreplicatedLeases bool
+	// AckTimeout bounds each wait for the replicas' acknowledgement (the
+	// timeout of Redis WAIT). Default DefaultAckTimeout; at most 4s.
+	AckTimeout time.Duration
 }
+
+// WriteAcks says which writes wait for the replicas: see Options.Writes.
+type WriteAcks int
+
+const (
+	// WritesAuto waits on a *redis.ClusterClient and on a failover
+	// (Sentinel) client, whose deployments fail over, and not on a plain
+	// *redis.Client or a *redis.Ring.
+	WritesAuto WriteAcks = iota
+	// WritesAcked makes Set, Delete, Take, AddMember, RemoveMember and
+	// Unlock wait for the replicas of the key's primary (none, on a
+	// primary without replicas).
+	WritesAcked
+	// WritesUnacked makes them return once the primary has them, as a
+	// plain Redis client does: one round trip each, and a write that a
+	// failover right after it can lose.
+	WritesUnacked
+)
 
 // Store is a storage.Store, storage.Taker, storage.Locker and
 // storage.Indexer on Redis. It is safe for concurrent use. Create it with
@@ -37,6 +76,16 @@ type Store struct {
 	rdb             redis.UniversalClient
 	kv, locks, sets string // key prefixes
 	log             *slog.Logger
+
+	// detach is set when the client ignores context deadlines: each call
+	// then runs in a goroutine of its own and returns at its context's end.
+	detach bool
+	// ackTimeout bounds a wait for the replicas; ackLeases and ackWrites
+	// say whether leases and other writes wait.
+	ackTimeout           time.Duration
+	ackLeases, ackWrites bool
+	// reload, on a cluster client, makes it reload the cluster's layout.
+	reload func()
 
 	// wake is closed (and replaced) whenever this Store releases a lock, so
 	// that waiters in the same process retry at once instead of at their
@@ -55,6 +104,12 @@ var (
 // New returns a Store on rdb: a *redis.Client, a failover (Sentinel)
 // client, or a *redis.ClusterClient, as redis.NewUniversalClient makes
 // them. It sends nothing to Redis until the first call.
+//
+// Every call ends when its context does, whichever client rdb is. Build it
+// with ContextTimeoutEnabled: without it, go-redis bounds a command only by
+// its ReadTimeout and WriteTimeout, and the store then runs each call in a
+// goroutine of its own to return at the context's end (see "Deadlines" in
+// the package documentation).
 func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 	if rdb == nil {
 		return nil, errors.New("redisstore: nil Redis client")
@@ -65,14 +120,44 @@ func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{
-		rdb:   rdb,
-		kv:    opts.Prefix + "kv:",
-		locks: opts.Prefix + "lock:",
-		sets:  opts.Prefix + "set:",
-		log:   opts.Logger,
-		wake:  make(chan struct{}),
-	}, nil
+	switch {
+	case opts.AckTimeout < 0 || opts.AckTimeout > maxAckTimeout:
+		return nil, fmt.Errorf("redisstore: Options.AckTimeout must be between 0 (default %v) and %v, got %v",
+			DefaultAckTimeout, maxAckTimeout, opts.AckTimeout)
+	case opts.AckTimeout > 0 && opts.AckTimeout < time.Millisecond:
+		// WAIT counts whole milliseconds, and WAIT 0 would wait forever.
+		return nil, fmt.Errorf("redisstore: Options.AckTimeout must be at least 1ms, got %v", opts.AckTimeout)
+	case opts.AckTimeout == 0:
+		opts.AckTimeout = DefaultAckTimeout
+	}
+	s := &Store{
+		rdb:        rdb,
+		kv:         opts.Prefix + "kv:",
+		locks:      opts.Prefix + "lock:",
+		sets:       opts.Prefix + "set:",
+		log:        opts.Logger,
+		detach:     !honoursDeadlines(rdb),
+		ackTimeout: ms(opts.AckTimeout),
+		ackLeases:  !opts.UnreplicatedLeases,
+		wake:       make(chan struct{}),
+	}
+	switch opts.Writes {
+	case WritesAuto:
+		s.ackWrites = failsOver(rdb)
+	case WritesAcked:
+		s.ackWrites = true
+	case WritesUnacked:
+	default:
+		return nil, fmt.Errorf("redisstore: unknown Options.Writes %d", opts.Writes)
+	}
+	if c, ok := rdb.(interface{ ReloadState(context.Context) }); ok {
+		s.reload = func() { c.ReloadState(context.Background()) }
+	}
+	if s.detach {
+		s.log.Warn("redisstore: the Redis client ignores context deadlines (ContextTimeoutEnabled is off); " +
+			"each call runs in a goroutine of its own so that it still ends with its context")
+	}
+	return s, nil
 }
 
 // ms rounds d up to whole milliseconds, Redis's finest TTL: rounding down
@@ -89,7 +174,7 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if storage.ValidateKey(key) != nil {
 		return nil, storage.ErrNotFound // Set never stores an invalid key
 	}
-	v, err := s.rdb.Get(ctx, s.kv+key).Bytes()
+	v, err := call(s, ctx, func(ctx context.Context) ([]byte, error) { return s.rdb.Get(ctx, s.kv+key).Bytes() })
 	return value("get", v, err)
 }
 
@@ -108,7 +193,13 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	if value == nil {
 		value = []byte{} // go-redis writes nil as an empty string anyway; say so
 	}
-	return storage.Wrap("set", s.rdb.Set(ctx, s.kv+key, value, ms(ttl)).Err())
+	return storage.Wrap("set", callErr(s, ctx, func(ctx context.Context) error {
+		if s.ackWrites {
+			_, err := s.acked(ctx, s.kv+key, setScript, value, ms(ttl).Milliseconds())
+			return err
+		}
+		return s.rdb.Set(ctx, s.kv+key, value, ms(ttl)).Err()
+	}))
 }
 
 // Delete implements storage.Store with DEL.
@@ -119,7 +210,13 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if storage.ValidateKey(key) != nil {
 		return nil // it cannot exist
 	}
-	return storage.Wrap("delete", s.rdb.Del(ctx, s.kv+key).Err())
+	return storage.Wrap("delete", callErr(s, ctx, func(ctx context.Context) error {
+		if s.ackWrites {
+			_, err := s.acked(ctx, s.kv+key, deleteScript)
+			return err
+		}
+		return s.rdb.Del(ctx, s.kv+key).Err()
+	}))
 }
 
 // Take implements storage.Taker with GETDEL.
@@ -130,7 +227,12 @@ func (s *Store) Take(ctx context.Context, key string) ([]byte, error) {
 	if storage.ValidateKey(key) != nil {
 		return nil, storage.ErrNotFound
 	}
-	v, err := s.rdb.GetDel(ctx, s.kv+key).Bytes()
+	v, err := call(s, ctx, func(ctx context.Context) ([]byte, error) {
+		if s.ackWrites {
+			return s.takeAcked(ctx, s.kv+key)
+		}
+		return s.rdb.GetDel(ctx, s.kv+key).Bytes()
+	})
 	return value("take", v, err)
 }
 
@@ -165,14 +267,28 @@ const (
 	unlockTimeout      = 5 * time.Second
 )
 
-// unlockScript deletes the lease only if it still holds the caller's token:
-// a GET then DEL from the client could delete a lease that lapsed and was
-// taken by someone else in between.
-var unlockScript = redis.NewScript(`
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-	return redis.call("DEL", KEYS[1])
+// leaseScript takes the lease KEYS[1] for token ARGV[1] and ARGV[2]
+// milliseconds unless another token holds it, and returns {won, replicas}
+// (replicas: see luaReplicas; 0 unless ARGV[3] is "1"). It sets the lease
+// again when it holds this token already: an attempt that go-redis retried
+// after its first try won still wins, and the lease is a write of this
+// connection, which is what WAIT waits for.
+var leaseScript = redis.NewScript(luaReplicas + `
+local v = redis.call("GET", KEYS[1])
+if v and v ~= ARGV[1] then
+	return {0, 0}
 end
-return 0`)
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+return {1, replicas(ARGV[3])}`)
+
+// unlockScript deletes the lease only if it still holds the caller's token
+// (a GET then DEL from the client could delete a lease that lapsed and was
+// taken by someone else in between), and returns {deleted, replicas}.
+var unlockScript = redis.NewScript(luaReplicas + `
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+	return {redis.call("DEL", KEYS[1]), replicas(ARGV[2])}
+end
+return {0, 0}`)
 
 // Lock implements storage.Locker with a lease key: SET NX PX with a random
 // token, polled until it wins or ctx ends. It returns a *storage.Error
@@ -205,16 +321,15 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (stora
 		// Detached from ctx: a SET the client gave up on midway may still
 		// run on the server. Letting it finish tells us whether we won.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockAttemptTimeout)
-		won, err := s.rdb.SetNX(actx, key, token, ttl).Result()
+		won, err := call(s, actx, func(actx context.Context) (bool, error) { return s.attempt(actx, key, token, ttl) })
 		cancel()
 		if err != nil {
 			// A timeout or a lost connection does not say whether the SET
-			// ran: give back what it may have taken.
+			// ran, and an unacknowledged lease must not be used: give back
+			// what it may have taken. The error names the caller's
+			// cancellation if there was one, and the attempt's failure.
 			s.giveBack(ctx, key, token)
-			if cerr := ctx.Err(); cerr != nil {
-				return nil, storage.Wrap("lock", cerr)
-			}
-			return nil, storage.Wrap("lock", err)
+			return nil, storage.Wrap("lock", deadlineErr(ctx, err))
 		}
 		if won {
 			if err := ctx.Err(); err != nil {
@@ -239,6 +354,22 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (stora
 	}
 }
 
+// attempt tries once to take the lease and reports whether token holds it.
+// Unless leases are unreplicated, a lease that the replicas of its primary
+// did not all acknowledge is an ErrNotReplicated failure, which Lock gives
+// back.
+func (s *Store) attempt(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
+	if !s.ackLeases {
+		res, err := leaseScript.Run(ctx, s.rdb, []string{key}, token, ttl.Milliseconds(), "0").Int64Slice()
+		if err != nil {
+			return false, err
+		}
+		return len(res) == 2 && res[0] == 1, nil
+	}
+	res, err := s.acked(ctx, key, leaseScript, token, ttl.Milliseconds())
+	return len(res) == 1 && res[0] == int64(1), err
+}
+
 // giveBack releases a lease this process may hold but nobody will unlock.
 // Its failure cannot be returned (the caller already has an error of its
 // own), so it is logged; the lease then lapses at the end of its TTL.
@@ -259,11 +390,18 @@ func (s *Store) unlocker(key, token string) storage.Unlock {
 		// every other waiter would be held off for the rest of the lease.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
 		defer cancel()
-		n, err := unlockScript.Run(ctx, s.rdb, []string{key}, token).Int()
+		deleted, err := call(s, ctx, func(ctx context.Context) (bool, error) {
+			if s.ackWrites {
+				res, err := s.acked(ctx, key, unlockScript, token)
+				return len(res) == 1 && res[0] == int64(1), err
+			}
+			res, err := unlockScript.Run(ctx, s.rdb, []string{key}, token, "0").Int64Slice()
+			return len(res) == 2 && res[0] == 1, err
+		})
 		if err != nil {
 			return storage.Wrap("lock", err)
 		}
-		if n > 0 {
+		if deleted {
 			s.wakeMu.Lock()
 			close(s.wake)
 			s.wake = make(chan struct{})
