@@ -118,7 +118,7 @@ func servicePids() []int {
 
 // foreign returns the other processes' share of all CPUs since start
 // (0..1), and the server's own share.
-func (m *cpuMeter) foreign() (other, server float64) {
+func (m *cpuMeter) foreign() (other, server, services float64) {
 	busy, total := machineBusy()
 	self := procTicks(os.Getpid(), true)
 	var srv uint64
@@ -127,16 +127,17 @@ func (m *cpuMeter) foreign() (other, server float64) {
 	}
 	dt := float64(total - m.total0)
 	if dt <= 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
-	ours := float64(self-m.self0) + float64(srv-m.srv0)
+	var svc float64
 	for pid, t0 := range m.svc0 {
 		if t := procTicks(pid, false); t >= t0 {
-			ours += float64(t - t0)
+			svc += float64(t - t0)
 		}
 	}
+	ours := float64(self-m.self0) + float64(srv-m.srv0) + svc
 	other = (float64(busy-m.busy0) - ours) / dt
-	return max(0, other), float64(srv-m.srv0) / dt
+	return max(0, other), float64(srv-m.srv0) / dt, svc / dt
 }
 
 // waitQuiet waits until, over one second, other processes use less than
@@ -155,7 +156,7 @@ func (h *harness) waitQuiet(ctx context.Context, what string) float64 {
 			return 0
 		case <-time.After(time.Second):
 		}
-		other, _ := m.foreign()
+		other, _, _ := m.foreign()
 		if other <= h.o.quietMax {
 			if logged {
 				log.Printf("  quiet again (%.0f%% of %d CPUs used by other processes)", 100*other, runtime.NumCPU())

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -93,7 +95,7 @@ func newHarness(ctx context.Context, o options) (*harness, error) {
 	} else {
 		h.pg = db
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: o.redisAddr})
+	rdb := redis.NewClient(&redis.Options{Addr: o.redisAddr, ContextTimeoutEnabled: true})
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		h.redisWhy = fmt.Sprintf("Redis at %s unavailable: %v", o.redisAddr, err)
@@ -441,7 +443,10 @@ var noRedirect = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
-// login returns the Cookie header of a logged-in client of row's server.
+// login logs a client in on row's server and returns its credential as a
+// header line ("Cookie: sid=...", or "Authorization: Bearer ..." for a
+// native app), "" for bare Gin. A row whose client resends an older cookie
+// then moves the server's clock past the reseal interval.
 func (h *harness) login(ctx context.Context, r rowSpec, s *server) (string, error) {
 	switch r.Kind {
 	case kindBare:
@@ -458,15 +463,95 @@ func (h *harness) login(ctx context.Context, r rowSpec, s *server) (string, erro
 			return "", fmt.Errorf("/bench/login: %d, %d cookies", resp.StatusCode, len(resp.Cookies()))
 		}
 		c := resp.Cookies()[0]
-		return c.Name + "=" + c.Value, nil
+		return "Cookie: " + c.Name + "=" + c.Value, nil
 	case kindGinoauth:
+		if r.Bearer {
+			token, err := h.loginNative(ctx, s.appURL, accountHandle(0))
+			if err != nil {
+				return "", err
+			}
+			return "Authorization: Bearer " + token, nil
+		}
 		c, err := h.loginGinoauth(ctx, s.appURL, accountHandle(0))
 		if err != nil {
 			return "", err
 		}
-		return c.Name + "=" + c.Value, nil
+		if r.OldCookie {
+			var moved struct{ By string }
+			if err := s.control(ctx, http.MethodPost, "/advance?by="+oldCookieAge.String(), nil, &moved); err != nil {
+				return "", err
+			}
+		}
+		return "Cookie: " + c.Name + "=" + c.Value, nil
 	}
 	return "", fmt.Errorf("unknown kind %q", r.Kind)
+}
+
+// oldCookieAge is how far an old-cookie row's server clock moves after the
+// login: past the reseal interval of IdleTimeout 30m (a minute), well
+// within the timeout.
+const oldCookieAge = 2 * time.Minute
+
+// nativeRedirect is the native app's registered redirect URI in the
+// harness's app.
+const nativeRedirect = "com.example.bench:/oauth/callback"
+
+// loginNative runs a native app's login against the app at appURL: POST
+// mobile-start with the app's PKCE challenge, the user's approval in the
+// system browser (Server.Consent, then the app's callback, which redirects
+// to the app with a one-time code), and POST mobile-token with the
+// verifier. It returns the session token.
+func (h *harness) loginNative(ctx context.Context, appURL, handle string) (string, error) {
+	verifier := randomID()
+	sum := sha256.Sum256([]byte(verifier))
+	state := randomID()[:16]
+	post := func(path string, in map[string]string, out any) error {
+		raw, _ := json.Marshal(in)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, appURL+path, bytes.NewReader(raw))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %d %s", path, resp.StatusCode, body)
+		}
+		return json.Unmarshal(body, out)
+	}
+	var start struct {
+		AuthURL string `json:"authUrl"`
+	}
+	if err := post("/api/auth/mobile-start", map[string]string{"handle": handle, "code_challenge": base64.RawURLEncoding.EncodeToString(sum[:]),
+		"code_challenge_method": "S256", "redirect_uri": nativeRedirect, "state": state}, &start); err != nil {
+		return "", err
+	}
+	cb, err := h.as.Consent(ctx, start.AuthURL, handle, true)
+	if err != nil {
+		return "", err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cb, nil)
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		return "", err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || !strings.HasPrefix(loc.String(), nativeRedirect+"?") || loc.Query().Get("state") != state {
+		return "", fmt.Errorf("callback: want a redirect to the app, got %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	var tok struct {
+		SessionToken string `json:"session_token"`
+	}
+	if err := post("/api/auth/mobile-token", map[string]string{"code": loc.Query().Get("code"), "code_verifier": verifier, "redirect_uri": nativeRedirect}, &tok); err != nil {
+		return "", err
+	}
+	if tok.SessionToken == "" {
+		return "", errors.New("mobile-token: no session token")
+	}
+	return tok.SessionToken, nil
 }
 
 // loginGinoauth runs one real login against the app at appURL, as a
@@ -526,11 +611,12 @@ func (h *harness) loginGinoauth(ctx context.Context, appURL, handle string) (*ht
 	return nil, errors.New("callback set no session cookie")
 }
 
-// check sends one request with cookie and wants 200 and the DID.
-func check(ctx context.Context, target, cookie string) error {
+// check sends one request with the credential header ("Name: value") and
+// wants 200 and the DID.
+func check(ctx context.Context, target, header string) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-	if cookie != "" {
-		req.Header.Set("Cookie", cookie)
+	if name, value, ok := strings.Cut(header, ":"); ok {
+		req.Header.Set(name, strings.TrimSpace(value))
 	}
 	resp, err := noRedirect.Do(req)
 	if err != nil {

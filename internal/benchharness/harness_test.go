@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,7 +44,7 @@ func TestSelectRows(t *testing.T) {
 	for _, r := range rows {
 		names = append(names, r.Name)
 	}
-	want := []string{bareRow, "ginoauth/memstore", "ginoauth/memstore+idle", "ginoauth/memstore+cache", "ginoauth/memstore+idle+cache"}
+	want := []string{bareRow, "ginoauth/memstore", "ginoauth/memstore+idle", "ginoauth/memstore+idle+old-cookie", "ginoauth/memstore+cache", "ginoauth/memstore+idle+cache", "ginoauth/memstore+bearer"}
 	if len(names) != len(want) {
 		t.Fatalf("got %v, want %v", names, want)
 	}
@@ -85,7 +86,7 @@ func TestGinoauthServer(t *testing.T) {
 	for i := range 3 {
 		as.CreateAccount(ginoauthtest.Account{Handle: syntax.Handle(accountHandle(i)), DID: accountDID(i)})
 	}
-	for _, name := range []string{"ginoauth/memstore+idle", "ginoauth/sqlitestore+cache"} {
+	for _, name := range []string{"ginoauth/memstore+idle", "ginoauth/sqlitestore+cache", "ginoauth/memstore+idle+old-cookie", "ginoauth/sqlitestore+bearer"} {
 		t.Run(name, func(t *testing.T) {
 			row, _ := rowByName(name)
 			var lc net.ListenConfig
@@ -111,7 +112,7 @@ func TestGinoauthServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cookie := c.Name + "=" + c.Value
+			cookie := "Cookie: " + c.Name + "=" + c.Value
 			// check wants account 0's DID; account 2 answers its own.
 			if err := check(ctx, appURL+"/me", cookie); err == nil {
 				t.Error("account 2 answered account 0's DID")
@@ -120,16 +121,33 @@ func TestGinoauthServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cookie = c.Name + "=" + c.Value
-			if err := check(ctx, appURL+"/me", cookie); err != nil {
+			s := &server{appURL: appURL, ctlURL: ctl.URL}
+			cred, err := h.login(ctx, row, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "Cookie: sid="; row.Bearer != !strings.HasPrefix(cred, want) {
+				t.Errorf("the credential of %s is %.20q...", row.Name, cred)
+			}
+			if row.OldCookie {
+				// The clock moved past the reseal interval: the first
+				// check reseals, the next ones do not (the client
+				// ignored the new cookie).
+				if n := setCookies(t, appURL+"/me", cred); n != 1 {
+					t.Errorf("an old cookie's first check set %d cookies, want 1", n)
+				}
+				if n := setCookies(t, appURL+"/me", cred); n != 0 {
+					t.Errorf("the old cookie was resealed again at once (%d Set-Cookie)", n)
+				}
+			}
+			if err := check(ctx, appURL+"/me", cred); err != nil {
 				t.Fatal(err)
 			}
 			if err := check(ctx, appURL+"/me", ""); err == nil {
 				t.Error("anonymous request answered 200")
 			}
-			s := &server{ctlURL: ctl.URL}
 			var out struct{ Allocs float64 }
-			if err := s.control(ctx, http.MethodGet, "/allocs?runs=50", http.Header{"X-Bench-Cookie": {cookie}}, &out); err != nil {
+			if err := s.control(ctx, http.MethodGet, "/allocs?runs=50", http.Header{"X-Bench-Header": {cred}}, &out); err != nil {
 				t.Fatal(err)
 			}
 			if out.Allocs <= 0 {
@@ -137,4 +155,22 @@ func TestGinoauthServer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// setCookies is the number of Set-Cookie headers of one GET with the
+// credential header cred.
+func setCookies(t *testing.T, target, cred string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, target, nil)
+	name, value, _ := strings.Cut(cred, ":")
+	req.Header.Set(name, strings.TrimSpace(value))
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d", target, resp.StatusCode)
+	}
+	return len(resp.Header.Values("Set-Cookie"))
 }

@@ -47,7 +47,7 @@ func (r loadResult) problem() string {
 // loadSpec says what to load.
 type loadSpec struct {
 	url     string
-	cookie  string // Cookie header, "" for none
+	header  string // the credential, a header line "Name: value"; "" for none
 	conns   int
 	threads int // wrk threads
 	d       time.Duration
@@ -96,8 +96,8 @@ func wrkSeconds(d time.Duration) int {
 func (w *wrkTool) run(ctx context.Context, s loadSpec) (loadResult, error) {
 	args := []string{"-t", strconv.Itoa(s.threads), "-c", strconv.Itoa(s.conns),
 		"-d", strconv.Itoa(wrkSeconds(s.d)) + "s", "--timeout", "5s", "-s", w.script}
-	if s.cookie != "" {
-		args = append(args, "-H", "Cookie: "+s.cookie)
+	if s.header != "" {
+		args = append(args, "-H", s.header)
 	}
 	args = append(args, s.url)
 	out, err := exec.CommandContext(ctx, w.bin, args...).CombinedOutput() //nolint:gosec // wrk from PATH, with the harness's arguments
@@ -149,8 +149,8 @@ type goLoad struct {
 // start launches the Go load generator; with s.d == 0 it runs until stop.
 func (g *goTool) start(ctx context.Context, s loadSpec, warmup time.Duration) (*goLoad, error) {
 	args := []string{"loadgen", "-url", s.url, "-c", strconv.Itoa(s.conns), "-d", s.d.String(), "-warmup", warmup.String()}
-	if s.cookie != "" {
-		args = append(args, "-cookie", s.cookie)
+	if s.header != "" {
+		args = append(args, "-header", s.header)
 	}
 	cmd := exec.CommandContext(ctx, g.self, args...) //nolint:gosec // this program's own loadgen subcommand
 	h := &goLoad{cmd: cmd, out: &strings.Builder{}, errb: &strings.Builder{}, done: make(chan error, 1)}
@@ -191,7 +191,7 @@ func loadgenMain(args []string) {
 	conns := fs.Int("c", 32, "connections")
 	d := fs.Duration("d", 5*time.Second, "duration after warm-up (0: until SIGTERM)")
 	warmup := fs.Duration("warmup", 0, "warm-up, not counted")
-	cookie := fs.String("cookie", "", "Cookie header")
+	header := fs.String("header", "", `the credential, a header line "Name: value"`)
 	_ = fs.Parse(args)
 	log.SetFlags(0)
 	log.SetPrefix("benchharness loadgen: ")
@@ -222,8 +222,8 @@ func loadgenMain(args []string) {
 			if err != nil {
 				log.Fatal(err)
 			}
-			if *cookie != "" {
-				req.Header.Set("Cookie", *cookie)
+			if name, value, ok := strings.Cut(*header, ":"); ok {
+				req.Header.Set(name, strings.TrimSpace(value))
 			}
 			for ctx.Err() == nil {
 				t0 := time.Now()

@@ -23,6 +23,7 @@ type rowRun struct {
 	rssKB     int64   // steady RSS of the server process under load (median of the second half's samples)
 	otherCPU  float64 // share of the machine's CPU used by other processes during the measured load
 	serverCPU float64 // share used by the server process
+	dbCPU     float64 // share used by the database's processes (postgres, redis-server)
 	retries   int     // runs discarded before this one because other processes were busy
 	err       string
 }
@@ -199,25 +200,25 @@ func (h *harness) measureRow(ctx context.Context, rr *rowResult) *rowRun {
 		return run
 	}
 	defer s.stop()
-	cookie, err := h.login(ctx, rr.spec, s)
+	header, err := h.login(ctx, rr.spec, s)
 	if err != nil {
 		run.err = "login: " + err.Error()
 		return run
 	}
 	target := s.appURL + rr.spec.Path
-	if err := check(ctx, target, cookie); err != nil {
+	if err := check(ctx, target, header); err != nil {
 		run.err = err.Error()
 		return run
 	}
 	if rr.allocs < 0 && rr.allocErr == "" && rr.spec.Kind != kindNode {
 		var a struct{ Allocs float64 }
-		if err := s.control(ctx, http.MethodGet, "/allocs?runs="+strconv.Itoa(h.o.allocRuns), http.Header{"X-Bench-Cookie": {cookie}}, &a); err != nil {
+		if err := s.control(ctx, http.MethodGet, "/allocs?runs="+strconv.Itoa(h.o.allocRuns), http.Header{"X-Bench-Header": {header}}, &a); err != nil {
 			rr.allocErr = err.Error()
 		} else {
 			rr.allocs = a.Allocs
 		}
 	}
-	spec := loadSpec{url: target, cookie: cookie, conns: h.o.conns, threads: h.o.threads, d: h.o.warmup}
+	spec := loadSpec{url: target, header: header, conns: h.o.conns, threads: h.o.threads, d: h.o.warmup}
 	if h.o.warmup > 0 {
 		if _, err := h.load.run(ctx, spec); err != nil {
 			run.err = "warm-up: " + err.Error()
@@ -228,7 +229,7 @@ func (h *harness) measureRow(ctx context.Context, rr *rowResult) *rowRun {
 	stopRSS := sampleRSS(s)
 	meter := startCPUMeter(s.pid(), rr.spec.needsPostgres() || rr.spec.needsRedis())
 	res, err := h.load.run(ctx, spec)
-	run.otherCPU, run.serverCPU = meter.foreign()
+	run.otherCPU, run.serverCPU, run.dbCPU = meter.foreign()
 	run.rssKB = stopRSS()
 	if err != nil {
 		run.err = err.Error()
@@ -301,7 +302,7 @@ func (h *harness) loginThroughput(ctx context.Context, r rowSpec) loginResult {
 	}
 	meter := startCPUMeter(s.pid(), r.needsPostgres() || r.needsRedis())
 	lat, n, secs, err := h.loginMany(ctx, s, 0, h.o.loginDur)
-	lr.otherCPU, _ = meter.foreign()
+	lr.otherCPU, _, _ = meter.foreign()
 	if err != nil {
 		lr.err = err.Error()
 		return lr
@@ -435,13 +436,13 @@ func (h *harness) purgeUnderLoad(ctx context.Context, r rowSpec, attempt int) pu
 		return pr
 	}
 	defer s.stop()
-	cookie, err := h.login(ctx, r, s)
+	header, err := h.login(ctx, r, s)
 	if err != nil {
 		pr.err = "login: " + err.Error()
 		return pr
 	}
 	target := s.appURL + r.Path
-	if err := check(ctx, target, cookie); err != nil {
+	if err := check(ctx, target, header); err != nil {
 		pr.err = err.Error()
 		return pr
 	}
@@ -453,7 +454,7 @@ func (h *harness) purgeUnderLoad(ctx context.Context, r rowSpec, attempt int) pu
 	pr.fillSeconds = fill.Seconds
 	log.Printf("  filled in %.1fs; baseline load %s ...", fill.Seconds, h.o.purgeBase)
 	h.waitQuiet(ctx, "the baseline")
-	spec := loadSpec{url: target, cookie: cookie, conns: h.o.conns, threads: h.o.threads, d: h.o.purgeBase}
+	spec := loadSpec{url: target, header: header, conns: h.o.conns, threads: h.o.threads, d: h.o.purgeBase}
 	g, err := h.goload.start(ctx, spec, time.Second)
 	if err != nil {
 		pr.err = err.Error()
@@ -465,7 +466,7 @@ func (h *harness) purgeUnderLoad(ctx context.Context, r rowSpec, attempt int) pu
 		pr.err = "baseline: " + err.Error()
 		return pr
 	}
-	pr.otherBase, _ = meter.foreign()
+	pr.otherBase, _, _ = meter.foreign()
 	spec.d = 0
 	h.waitQuiet(ctx, "the purge")
 	g, err = h.goload.start(ctx, spec, time.Second)
@@ -482,7 +483,7 @@ func (h *harness) purgeUnderLoad(ctx context.Context, r rowSpec, attempt int) pu
 	perr := s.control(ctx, http.MethodPost, "/purge", nil, &purge)
 	g.stop()
 	during, werr := g.wait()
-	pr.otherDuring, _ = meter.foreign()
+	pr.otherDuring, _, _ = meter.foreign()
 	switch {
 	case perr != nil:
 		pr.err = "purge: " + perr.Error()

@@ -26,14 +26,16 @@ const (
 
 // rowSpec is one server configuration under load.
 type rowSpec struct {
-	Name    string
-	Kind    string
-	Store   string // ginoauth: a store*; gsess: "", dbSQLite or dbPostgres
-	Idle    bool   // ginoauth: IdleTimeout 30m
-	Cache   bool   // ginoauth: SessionCacheTTL 5s
-	Path    string // the measured route
-	Default bool   // part of the default selection
-	What    string // one line for the report
+	Name      string
+	Kind      string
+	Store     string // ginoauth: a store*; gsess: "", dbSQLite or dbPostgres
+	Idle      bool   // ginoauth: IdleTimeout 30m
+	OldCookie bool   // ginoauth with Idle: the client resends a cookie sealed before the reseal interval (it ignores Set-Cookie)
+	Cache     bool   // ginoauth: SessionCacheTTL 5s
+	Bearer    bool   // ginoauth: a native app's session token (Authorization: Bearer) instead of the browser's cookie
+	Path      string // the measured route
+	Default   bool   // part of the default selection
+	What      string // one line for the report
 }
 
 // needsPostgres and friends say which outside service a row needs.
@@ -48,25 +50,39 @@ const bareRow = "bare-gin"
 // allRows lists every row the harness knows, in report order.
 func allRows() []rowSpec {
 	rows := []rowSpec{
-		{Name: bareRow, Kind: kindBare, Path: "/me", Default: true, What: "Gin, a handler answering a short string, no middleware"},
+		{Name: bareRow, Kind: kindBare, Path: "/me", Default: true, What: "Gin, no middleware, the handler answering the same JSON as every row"},
 		{Name: "gin-sessions", Kind: kindGSess, Path: "/me", Default: true, What: "gin-contrib/sessions cookie store (signed cookie, README default), session id read from it"},
 		{Name: "gin-sessions+gorm-sqlite", Kind: kindGSess, Store: dbSQLite, Path: "/me", Default: true, What: "the same plus a GORM primary-key read (First) of the session's row, SQLite"},
 		{Name: "gin-sessions+gorm-postgres", Kind: kindGSess, Store: dbPostgres, Path: "/me", Default: true, What: "the same plus a GORM primary-key read (First) of the session's row, Postgres"},
 	}
 	for _, st := range []string{storeMem, storeSQLite, storePostgres, storeRedis} {
 		for _, v := range []struct {
-			suffix      string
-			idle, cache bool
-			def         bool
-		}{{"", false, false, true}, {"+idle", true, false, true}, {"+cache", false, true, true}, {"+idle+cache", true, true, false}} {
+			suffix                         string
+			idle, oldCookie, cache, bearer bool
+			def                            bool
+		}{
+			{suffix: "", def: true},
+			{suffix: "+idle", idle: true, def: true},
+			{suffix: "+idle+old-cookie", idle: true, oldCookie: true, def: true},
+			{suffix: "+cache", cache: true, def: true},
+			{suffix: "+idle+cache", idle: true, cache: true},
+			{suffix: "+bearer", bearer: true, def: true},
+		} {
 			what := "ginoauth.Middleware on stores/" + st
 			if v.idle {
 				what += ", IdleTimeout 30m"
 			}
+			if v.oldCookie {
+				what += ", the client resends a cookie older than the reseal interval (2 min) and ignores Set-Cookie"
+			}
 			if v.cache {
 				what += ", SessionCacheTTL 5s"
 			}
-			rows = append(rows, rowSpec{Name: "ginoauth/" + st + v.suffix, Kind: kindGinoauth, Store: st, Idle: v.idle, Cache: v.cache, Path: "/me", Default: v.def, What: what})
+			if v.bearer {
+				what += ", a native app's session token (Authorization: Bearer) instead of the cookie"
+			}
+			rows = append(rows, rowSpec{Name: "ginoauth/" + st + v.suffix, Kind: kindGinoauth, Store: st, Idle: v.idle, OldCookie: v.oldCookie,
+				Cache: v.cache, Bearer: v.bearer, Path: "/me", Default: v.def, What: what})
 		}
 	}
 	rows = append(rows,

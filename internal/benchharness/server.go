@@ -16,6 +16,8 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -130,6 +132,7 @@ type app struct {
 	cfg    serverConfig
 	engine *gin.Engine
 	kv     *gormstore.Store // ginoauth SQL rows
+	ahead  atomic.Int64     // ginoauth rows: how far the Manager's clock runs ahead, in ns (POST /advance)
 	closer []func()
 }
 
@@ -277,7 +280,7 @@ func (a *app) buildGinoauth(appURL string) error {
 		a.kv, store = s, s
 		a.closer = append(a.closer, func() { _ = s.Close() })
 	case storeRedis:
-		rdb := redis.NewClient(&redis.Options{Addr: cfg.redisAddr})
+		rdb := redis.NewClient(&redis.Options{Addr: cfg.redisAddr, ContextTimeoutEnabled: true})
 		a.closer = append(a.closer, func() { _ = rdb.Close() })
 		s, err := redisstore.New(rdb, redisstore.Options{Prefix: cfg.prefix + ":"})
 		if err != nil {
@@ -302,6 +305,12 @@ func (a *app) buildGinoauth(appURL string) error {
 	}
 	if cfg.row.Cache {
 		gc.SessionCacheTTL = 5 * time.Second
+	}
+	if cfg.row.Bearer {
+		gc.Mobile.RedirectURIs = []string{nativeRedirect}
+	}
+	if cfg.row.OldCookie {
+		gc.Now = func() time.Time { return time.Now().Add(time.Duration(a.ahead.Load())) }
 	}
 	mgr, err := ginoauth.New(gc)
 	if err != nil {
@@ -332,8 +341,8 @@ func randomID() string {
 // control is the harness's side door into the server process.
 func (a *app) control() http.Handler {
 	mux := http.NewServeMux()
-	// GET /allocs?runs=N, header X-Bench-Cookie: the Cookie header of a
-	// logged-in client. testing.AllocsPerRun of one request to the measured
+	// GET /allocs?runs=N, header X-Bench-Header: the credential of a
+	// logged-in client, a header line "Name: value". testing.AllocsPerRun of one request to the measured
 	// route, served in process with httptest (no network).
 	mux.HandleFunc("GET /allocs", func(w http.ResponseWriter, r *http.Request) {
 		runs, _ := strconv.Atoi(r.URL.Query().Get("runs"))
@@ -341,8 +350,8 @@ func (a *app) control() http.Handler {
 			runs = 1000
 		}
 		base := httptest.NewRequestWithContext(context.Background(), http.MethodGet, a.cfg.row.Path, nil)
-		if c := r.Header.Get("X-Bench-Cookie"); c != "" {
-			base.Header.Set("Cookie", c)
+		if name, value, ok := strings.Cut(r.Header.Get("X-Bench-Header"), ":"); ok {
+			base.Header.Set(name, strings.TrimSpace(value))
 		}
 		var bad string
 		allocs := testing.AllocsPerRun(runs, func() {
@@ -362,6 +371,16 @@ func (a *app) control() http.Handler {
 			return
 		}
 		writeJSON(w, map[string]any{"allocs": allocs, "runs": runs})
+	})
+	// POST /advance?by=D: the Manager's clock runs D further ahead (rows
+	// whose client resends an older cookie).
+	mux.HandleFunc("POST /advance", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("by"))
+		if err != nil || d <= 0 {
+			http.Error(w, "by: a positive duration", http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, map[string]any{"by": time.Duration(a.ahead.Add(int64(d))).String()})
 	})
 	// GET /heap: the live heap after two forced collections.
 	mux.HandleFunc("GET /heap", func(w http.ResponseWriter, r *http.Request) {
