@@ -96,6 +96,9 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 	// The storage: a Redis client, the shipped Redis store on it, and the
 	// encrypting wrapper around that. redisstore takes any
 	// redis.UniversalClient, so a Sentinel or Cluster client works as well.
+	// ContextTimeoutEnabled: each call ends with the library's storage
+	// deadline (a stalled Redis answers 503, not a hung request).
+	redisOpts.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(redisOpts)
 	defer rdb.Close()
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -307,7 +307,11 @@ func (s *AuthStore) saveRotated(ctx context.Context, sess oauth.ClientSessionDat
 	case err != nil:
 		return err
 	case old.Data.RefreshToken == sess.RefreshToken:
-		return nil
+		// A retry after a save that failed may read back the write it
+		// reported failed: on a replicated store, a value the primary has
+		// and its replicas may not (redisstore's ErrNotReplicated). Store
+		// it again until a save succeeds, not take the read as saved.
+		return s.put(ctx, old)
 	case old.Data.RefreshToken != spent:
 		return errStaleTokens
 	}

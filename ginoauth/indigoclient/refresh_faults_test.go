@@ -2,6 +2,7 @@ package indigoclient_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
+	"github.com/gin-atproto/oauth-sessions/stores/memstore"
 )
 
 // These tests drive the real flow (the prebuilt handlers, indigo's client,
@@ -404,4 +406,63 @@ func TestTypedClientSharesTheRefreshPath(t *testing.T) {
 	if st := getStatus(b, "/api/session"); st != http.StatusUnauthorized {
 		t.Fatalf("the device session must have ended: %d", st)
 	}
+}
+
+// unackedStore is a replicated store in one process: a write it reports
+// failed may still have reached the primary (readable at once) without
+// reaching a replica (lost at the next failover), as redisstore's
+// ErrNotReplicated. Only the session records of indigoclient are affected.
+type unackedStore struct {
+	*memstore.Store
+	mu      sync.Mutex
+	failing int               // the next writes to land unacknowledged
+	pending map[string][]byte // landed on the primary only
+}
+
+func (s *unackedStore) Get(ctx context.Context, key string) ([]byte, error) {
+	s.mu.Lock()
+	v, ok := s.pending[key]
+	s.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	return s.Store.Get(ctx, key)
+}
+
+func (s *unackedStore) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing > 0 && strings.HasPrefix(key, "oauth:sess:") {
+		s.failing--
+		s.pending[key] = value
+		return errors.New("not replicated")
+	}
+	delete(s.pending, key)
+	return s.Store.Set(ctx, key, value, ttl)
+}
+
+// failover loses what only the old primary had.
+func (s *unackedStore) failover() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.pending)
+}
+
+// A save of rotated tokens reported failed but readable at once: its retry
+// reads the new tokens back. Taking that read as saved lost the login at the
+// next failover (the replicas had the spent token); found by the Redis
+// Cluster failover harness. Failed while saveRotated returned early there.
+func TestUnacknowledgedSaveIsWrittenAgain(t *testing.T) {
+	r := newRig(t)
+	store := &unackedStore{Store: memstore.New(), pending: map[string][]byte{}}
+	a := r.app(store)
+	b, id := r.login(a)
+	store.mu.Lock()
+	store.failing = 1
+	store.mu.Unlock()
+	if resp := b.PostForm("/api/refresh", nil); resp.Status != http.StatusOK {
+		t.Fatalf("refresh with an unacknowledged save: %d %s", resp.Status, resp.Body)
+	}
+	store.failover()
+	r.alive(a, id)
 }
