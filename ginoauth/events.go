@@ -35,6 +35,7 @@ const (
 	EndByUser         EndReason = "ended_by_user"    // the user ended it from another device
 	EndEverywhere     EndReason = "ended_everywhere" // all sessions of the account were ended
 	EndReplaced       EndReason = "replaced"         // a new login on the same device (or a step-up) replaced it
+	EndCodeReplayed   EndReason = "code_replayed"    // the native app's one-time code was presented again: it may be stolen
 )
 
 // Event is one lifecycle event. It never holds tokens, codes or session

@@ -272,18 +272,29 @@ func (m *Manager) StepUp(c *gin.Context, perms []string, returnTo string) (strin
 	return m.startFlowWith(c, u.DID, StartOptions{ReturnTo: returnTo, Scopes: scopes, Prompt: "consent"}, flowExtra{stepUpDID: u.DID})
 }
 
-// upgradeHandler is the prebuilt step-up route: GET or POST with one or
-// more scope parameters and a redirect.
+// upgradeHandler is the prebuilt step-up route: one or more scope
+// parameters and a redirect, from the query of a GET (a link from the
+// app's own pages) or the form body of a POST.
 func (m *Manager) upgradeHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if m.fromOtherSite(c.Request) {
 			m.refuseCrossSite(c)
 			return
 		}
-		if !m.readForm(c) {
+		var form url.Values
+		var ok bool
+		if c.Request.Method == http.MethodPost {
+			form, ok = m.postForm(c)
+		} else {
+			form, ok = m.query(c)
+		}
+		if !ok {
 			return
 		}
-		form := c.Request.Form
+		if len(form["scope"]) == 0 {
+			m.abortWithError(c, &OAuthFlowError{Code: CodeInvalidScope, Message: "name the permission to ask for in scope"})
+			return
+		}
 		authURL, err := m.StepUp(c, form["scope"], form.Get("redirect"))
 		if err != nil {
 			m.abortWithError(c, err)

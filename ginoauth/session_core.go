@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
@@ -65,11 +66,17 @@ type deviceSessions struct {
 	resolver any // the OAuth client, for User.Allows on permission sets
 	cache    recordCache
 	seen     seenTracker
+	// localLocks are the device locks when the Storage has no Locker.
+	localLocks processLocks
 
 	// What ending a session needs from the rest of the Manager.
 	revoke        func(ctx context.Context, did, oauthSessionID, hash string)
 	emit          func(typ EventType, reason EndReason, rec *sessionRecord, hash string)
 	successorHash func(hash, sealed string) (string, bool)
+	// grantedScopes are the scopes of a login's OAuth session as of its
+	// last refresh (an error wrapping oauthclient.ErrSessionGone when it
+	// is gone).
+	grantedScopes func(ctx context.Context, did, oauthSessionID string) ([]string, error)
 }
 
 // sessionRecord is what sess:{hash} holds.
@@ -107,6 +114,16 @@ func (rec *sessionRecord) live(now time.Time) bool {
 	return now.Before(rec.ExpiresAt) && (rec.GraceUntil.IsZero() || now.Before(rec.GraceUntil))
 }
 
+// ttl is how long rec has left to live at now: to its expiry, or to the
+// end of its grace window.
+func (rec *sessionRecord) ttl(now time.Time) time.Duration {
+	end := rec.ExpiresAt
+	if !rec.GraceUntil.IsZero() && rec.GraceUntil.Before(end) {
+		end = rec.GraceUntil
+	}
+	return end.Sub(now)
+}
+
 // User is the logged-in account of the current request's session.
 type User struct {
 	DID       string    // the account DID (the token's sub)
@@ -131,9 +148,10 @@ type User struct {
 // directly.
 func (u *User) OAuthSessionID() string { return u.oauthSessionID }
 
-// record is the part of a session record that ending it needs.
+// record is the part of a session record that ending it (and its device
+// lock) needs.
 func (u *User) record() *sessionRecord {
-	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, Previous: u.previous, Successor: u.successor}
+	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, CreatedAt: u.CreatedAt, Previous: u.previous, Successor: u.successor}
 }
 
 // user is the User a session record describes; hash is the record's key
@@ -186,29 +204,47 @@ func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, E
 // hash. An index failure fails the creation: an unindexed session could
 // not be ended everywhere.
 func (ds *deviceSessions) create(ctx context.Context, rec *sessionRecord) (id, hash string, err error) {
-	ttl := rec.ExpiresAt.Sub(ds.now())
-	if ttl <= 0 {
-		return "", "", &SessionError{Code: CodeSessionExpired}
-	}
 	id = randomToken(sessionIDBytes)
-	hash = hashSessionID(id)
-	if err := ds.put(ctx, hash, rec, ttl); err != nil {
-		return "", "", err
-	}
-	if err := ds.index(ctx, rec.DID, hash, ttl); err != nil {
-		_ = ds.deleteRecords(ctx, hash)
+	if hash, err = ds.createAs(ctx, id, rec); err != nil {
 		return "", "", err
 	}
 	return id, hash, nil
 }
 
+// createAs is create with a session id chosen by the caller (a native
+// app's rotation picks its new token before it stores it).
+func (ds *deviceSessions) createAs(ctx context.Context, id string, rec *sessionRecord) (hash string, err error) {
+	ttl := rec.ExpiresAt.Sub(ds.now())
+	if ttl <= 0 {
+		return "", &SessionError{Code: CodeSessionExpired}
+	}
+	hash = hashSessionID(id)
+	if err := ds.put(ctx, hash, rec, ttl); err != nil {
+		return "", err
+	}
+	if err := ds.index(ctx, rec.DID, hash, ttl); err != nil {
+		_ = ds.deleteRecords(ctx, hash)
+		return "", err
+	}
+	return hash, nil
+}
+
 // start is create for a new login: it also reports the login.
 func (ds *deviceSessions) start(ctx context.Context, rec *sessionRecord) (id, hash string, err error) {
-	if id, hash, err = ds.create(ctx, rec); err == nil {
+	id = randomToken(sessionIDBytes)
+	if hash, err = ds.startAs(ctx, id, rec); err != nil {
+		return "", "", err
+	}
+	return id, hash, nil
+}
+
+// startAs is start with a session id chosen by the caller.
+func (ds *deviceSessions) startAs(ctx context.Context, id string, rec *sessionRecord) (hash string, err error) {
+	if hash, err = ds.createAs(ctx, id, rec); err == nil {
 		ds.log.Info("session started", "did", rec.DID, "kind", rec.kind(), "session", shortRef(hash))
 		ds.emit(EventLogin, "", rec, hash)
 	}
-	return id, hash, err
+	return hash, err
 }
 
 // op bounds one storage operation.
@@ -253,6 +289,63 @@ func (ds *deviceSessions) deleteRecords(ctx context.Context, hash string) error 
 		cancel()
 	}
 	return err
+}
+
+// updateScopes writes the scopes the OAuth session of rec's login holds
+// now (a refresh may have changed them) to the device session's record
+// under hash, and to the records linked to it (a native app's rotated-out
+// token and its successor), under the device lock: so a change never
+// brings an ended session back, nor replaces newer scopes with older ones.
+func (ds *deviceSessions) updateScopes(ctx context.Context, hash string, rec *sessionRecord) error {
+	release, err := ds.lockDevice(ctx, rec)
+	if err != nil {
+		return err
+	}
+	defer release()
+	var cur sessionRecord
+	switch err := ds.get(ctx, hash, &cur); {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil // ended: nothing to update
+	case err != nil:
+		return err
+	}
+	if cur.OAuthSessionID == "" {
+		return nil
+	}
+	scopes, err := ds.grantedScopes(ctx, cur.DID, cur.OAuthSessionID)
+	switch {
+	case errors.Is(err, oauthclient.ErrSessionGone):
+		return nil // its end is someone else's business
+	case err != nil:
+		return err
+	case len(scopes) == 0:
+		return nil
+	}
+	hashes := []string{hash}
+	if cur.Previous != "" {
+		hashes = append(hashes, cur.Previous)
+	}
+	if next, ok := ds.successorHash(hash, cur.Successor); ok && cur.Successor != "" {
+		hashes = append(hashes, next)
+	}
+	now := ds.now()
+	for _, h := range hashes {
+		var r sessionRecord
+		switch err := ds.get(ctx, h, &r); {
+		case errors.Is(err, storage.ErrNotFound):
+			continue
+		case err != nil:
+			return err
+		}
+		if slices.Equal(r.Scopes, scopes) || r.ttl(now) <= 0 {
+			continue
+		}
+		r.Scopes = scopes
+		if err := ds.put(ctx, h, &r, r.ttl(now)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // noteSeen records, at most once an hour per session and instance and off

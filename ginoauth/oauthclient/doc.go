@@ -22,8 +22,8 @@
 // The contract stays small. What some clients can do and others cannot is
 // an optional capability: a separate interface, found by a type assertion
 // on the Client (or on a Session), which the library uses when it is there
-// and does without when it is not. MetadataProvider, PermissionSetResolver
-// and Refresher are such capabilities. A new need is met by adding another
+// and does without when it is not. MetadataProvider, PermissionSetResolver,
+// Refresher and Authenticator are such capabilities. A new need is met by adding another
 // one, never by adding a method to Client or Session, so that every
 // existing client keeps compiling and working. The storage contract grows
 // the same way (see package storage).

@@ -119,6 +119,7 @@ func New(t testing.TB, opts Options) *App {
 		Storage:      a.Store,
 		CookieSecret: "an-example-cookie-secret-of-32-bytes!!",
 		BaseURL:      base,
+		LocalDomains: []string{"test"}, // ginoauthtest's pds.test and its accounts
 		Now:          a.Clock.Now,
 		Logger:       opts.Logger,
 	}
@@ -296,6 +297,19 @@ type ObservedClient struct {
 func (o *ObservedClient) Callback(ctx context.Context, params url.Values, ttl time.Duration) (*oauthclient.Grant, error) {
 	o.Callbacks.Add(1)
 	g, err := o.Client.Callback(ctx, params, ttl)
+	if g != nil {
+		o.mu.Lock()
+		cp := *g
+		o.last = &cp
+		o.mu.Unlock()
+	}
+	return g, err
+}
+
+// Authenticate counts and delegates (an authentication-only callback).
+func (o *ObservedClient) Authenticate(ctx context.Context, params url.Values) (*oauthclient.Grant, error) {
+	o.Callbacks.Add(1)
+	g, err := o.Client.Authenticate(ctx, params)
 	if g != nil {
 		o.mu.Lock()
 		cp := *g

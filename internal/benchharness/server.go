@@ -283,7 +283,7 @@ func (a *app) buildGinoauth(appURL string) error {
 	}
 	client := indigoclient.New(indigoclient.LocalhostConfig(appURL+"/oauth/callback", []string{"atproto", "transition:generic"}), store,
 		indigoclient.Options{HTTPClient: hc, Directory: benchDirectory{accounts: cfg.accounts}})
-	gc := ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: cfg.secret, BaseURL: appURL}
+	gc := ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: cfg.secret, BaseURL: appURL, LocalDomains: []string{"test"}}
 	if cfg.row.Idle {
 		gc.IdleTimeout = 30 * time.Minute
 	}
