@@ -373,6 +373,7 @@ const (
 
 type fault struct {
 	op, prefix string
+	skip       int // matching calls to let through first
 	left       int // failures left; < 0 = until removed
 }
 
@@ -380,7 +381,13 @@ type fault struct {
 // ErrDown (n < 0: every call until the returned func is called). Lock
 // names count as keys.
 func (f *FaultyStorage) Fail(op, prefix string, n int) (remove func()) {
-	ft := &fault{op: op, prefix: prefix, left: n}
+	return f.FailAfter(op, prefix, 0, n)
+}
+
+// FailAfter is Fail after letting the next skip matching calls through:
+// the fault hits a chosen step of a request that makes several such calls.
+func (f *FaultyStorage) FailAfter(op, prefix string, skip, n int) (remove func()) {
+	ft := &fault{op: op, prefix: prefix, skip: skip, left: n}
 	f.mu.Lock()
 	f.faults = append(f.faults, ft)
 	f.mu.Unlock()
@@ -399,6 +406,10 @@ func (f *FaultyStorage) fails(op, key string) bool {
 	defer f.mu.Unlock()
 	for _, ft := range f.faults {
 		if ft.op == op && strings.HasPrefix(key, ft.prefix) && ft.left != 0 {
+			if ft.skip > 0 {
+				ft.skip--
+				continue
+			}
 			if ft.left > 0 {
 				ft.left--
 			}
