@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -88,6 +89,11 @@ func New(cfg Config) (*Manager, error) {
 	// no sibling host can plant one to bind a victim's browser to the
 	// attacker's login.
 	m.flowCookie.Domain = ""
+	for _, uri := range cfg.Mobile.RedirectURIs {
+		if u, err := url.Parse(uri); err == nil && u.Scheme != "https" && u.Scheme != "http" {
+			m.log.Warn("a native app redirect URI with a private-use scheme: any app on the device can claim it and receive the codes of logins an attacker started (see SECURITY.md); prefer an https link the OS verifies", "redirect_uri", uri)
+		}
+	}
 	if cfg.CookieDomain != "" {
 		m.log.Warn("CookieDomain shares the session cookie with every host under it: any of them can plant a session cookie of its own (see SECURITY.md); use it only if all are yours", "domain", cfg.CookieDomain)
 	}

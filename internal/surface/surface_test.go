@@ -5,7 +5,7 @@ import "testing"
 // The Gin-facing package's exported surface grows only on purpose: a change
 // that adds exports raises the budget here and says why in CHANGELOG.md.
 var budgets = map[string]int{
-	"../../ginoauth": 85,
+	"../../ginoauth": 86,
 }
 
 func TestSurfaceWithinBudget(t *testing.T) {
