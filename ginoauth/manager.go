@@ -117,6 +117,9 @@ func New(cfg Config) (*Manager, error) {
 	if _, ok := cfg.Storage.(storage.Taker); !ok {
 		m.log.Warn("storage has no atomic Take: one-time records are single-use within this process only; use a store from the stores packages for several instances")
 	}
+	if _, ok := cfg.Storage.(storage.Locker); !ok {
+		m.log.Warn("storage has no Locker: a native app's token rotations and a session's end are serialised within this process only; use a store from the stores packages for several instances")
+	}
 	return m, nil
 }
 
