@@ -100,7 +100,7 @@ func (m *Manager) rotateMobileToken(c *gin.Context) (*mobileSession, error) {
 			// cannot be told again, and another must not be made.
 			return nil, &SessionError{Code: CodeInvalidToken, Err: err}
 		}
-		return m.storeSuccessor(ctx, hash, &rec, token)
+		return m.storeSuccessor(ctx, hash, &rec, token, true)
 	}
 
 	if rec.OAuthSessionID != "" {
@@ -129,21 +129,24 @@ func (m *Manager) rotateMobileToken(c *gin.Context) (*mobileSession, error) {
 	if rec.Previous != "" {
 		_ = m.sessions.deleteRecords(ctx, rec.Previous) // else it ends with its grace window
 	}
-	return m.storeSuccessor(ctx, hash, &old, token)
+	return m.storeSuccessor(ctx, hash, &old, token, false)
 }
 
 // storeSuccessor makes sure the successor token that the rotated-out
 // record old (under hash) names is stored, storing it if an earlier
-// rotation could not, and answers it. The caller holds the device lock.
-func (m *Manager) storeSuccessor(ctx context.Context, hash string, old *sessionRecord, token string) (*mobileSession, error) {
+// rotation could not (maybeStored), and answers it. The caller holds the
+// device lock.
+func (m *Manager) storeSuccessor(ctx context.Context, hash string, old *sessionRecord, token string, maybeStored bool) (*mobileSession, error) {
 	next := *old
 	next.GraceUntil, next.Successor, next.Previous = time.Time{}, "", hash
-	var stored sessionRecord
-	switch err := m.sessions.get(ctx, hashSessionID(token), &stored); {
-	case err == nil:
-		return mobileAnswer(token, &stored), nil
-	case !errors.Is(err, storage.ErrNotFound):
-		return nil, err
+	if maybeStored {
+		var stored sessionRecord
+		switch err := m.sessions.get(ctx, hashSessionID(token), &stored); {
+		case err == nil:
+			return mobileAnswer(token, &stored), nil
+		case !errors.Is(err, storage.ErrNotFound):
+			return nil, err
+		}
 	}
 	if _, err := m.sessions.createAs(ctx, token, &next); err != nil {
 		return nil, err // the old token keeps working for its grace window; a retry stores this one

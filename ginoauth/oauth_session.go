@@ -152,7 +152,7 @@ func (s *deviceBoundSession) RefreshTokens(ctx context.Context) error {
 // record when a refresh changed them. A failure is logged: the record is
 // brought up to date at the next call that sees the difference.
 func (s *deviceBoundSession) syncScopes(ctx context.Context) {
-	now := s.Session.Scopes()
+	now := s.Scopes()
 	s.mu.Lock()
 	same := len(now) == 0 || slices.Equal(now, s.known)
 	s.mu.Unlock()

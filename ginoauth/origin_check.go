@@ -38,7 +38,8 @@ func canonicalOrigin(u *url.URL) string {
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
-	if port != "" && !(scheme == "https" && port == "443") && !(scheme == "http" && port == "80") {
+	defaultPort := scheme == "https" && port == "443" || scheme == "http" && port == "80"
+	if port != "" && !defaultPort {
 		host += ":" + port
 	}
 	return scheme + "://" + host

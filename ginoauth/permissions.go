@@ -23,10 +23,12 @@ import (
 // repo:<collection>[?action=...], rpc:<method>?aud=..., blob:<mime>,
 // account:<attr>[?action=...], identity:<attr>, a transition: scope, or
 // include:<permission set> (covered when every permission of the set is).
-// The granted scopes are those of the login, and the current ones once
-// RequireScopes, OAuthSession or the session route have read them in this
-// request (a refresh can change them). A set is resolved through the OAuth
-// client's oauthclient.PermissionSetResolver capability.
+// The granted scopes are those of the session's last token refresh: a
+// refresh that changes them (the user withdrew a permission, a permission
+// set grants less) writes them to the device session's record, which every
+// session check reads, so Allows answers from them in any route, guarded by
+// RequireAuth alone or not guarded at all. A set is resolved through the
+// OAuth client's oauthclient.PermissionSetResolver capability.
 func (u *User) Allows(perm string) bool {
 	ok, err := u.allows(context.Background(), perm)
 	return ok && err == nil

@@ -128,7 +128,7 @@ func (rec *sessionRecord) ttl(now time.Time) time.Duration {
 type User struct {
 	DID       string    // the account DID (the token's sub)
 	Handle    string    // verified handle at login, "" if it could not be verified
-	Scopes    []string  // scopes granted to this session
+	Scopes    []string  // scopes granted to this session, as of its last token refresh
 	CreatedAt time.Time // when this device logged in
 	ExpiresAt time.Time // absolute end of this session
 
@@ -199,20 +199,11 @@ func (ds *deviceSessions) read(ctx context.Context, hash, kind string) (*User, E
 	return u, "", nil
 }
 
-// create stores rec under a new random session id and adds it to its
-// account's index, returning the id (for the cookie or the token) and its
-// hash. An index failure fails the creation: an unindexed session could
-// not be ended everywhere.
-func (ds *deviceSessions) create(ctx context.Context, rec *sessionRecord) (id, hash string, err error) {
-	id = randomToken(sessionIDBytes)
-	if hash, err = ds.createAs(ctx, id, rec); err != nil {
-		return "", "", err
-	}
-	return id, hash, nil
-}
-
-// createAs is create with a session id chosen by the caller (a native
-// app's rotation picks its new token before it stores it).
+// createAs stores rec under the session id id (random, chosen by the
+// caller: a native app's rotation picks its new token before it stores it)
+// and adds it to its account's index, returning the id's hash. An index
+// failure fails the creation: an unindexed session could not be ended
+// everywhere.
 func (ds *deviceSessions) createAs(ctx context.Context, id string, rec *sessionRecord) (hash string, err error) {
 	ttl := rec.ExpiresAt.Sub(ds.now())
 	if ttl <= 0 {
@@ -338,6 +329,7 @@ func (ds *deviceSessions) updateScopes(ctx context.Context, hash string, rec *se
 			return err
 		}
 		if slices.Equal(r.Scopes, scopes) || r.ttl(now) <= 0 {
+			ds.cache.drop(h) // another instance wrote it: read it afresh here too
 			continue
 		}
 		r.Scopes = scopes
