@@ -459,8 +459,8 @@ func attackPlantedFlowCookie(t *testing.T, a *testApp) {
 			flow = c
 		}
 	}
-	if flow == nil || flow.Name != "__Host-sid_flow" || flow.Domain != "" || !flow.Secure || flow.Path != "/" {
-		t.Fatalf("the flow cookie %+v: want __Host-sid_flow, host-only, Secure, Path=/ even with CookieDomain set", flow)
+	if flow == nil {
+		t.Fatal("no flow cookie")
 	}
 	callback, err := a.as.Consent(context.Background(), w.Header().Get("Location"), "bob.test", true)
 	if err != nil {
@@ -475,6 +475,9 @@ func attackPlantedFlowCookie(t *testing.T, a *testApp) {
 		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), string(ginoauth.CodeBrowserMismatch)) {
 			t.Fatalf("the victim's browser with a planted %q: %d %s; want 400 browser_mismatch", planted, w.Code, w.Body)
 		}
+	}
+	if flow.Name != "__Host-sid_flow" || flow.Domain != "" || !flow.Secure || flow.Path != "/" {
+		t.Fatalf("the flow cookie %+v: want __Host-sid_flow, host-only, Secure, Path=/ even with CookieDomain set", flow)
 	}
 	// The attacker's own browser, which holds the real cookie, completes it.
 	if w := serveAt(app, http.MethodGet, "/oauth/callback?"+cb.RawQuery, flow.Name+"="+flow.Value); w.Code != http.StatusFound {
