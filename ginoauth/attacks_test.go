@@ -151,6 +151,21 @@ var attacks = []attack{
 		wantCode(t, again.Get(callback), http.StatusBadRequest, ginoauth.CodeUnknownState)
 	}},
 	{"login-flood", "one address floods the login start naming someone else's handle, and the callback", loginFloodAttack},
+	{"concurrent-rotation", "fifty rotations of one native app token at once on three instances, and again when the save fails", attackConcurrentRotation},
+	{"origin-browser-headers", "pages of allowed, sibling and hostile origins post with the headers today's browsers send, directly and behind a proxy that rewrites Host", attackOriginHeaders},
+	{"post-query-parameters", "a form POST carries its parameters in the query string instead of the body", attackPostQuery},
+	{"duplicate-json-keys", "a native app's JSON body names a key twice, or twice in different case", attackDuplicateKeys},
+	{"cors-simple-request", "a page sends mobile-start or mobile-token as a CORS-simple request (text/plain, a form, no Content-Type)", attackSimpleRequest},
+	{"code-reuse", "a native app's one-time code is redeemed again after a successful exchange", attackCodeReuse},
+	{"two-authorization-headers", "a request carries two Authorization headers", attackTwoAuthorizations},
+	{"private-server-names", "a server= login names a host that is not public: .internal, .local, .lan, a single label, an IP address", attackPrivateServers},
+	{"reserved-name-handles", "a login names a handle or did:web under a reserved or private suffix (.local, .onion, handle.invalid, ...)", attackReservedHandles},
+	{"auth-only-token-writes", "an authentication-only login, while every write of an OAuth session fails", attackAuthOnlyStorage},
+	{"narrowed-scopes", "a refresh narrows the granted scopes; a route behind RequireAuth alone asks User.Allows", attackNarrowedScopes},
+	{"cookie-domain-tossing", "with CookieDomain set, a sibling host sets a valid session cookie of its own beside the user's", attackCookieDomainTossing},
+	{"planted-flow-cookie", "a sibling host plants the attacker's login binding so that the victim completes the attacker's login", attackPlantedFlowCookie},
+	{"logout-cache-delay", "a logout on one instance while another has the session cached", attackLogoutCacheDelay},
+	{"attacker-started-native-flow", "an attacker starts a native login and its code lands in the attacker's app, which claimed the private-use scheme", attackAttackerStartedNativeFlow},
 }
 
 func wantCode[C ~string](t *testing.T, r ginoauthtest.Response, status int, code C) {

@@ -41,11 +41,19 @@ type Config struct {
 	// https BaseURL without CookieDomain (the prefix makes browsers refuse
 	// the cookie from anything but this exact host, over https, for path
 	// /: a sibling subdomain cannot plant one), else "sid" (plain http
-	// development, or a shared CookieDomain). The flow cookie is named
-	// CookieName + "_flow".
+	// development, or a shared CookieDomain). The flow cookie of a login
+	// is named CookieName + "_flow", with the __Host- prefix on https
+	// whatever CookieName is ("__Host-sid_flow"), and is never shared.
 	CookieName string
-	// CookieDomain sets the cookie's Domain attribute. Default none, which
-	// keeps the cookie on the exact host (the safer choice).
+	// CookieDomain sets the session cookie's Domain attribute. Default
+	// none, which keeps the cookie on the exact host (the safer choice).
+	// With it, every host under the domain is trusted with the session: any
+	// of them can set a session cookie of its own for the whole domain (a
+	// session of the attacker's, to log visitors in as someone else, or one
+	// replacing theirs). Two valid session cookies in one request are
+	// refused (neither is used), but one that replaces the real cookie
+	// cannot be told apart. Set it only when every host under the domain is
+	// yours.
 	CookieDomain string
 
 	// AllowedOrigins are origins besides BaseURL's (for example
@@ -54,6 +62,18 @@ type Config struct {
 	// request. Requests that the browser marks as coming from any other
 	// site are refused (see RequireSameOrigin).
 	AllowedOrigins []string
+
+	// LocalDomains are names outside the public DNS that logins may still
+	// name, for development and tests: a local authorization server such
+	// as ginoauthtest's pds.test and its accounts (alice.test). Each entry
+	// is a lower-case domain and allows itself and every name under it
+	// ("test" allows all of .test). Without an entry, a handle, did:web or
+	// server= naming an IP address, a single label, or a name under a
+	// reserved or private-network suffix (.local, .internal, .localhost,
+	// .home.arpa, .lan, .corp, .test, .onion, ...) is refused with 400
+	// before any network call, whatever HTTP client the OAuth client uses.
+	// Default none.
+	LocalDomains []string
 
 	// SessionTTL, when set, ends a login after this long without use: each
 	// use extends it (at most one storage write per session an hour). A
@@ -113,9 +133,13 @@ type Config struct {
 	StorageTimeout time.Duration
 
 	// AuthenticationOnly is for apps that only need to know who the user is:
-	// logins request the atproto scope alone, and the tokens are revoked as
-	// soon as the callback has verified the account, so none are stored.
-	// OAuthSession then fails with ErrAuthenticationOnly.
+	// logins (web and native apps) request the atproto scope alone, and the
+	// tokens are revoked as soon as the callback has verified the account.
+	// With an OAuth client that has the oauthclient.Authenticator
+	// capability (indigoclient does), no token is ever written to storage;
+	// with one that has not, the client stores them in Callback and they
+	// are revoked and deleted right after. OAuthSession then fails with
+	// ErrAuthenticationOnly.
 	AuthenticationOnly bool
 
 	// Mobile enables the native-app flow (off unless it names redirect
@@ -300,6 +324,11 @@ func (cfg Config) validate() (secure bool, err error) {
 			return bad("AllowedOrigins", "%q is not an origin such as https://www.myapp.example", o)
 		}
 	}
+	for _, d := range cfg.LocalDomains {
+		if !dnsName.MatchString(d) || net.ParseIP(d) != nil {
+			return bad("LocalDomains", "%q is not a lower-case domain name such as test or pds.example", d)
+		}
+	}
 	if !validCookieName(cfg.CookieName) {
 		return bad("CookieName", "%q is not a valid cookie name", cfg.CookieName)
 	}
@@ -341,6 +370,22 @@ func (cfg Config) validate() (secure bool, err error) {
 		}
 	}
 	return secure, nil
+}
+
+// origin is BaseURL's origin as browsers send it (validated already).
+func (cfg Config) origin() string {
+	u, _ := url.Parse(cfg.BaseURL)
+	return canonicalOrigin(u)
+}
+
+// allowedOrigins are AllowedOrigins as browsers send them.
+func (cfg Config) allowedOrigins() []string {
+	out := make([]string, 0, len(cfg.AllowedOrigins))
+	for _, o := range cfg.AllowedOrigins {
+		u, _ := url.Parse(o)
+		out = append(out, canonicalOrigin(u))
+	}
+	return out
 }
 
 func isLoopbackHost(host string) bool {

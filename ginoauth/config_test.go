@@ -63,6 +63,10 @@ func TestConfigValidation(t *testing.T) {
 		{"IdleTimeout", func(c *Config) { c.IdleTimeout = -time.Second }},
 		{"FlowTTL", func(c *Config) { c.FlowTTL = 2 * time.Hour }},
 		{"Routes.Login", func(c *Config) { c.Routes.Login = "login" }},
+		{"LocalDomains", func(c *Config) { c.LocalDomains = []string{".test"} }},
+		{"LocalDomains", func(c *Config) { c.LocalDomains = []string{"Test"} }},
+		{"LocalDomains", func(c *Config) { c.LocalDomains = []string{"127.0.0.1"} }},
+		{"LocalDomains", func(c *Config) { c.LocalDomains = []string{"https://pds.test"} }},
 	}
 	for _, tc := range cases {
 		cfg := validConfig()

@@ -33,6 +33,7 @@ import (
 //
 //	<CookieName>        the session cookie: {sid: session id, a: last activity (Unix seconds)}
 //	<CookieName>_flow   the flow cookie:    {b: browser binding, t: when it was made}
+//	                    (always host-only, and __Host-<name>_flow on https)
 
 // maxCookieValue bounds what will be decoded: browsers cap a cookie near
 // 4 KiB, so anything longer is hostile and is rejected before any base64
@@ -61,6 +62,8 @@ var b64 = base64.RawURLEncoding.Strict()
 var (
 	errCookieInvalid = errors.New("ginoauth: cookie is not valid (tampered, foreign key or malformed)")
 	errCookieExpired = errors.New("ginoauth: cookie has passed its sealed expiry")
+	// errCookieAmbiguous: two cookies of one name that both open disagree.
+	errCookieAmbiguous = errors.New("ginoauth: two valid cookies of one name disagree")
 )
 
 // expiry is the sealed expiry for a cookie of maxAge seconds (0: none).
@@ -174,18 +177,48 @@ func (cs *CookieStore) stringValue(r *http.Request, name, key string) (value str
 // stringValues is stringValue for two keys of one cookie, opened once; the
 // second key may be absent (then its value is ""), the first may not.
 // sealedUntil is the expiry sealed in the cookie (Unix seconds, 0: none).
+//
+// A request may carry several cookies of one name (a sibling subdomain can
+// plant one under a Domain it shares, or under a longer Path so that it is
+// sent first). Those that do not open are ignored; when two that open
+// disagree on key1 (two sessions, two login bindings), neither is used and
+// err is errCookieAmbiguous: picking one would let a planted cookie
+// silently take the place of the real one.
 func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2 string) (v1, v2 string, sealedUntil uint64, ok bool, err error) {
-	var plain string
+	found := false
 	eachCookie(r, name, func(value string) bool {
 		ok = true
-		plain, err = cs.openString(name, value)
-		return err == nil
+		plain, oerr := cs.openString(name, value)
+		if oerr == nil {
+			var a, b string
+			var until uint64
+			if a, b, until, oerr = stringsOf(plain, key1, key2); oerr == nil {
+				if found && a != v1 {
+					err = errCookieAmbiguous
+					return true
+				}
+				if !found {
+					v1, v2, sealedUntil, found, err = a, b, until, true, nil
+				}
+				return false // the others must agree
+			}
+		}
+		if !found && (err == nil || errors.Is(oerr, errCookieExpired)) {
+			err = oerr // why nothing opened, if nothing does
+		}
+		return false
 	})
-	if !ok || err != nil {
+	if !found || errors.Is(err, errCookieAmbiguous) {
 		return "", "", 0, ok, err
 	}
+	return v1, v2, sealedUntil, true, nil
+}
+
+// stringsOf reads key1 (which must be there) and key2 of an opened cookie,
+// and the expiry sealed in it.
+func stringsOf(plain, key1, key2 string) (v1, v2 string, sealedUntil uint64, err error) {
 	if plain[0] != cookieFormatStrings {
-		return "", "", 0, true, errCookieInvalid
+		return "", "", 0, errCookieInvalid
 	}
 	found := false
 	err = walkStrings(plain[9:], func(k, v string) {
@@ -197,9 +230,9 @@ func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2 string) (v
 		}
 	})
 	if err != nil || !found {
-		return "", "", 0, true, errCookieInvalid
+		return "", "", 0, errCookieInvalid
 	}
-	return v1, v2, binary.BigEndian.Uint64([]byte(plain[1:9])), true, nil
+	return v1, v2, binary.BigEndian.Uint64([]byte(plain[1:9])), nil
 }
 
 // eachCookie calls f with the value of each cookie called name in the
@@ -368,13 +401,13 @@ func (m *Manager) clearSessionCookie(w http.ResponseWriter, r *http.Request) {
 	if _, err := r.Cookie(m.cfg.CookieName); err != nil {
 		return
 	}
-	m.expireCookie(w, m.cfg.CookieName)
+	m.expireCookie(w, m.cfg.CookieName, m.sessionCookie)
 }
 
-// expireCookie deletes cookie name (same attributes as it was set with);
-// the answer must not be cached with the cookie it clears.
-func (m *Manager) expireCookie(w http.ResponseWriter, name string) {
-	opts := m.sessionCookie
+// expireCookie deletes cookie name, set with opts (a cookie is deleted
+// only with the Domain and Path it was set with); the answer must not be
+// cached with the cookie it clears.
+func (m *Manager) expireCookie(w http.ResponseWriter, name string, opts sessions.Options) {
 	opts.MaxAge = -1
 	w.Header().Set("Cache-Control", "no-store")
 	http.SetCookie(w, gsessions.NewCookie(name, "", opts.ToGorillaOptions()))

@@ -204,7 +204,7 @@ func (m *Manager) listSessionsHandler() gin.HandlerFunc {
 
 func (m *Manager) endSessionsHandler(which string) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if m.fromOtherSite(c.Request) {
+		if m.crossOrigin(c.Request) {
 			m.refuseCrossSite(c)
 			return
 		}
@@ -217,21 +217,18 @@ func (m *Manager) endSessionsHandler(which string) gin.HandlerFunc {
 		ended := 0
 		switch which {
 		case "one":
-			var body struct {
-				Ref string `json:"ref" form:"ref"`
-			}
-			if err := c.ShouldBind(&body); err != nil || body.Ref == "" || len(body.Ref) > 64 {
-				m.abortWithError(c, &OAuthFlowError{Code: CodeInvalidRequest, Message: "give the ref of the session to end"})
+			ref, ok := m.bodyRef(c)
+			if !ok {
 				return
 			}
 			var found bool
-			if found, err = m.EndSession(ctx, u.DID, body.Ref); err == nil && found {
+			if found, err = m.EndSession(ctx, u.DID, ref); err == nil && found {
 				ended = 1
 			} else if err == nil {
 				c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"error": "no such session of yours", "code": codeNoSuchSession})
 				return
 			}
-			if m.ref(u.sessionHash) == body.Ref {
+			if m.ref(u.sessionHash) == ref {
 				m.clearSessionCookie(c.Writer, c.Request)
 			}
 		case "others":
@@ -247,4 +244,27 @@ func (m *Manager) endSessionsHandler(which string) gin.HandlerFunc {
 		c.Header("Cache-Control", "no-store")
 		c.JSON(http.StatusOK, gin.H{"success": true, "ended": ended})
 	}
+}
+
+// bodyRef reads the ref of the session to end from the request body (JSON
+// {"ref"} or a form), never from the query; bad input is answered here.
+func (m *Manager) bodyRef(c *gin.Context) (string, bool) {
+	var ref string
+	if isJSON(c.Request) {
+		if err := readJSONObject(c, map[string]*string{"ref": &ref}); err != nil {
+			m.abortWithError(c, err)
+			return "", false
+		}
+	} else {
+		form, ok := m.postForm(c)
+		if !ok {
+			return "", false
+		}
+		ref = form.Get("ref")
+	}
+	if ref == "" || len(ref) > 64 {
+		m.abortWithError(c, badRequest("give the ref of the session to end"))
+		return "", false
+	}
+	return ref, true
 }

@@ -37,7 +37,10 @@
 // Middleware(mgr) goes on the router; Manager.Mount registers the prebuilt
 // routes (the one way to mount them); RequireAuth(mgr),
 // RequireScopes(mgr, perms...) and RequireSameOrigin(mgr) guard the app's
-// own routes. Close the Manager and the client after the server stops
+// own routes. The state-changing prebuilt routes and RequireSameOrigin
+// refuse requests from untrusted origins with the standard library's
+// http.CrossOriginProtection (trusting BaseURL and Config.AllowedOrigins),
+// and the POST routes read their parameters from the body only. Close the Manager and the client after the server stops
 // (client.Close may be finishing a token save), then the store.
 //
 // Login starts and callbacks are limited per client address (RateLimits,
@@ -100,13 +103,20 @@
 // over newer ones, runs the refresh and its save detached from the request,
 // and keeps rotated tokens in memory if storage fails until they are saved.
 // N concurrent requests on M instances make exactly one refresh. A refresh
-// the server refuses for good ends the device session in the same call.
+// the server refuses for good ends the device session in the same call; one
+// that changes the granted scopes writes them to the device session's
+// record, from which User.Allows answers.
+//
+// A native app's token rotations, the scope writes and the end of one login
+// hold its device lock (the same storage.Locker), so rotations on any
+// number of instances answer one successor, and a logout never interleaves
+// with them.
 //
 // # The end of a session
 //
 // Every way a session ends (logout, end one device, end everywhere,
-// expiry, idle timeout, a refused refresh, a new login on the device) goes
-// through one place: its records are deleted (so every instance refuses
+// expiry, idle timeout, a refused refresh, a new login on the device, a
+// native app's one-time code presented again) goes through one place: its records are deleted (so every instance refuses
 // it at once), its index entry removed, its tokens revoked at the
 // authorization server (waiting for a refresh in flight, so the current
 // tokens are the ones revoked), and Config.OnEvent gets one Event with an
@@ -127,7 +137,8 @@
 // Everything server side lives in one storage.Store (Get, Set and Delete
 // with TTLs, plus the optional Taker, Locker and Indexer that several
 // instances and the device list need). Keys: flow:{state}, sess:{hash},
-// seen:{hash}, acct:{did}, mcode:{hash}, and the OAuth client's own
+// seen:{hash}, acct:{did}, mcode:{hash}, mcode-spent:{hash}, and the
+// locks device:{login} and mcode-lock:{hash}; and the OAuth client's own
 // (indigoclient: oauth:req:{state}, oauth:sess:{did}:{id}).
 // ginoauth/storagetest checks any implementation.
 //

@@ -61,12 +61,13 @@ const (
 // answers of the prebuilt routes that never go through ErrorHandler. They
 // are documented with the routes; Go code has no need to name them.
 const (
-	codeInvalidRedirectURI ErrorCode = "invalid_redirect_uri" // a redirect_uri that is not registered
-	codeInvalidChallenge   ErrorCode = "invalid_challenge"    // a missing, plain or malformed code_challenge
-	codeInvalidGrant       ErrorCode = "invalid_grant"        // an unknown, used or expired code, or the wrong code_verifier
-	codeMobileDisabled     ErrorCode = "mobile_disabled"      // the app registers no native redirect URI
-	codeMethodNotAllowed   ErrorCode = "method_not_allowed"   // a prebuilt route asked with another method (405)
-	codeNoSuchSession      ErrorCode = "no_such_session"      // an end-session ref naming no live session of the user (404)
+	codeInvalidRedirectURI ErrorCode = "invalid_redirect_uri"   // a redirect_uri that is not registered
+	codeInvalidChallenge   ErrorCode = "invalid_challenge"      // a missing, plain or malformed code_challenge
+	codeInvalidGrant       ErrorCode = "invalid_grant"          // an unknown, used or expired code, or the wrong code_verifier
+	codeMobileDisabled     ErrorCode = "mobile_disabled"        // the app registers no native redirect URI
+	codeMethodNotAllowed   ErrorCode = "method_not_allowed"     // a prebuilt route asked with another method (405)
+	codeNoSuchSession      ErrorCode = "no_such_session"        // an end-session ref naming no live session of the user (404)
+	codeUnsupportedType    ErrorCode = "unsupported_media_type" // a JSON route sent a body that is not application/json (415)
 )
 
 // ConfigurationError reports an invalid [Config] given to [New].
@@ -200,7 +201,7 @@ var flowMessages = map[ErrorCode]string{
 // Config.ErrorHandler and for apps that render the library's errors
 // themselves (see ErrorResponseFor).
 type ErrorResponse struct {
-	Status  int       // HTTP status: 400, 401, 403, 429, 502, 503 or 500
+	Status  int       // HTTP status: 400, 401, 403, 415, 429, 502, 503 or 500
 	Code    ErrorCode // machine-readable code
 	Message string    // a short sentence that is safe to show to the user
 	Err     error     // the cause, for logs only; never show it
@@ -222,6 +223,7 @@ type ErrorResponse struct {
 func ErrorResponseFor(err error) ErrorResponse {
 	r := ErrorResponse{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "something went wrong", Err: err}
 	var (
+		re *requestError
 		fe *OAuthFlowError
 		se *SessionError
 		me *MobileIntegrationError
@@ -239,6 +241,11 @@ func ErrorResponseFor(err error) ErrorResponse {
 	case errors.As(err, &rl):
 		r.Status, r.Code, r.Message = http.StatusTooManyRequests, CodeRateLimited, "too many login attempts from your network; please wait a minute and try again"
 		r.RetryAfter = rl.retryAfter
+	case errors.As(err, &re):
+		r.Status, r.Code, r.Message = http.StatusBadRequest, CodeInvalidRequest, re.msg
+		if re.unsupportedType {
+			r.Status, r.Code = http.StatusUnsupportedMediaType, codeUnsupportedType
+		}
 	case errors.As(err, &st):
 		r.Status, r.Code, r.Message = http.StatusServiceUnavailable, CodeStorageUnavailable, "the session store is unavailable; please try again shortly"
 	case errors.As(err, &fe):

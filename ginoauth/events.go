@@ -37,6 +37,7 @@ const (
 	EndEverywhere     EndReason = "ended_everywhere" // all sessions of the account were ended
 	EndReplaced       EndReason = "replaced"         // a new login on the same device (or a step-up) replaced it
 	EndKeyRetired     EndReason = "key_retired"      // the confidential client key its login is bound to was retired
+	EndCodeReplayed   EndReason = "code_replayed"    // the native app's one-time code was presented again: it may be stolen
 )
 
 // Event is one lifecycle event. It never holds tokens, codes or session

@@ -79,6 +79,7 @@ func Example_localLogin() {
 		Storage:      store,
 		CookieSecret: "example-secret-example-secret-example",
 		BaseURL:      base,
+		LocalDomains: []string{"test"}, // the local server's pds.test and alice.test
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -2,8 +2,10 @@ package ginoauth_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -118,3 +120,98 @@ func (nowhere) Lookup(context.Context, syntax.AtIdentifier) (*identity.Identity,
 	return nil, identity.ErrHandleNotFound
 }
 func (nowhere) Purge(context.Context, syntax.AtIdentifier) error { return nil }
+
+// Any body, with any Content-Type, to the native app's login start: a 4xx
+// (or 502: the fuzz client reaches no server), never a panic, another 5xx
+// or an authorization URL.
+func FuzzMobileStart(f *testing.F) {
+	_, r := fuzzManager(f)
+	challenge := strings.Repeat("c", 43)
+	for _, s := range []struct{ ct, body string }{
+		{"application/json", `{"handle":"alice.bsky.social","code_challenge":"` + challenge + `","code_challenge_method":"S256","redirect_uri":"com.example.app:/cb","state":"s"}`},
+		{"application/json", `{"server":"bsky.social","code_challenge":"` + challenge + `","code_challenge_method":"S256","redirect_uri":"com.example.app:/cb","state":"s"}`},
+		{"application/json", `{"handle":"a","handle":"b"}`},
+		{"application/json; charset=utf-8", `{"Handle":"x"}`},
+		{"text/plain", `{}`},
+		{"", ``},
+		{"application/json", `{"state":null,"handle":1}`},
+		{"application/json", `[{}]`},
+	} {
+		f.Add(s.ct, s.body)
+	}
+	f.Fuzz(func(t *testing.T, contentType, body string) {
+		req := httptest.NewRequest(http.MethodPost, "/api/auth/mobile-start", strings.NewReader(body))
+		req.Header.Set("Content-Type", contentType)
+		w := serveFuzz(t, r, req)
+		switch {
+		case w.Code == http.StatusOK || strings.Contains(w.Body.String(), "authUrl"):
+			t.Fatalf("mobile-start %q %q: %d %s; no server can be reached, so no login can start", contentType, body, w.Code, w.Body)
+		case w.Code != http.StatusBadRequest && w.Code != http.StatusUnsupportedMediaType && w.Code != http.StatusBadGateway:
+			t.Fatalf("mobile-start %q %q: %d %s", contentType, body, w.Code, w.Body)
+		}
+	})
+}
+
+// Any Authorization headers and body to the token rotation routes (POST
+// mobile-refresh and the Deno library's GET /mobile/refresh-token), against
+// a real native login whose token was rotated once: never a panic or a 5xx
+// other than 503, and a new token only ever the one successor of that
+// token.
+func FuzzMobileRefresh(f *testing.F) {
+	a := newTestApp(f, nil, func(c *ginoauth.Config) { c.Mobile.RedirectURIs = []string{appRedirect} })
+	token := newNativeApp(f, a).login("alice.test")
+	first := rotate(a, token, false)
+	if first.status != http.StatusOK {
+		f.Fatalf("the first rotation: %+v", first)
+	}
+	for _, s := range []struct {
+		auth, second string
+		legacy       bool
+		body         string
+	}{
+		{"Bearer " + token, "", false, ""},
+		{"Bearer " + token, "", true, ""},
+		{"bearer  " + token + " ", "", false, `{"x":1}`},
+		{"Bearer " + token, "Bearer " + token, false, ""},
+		{"Bearer " + strings.Repeat("A", 43), "", true, ""},
+		{"Basic YTpi", "", false, ""},
+		{"Bearer", "", false, ""},
+		{"", "", true, "token=" + token},
+	} {
+		f.Add(s.auth, s.second, s.legacy, s.body)
+	}
+	f.Fuzz(func(t *testing.T, auth, second string, legacy bool, body string) {
+		method, path := http.MethodPost, "/api/auth/mobile-refresh"
+		if legacy {
+			method, path = http.MethodGet, "/mobile/refresh-token"
+		}
+		req, err := http.NewRequest(method, a.Server.URL+path+"?access_token="+url.QueryEscape(token), strings.NewReader(body))
+		if err != nil {
+			t.Skip()
+		}
+		for _, h := range []string{auth, second} {
+			if h != "" && !strings.ContainsFunc(h, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+				req.Header.Add("Authorization", h)
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			SessionToken string `json:"session_token"`
+			Payload      struct{ Sid string }
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		switch resp.StatusCode {
+		case http.StatusOK:
+			if got := out.SessionToken + out.Payload.Sid; got != first.token {
+				t.Fatalf("%q %q: a token other than the one successor: %.8s…", auth, second, got)
+			}
+		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusServiceUnavailable:
+		default:
+			t.Fatalf("%q %q legacy %v: %d", auth, second, legacy, resp.StatusCode)
+		}
+	})
+}

@@ -32,7 +32,7 @@ func TestClientKeyRotationAcrossInstances(t *testing.T) {
 	for _, be := range []string{"memory", "sqlite", "postgres", "redis"} {
 		t.Run(be, func(t *testing.T) {
 			stores := testdb.Handles(t, be, 3)
-			r := &rotation{t: t, as: ginoauthtest.New(t, ginoauthtest.Options{})}
+			r := &keyRotation{t: t, as: ginoauthtest.New(t, ginoauthtest.Options{})}
 			for _, h := range []string{"alice.test", "bob.test", "carol.test", "dave.test"} {
 				r.as.CreateAccount(ginoauthtest.Account{Handle: syntax.Handle(h)})
 			}
@@ -127,7 +127,7 @@ func TestClientKeyRotationAcrossInstances(t *testing.T) {
 }
 
 // rotation is the state of TestClientKeyRotationAcrossInstances.
-type rotation struct {
+type keyRotation struct {
 	t        *testing.T
 	as       *ginoauthtest.Server
 	d        *apptest.Deployment
@@ -136,7 +136,7 @@ type rotation struct {
 
 // login logs handle in from instance slot and checks the key the server
 // bound the session to.
-func (r *rotation) login(slot int, handle, wantKey string) {
+func (r *keyRotation) login(slot int, handle, wantKey string) {
 	r.t.Helper()
 	b := r.d.Instance(slot).NewBrowser()
 	if resp := b.Login(handle, ""); resp.Status != http.StatusFound {
@@ -159,7 +159,7 @@ func (r *rotation) login(slot int, handle, wantKey string) {
 
 // checkEveryoneRefreshes makes every logged-in user's access token expire
 // and call the PDS through every instance in turn, each call a refresh.
-func (r *rotation) checkEveryoneRefreshes() {
+func (r *keyRotation) checkEveryoneRefreshes() {
 	r.t.Helper()
 	for h, b := range r.browsers {
 		for i := range 3 {
@@ -176,7 +176,7 @@ func (r *rotation) checkEveryoneRefreshes() {
 }
 
 // jwks is the kids instance slot publishes (private members fail the test).
-func (r *rotation) jwks(slot int) []string {
+func (r *keyRotation) jwks(slot int) []string {
 	r.t.Helper()
 	var kids []string
 	for _, k := range r.d.JWKS(slot) {
@@ -192,7 +192,7 @@ func (r *rotation) jwks(slot int) []string {
 	return kids
 }
 
-func (r *rotation) keyRetiredEvents(did string) int {
+func (r *keyRotation) keyRetiredEvents(did string) int {
 	n := 0
 	for _, e := range r.d.Events() {
 		if e.Type == ginoauth.EventSessionEnded && e.Reason == ginoauth.EndKeyRetired && e.DID == did {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // A device session's lifetime slides: each use extends it by the kind's
@@ -175,21 +176,52 @@ func (ds *deviceSessions) followGrant(ctx context.Context, r oauthclient.Refresh
 		return
 	}
 	for i := range recs {
-		rec := recs[i]
-		for attempt := 0; attempt < 3; attempt++ {
-			if rec.OAuthSessionID != r.SessionID || !rec.GraceUntil.IsZero() {
-				break // another grant's, or a rotated-out native token in its grace window
-			}
-			if done := ds.applyRefresh(ctx, hashes[i], &rec, r); done {
-				break
-			}
-			var fresh sessionRecord
-			if err := ds.get(ctx, hashes[i], &fresh); err != nil {
-				break // ended meanwhile, or storage trouble: its next use catches up
-			}
-			rec = fresh
+		if recs[i].OAuthSessionID == r.SessionID {
+			ds.follow(ctx, hashes[i], recs[i], r)
 		}
 	}
+}
+
+// follow applies a refresh to the device session under hash (rec as last
+// read): one compare-and-swap, tried again from a fresh read when the
+// record changed meanwhile. It reports whether the record is up to date.
+func (ds *deviceSessions) follow(ctx context.Context, hash string, rec sessionRecord, r oauthclient.Refresh) bool {
+	for attempt := 0; attempt < 3; attempt++ {
+		if !rec.GraceUntil.IsZero() {
+			return true // a rotated-out native token in its grace window: its successor follows
+		}
+		if ds.applyRefresh(ctx, hash, &rec, r) {
+			return true
+		}
+		var fresh sessionRecord
+		if err := ds.get(ctx, hash, &fresh); err != nil {
+			return errors.Is(err, storage.ErrNotFound) // ended meanwhile, or storage trouble
+		}
+		rec = fresh
+	}
+	return false
+}
+
+// followScopes records scopes, the OAuth session's as of its last
+// refresh, in the device session under hash when they differ from its
+// record's: for a refresh whose update this instance never made (another
+// process refreshed, or the update failed). It reports whether the record
+// is up to date.
+func (ds *deviceSessions) followScopes(ctx context.Context, hash string, scopes []string) bool {
+	if ds.swapper == nil {
+		return true // no safe way to update: refreshes' own updates are skipped too
+	}
+	var rec sessionRecord
+	switch err := ds.get(ctx, hash, &rec); {
+	case errors.Is(err, storage.ErrNotFound):
+		return true
+	case err != nil:
+		return false
+	case slices.Equal(rec.Scopes, scopes):
+		ds.cache.drop(hash) // up to date in storage: read it afresh here too
+		return true
+	}
+	return ds.follow(ctx, hash, rec, oauthclient.Refresh{DID: rec.DID, SessionID: rec.OAuthSessionID, Scopes: scopes})
 }
 
 // applyRefresh stores rec with the refresh's scopes and limits; it reports

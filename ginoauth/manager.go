@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,7 @@ type Manager struct {
 	flowCookie    sessions.Options
 	flowCookieNm  string
 	origin        string // BaseURL's scheme://host[:port], as browsers send Origin
+	originCheck   *http.CrossOriginProtection
 
 	now func() time.Time
 
@@ -79,13 +81,29 @@ func New(cfg Config) (*Manager, error) {
 		log:           cfg.Logger,
 		sessionCookie: base,
 		flowCookie:    base,
-		flowCookieNm:  cfg.CookieName + "_flow",
-		origin:        strings.TrimRight(cfg.BaseURL, "/"),
+		flowCookieNm:  flowCookieName(cfg.CookieName, secure),
+		origin:        cfg.origin(),
 		metrics:       cfg.Metrics,
 		now:           cfg.Now,
 	}
+	if m.originCheck, err = newOriginCheck(m.origin, cfg.allowedOrigins()); err != nil {
+		return nil, &ConfigurationError{Field: "AllowedOrigins", Reason: err.Error()}
+	}
 	m.sessionCookie.MaxAge = int(fallbackMaxAge / time.Second) // each cookie gets its session's
 	m.flowCookie.MaxAge = int(cfg.FlowTTL / time.Second)
+	// The flow cookie is read only by the callback, on BaseURL's host: it
+	// never needs CookieDomain, and without it (and with __Host- on https)
+	// no sibling host can plant one to bind a victim's browser to the
+	// attacker's login.
+	m.flowCookie.Domain = ""
+	for _, uri := range cfg.Mobile.RedirectURIs {
+		if u, err := url.Parse(uri); err == nil && u.Scheme != "https" && u.Scheme != "http" {
+			m.log.Warn("a native app redirect URI with a private-use scheme: any app on the device can claim it and receive the codes of logins an attacker started (see SECURITY.md); prefer an https link the OS verifies", "redirect_uri", uri)
+		}
+	}
+	if cfg.CookieDomain != "" {
+		m.log.Warn("CookieDomain shares the session cookie with every host under it: any of them can plant a session cookie of its own (see SECURITY.md); use it only if all are yours", "domain", cfg.CookieDomain)
+	}
 	if m.metrics == nil {
 		m.metrics = nopMetrics{}
 	}
@@ -129,8 +147,22 @@ func New(cfg Config) (*Manager, error) {
 	if _, ok := cfg.Storage.(storage.Taker); !ok {
 		m.log.Warn("storage has no atomic Take: one-time records are single-use within this process only; use a store from the stores packages for several instances")
 	}
+	if _, ok := cfg.Storage.(storage.Locker); !ok {
+		m.log.Warn("storage has no Locker: a native app's token rotations and a session's end are serialised within this process only; use a store from the stores packages for several instances")
+	}
 	m.startRetiredKeySweeps() // key_retirement.go
 	return m, nil
+}
+
+// flowCookieName is the flow cookie's name: the session cookie's with
+// "_flow", always with the __Host- prefix on https (the flow cookie is
+// never shared with other hosts, whatever CookieDomain says).
+func flowCookieName(cookieName string, secure bool) string {
+	if !secure {
+		return cookieName + "_flow"
+	}
+	base := strings.TrimPrefix(strings.TrimPrefix(cookieName, "__Host-"), "__Secure-")
+	return "__Host-" + base + "_flow"
 }
 
 // Close stops the Manager's background work and waits for it to end. It
@@ -221,6 +253,13 @@ func (m *Manager) setJSON(ctx context.Context, key string, v any, ttl time.Durat
 	ctx, cancel := m.op(ctx)
 	defer cancel()
 	return storageFailed(m.metrics, "set", m.store.Set(ctx, key, raw, ttl))
+}
+
+// storeDelete deletes key.
+func (m *Manager) storeDelete(ctx context.Context, key string) error {
+	ctx, cancel := m.op(ctx)
+	defer cancel()
+	return storageFailed(m.metrics, "delete", m.store.Delete(ctx, key))
 }
 
 // takeJSON consumes key (read and delete in one step) into v.

@@ -18,9 +18,10 @@ import (
 // A browser's session costs one cookie decode and one storage read (none
 // with Config.SessionCacheTTL); a native app's bearer token is recognised
 // first and read the same way. Middleware never blocks anonymous requests.
-// The one exception is a storage failure while a session is presented:
+// The exceptions are a storage failure while a session is presented:
 // that request gets 503, because answering it as "logged out" would be
-// wrong and would hide the outage.
+// wrong and would hide the outage; and a request with two Authorization
+// headers, which gets 400.
 //
 // Responses to authenticated requests get Cache-Control: no-store, so no
 // shared cache keeps one user's page for another.
@@ -73,8 +74,9 @@ func CurrentUser(c *gin.Context) (user *User, ok bool) {
 // ValidateSession returns the request's user; or a *SessionError whose Code
 // says why there is none (CodeNotLoggedIn, CodeSessionExpired,
 // CodeInvalidCookie, CodeInvalidToken, CodeOAuthSessionGone); or a
-// *storage.Error when storage cannot answer. It loads the session if
-// nothing did yet in this request.
+// *storage.Error when storage cannot answer; or, for a request with two
+// Authorization headers, an error ErrorResponseFor answers 400. It loads
+// the session if nothing did yet in this request.
 func (m *Manager) ValidateSession(c *gin.Context) (*User, error) {
 	u, err := m.loadUser(c)
 	if err != nil {
@@ -117,11 +119,16 @@ func state(c *gin.Context) *sessionState {
 // outcome in the gin context. A bearer token (a native app) is recognised
 // before any other work and read by its own code; everything else is the
 // session cookie. A token anywhere but the Authorization header (a query
-// string, say) is never read. A nil user with a nil error means anonymous;
-// the only error is a *storage.Error.
+// string, say) is never read. A nil user with a nil error means anonymous.
+// The errors are a *storage.Error (503), or a 400 for a request with two
+// Authorization headers: credentials that could be read two ways are
+// refused, not guessed at.
 func (m *Manager) loadUser(c *gin.Context) (*User, error) {
 	if st := state(c); st != nil {
 		return st.user, nil
+	}
+	if len(c.Request.Header.Values("Authorization")) > 1 {
+		return nil, errTwoAuthorizations
 	}
 	var began time.Time
 	if m.cfg.Metrics != nil {
@@ -156,6 +163,8 @@ func (m *Manager) loadUser(c *gin.Context) (*User, error) {
 	return u, nil
 }
 
+var errTwoAuthorizations = badRequest("send one Authorization header, not several")
+
 // bearerToken returns the token of an Authorization: Bearer header.
 func bearerToken(r *http.Request) (string, bool) {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -170,6 +179,12 @@ func bearerToken(r *http.Request) (string, bool) {
 func (m *Manager) readCookie(c *gin.Context) (*User, ErrorCode, error) {
 	sid, active, sealedUntil, present, err := m.cookies.stringValues(c.Request, m.cfg.CookieName, cookieSessionID, cookieActive)
 	switch {
+	case errors.Is(err, errCookieAmbiguous):
+		// Two valid session cookies: one was planted (see CookieDomain).
+		// Use neither, and clear neither: clearing would end the real one
+		// and leave the planted one, whose Path or Domain may differ.
+		m.log.Warn("two valid session cookies of different sessions; using neither")
+		return nil, CodeInvalidCookie, nil
 	case err != nil:
 		m.log.Debug("session cookie rejected", "reason", err)
 		m.clearSessionCookie(c.Writer, c.Request)

@@ -28,14 +28,14 @@ const appRedirect = "com.example.app:/oauth/callback"
 // its PKCE pair and state, talking JSON to the backend. The system browser
 // is a separate ginoauthtest.Browser.
 type nativeApp struct {
-	t        *testing.T
+	t        testing.TB
 	backend  *testApp
 	verifier string
 	state    string
 	token    string
 }
 
-func newNativeApp(t *testing.T, a *testApp) *nativeApp {
+func newNativeApp(t testing.TB, a *testApp) *nativeApp {
 	return &nativeApp{t: t, backend: a, verifier: randomURLString(48), state: randomURLString(16)}
 }
 

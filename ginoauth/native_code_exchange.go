@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -81,9 +80,13 @@ func appRedirect(redirectURI string, params url.Values) string {
 }
 
 // redeemMobileCode exchanges the one-time code of the app redirect for a
-// session token. The code is taken atomically; a wrong redirect_uri or
-// code_verifier burns it and revokes the login behind it. Errors: a
-// *MobileIntegrationError (400 invalid_grant) or a *storage.Error.
+// session token. The code is taken atomically, under a lock named after
+// it; a wrong redirect_uri or code_verifier burns it and revokes the login
+// behind it. A code presented again after a successful exchange ends the
+// session that exchange produced and revokes its tokens (RFC 6749 section
+// 4.1.2: a code used twice may have been stolen). Errors: a
+// *MobileIntegrationError (400 invalid_grant) or a *storage.Error (503, and
+// the code can be redeemed again).
 func (m *Manager) redeemMobileCode(c *gin.Context, code, verifier, redirectURI string) (*mobileSession, error) {
 	if !m.cfg.Mobile.enabled() {
 		return nil, mobileErr(codeMobileDisabled, "this app does not accept native app logins")
@@ -93,9 +96,20 @@ func (m *Manager) redeemMobileCode(c *gin.Context, code, verifier, redirectURI s
 		return nil, bad
 	}
 	ctx := c.Request.Context()
+	codeHash := hashSessionID(code)
+	// One redemption of a code at a time, on every instance: a second one
+	// finds the first's record of what it produced.
+	release, err := m.sessions.lockNamed(ctx, "mcode-lock:"+codeHash, m.codeLockLease())
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	var mc mobileCode
-	switch err := m.takeJSON(ctx, mobileCodePrefix+hashSessionID(code), &mc); {
+	switch err := m.takeJSON(ctx, mobileCodePrefix+codeHash, &mc); {
 	case errors.Is(err, storage.ErrNotFound):
+		if err := m.endCodeReplay(ctx, codeHash); err != nil {
+			return nil, err
+		}
 		return nil, bad
 	case err != nil:
 		return nil, err
@@ -115,42 +129,101 @@ func (m *Manager) redeemMobileCode(c *gin.Context, code, verifier, redirectURI s
 		GrantRefreshBy: mc.Grant.RefreshBy, GrantEndsAt: mc.Grant.EndsAt,
 		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c),
 	}
-	token, _, err := m.sessions.start(ctx, &rec)
+	token := randomToken(sessionIDBytes)
+	// What the code produced is recorded before the session exists, so no
+	// session can come from it that a replay would not find.
+	spent := spentCode{DID: rec.DID, OAuthSessionID: rec.OAuthSessionID, Session: hashSessionID(token), CreatedAt: rec.CreatedAt}
+	err = m.setJSON(ctx, spentCodePrefix+codeHash, spent, m.cfg.Mobile.CodeTTL)
+	if err == nil {
+		_, err = m.sessions.startAs(ctx, token, &rec)
+	}
 	if err != nil {
-		m.revoke(ctx, mc.Grant.DID, mc.Grant.OAuthSessionID, "")
+		m.restoreCode(ctx, codeHash, &mc)
 		return nil, err
 	}
 	m.grantStarted(ctx, &mc.Grant)
 	return mobileAnswer(token, &rec), nil
 }
 
-// readJSON decodes a small JSON request body into v.
-func readJSON(c *gin.Context, v any) error {
-	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxFormBytes)
-	dec := json.NewDecoder(c.Request.Body)
-	if err := dec.Decode(v); err != nil {
-		return mobileErr(CodeInvalidRequest, "the request body must be a JSON object of at most 16 KiB")
+// spentCodePrefix keys what a redeemed code produced (spentCode), kept for
+// Mobile.CodeTTL after the redemption: at least as long as the code could
+// still have been presented.
+const spentCodePrefix = "mcode-spent:"
+
+// spentCode is the device session a redeemed code produced.
+type spentCode struct {
+	DID            string    `json:"did"`
+	OAuthSessionID string    `json:"oauth_session_id,omitempty"`
+	Session        string    `json:"session"` // the hash of its first token
+	CreatedAt      time.Time `json:"created_at"`
+}
+
+// codeLockLease bounds a code redemption's hold on its lock.
+func (m *Manager) codeLockLease() time.Duration { return 15*time.Second + 6*m.cfg.StorageTimeout }
+
+// endCodeReplay ends the device session (and revokes the tokens) that the
+// redeemed code under codeHash produced, if it was redeemed: its token may
+// be in the wrong hands. Rotations since are followed through the account's
+// index. Only a storage failure is returned.
+func (m *Manager) endCodeReplay(ctx context.Context, codeHash string) error {
+	var spent spentCode
+	switch err := m.getJSON(ctx, spentCodePrefix+codeHash, &spent); {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil // never redeemed (or long ago): just an unknown code
+	case err != nil:
+		return err
 	}
+	m.log.Warn("a native app's one-time code was presented again; ending the session it produced", "did", spent.DID, "session", shortRef(spent.Session))
+	var rec sessionRecord
+	switch err := m.sessions.get(ctx, spent.Session, &rec); {
+	case err == nil:
+		if err := m.sessions.end(ctx, spent.Session, &rec, EndCodeReplayed); err != nil {
+			return err
+		}
+	case !errors.Is(err, storage.ErrNotFound):
+		return err
+	}
+	// Its successors, if the app rotated the token since.
+	if hashes, recs, err := m.sessions.list(ctx, spent.DID); err == nil {
+		for i := range recs {
+			if recs[i].OAuthSessionID == spent.OAuthSessionID && recs[i].CreatedAt.Equal(spent.CreatedAt) {
+				if err := m.sessions.end(ctx, hashes[i], &recs[i], EndCodeReplayed); err != nil {
+					return err
+				}
+			}
+		}
+	} else if !errors.Is(err, ErrNoIndex) {
+		return err
+	}
+	m.revoke(ctx, spent.DID, spent.OAuthSessionID, spent.Session) // even with no record left
 	return nil
+}
+
+// restoreCode puts back a code whose redemption failed on a storage
+// error, so that the app can retry it; if that fails too, the login is
+// lost and its tokens are revoked.
+func (m *Manager) restoreCode(ctx context.Context, codeHash string, mc *mobileCode) {
+	_ = m.storeDelete(ctx, spentCodePrefix+codeHash)
+	left := mc.CreatedAt.Add(m.cfg.Mobile.CodeTTL).Sub(m.now())
+	if left > 0 && m.setJSON(ctx, mobileCodePrefix+codeHash, mc, left) == nil {
+		return
+	}
+	m.revoke(ctx, mc.Grant.DID, mc.Grant.OAuthSessionID, "")
 }
 
 func (m *Manager) mobileTokenHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if m.fromOtherSite(c.Request) {
+		if m.crossOrigin(c.Request) {
 			m.refuseCrossSite(c)
 			return
 		}
-		var req struct {
-			Code        string `json:"code"`
-			Verifier    string `json:"code_verifier"`
-			RedirectURI string `json:"redirect_uri"`
-		}
+		var code, verifier, redirectURI string
 		c.Header("Cache-Control", "no-store")
-		if err := readJSON(c, &req); err != nil {
+		if err := readJSONObject(c, map[string]*string{"code": &code, "code_verifier": &verifier, "redirect_uri": &redirectURI}); err != nil {
 			m.abortWithError(c, err)
 			return
 		}
-		s, err := m.redeemMobileCode(c, req.Code, req.Verifier, req.RedirectURI)
+		s, err := m.redeemMobileCode(c, code, verifier, redirectURI)
 		if err != nil {
 			m.abortWithError(c, err)
 			return

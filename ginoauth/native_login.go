@@ -119,13 +119,22 @@ var (
 
 // mobileStartRequest is what a native app sends to start a login.
 type mobileStartRequest struct {
-	Handle              string `json:"handle" form:"handle"`
-	Server              string `json:"server" form:"server"` // instead of a handle, as StartOptions.Server
-	Prompt              string `json:"prompt" form:"prompt"`
-	CodeChallenge       string `json:"code_challenge" form:"code_challenge"`
-	CodeChallengeMethod string `json:"code_challenge_method" form:"code_challenge_method"`
-	RedirectURI         string `json:"redirect_uri" form:"redirect_uri"`
-	State               string `json:"state" form:"state"`
+	Handle              string
+	Server              string // instead of a handle, as StartOptions.Server
+	Prompt              string
+	CodeChallenge       string
+	CodeChallengeMethod string
+	RedirectURI         string
+	State               string
+}
+
+// params names the request's parameters, as the JSON body and the query
+// spell them.
+func (req *mobileStartRequest) params() map[string]*string {
+	return map[string]*string{
+		"handle": &req.Handle, "server": &req.Server, "prompt": &req.Prompt, "code_challenge": &req.CodeChallenge,
+		"code_challenge_method": &req.CodeChallengeMethod, "redirect_uri": &req.RedirectURI, "state": &req.State,
+	}
 }
 
 // startMobile begins a native app's login: it checks everything (S256
@@ -151,23 +160,29 @@ func (m *Manager) startMobile(c *gin.Context, req mobileStartRequest) (string, e
 }
 
 // mobileStartHandler: POST JSON answers {"authUrl"}; GET with the same
-// query parameters redirects the (system) browser there.
+// query parameters redirects the (system) browser there. The POST reads
+// its body only (Content-Type application/json, no key twice); the GET its
+// query only.
 func (m *Manager) mobileStartHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if m.fromOtherSite(c.Request) && c.Request.Method == http.MethodPost {
-			m.refuseCrossSite(c)
-			return
-		}
 		var req mobileStartRequest
 		if c.Request.Method == http.MethodPost {
-			if err := readJSON(c, &req); err != nil {
+			if m.crossOrigin(c.Request) {
+				m.refuseCrossSite(c)
+				return
+			}
+			if err := readJSONObject(c, req.params()); err != nil {
 				m.abortWithError(c, err)
 				return
 			}
 		} else {
-			q := c.Request.URL.Query()
-			req = mobileStartRequest{Handle: q.Get("handle"), Server: q.Get("server"), Prompt: q.Get("prompt"), CodeChallenge: q.Get("code_challenge"),
-				CodeChallengeMethod: q.Get("code_challenge_method"), RedirectURI: q.Get("redirect_uri"), State: q.Get("state")}
+			q, ok := m.query(c)
+			if !ok {
+				return
+			}
+			for k, v := range req.params() {
+				*v = q.Get(k)
+			}
 		}
 		authURL, err := m.startMobile(c, req)
 		c.Header("Cache-Control", "no-store")

@@ -1,6 +1,7 @@
 package ginoauth
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -44,12 +45,26 @@ func (m *Manager) readBearer(c *gin.Context, token string) (*User, ErrorCode, er
 
 // rotateMobileToken gives the native app of this request (by its bearer
 // token) a new session token, after checking with the authorization server
-// that its login still holds (a coordinated token refresh). The old token
-// keeps working for Mobile.RefreshGrace, and rotating it again within that
-// window answers the same new token, so a lost answer does not log the app
-// out. When the login is gone the device session is deleted and the error
-// is a *SessionError (401): never a fresh token. A network failure (502) or
-// storage failure (503) keeps the session.
+// that its login still holds (a coordinated token refresh).
+//
+// Rotations of one login are serialised by its device lock
+// (session_lock.go), on every instance sharing the store, and each one
+// re-reads the token's record under it. So every rotation of a token that
+// succeeds answers the same successor, however many run at once: the first
+// decides the successor and records it, sealed, in the old token's record
+// (which then keeps working for Mobile.RefreshGrace); the others, and any
+// retry within the grace window, answer that one.
+//
+// The old record names the successor before the successor is stored: a
+// rotation that fails between the two answers 503 and leaves the old token
+// valid for the grace window, and a retry stores the successor it named.
+// A successor is never stored unless the old record names it, so a failed
+// rotation cannot leave a second device behind.
+//
+// When the login is gone the device session is ended and the error is a
+// *SessionError (401): never a fresh token. Any other failure (storage,
+// the authorization server) keeps the session and the old token, and the
+// route answers 503.
 func (m *Manager) rotateMobileToken(c *gin.Context) (*mobileSession, error) {
 	if _, ok := bearerToken(c.Request); !ok {
 		return nil, &SessionError{Code: CodeNotLoggedIn}
@@ -59,55 +74,128 @@ func (m *Manager) rotateMobileToken(c *gin.Context) (*mobileSession, error) {
 		return nil, err
 	}
 	ctx := c.Request.Context()
-	var rec sessionRecord
-	if err := m.sessions.get(ctx, u.sessionHash, &rec); err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, &SessionError{Code: CodeNotLoggedIn}
-		}
-		return nil, err
-	}
-	if rec.Successor != "" { // a retried rotation within the grace window
-		if token, err := m.openSuccessor(u.sessionHash, rec.Successor); err == nil {
-			return mobileAnswer(token, &rec), nil
-		}
-	}
-	if rec.OAuthSessionID != "" {
-		sess, err := m.OAuthSession(c)
-		if err != nil {
-			return nil, err
-		}
-		if r, ok := sess.(oauthclient.Refresher); ok {
-			if err := r.RefreshTokens(ctx); err != nil {
-				return nil, err // a refused refresh has ended the device session
-			}
-			rec.Scopes = sess.Scopes()
-		}
-	}
-	// A chain is never longer than two: the token before this one (in its
-	// own grace window) ends now, so a logout with the new token ends all.
-	if rec.Previous != "" {
-		if err := m.sessions.deleteRecords(ctx, rec.Previous); err != nil {
-			return nil, err
-		}
-	}
-	next := rec
-	next.GraceUntil, next.Successor, next.Previous = time.Time{}, "", u.sessionHash
-	token, _, err := m.sessions.create(ctx, &next)
+	release, err := m.sessions.lockDevice(ctx, u.record())
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := m.sealSuccessor(u.sessionHash, token)
+	defer release()
+
+	// The record as it is now: the request's copy may come from the cache
+	// or predate a rotation on another instance.
+	hash := u.sessionHash
+	var rec sessionRecord
+	switch err := m.sessions.get(ctx, hash, &rec); {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil, &SessionError{Code: CodeNotLoggedIn}
+	case err != nil:
+		return nil, err
+	}
+	if !rec.live(m.now()) {
+		return nil, &SessionError{Code: CodeNotLoggedIn}
+	}
+	if rec.Successor != "" { // rotated already: answer its successor
+		token, err := m.openSuccessor(hash, rec.Successor)
+		if err != nil {
+			// Sealed under a secret no longer configured: the successor
+			// cannot be told again, and another must not be made.
+			return nil, &SessionError{Code: CodeInvalidToken, Err: err}
+		}
+		return m.storeSuccessor(ctx, hash, &rec, token, true)
+	}
+
+	if rec.OAuthSessionID != "" {
+		scopes, err := m.refreshForRotation(ctx, hash, &rec)
+		if err != nil {
+			return nil, err
+		}
+		if len(scopes) > 0 {
+			rec.Scopes = scopes
+		}
+	}
+	token := randomToken(sessionIDBytes)
+	sealed, err := m.sealSuccessor(hash, token)
 	if err != nil {
 		return nil, err
 	}
 	old := rec
 	old.GraceUntil, old.Successor = m.now().Add(m.cfg.Mobile.RefreshGrace), sealed
-	if err := m.sessions.put(ctx, u.sessionHash, &old, m.cfg.Mobile.RefreshGrace); err != nil {
-		return nil, err
+	if ttl := old.ttl(m.now()); ttl <= 0 {
+		return nil, &SessionError{Code: CodeSessionExpired}
+	} else if err := m.sessions.put(ctx, hash, &old, ttl); err != nil {
+		return nil, err // nothing changed: the old token works as before
 	}
-	_ = m.sessions.unindex(ctx, rec.DID, u.sessionHash) // the device is listed once, by its new token
+	// A chain is never longer than two: the token before this one (in its
+	// own grace window) ends now, so a logout with the new token ends all.
+	if rec.Previous != "" {
+		_ = m.sessions.deleteRecords(ctx, rec.Previous) // else it ends with its grace window
+	}
+	return m.storeSuccessor(ctx, hash, &old, token, false)
+}
+
+// storeSuccessor makes sure the successor token that the rotated-out
+// record old (under hash) names is stored, storing it if an earlier
+// rotation could not (maybeStored), and answers it. The caller holds the
+// device lock.
+func (m *Manager) storeSuccessor(ctx context.Context, hash string, old *sessionRecord, token string, maybeStored bool) (*mobileSession, error) {
+	next := *old
+	next.GraceUntil, next.Successor, next.Previous = time.Time{}, "", hash
+	if maybeStored {
+		var stored sessionRecord
+		switch err := m.sessions.get(ctx, hashSessionID(token), &stored); {
+		case err == nil:
+			return mobileAnswer(token, &stored), nil
+		case !errors.Is(err, storage.ErrNotFound):
+			return nil, err
+		}
+	}
+	if _, err := m.sessions.createAs(ctx, token, &next); err != nil {
+		return nil, err // the old token keeps working for its grace window; a retry stores this one
+	}
+	_ = m.sessions.unindex(ctx, old.DID, hash) // the device is listed once, by its new token
 	return mobileAnswer(token, &next), nil
 }
+
+// refreshForRotation checks with the authorization server that the login
+// of rec (under hash) still holds, by refreshing its tokens, and returns
+// the scopes granted now. A login the server ended ends the device session
+// (the caller holds its device lock) and gives a *SessionError.
+func (m *Manager) refreshForRotation(ctx context.Context, hash string, rec *sessionRecord) ([]string, error) {
+	gone := func(reason EndReason, cause error) error {
+		if err := m.sessions.endLocked(ctx, hash, rec, reason); err != nil {
+			return err
+		}
+		return &SessionError{Code: CodeOAuthSessionGone, Err: cause}
+	}
+	sess, err := m.client.Resume(ctx, rec.DID, rec.OAuthSessionID)
+	switch {
+	case errors.Is(err, oauthclient.ErrSessionGone):
+		return nil, gone(EndRevoked, err)
+	case err != nil:
+		return nil, storage.Wrap("get", err)
+	}
+	r, ok := sess.(oauthclient.Refresher)
+	if !ok {
+		return sess.Scopes(), nil
+	}
+	// The wait for the client's refresh lock is bounded, so that this
+	// device lock is released well within its lease.
+	rctx, cancel := context.WithTimeout(ctx, rotationRefreshWait)
+	defer cancel()
+	switch err := r.RefreshTokens(rctx); {
+	case errors.Is(err, oauthclient.ErrSessionGone):
+		return nil, gone(EndRefreshRefused, err)
+	case err != nil:
+		if isStorageErr(err) {
+			return nil, err
+		}
+		return nil, &OAuthFlowError{Code: CodeServerUnavailable, Message: flowMessages[CodeServerUnavailable], Err: err}
+	}
+	return sess.Scopes(), nil
+}
+
+// rotationRefreshWait bounds how long a rotation waits for the OAuth
+// client's refresh lock.
+const rotationRefreshWait = 20 * time.Second
 
 // sealSuccessor seals a rotated token under the record it replaces, so the
 // grace window can answer it again without keeping it in the clear.
@@ -133,7 +221,9 @@ func (m *Manager) openSuccessor(hash, sealed string) (string, error) {
 
 // mobileRefreshHandler rotates the token; legacy answers in the Deno
 // library's shape: {"success": true, "payload": {"did", "sid"}}, and
-// {"success": false, "error"} on failure.
+// {"success": false, "error"} on failure. 401 means the login is over;
+// 503 (with Retry-After) that the rotation could not complete now, and the
+// token sent still works for a retry.
 func (m *Manager) mobileRefreshHandler(legacy bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		c.Header("Cache-Control", "no-store")
@@ -142,6 +232,12 @@ func (m *Manager) mobileRefreshHandler(legacy bool) gin.HandlerFunc {
 			r := m.replyFor(c, err)
 			if r.Status == http.StatusUnauthorized {
 				c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
+			}
+			if r.Status >= http.StatusInternalServerError {
+				// The rotation could not complete; the old token still
+				// works. 503 tells the app to retry, never to log in again.
+				r.Status = http.StatusServiceUnavailable
+				c.Header("Retry-After", "5")
 			}
 			if legacy {
 				c.AbortWithStatusJSON(r.Status, gin.H{"success": false, "error": r.Message})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,10 +44,12 @@ func (m *Manager) OAuthSession(c *gin.Context) (oauthclient.Session, error) {
 	}
 	sess, err := m.client.Resume(c.Request.Context(), u.DID, u.oauthSessionID)
 	if err == nil {
+		bound := &deviceBoundSession{Session: sess, ds: m.sessions, hash: u.sessionHash, rec: *u.record(), known: u.Scopes}
 		if s := sess.Scopes(); len(s) > 0 {
 			u.Scopes = s // as of the last refresh, for this request
 		}
-		return &deviceBoundSession{Session: sess, ds: m.sessions, hash: u.sessionHash, rec: *u.record()}, nil
+		bound.syncScopes(c.Request.Context())
+		return bound, nil
 	}
 	if errors.Is(err, oauthclient.ErrSessionGone) {
 		if derr := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), goneReason(err, EndRevoked)); derr != nil {
@@ -105,7 +108,9 @@ func (m *Manager) OAuthSessionForAccount(ctx context.Context, did string) (oauth
 		}
 		return nil, storage.Wrap("get", err)
 	}
-	return &deviceBoundSession{Session: sess, ds: m.sessions, hash: hashes[best], rec: rec}, nil
+	bound := &deviceBoundSession{Session: sess, ds: m.sessions, hash: hashes[best], rec: rec, known: rec.Scopes}
+	bound.syncScopes(ctx)
+	return bound, nil
 }
 
 // ErrAuthenticationOnly is what OAuthSession returns under
@@ -113,17 +118,28 @@ func (m *Manager) OAuthSessionForAccount(ctx context.Context, did string) (oauth
 var ErrAuthenticationOnly = errors.New("ginoauth: authentication-only logins keep no OAuth session")
 
 // deviceBoundSession is the client's OAuth session for one device session.
+// A login the server ended ends the device session; scopes a refresh
+// changed are written to the device session's record, so that every check
+// of what the session may do (User.Allows, User.Scopes, RequireScopes, the
+// session route) reads the scopes of the last refresh from the one record
+// a session check reads anyway.
 type deviceBoundSession struct {
 	oauthclient.Session
 	ds    *deviceSessions
 	hash  string
 	rec   sessionRecord // what ending the device session needs
 	ended sync.Once
+
+	mu    sync.Mutex
+	known []string // the scopes the device session's record holds
 }
 
 // Do implements oauthclient.Session.
 func (s *deviceBoundSession) Do(req *http.Request) (*http.Response, error) {
 	resp, err := s.Session.Do(req)
+	if err == nil {
+		s.syncScopes(req.Context())
+	}
 	return resp, s.endIfGone(err)
 }
 
@@ -134,7 +150,35 @@ func (s *deviceBoundSession) RefreshTokens(ctx context.Context) error {
 	if !ok {
 		return errors.New("ginoauth: this OAuth client cannot refresh on demand")
 	}
-	return s.endIfGone(r.RefreshTokens(ctx))
+	err := r.RefreshTokens(ctx)
+	if err == nil {
+		s.syncScopes(ctx)
+	}
+	return s.endIfGone(err)
+}
+
+// syncScopes brings the device session's record up to date when the
+// OAuth session's scopes differ from what it holds: a refresh made by
+// another process, or one whose own update failed (see followScopes). A
+// failure is logged and tried again at the next call.
+func (s *deviceBoundSession) syncScopes(ctx context.Context) {
+	now := s.Scopes()
+	s.mu.Lock()
+	same := len(now) == 0 || slices.Equal(now, s.known)
+	s.mu.Unlock()
+	if same {
+		return
+	}
+	// The request may be over; the record must follow the grant anyway.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 4*s.ds.timeout)
+	defer cancel()
+	if !s.ds.followScopes(ctx, s.hash, now) {
+		s.ds.log.Warn("recording the scopes a refresh changed failed; retried at the next call", "session", shortRef(s.hash))
+		return
+	}
+	s.mu.Lock()
+	s.known = now
+	s.mu.Unlock()
 }
 
 // endIfGone ends the device session when err says the OAuth session is

@@ -23,10 +23,12 @@ import (
 // repo:<collection>[?action=...], rpc:<method>?aud=..., blob:<mime>,
 // account:<attr>[?action=...], identity:<attr>, a transition: scope, or
 // include:<permission set> (covered when every permission of the set is).
-// The granted scopes are those of the login, and the current ones once
-// RequireScopes, OAuthSession or the session route have read them in this
-// request (a refresh can change them). A set is resolved through the OAuth
-// client's oauthclient.PermissionSetResolver capability.
+// The granted scopes are those of the session's last token refresh: a
+// refresh that changes them (the user withdrew a permission, a permission
+// set grants less) writes them to the device session's record, which every
+// session check reads, so Allows answers from them in any route, guarded by
+// RequireAuth alone or not guarded at all. A set is resolved through the
+// OAuth client's oauthclient.PermissionSetResolver capability.
 func (u *User) Allows(perm string) bool {
 	ok, err := u.allows(context.Background(), perm)
 	return ok && err == nil
@@ -272,18 +274,29 @@ func (m *Manager) StepUp(c *gin.Context, perms []string, returnTo string) (strin
 	return m.startFlowWith(c, u.DID, StartOptions{ReturnTo: returnTo, Scopes: scopes, Prompt: "consent"}, flowExtra{stepUpDID: u.DID})
 }
 
-// upgradeHandler is the prebuilt step-up route: GET or POST with one or
-// more scope parameters and a redirect.
+// upgradeHandler is the prebuilt step-up route: one or more scope
+// parameters and a redirect, from the query of a GET (a link from the
+// app's own pages) or the form body of a POST.
 func (m *Manager) upgradeHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if m.fromOtherSite(c.Request) {
 			m.refuseCrossSite(c)
 			return
 		}
-		if !m.readForm(c) {
+		var form url.Values
+		var ok bool
+		if c.Request.Method == http.MethodPost {
+			form, ok = m.postForm(c)
+		} else {
+			form, ok = m.query(c)
+		}
+		if !ok {
 			return
 		}
-		form := c.Request.Form
+		if len(form["scope"]) == 0 {
+			m.abortWithError(c, &OAuthFlowError{Code: CodeInvalidScope, Message: "name the permission to ask for in scope"})
+			return
+		}
 		authURL, err := m.StepUp(c, form["scope"], form.Get("redirect"))
 		if err != nil {
 			m.abortWithError(c, err)

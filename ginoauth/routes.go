@@ -4,6 +4,7 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -12,16 +13,14 @@ import (
 	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 )
 
-// maxFormBytes bounds POST bodies the prebuilt handlers read.
-const maxFormBytes = 16 << 10
-
 // Mount registers the prebuilt handlers on r at the paths in Config.Routes,
 // the one way to mount them:
 //
 //	mgr.Mount(r)
 //
 //	GET  /login?handle=H&redirect=/path   302 to the authorization server
-//	POST /login (form: handle, redirect)  same, for HTML forms; both also take
+//	POST /login (form: handle, redirect)  same, for HTML forms (the body only,
+//	                                      never the query); both also take
 //	                                      server (start at a server, no handle)
 //	                                      and prompt (login, select_account,
 //	                                      consent, create)
@@ -122,20 +121,28 @@ func methodNotAllowed(allow string) gin.HandlerFunc {
 }
 
 // loginHandler starts a login from the handle query parameter (GET) or form
-// field (POST), with an optional redirect return path. Bad input gets
-// 400 {"error": ...}.
+// field of the body (POST), with an optional redirect return path. Bad
+// input gets 400 {"error": ...}.
 func (m *Manager) loginHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if !m.readForm(c) {
-			return
-		}
-		f := c.Request.Form
-		if c.Request.Method == http.MethodPost && m.fromOtherSite(c.Request) {
-			m.refuseCrossSite(c) // login CSRF: a page elsewhere auto-posting the form
-			return
-		}
-		if m.confirmCrossSiteLogin(c, f) {
-			return
+		var f url.Values
+		if c.Request.Method == http.MethodPost {
+			if m.crossOrigin(c.Request) {
+				m.refuseCrossSite(c) // login CSRF: a page elsewhere auto-posting the form
+				return
+			}
+			var ok bool
+			if f, ok = m.postForm(c); !ok {
+				return
+			}
+		} else {
+			var ok bool
+			if f, ok = m.query(c); !ok {
+				return
+			}
+			if m.confirmCrossSiteLogin(c, f) {
+				return
+			}
 		}
 		// Scopes are not taken from the request: they are the app's choice.
 		opts := StartOptions{ReturnTo: f.Get("redirect"), Server: f.Get("server"), Prompt: f.Get("prompt")}
@@ -147,6 +154,16 @@ func (m *Manager) loginHandler() gin.HandlerFunc {
 		c.Header("Cache-Control", "no-store")
 		c.Redirect(http.StatusFound, authURL)
 	}
+}
+
+// query parses a GET's query string, answering a malformed one itself.
+func (m *Manager) query(c *gin.Context) (url.Values, bool) {
+	q, err := url.ParseQuery(c.Request.URL.RawQuery)
+	if err != nil {
+		m.abortWithError(c, &OAuthFlowError{Code: CodeInvalidRequest, Message: "the query could not be read", Err: err})
+		return nil, false
+	}
+	return q, true
 }
 
 // callbackHandler completes a login and redirects (302) to the return path.
@@ -199,14 +216,16 @@ func (m *Manager) sessionHandler() gin.HandlerFunc {
 }
 
 // logoutHandler ends the session (see Manager.Logout) and answers
-// 200 {"success":true}.
+// 200 {"success":true}; an HTML form gets 303 to the redirect field of
+// its body.
 func (m *Manager) logoutHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if m.fromOtherSite(c.Request) {
+		if m.crossOrigin(c.Request) {
 			m.refuseCrossSite(c) // logout CSRF
 			return
 		}
-		if !m.readForm(c) {
+		form, ok := m.postForm(c)
+		if !ok {
 			return
 		}
 		if err := m.Logout(c); err != nil {
@@ -216,25 +235,11 @@ func (m *Manager) logoutHandler() gin.HandlerFunc {
 		c.Header("Cache-Control", "no-store")
 		if wantsHTML(c) {
 			// An HTML form: back to a page, not to raw JSON.
-			c.Redirect(http.StatusSeeOther, safeReturnPath(c.Request.Form.Get("redirect")))
+			c.Redirect(http.StatusSeeOther, safeReturnPath(form.Get("redirect")))
 			return
 		}
 		c.JSON(http.StatusOK, gin.H{"success": true})
 	}
-}
-
-// readForm parses the query and, for a POST, a form body of at most
-// maxFormBytes into c.Request.Form (body values first), answering bad
-// input itself.
-func (m *Manager) readForm(c *gin.Context) bool {
-	if c.Request.Method == http.MethodPost {
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxFormBytes)
-	}
-	if err := c.Request.ParseForm(); err != nil {
-		m.abortWithError(c, &OAuthFlowError{Code: CodeInvalidRequest, Message: "the form could not be read", Err: err})
-		return false
-	}
-	return true
 }
 
 // metadataHandler serves a document of the OAuth client (its metadata or

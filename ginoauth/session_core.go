@@ -68,6 +68,8 @@ type deviceSessions struct {
 	resolver any // the OAuth client, for User.Allows on permission sets
 	cache    recordCache
 	seen     seenTracker
+	// localLocks are the device locks when the Storage has no Locker.
+	localLocks processLocks
 
 	// The sliding lifetime (see lifetime.go): how long each kind lasts
 	// without use, the app's cap from the login (0: the grant's), the
@@ -149,11 +151,21 @@ func (rec *sessionRecord) endedByGrant(maxAge time.Duration) bool {
 		!rec.GrantEndsAt.IsZero() && !rec.ExpiresAt.Before(rec.GrantEndsAt)
 }
 
+// ttl is how long rec has left to live at now: to its expiry, or to the
+// end of its grace window.
+func (rec *sessionRecord) ttl(now time.Time) time.Duration {
+	end := rec.ExpiresAt
+	if !rec.GraceUntil.IsZero() && rec.GraceUntil.Before(end) {
+		end = rec.GraceUntil
+	}
+	return end.Sub(now)
+}
+
 // User is the logged-in account of the current request's session.
 type User struct {
 	DID       string    // the account DID (the token's sub)
 	Handle    string    // verified handle at login, "" if it could not be verified
-	Scopes    []string  // scopes granted to this session
+	Scopes    []string  // scopes granted to this session, as of its last token refresh
 	CreatedAt time.Time // when this device logged in
 	ExpiresAt time.Time // absolute end of this session
 
@@ -176,9 +188,11 @@ type User struct {
 // directly.
 func (u *User) OAuthSessionID() string { return u.oauthSessionID }
 
-// record is the part of a session record that ending it needs.
+// record is the part of a session record that ending it (and its device
+// lock) needs.
 func (u *User) record() *sessionRecord {
-	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, Previous: u.previous, Successor: u.successor, GrantRefreshBy: u.grantRefreshBy}
+	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, CreatedAt: u.CreatedAt, Previous: u.previous, Successor: u.successor,
+		GrantRefreshBy: u.grantRefreshBy}
 }
 
 // user is the User a session record describes; hash is the record's key
@@ -255,38 +269,46 @@ func (ds *deviceSessions) read(ctx context.Context, sid, kind string) (*User, Er
 	return u, "", nil
 }
 
-// create stores rec under a new random session id, with its lifetime
-// starting now (see lifetime.go), and adds it to its account's index,
-// returning the id (for the cookie or the token) and its hash. An index
-// failure fails the creation: an unindexed session could not be ended
-// everywhere.
-func (ds *deviceSessions) create(ctx context.Context, rec *sessionRecord) (id, hash string, err error) {
+// createAs stores rec under the session id id (random, chosen by the
+// caller: a native app's rotation picks its new token before it stores it),
+// with its lifetime starting now (see lifetime.go), and adds it to its
+// account's index, returning the id's hash. An index failure fails the
+// creation: an unindexed session could not be ended everywhere.
+func (ds *deviceSessions) createAs(ctx context.Context, id string, rec *sessionRecord) (hash string, err error) {
 	now := ds.now()
 	rec.Extended = now
 	rec.ExpiresAt = ds.expiry(rec, now)
 	ttl := recordTTL(rec.ExpiresAt, now)
 	if ttl <= 0 {
-		return "", "", &SessionError{Code: CodeSessionExpired}
+		return "", &SessionError{Code: CodeSessionExpired}
 	}
-	id = randomToken(sessionIDBytes)
 	hash = hashSessionID(id)
 	if err := ds.put(ctx, hash, rec, ttl); err != nil {
-		return "", "", err
+		return "", err
 	}
 	if err := ds.index(ctx, rec.DID, hash, ttl); err != nil {
 		_ = ds.deleteRecords(ctx, hash)
+		return "", err
+	}
+	return hash, nil
+}
+
+// start is create for a new login: it also reports the login.
+func (ds *deviceSessions) start(ctx context.Context, rec *sessionRecord) (id, hash string, err error) {
+	id = randomToken(sessionIDBytes)
+	if hash, err = ds.startAs(ctx, id, rec); err != nil {
 		return "", "", err
 	}
 	return id, hash, nil
 }
 
-// start is create for a new login: it also reports the login.
-func (ds *deviceSessions) start(ctx context.Context, rec *sessionRecord) (id, hash string, err error) {
-	if id, hash, err = ds.create(ctx, rec); err == nil {
+// startAs is start with a session id chosen by the caller.
+func (ds *deviceSessions) startAs(ctx context.Context, id string, rec *sessionRecord) (hash string, err error) {
+	if hash, err = ds.createAs(ctx, id, rec); err == nil {
 		ds.log.Info("session started", "did", rec.DID, "kind", rec.kind(), "session", shortRef(hash))
 		ds.emit(EventLogin, "", rec, hash)
 	}
-	return id, hash, err
+	return hash, err
 }
 
 // op bounds one storage operation.

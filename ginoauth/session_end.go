@@ -2,7 +2,11 @@ package ginoauth
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"time"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 )
 
 // revokeTimeout bounds a revocation, which may first wait for a token
@@ -11,29 +15,62 @@ const revokeTimeout = 45 * time.Second
 
 // end ends one device session, and is the only way one ends: logout, end
 // one, end everywhere, expiry, idle timeout, a refused refresh, a login
-// that replaces it. In order: its records (so it is refused at once on
-// every instance; a native app's rotated-out or successor token with it),
-// its index entry, its tokens (in the background for a session found
-// expired on the request path, whose request need not wait for the
-// authorization server; not at all when the OAuth session is already
-// gone), and one event with the reason. Only the record deletion can fail
+// that replaces it, a one-time code presented twice. It holds the device
+// lock (session_lock.go), so it never interleaves with a rotation or a
+// scope update of the same login on any instance. In order: the records
+// linked to it (a native app's rotated-out predecessor or its successor,
+// as storage has them now, which may be newer than rec), then its own
+// record, so that a failure leaves the session live and the end can be
+// retried, never a predecessor that could bring it back; its index
+// entries; its tokens (in the background for a session found expired on
+// the request path, whose request need not wait for the authorization
+// server; not at all when the OAuth session is already gone); and one
+// event with the reason. Only the lock and the record deletions can fail
 // the call (a *storage.Error): the session is then still live.
 func (ds *deviceSessions) end(ctx context.Context, hash string, rec *sessionRecord, reason EndReason) error {
+	release, err := ds.lockDevice(ctx, rec)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return ds.endLocked(ctx, hash, rec, reason)
+}
+
+// endLocked is end for a caller that holds rec's device lock.
+func (ds *deviceSessions) endLocked(ctx context.Context, hash string, rec *sessionRecord, reason EndReason) error {
+	var stored sessionRecord
+	switch err := ds.get(ctx, hash, &stored); {
+	case errors.Is(err, storage.ErrNotFound):
+	case err != nil:
+		return err
+	}
+	var linked []string
+	for _, r := range []*sessionRecord{&stored, rec} {
+		if r.Previous != "" {
+			linked = append(linked, r.Previous)
+		}
+		if r.Successor != "" {
+			if next, ok := ds.successorHash(hash, r.Successor); ok {
+				linked = append(linked, next)
+			}
+		}
+	}
+	slices.Sort(linked)
+	linked = slices.Compact(linked)
+	for _, h := range linked {
+		if err := ds.deleteRecords(ctx, h); err != nil {
+			return err
+		}
+	}
 	if err := ds.deleteRecords(ctx, hash); err != nil {
 		return err
 	}
-	if rec.Previous != "" {
-		_ = ds.deleteRecords(ctx, rec.Previous)
+	for _, h := range append(linked, hash) {
+		_ = ds.unindex(ctx, rec.DID, h)
+		ds.seen.forget(h)
+		ds.extendedHere.forget(h)
+		ds.resealedHere.forget(h)
 	}
-	if rec.Successor != "" {
-		if next, ok := ds.successorHash(hash, rec.Successor); ok {
-			_ = ds.deleteRecords(ctx, next)
-		}
-	}
-	_ = ds.unindex(ctx, rec.DID, hash)
-	ds.seen.forget(hash)
-	ds.extendedHere.forget(hash)
-	ds.resealedHere.forget(hash)
 	switch {
 	case rec.OAuthSessionID == "":
 	case reason == EndRevoked || reason == EndRefreshRefused || reason == EndGrantExpired:
@@ -63,6 +100,9 @@ func (ds *deviceSessions) end(ctx context.Context, hash string, rec *sessionReco
 // logged: the local session is gone either way. hash names the device
 // session in logs ("" for a login that never got one).
 func (m *Manager) revoke(ctx context.Context, did, oauthSessionID, hash string) {
+	if oauthSessionID == "" {
+		return // no OAuth session (authentication only): nothing to revoke
+	}
 	// The client may wait for a refresh in flight (under its lock) first.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
 	defer cancel()

@@ -63,7 +63,23 @@ func (ds *deviceSessions) list(ctx context.Context, did string) ([]string, []ses
 		if rec.DID != did || !rec.live(now) {
 			continue
 		}
+		if rec.Successor != "" && ds.successorStored(ctx, h, &rec) {
+			continue // a native app's rotated-out token: its device is listed by its successor
+		}
 		hashes, recs = append(hashes, h), append(recs, rec)
 	}
 	return hashes, recs, nil
+}
+
+// successorStored reports whether the successor of the rotated-out record
+// rec (under hash) is stored. A rotation whose successor could not be
+// stored yet leaves its device listed by the old token; a storage failure
+// counts as stored, so a device is never listed twice.
+func (ds *deviceSessions) successorStored(ctx context.Context, hash string, rec *sessionRecord) bool {
+	next, ok := ds.successorHash(hash, rec.Successor)
+	if !ok {
+		return false
+	}
+	var succ sessionRecord
+	return !errors.Is(ds.get(ctx, next, &succ), storage.ErrNotFound)
 }

@@ -120,6 +120,9 @@ func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOpt
 		}
 		req.Identifier, req.LoginHint = ident, strings.TrimSpace(identifier)
 	}
+	if err := m.checkLoginNames(req.Identifier, req.Server); err != nil {
+		return "", err
+	}
 	if m.cfg.AuthenticationOnly {
 		req.Scopes = []string{"atproto"}
 	}
@@ -216,7 +219,15 @@ func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 	if subtle.ConstantTimeCompare(rec.BindingHash, peek.BindingHash) != 1 {
 		return nil, unknown
 	}
-	grant, err := m.client.Callback(ctx, params, m.grantMaxAge())
+	var (
+		grant *oauthclient.Grant
+		err   error
+	)
+	if m.cfg.AuthenticationOnly {
+		grant, err = m.authenticate(ctx, params, m.grantMaxAge())
+	} else {
+		grant, err = m.client.Callback(ctx, params, m.grantMaxAge())
+	}
 	if err != nil {
 		err = flowErrorFor(err, CodeExchangeFailed)
 		if rec.Mobile != nil {
@@ -228,7 +239,7 @@ func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 		}
 		return nil, err
 	}
-	if grant == nil || grant.DID == "" || grant.OAuthSessionID == "" {
+	if grant == nil || grant.DID == "" || (grant.OAuthSessionID == "" && !m.cfg.AuthenticationOnly) {
 		return nil, &OAuthFlowError{Code: CodeExchangeFailed, Message: flowMessages[CodeExchangeFailed], Err: errors.New("OAuth client returned an empty grant")}
 	}
 	if rec.StepUpDID != "" && grant.DID != rec.StepUpDID {
@@ -243,11 +254,6 @@ func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 		}
 		return &CallbackResult{AppRedirect: to}, nil
 	}
-	if m.cfg.AuthenticationOnly {
-		// Who the user is, is all this app needs: no tokens are kept.
-		m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
-		grant.OAuthSessionID = ""
-	}
 	user, err := m.startSession(c, grant, rec.Scopes)
 	if err != nil {
 		// Do not leave live tokens behind for a session nobody can use.
@@ -256,8 +262,31 @@ func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 		}
 		return nil, err
 	}
-	m.expireCookie(c.Writer, m.flowCookieNm)
+	m.expireCookie(c.Writer, m.flowCookieNm, m.flowCookie)
 	return &CallbackResult{User: user, ReturnTo: safeReturnPath(rec.ReturnTo)}, nil
+}
+
+// authenticate completes an authentication-only login: who the user is,
+// is all this app needs, so no tokens are kept. With the client's
+// oauthclient.Authenticator capability none is ever written to storage;
+// without it the client stores them in Callback and they are revoked and
+// deleted at once.
+func (m *Manager) authenticate(ctx context.Context, params url.Values, ttl time.Duration) (*oauthclient.Grant, error) {
+	var (
+		grant *oauthclient.Grant
+		err   error
+	)
+	if a, ok := m.client.(oauthclient.Authenticator); ok {
+		grant, err = a.Authenticate(ctx, params)
+	} else {
+		grant, err = m.client.Callback(ctx, params, ttl)
+	}
+	if err != nil || grant == nil || grant.OAuthSessionID == "" {
+		return grant, err
+	}
+	m.revoke(ctx, grant.DID, grant.OAuthSessionID, "")
+	grant.OAuthSessionID = ""
+	return grant, nil
 }
 
 // flowBinding returns the browser's flow binding value and when it was

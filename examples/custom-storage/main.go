@@ -134,6 +134,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		Storage:      store,
 		CookieSecret: cfg.CookieSecret,
 		BaseURL:      baseURL,
+		LocalDomains: network.LocalDomains(), // the offline network's .test names; none on Bluesky
 		SessionTTL:   cfg.SessionTTL,
 		Logger:       log,
 		ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures

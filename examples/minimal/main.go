@@ -47,6 +47,7 @@ func newApp(pds *ginoauthtest.Server, store storage.Store, baseURL, secret strin
 	client := indigoclient.New(indigoclient.LocalhostConfig(baseURL+"/oauth/callback", []string{"atproto"}), store,
 		indigoclient.Options{HTTPClient: pds.HTTPClient(), Directory: pds.Directory(), BrowserURL: pds.RewriteForBrowser})
 	mgr, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: secret, BaseURL: baseURL,
+		LocalDomains: []string{"test"}, // the local server's pds.test and alice.test; drop it with the local server
 		ErrorHandler: func(c *gin.Context, e ginoauth.ErrorResponse) {
 			page(c, e.Status, e.Message+`. <a href="/">Start again</a>`)
 		}})

@@ -80,6 +80,7 @@ func runBackendWith(ctx context.Context, getenv func(string) string, stdout, std
 		Storage:      store,
 		CookieSecret: cfg.CookieSecret,
 		BaseURL:      baseURL,
+		LocalDomains: network.LocalDomains(),
 		SessionTTL:   cfg.SessionTTL,
 		Logger:       log,
 		ErrorHandler: demoapp.ErrorPages(pageOpts),

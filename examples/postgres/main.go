@@ -124,6 +124,7 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 			Storage:      store,
 			CookieSecret: cfg.CookieSecret, // the same on every instance
 			BaseURL:      baseURL,
+			LocalDomains: network.LocalDomains(), // the offline network's .test names; none on Bluesky
 			SessionTTL:   cfg.SessionTTL,
 			Logger:       ilog,
 			Metrics:      metrics,                      // logins, session checks, storage failures

@@ -21,7 +21,8 @@ func myApp(t *testing.T, baseURL string, hc *http.Client, dir identity.Directory
 	client := indigoclient.New(indigoclient.LocalhostConfig(baseURL+"/oauth/callback", []string{"atproto"}), store,
 		indigoclient.Options{HTTPClient: hc, Directory: dir})
 	t.Cleanup(func() { _ = client.Close() })
-	mgr, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: "0123456789abcdef0123456789abcdef", BaseURL: baseURL})
+	mgr, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: "0123456789abcdef0123456789abcdef", BaseURL: baseURL,
+		LocalDomains: []string{"test"}})
 	if err != nil {
 		t.Fatal(err)
 	}

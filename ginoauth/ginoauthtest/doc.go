@@ -45,6 +45,12 @@
 //	u, _ := url.Parse(redirect)                                    // http://127.0.0.1/callback?code=...&state=...&iss=https%3A%2F%2Fpds.test
 //	sess, _ := app.ProcessCallback(ctx, u.Query())                 // token request
 //
+// With ginoauth, pass the same client and directory to indigoclient.New
+// (Options.HTTPClient and Options.Directory), and list the server's names in
+// ginoauth.Config.LocalDomains ([]string{"test"} for pds.test and its
+// accounts): ginoauth refuses logins naming a reserved suffix such as .test
+// unless the app lists it.
+//
 // In an end-to-end test of a web app, start the login through the app (with
 // a cookie jar), take the authorization URL from the app's redirect, call
 // [Server.Consent], and GET the returned URL through the same client: the

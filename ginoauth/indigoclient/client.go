@@ -138,6 +138,7 @@ var (
 	_ oauthclient.MetadataProvider = (*Client)(nil)
 	_ oauthclient.GrantLimiter     = (*Client)(nil)
 	_ oauthclient.RefreshNotifier  = (*Client)(nil)
+	_ oauthclient.Authenticator    = (*Client)(nil)
 )
 
 // OnRefresh implements oauthclient.RefreshNotifier: f is called after
@@ -406,39 +407,63 @@ func lookupError(atid syntax.AtIdentifier, err error) error {
 func (c *Client) Callback(ctx context.Context, params url.Values, sessionTTL time.Duration) (*oauthclient.Grant, error) {
 	sd, key, err := c.exchangeCode(ctx, params)
 	if err != nil {
-		var cbErr *oauth.AuthRequestCallbackError
-		switch {
-		case errors.As(err, &cbErr):
-			msg := "the authorization server refused the login"
-			if cbErr.ErrorCode == "access_denied" {
-				msg = "the login was cancelled or denied"
-			}
-			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrDenied, Message: msg, Err: err}
-		case errors.Is(err, errWrongAccount):
-			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrAccountMismatch, Message: "the login was approved for another account than the one it started with; please start again", Err: err}
-		case errors.Is(err, storage.ErrNotFound):
-			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrUnknownState, Message: "this login has expired or was already used; please start again", Err: err}
-		case errors.Is(err, oauthclient.ErrKeyRetired):
-			return nil, &oauthclient.FlowError{Kind: oauthclient.ErrUnknownState, Message: "this login was started with a client key that has since been retired; please start again", Err: err}
-		default:
-			var se *storage.Error
-			if errors.As(err, &se) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("indigoclient: code exchange: %w", err)
-		}
+		return nil, callbackError(err)
 	}
 	st, err := c.bindSession(ctx, sd, key, sessionTTL)
 	if err != nil {
 		_ = c.revokeSessionData(context.WithoutCancel(ctx), *sd, key)
 		return nil, err
 	}
-	handle := ""
-	if ident, err := c.app.Dir.LookupDID(ctx, sd.AccountDID); err == nil && !ident.Handle.IsInvalidHandle() {
-		handle = ident.Handle.String()
-	}
 	refreshBy, endsAt := st.limits()
-	return &oauthclient.Grant{DID: sd.AccountDID.String(), Handle: handle, OAuthSessionID: sd.SessionID, Scopes: sd.Scopes, RefreshBy: refreshBy, EndsAt: endsAt}, nil
+	return &oauthclient.Grant{DID: sd.AccountDID.String(), Handle: c.verifiedHandle(ctx, sd.AccountDID), OAuthSessionID: sd.SessionID, Scopes: sd.Scopes,
+		RefreshBy: refreshBy, EndsAt: endsAt}, nil
+}
+
+// Authenticate implements oauthclient.Authenticator: the checks and the
+// code exchange of Callback, then the tokens are revoked at once and never
+// stored (only the pending request of the login is consumed). A failed
+// revocation is logged: the tokens are not kept anywhere either way.
+func (c *Client) Authenticate(ctx context.Context, params url.Values) (*oauthclient.Grant, error) {
+	sd, key, err := c.exchangeCode(ctx, params)
+	if err != nil {
+		return nil, callbackError(err)
+	}
+	if err := c.revokeSessionData(context.WithoutCancel(ctx), *sd, key); err != nil {
+		c.log.Warn("revoking the tokens of an authentication-only login failed", "did", sd.AccountDID, "err", err)
+	}
+	return &oauthclient.Grant{DID: sd.AccountDID.String(), Handle: c.verifiedHandle(ctx, sd.AccountDID), Scopes: sd.Scopes}, nil
+}
+
+// verifiedHandle is did's handle from a verified resolution, or "".
+func (c *Client) verifiedHandle(ctx context.Context, did syntax.DID) string {
+	if ident, err := c.app.Dir.LookupDID(ctx, did); err == nil && !ident.Handle.IsInvalidHandle() {
+		return ident.Handle.String()
+	}
+	return ""
+}
+
+// callbackError classifies a failed callback for oauthclient.
+func callbackError(err error) error {
+	var cbErr *oauth.AuthRequestCallbackError
+	switch {
+	case errors.As(err, &cbErr):
+		msg := "the authorization server refused the login"
+		if cbErr.ErrorCode == "access_denied" {
+			msg = "the login was cancelled or denied"
+		}
+		return &oauthclient.FlowError{Kind: oauthclient.ErrDenied, Message: msg, Err: err}
+	case errors.Is(err, errWrongAccount):
+		return &oauthclient.FlowError{Kind: oauthclient.ErrAccountMismatch, Message: "the login was approved for another account than the one it started with; please start again", Err: err}
+	case errors.Is(err, storage.ErrNotFound):
+		return &oauthclient.FlowError{Kind: oauthclient.ErrUnknownState, Message: "this login has expired or was already used; please start again", Err: err}
+	case errors.Is(err, oauthclient.ErrKeyRetired):
+		return &oauthclient.FlowError{Kind: oauthclient.ErrUnknownState, Message: "this login was started with a client key that has since been retired; please start again", Err: err}
+	}
+	var se *storage.Error
+	if errors.As(err, &se) {
+		return err
+	}
+	return fmt.Errorf("indigoclient: code exchange: %w", err)
 }
 
 // GrantLimits implements oauthclient.GrantLimiter from the stored session:

@@ -2,6 +2,7 @@ package oauthclient
 
 import (
 	"context"
+	"net/url"
 	"time"
 )
 
@@ -73,6 +74,18 @@ type Refresh struct {
 	// RefreshBy and EndsAt are the grant's limits after the refresh, as
 	// GrantLimiter reports them (zero when the client cannot say).
 	RefreshBy, EndsAt time.Time
+}
+
+// Authenticator is an optional Client capability, for apps that only need
+// to know who the user is (ginoauth's Config.AuthenticationOnly):
+// Authenticate completes a callback as Callback does (state, then error,
+// then iss, the code exchange, the account check) but keeps no OAuth
+// session. It writes no token to any storage and revokes the tokens the
+// exchange returned before it returns. The Grant has no OAuthSessionID.
+// Without it, ginoauth calls Callback and then Revoke, so the client
+// stores the tokens for that moment.
+type Authenticator interface {
+	Authenticate(ctx context.Context, params url.Values) (*Grant, error)
 }
 
 // RefreshMetrics receives a client's token refresh measurements

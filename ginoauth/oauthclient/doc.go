@@ -23,9 +23,9 @@
 // an optional capability: a separate interface, found by a type assertion
 // on the Client (or on a Session), which the library uses when it is there
 // and does without when it is not. MetadataProvider, PermissionSetResolver,
-// GrantLimiter, RefreshNotifier, Refresher and KeyRetirement are such
-// capabilities. A new need is met by adding another one, never by adding a
-// method to Client or Session, so that every existing client keeps
-// compiling and working. The storage contract grows the same way (see
-// package storage).
+// GrantLimiter, RefreshNotifier, Refresher, Authenticator and
+// KeyRetirement are such capabilities. A new need is met by adding another
+// one, never by adding a method to Client or Session, so that every
+// existing client keeps compiling and working. The storage contract grows
+// the same way (see package storage).
 package oauthclient

@@ -130,6 +130,7 @@ func New(t testing.TB, opts Options) *App {
 		Storage:      a.Store.managerStorage(),
 		CookieSecret: "an-example-cookie-secret-of-32-bytes!!",
 		BaseURL:      base,
+		LocalDomains: []string{"test"}, // ginoauthtest's pds.test and its accounts
 		Now:          a.Clock.Now,
 		Logger:       opts.Logger,
 	}
@@ -316,6 +317,19 @@ func (o *ObservedClient) Callback(ctx context.Context, params url.Values, ttl ti
 	return g, err
 }
 
+// Authenticate counts and delegates (an authentication-only callback).
+func (o *ObservedClient) Authenticate(ctx context.Context, params url.Values) (*oauthclient.Grant, error) {
+	o.Callbacks.Add(1)
+	g, err := o.Client.Authenticate(ctx, params)
+	if g != nil {
+		o.mu.Lock()
+		cp := *g
+		o.last = &cp
+		o.mu.Unlock()
+	}
+	return g, err
+}
+
 // LastGrant is a copy of the last grant the client returned, or nil.
 func (o *ObservedClient) LastGrant() *oauthclient.Grant {
 	o.mu.Lock()
@@ -372,6 +386,7 @@ const (
 
 type fault struct {
 	op, prefix string
+	skip       int // matching calls to let through first
 	left       int // failures left; < 0 = until removed
 }
 
@@ -379,7 +394,13 @@ type fault struct {
 // ErrDown (n < 0: every call until the returned func is called). Lock
 // names count as keys.
 func (f *FaultyStorage) Fail(op, prefix string, n int) (remove func()) {
-	ft := &fault{op: op, prefix: prefix, left: n}
+	return f.FailAfter(op, prefix, 0, n)
+}
+
+// FailAfter is Fail after letting the next skip matching calls through:
+// the fault hits a chosen step of a request that makes several such calls.
+func (f *FaultyStorage) FailAfter(op, prefix string, skip, n int) (remove func()) {
+	ft := &fault{op: op, prefix: prefix, skip: skip, left: n}
 	f.mu.Lock()
 	f.faults = append(f.faults, ft)
 	f.mu.Unlock()
@@ -398,6 +419,10 @@ func (f *FaultyStorage) fails(op, key string) bool {
 	defer f.mu.Unlock()
 	for _, ft := range f.faults {
 		if ft.op == op && strings.HasPrefix(key, ft.prefix) && ft.left != 0 {
+			if ft.skip > 0 {
+				ft.skip--
+				continue
+			}
 			if ft.left > 0 {
 				ft.left--
 			}

@@ -296,7 +296,7 @@ func (a *app) buildGinoauth(appURL string) error {
 	}
 	client := indigoclient.New(indigoclient.LocalhostConfig(appURL+"/oauth/callback", []string{"atproto", "transition:generic"}), store,
 		indigoclient.Options{HTTPClient: hc, Directory: benchDirectory{accounts: cfg.accounts}})
-	gc := ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: cfg.secret, BaseURL: appURL,
+	gc := ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: cfg.secret, BaseURL: appURL, LocalDomains: []string{"test"},
 		// The login throughput runs thousands of logins a second from one
 		// address (127.0.0.1): it measures the login path, not the limits.
 		RateLimits: ginoauth.RateLimits{Disabled: true}}

@@ -356,6 +356,7 @@ func newTestAppWith(t *testing.T, opt func(*demoapp.PageOptions)) *testApp {
 		Storage:      store,
 		CookieSecret: cfg.CookieSecret,
 		BaseURL:      base,
+		LocalDomains: network.LocalDomains(),
 		Logger:       log,
 		ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
 	})

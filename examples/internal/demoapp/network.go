@@ -111,6 +111,16 @@ func (n *Network) ClientOptions(log *slog.Logger) indigoclient.Options {
 	return opts
 }
 
+// LocalDomains are the names outside the public DNS that logins may use on
+// this network (ginoauth.Config.LocalDomains): the built-in server's
+// pds.test and its .test accounts offline; none on the real network.
+func (n *Network) LocalDomains() []string {
+	if n.local != nil {
+		return []string{"test"}
+	}
+	return nil
+}
+
 // Describe is one line about the network, for the startup banner.
 func (n *Network) Describe() string {
 	switch {

@@ -1,0 +1,85 @@
+package ginoauth
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
+)
+
+// Without a storage.Locker, the device lock is this process's: it still
+// serialises the holders of one login's lock (and only those), and a
+// waiter that gives up gets a *storage.Error (503), not the lock.
+func TestDeviceLockWithoutALocker(t *testing.T) {
+	cfg := validConfig()
+	cfg.Storage = newPlainStorage()
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rec := &sessionRecord{DID: "did:plc:alice", OAuthSessionID: "s1", CreatedAt: time.Unix(100, 5)}
+	rotated := *rec // a rotation's successor: same login, same lock
+	rotated.Previous, rotated.Successor = "x", "y"
+	other := &sessionRecord{DID: "did:plc:alice", OAuthSessionID: "s2", CreatedAt: rec.CreatedAt}
+	if deviceLockName(rec) != deviceLockName(&rotated) || deviceLockName(rec) == deviceLockName(other) {
+		t.Fatal("the lock must be per login: shared by its tokens, not by other logins")
+	}
+
+	var inside, overlaps atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rec
+			if i%2 == 1 {
+				r = &rotated
+			}
+			release, err := m.sessions.lockDevice(ctx, r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if inside.Add(1) > 1 {
+				overlaps.Add(1)
+			}
+			time.Sleep(time.Millisecond)
+			inside.Add(-1)
+			release()
+		}()
+	}
+	wg.Wait()
+	if overlaps.Load() != 0 {
+		t.Fatalf("%d times two holders at once; want none", overlaps.Load())
+	}
+
+	release, err := m.sessions.lockDevice(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2, err := m.sessions.lockDevice(ctx, other); err != nil {
+		t.Fatalf("another login's lock: %v", err)
+	} else {
+		r2()
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	var se *storage.Error
+	if _, err := m.sessions.lockDevice(short, rec); !errors.As(err, &se) {
+		t.Fatalf("a waiter that gives up: %v; want a *storage.Error", err)
+	}
+	release()
+	if r3, err := m.sessions.lockDevice(ctx, rec); err != nil {
+		t.Fatalf("after the release: %v", err)
+	} else {
+		r3()
+	}
+	if n := len(m.sessions.localLocks.entries); n != 0 {
+		t.Fatalf("%d lock entries left; want none", n)
+	}
+}
