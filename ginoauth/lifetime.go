@@ -112,7 +112,8 @@ func (ds *deviceSessions) extend(ctx context.Context, hash string, rec *sessionR
 			if reason == EndRevoked && !now.Before(rec.GrantRefreshBy) && !rec.GrantRefreshBy.IsZero() {
 				reason, code = EndGrantExpired, CodeGrantExpired
 			}
-			if err := ds.end(ctx, hash, rec, reason); err != nil {
+			ended := *rec // a copy: rec stays on its caller's stack
+			if err := ds.end(ctx, hash, &ended, reason); err != nil {
 				return false, "" // still live; the next use tries again
 			}
 			return false, code

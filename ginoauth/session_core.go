@@ -251,10 +251,7 @@ func (ds *deviceSessions) read(ctx context.Context, sid, kind string) (*User, Er
 		ds.cache.put(hash, &rec, now)
 	}
 	if !now.Before(rec.ExpiresAt) {
-		if rec.endedByGrant(ds.maxAge) {
-			return nil, CodeGrantExpired, ds.end(ctx, hash, &rec, EndGrantExpired)
-		}
-		return nil, CodeSessionExpired, ds.end(ctx, hash, &rec, EndExpired)
+		return ds.endExpired(ctx, hash, rec)
 	}
 	extended := false
 	if due {
@@ -267,6 +264,16 @@ func (ds *deviceSessions) read(ctx context.Context, sid, kind string) (*User, Er
 	u.extended = extended
 	ds.noteSeen(u)
 	return u, "", nil
+}
+
+// endExpired ends the expired session rec (under hash) with the reason
+// its expiry gives. rec is a copy, so that read's own record stays on the
+// stack on the path every check takes.
+func (ds *deviceSessions) endExpired(ctx context.Context, hash string, rec sessionRecord) (*User, ErrorCode, error) {
+	if rec.endedByGrant(ds.maxAge) {
+		return nil, CodeGrantExpired, ds.end(ctx, hash, &rec, EndGrantExpired)
+	}
+	return nil, CodeSessionExpired, ds.end(ctx, hash, &rec, EndExpired)
 }
 
 // createAs stores rec under the session id id (random, chosen by the
