@@ -97,9 +97,11 @@ func TestAppOnRedis(t *testing.T) {
 	}
 	// Logout took the session record, the OAuth session and the account's
 	// set of sessions. The library keeps a session's coarse last-seen time
-	// (seen:...) until its own TTL: that may stay, but not for ever.
+	// (seen:...) and the login rate limits' counters (rl:..., under a
+	// keyed hash of the address) until their own TTLs: those may stay, but
+	// not for ever.
 	for _, k := range keys() {
-		if !strings.HasPrefix(k, prefix+"kv:seen:") {
+		if !strings.HasPrefix(k, prefix+"kv:seen:") && !strings.HasPrefix(k, prefix+"kv:rl:") {
 			t.Errorf("logout left %s in Redis", k)
 		} else if ttl := rdb.PTTL(ctx, k).Val(); ttl <= 0 {
 			t.Errorf("%s has no TTL (%v): it would stay for ever", k, ttl)

@@ -9,17 +9,25 @@
 // Writing a wrapper takes care in two places, both shown here:
 //
 //   - The optional capabilities. The library finds storage.Taker,
-//     storage.Locker and storage.Indexer by type assertion on the Store it
-//     is given, so a wrapper must have exactly the methods of the store it
-//     wraps: one that always had Take would claim an atomic read-and-delete
-//     that a store without one cannot give, and one that never had Lock
-//     would quietly turn off the cross-instance refresh lock. New therefore
-//     returns a value of one of eight types, one per combination.
+//     storage.Locker, storage.Indexer, storage.Swapper, storage.Counter and
+//     storage.StaleReader by type assertion on the Store it is given, and
+//     turns features off (or serialises within one process only) for a
+//     store without them. A wrapper must have exactly the capabilities it
+//     can keep: one that always had Take would claim an atomic
+//     read-and-delete an inner store without one cannot give, and one that
+//     never had Swap would quietly end every login at its first expiry
+//     instead of sliding it. New therefore takes an inner store with every
+//     capability the shipped stores have (Inner), forwards those that carry
+//     no values (Lock, the Indexer, the Counter), re-implements those that do
+//     (Take, Swap, and GetStale when the inner store reads replicas), and
+//     has no other.
 //   - The contract. The wrapper keeps it by leaning on the inner store
-//     (TTLs, key rules, ErrNotFound, failures) and adding nothing that could
-//     break it: Get returns a fresh slice the caller owns, Set does not keep
-//     the caller's slice, and a value it cannot decrypt is a failure
-//     (*storage.Error, so the library answers 503), never "not found".
+//     (TTLs, key rules, ErrNotFound, failures, atomicity) and adding nothing
+//     that could break it: Get returns a fresh slice the caller owns, Set
+//     does not keep the caller's slice, and a value it cannot decrypt is a
+//     failure (*storage.Error, so the library answers 503), never "not
+//     found". Swap compares plaintexts but swaps the exact ciphertext it
+//     read, so it stays one atomic step in the inner store.
 //
 // Each value is stored as a version byte, a random 96-bit nonce and the
 // GCM ciphertext with its tag. The storage key is bound to it as additional
@@ -28,8 +36,8 @@
 //
 // What is not encrypted: keys, lock names, set names and members, which the
 // inner store must compare to find anything (the library keeps session ids
-// in them only as hashes), and TTLs. Locker and Indexer are therefore
-// forwarded unchanged.
+// in them only as hashes), counters (numbers under hashed keys), and TTLs.
+// Locker, Indexer and Counter are therefore forwarded unchanged.
 //
 // Key rotation is left out to keep the example short: the version byte is
 // where a key id would go. With random nonces, rotate the key well before
@@ -37,6 +45,7 @@
 package encryptedstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -60,10 +69,21 @@ var ErrCannotOpen = errors.New("encryptedstore: the stored value does not decryp
 // version is the first byte of every sealed value.
 const version byte = 1
 
+// Inner is a store New can wrap: one with every capability the shipped
+// stores have (memstore, sqlitestore, postgresstore, redisstore).
+type Inner interface {
+	storage.Store
+	storage.Taker
+	storage.Locker
+	storage.Indexer
+	storage.Swapper
+	storage.Counter
+}
+
 // New returns a Store that keeps every value in inner sealed with key
-// (KeySize bytes). It implements storage.Taker, storage.Locker and
-// storage.Indexer exactly when inner does.
-func New(inner storage.Store, key []byte) (storage.Store, error) {
+// (KeySize bytes). It has inner's capabilities: Taker, Locker, Indexer,
+// Swapper and Counter, and storage.StaleReader exactly when inner has it.
+func New(inner Inner, key []byte) (storage.Store, error) {
 	if inner == nil {
 		return nil, errors.New("encryptedstore: nil inner store")
 	}
@@ -78,64 +98,19 @@ func New(inner storage.Store, key []byte) (storage.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &store{inner: inner, aead: aead}
-
-	// The capabilities inner has, and only those. Take decrypts, so it is
-	// a method of ours; Lock and the Indexer methods carry no values and
-	// are inner's own.
-	t, canTake := inner.(storage.Taker)
-	l, canLock := inner.(storage.Locker)
-	ix, canIndex := inner.(storage.Indexer)
-	var tk storage.Taker = taker{s, t}
-	switch {
-	case canTake && canLock && canIndex:
-		return struct {
-			*store
-			storage.Taker
-			storage.Locker
-			storage.Indexer
-		}{s, tk, l, ix}, nil
-	case canTake && canLock:
-		return struct {
-			*store
-			storage.Taker
-			storage.Locker
-		}{s, tk, l}, nil
-	case canTake && canIndex:
-		return struct {
-			*store
-			storage.Taker
-			storage.Indexer
-		}{s, tk, ix}, nil
-	case canLock && canIndex:
-		return struct {
-			*store
-			storage.Locker
-			storage.Indexer
-		}{s, l, ix}, nil
-	case canTake:
-		return struct {
-			*store
-			storage.Taker
-		}{s, tk}, nil
-	case canLock:
-		return struct {
-			*store
-			storage.Locker
-		}{s, l}, nil
-	case canIndex:
-		return struct {
-			*store
-			storage.Indexer
-		}{s, ix}, nil
+	s := &store{Inner: inner, aead: aead}
+	if r, ok := inner.(storage.StaleReader); ok {
+		return &staleStore{store: s, replica: r}, nil
 	}
 	return s, nil
 }
 
-// store is the Store part: Get, Set and Delete.
+// store wraps inner: Get, Set, Take and Swap decrypt or encrypt; Delete,
+// Lock, the Indexer and the Counter are inner's own (promoted from the
+// embedded interface, which has no other method).
 type store struct {
-	inner storage.Store
-	aead  cipher.AEAD
+	Inner
+	aead cipher.AEAD
 }
 
 // additionalData binds a sealed value to its version and storage key.
@@ -173,7 +148,7 @@ func (s *store) open(key string, sealed []byte) ([]byte, error) {
 
 // Get implements storage.Store: inner's Get, then decryption.
 func (s *store) Get(ctx context.Context, key string) ([]byte, error) {
-	sealed, err := s.inner.Get(ctx, key)
+	sealed, err := s.Inner.Get(ctx, key)
 	if err != nil {
 		return nil, storage.Wrap("get", err) // ErrNotFound stays ErrNotFound
 	}
@@ -191,29 +166,71 @@ func (s *store) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	if err != nil {
 		return storage.Wrap("set", err)
 	}
-	return storage.Wrap("set", s.inner.Set(ctx, key, sealed, ttl))
-}
-
-// Delete implements storage.Store: inner's Delete.
-func (s *store) Delete(ctx context.Context, key string) error {
-	return storage.Wrap("delete", s.inner.Delete(ctx, key))
-}
-
-// taker adds Take when the inner store has one.
-type taker struct {
-	s     *store
-	inner storage.Taker
+	return storage.Wrap("set", s.Inner.Set(ctx, key, sealed, ttl))
 }
 
 // Take implements storage.Taker: inner's atomic Take, then decryption.
-func (t taker) Take(ctx context.Context, key string) ([]byte, error) {
-	sealed, err := t.inner.Take(ctx, key)
+func (s *store) Take(ctx context.Context, key string) ([]byte, error) {
+	sealed, err := s.Inner.Take(ctx, key)
 	if err != nil {
 		return nil, storage.Wrap("take", err)
 	}
-	plain, err := t.s.open(key, sealed)
+	plain, err := s.open(key, sealed)
 	if err != nil {
 		return nil, storage.Wrap("take", err)
 	}
 	return plain, nil
 }
+
+// Swap implements storage.Swapper. The stored value is compared with old
+// after decryption, and the swap itself is inner's, on the ciphertext read:
+// a write that lands between the read and the swap changes the ciphertext,
+// so inner's swap reports false, and the whole stays one atomic step.
+func (s *store) Swap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	if ttl < 0 {
+		return false, storage.Wrap("swap", fmt.Errorf("encryptedstore: negative TTL %v", ttl))
+	}
+	sealed, err := s.Inner.Get(ctx, key)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, storage.Wrap("swap", err)
+	}
+	plain, err := s.open(key, sealed)
+	if err != nil {
+		return false, storage.Wrap("swap", err)
+	}
+	if !bytes.Equal(plain, old) {
+		return false, nil
+	}
+	next, err := s.seal(key, new)
+	if err != nil {
+		return false, storage.Wrap("swap", err)
+	}
+	ok, err := s.Inner.Swap(ctx, key, sealed, next, ttl)
+	return ok, storage.Wrap("swap", err)
+}
+
+// staleStore is store over an inner store that reads replicas.
+type staleStore struct {
+	*store
+	replica storage.StaleReader
+}
+
+// GetStale implements storage.StaleReader: inner's GetStale, then
+// decryption.
+func (s *staleStore) GetStale(ctx context.Context, key string) ([]byte, error) {
+	sealed, err := s.replica.GetStale(ctx, key)
+	if err != nil {
+		return nil, storage.Wrap("get-stale", err)
+	}
+	plain, err := s.open(key, sealed)
+	if err != nil {
+		return nil, storage.Wrap("get-stale", err)
+	}
+	return plain, nil
+}
+
+// MaxStaleness implements storage.StaleReader: inner's bound.
+func (s *staleStore) MaxStaleness() time.Duration { return s.replica.MaxStaleness() }

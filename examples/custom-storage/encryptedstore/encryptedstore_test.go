@@ -28,7 +28,7 @@ func newKey(t testing.TB) []byte {
 	return k
 }
 
-func wrap(t testing.TB, inner storage.Store, key []byte) storage.Store {
+func wrap(t testing.TB, inner encryptedstore.Inner, key []byte) storage.Store {
 	t.Helper()
 	s, err := encryptedstore.New(inner, key)
 	if err != nil {
@@ -52,7 +52,7 @@ func TestSuiteOverMemstore(t *testing.T) {
 		},
 		Reopen: func(t *testing.T, s storage.Store) storage.Store {
 			inner, _ := inners.Load(s)
-			return wrap(t, inner.(storage.Store), key)
+			return wrap(t, inner.(encryptedstore.Inner), key)
 		},
 	})
 }
@@ -90,95 +90,67 @@ func TestSuiteOverRedis(t *testing.T) {
 	})
 }
 
-// innerWith returns a store with only the capabilities asked for, cut out
-// of a memstore.
-func innerWith(take, lock, index bool) storage.Store {
-	m := memstore.New()
-	var base storage.Store = m // hides every method but Get, Set and Delete
-	switch {
-	case take && lock && index:
-		return m
-	case take && lock:
-		return struct {
-			storage.Store
-			storage.Taker
-			storage.Locker
-		}{base, m, m}
-	case take && index:
-		return struct {
-			storage.Store
-			storage.Taker
-			storage.Indexer
-		}{base, m, m}
-	case lock && index:
-		return struct {
-			storage.Store
-			storage.Locker
-			storage.Indexer
-		}{base, m, m}
-	case take:
-		return struct {
-			storage.Store
-			storage.Taker
-		}{base, m}
-	case lock:
-		return struct {
-			storage.Store
-			storage.Locker
-		}{base, m}
-	case index:
-		return struct {
-			storage.Store
-			storage.Indexer
-		}{base, m}
-	}
-	return struct{ storage.Store }{base}
-}
+// replicaReader is memstore with a replica read: a replica that never
+// lags (which the StaleReader contract allows).
+type replicaReader struct{ *memstore.Store }
 
-// TestCapabilities: the wrapper has Take, Lock and the Indexer methods
-// exactly when the inner store has them, in all eight combinations, and
-// the ones it has work.
+func (r replicaReader) GetStale(ctx context.Context, key string) ([]byte, error) {
+	return r.Get(ctx, key)
+}
+func (r replicaReader) MaxStaleness() time.Duration { return time.Second }
+
+// TestCapabilities: the wrapper has every capability of the shipped stores,
+// and StaleReader exactly when the inner store has it; each works through
+// the encryption.
 func TestCapabilities(t *testing.T) {
 	ctx := context.Background()
-	for mask := range 8 {
-		take, lock, index := mask&1 != 0, mask&2 != 0, mask&4 != 0
-		t.Run(fmt.Sprintf("take=%v,lock=%v,index=%v", take, lock, index), func(t *testing.T) {
-			inner := innerWith(take, lock, index)
-			_, it := inner.(storage.Taker)
-			_, il := inner.(storage.Locker)
-			_, ii := inner.(storage.Indexer)
-			if it != take || il != lock || ii != index {
-				t.Fatalf("test inner store has the wrong capabilities: %v %v %v", it, il, ii)
+	for _, stale := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stale=%v", stale), func(t *testing.T) {
+			m := memstore.New()
+			var inner encryptedstore.Inner = m
+			if stale {
+				inner = replicaReader{m}
 			}
 			s := wrap(t, inner, newKey(t))
 			tk, wt := s.(storage.Taker)
 			l, wl := s.(storage.Locker)
 			ix, wi := s.(storage.Indexer)
-			if wt != take || wl != lock || wi != index {
-				t.Fatalf("wrapper capabilities Taker=%v Locker=%v Indexer=%v, want %v %v %v", wt, wl, wi, take, lock, index)
+			sw, ws := s.(storage.Swapper)
+			c, wc := s.(storage.Counter)
+			r, wr := s.(storage.StaleReader)
+			if !wt || !wl || !wi || !ws || !wc || wr != stale {
+				t.Fatalf("wrapper capabilities Taker=%v Locker=%v Indexer=%v Swapper=%v Counter=%v StaleReader=%v", wt, wl, wi, ws, wc, wr)
 			}
 			if err := s.Set(ctx, "k", []byte("v"), 0); err != nil {
 				t.Fatal(err)
 			}
-			if wt {
-				if v, err := tk.Take(ctx, "k"); err != nil || string(v) != "v" {
-					t.Errorf("Take = %q, %v", v, err)
+			if ok, err := sw.Swap(ctx, "k", []byte("v"), []byte("w"), time.Hour); !ok || err != nil {
+				t.Fatalf("Swap = %v, %v", ok, err)
+			}
+			if ok, err := sw.Swap(ctx, "k", []byte("v"), []byte("x"), time.Hour); ok || err != nil {
+				t.Fatalf("Swap from a stale value = %v, %v", ok, err)
+			}
+			if wr {
+				if v, err := r.GetStale(ctx, "k"); err != nil || string(v) != "w" {
+					t.Errorf("GetStale = %q, %v", v, err)
 				}
 			}
-			if wl {
-				unlock, err := l.Lock(ctx, "l", time.Minute)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_ = unlock(ctx)
+			if v, err := tk.Take(ctx, "k"); err != nil || string(v) != "w" {
+				t.Errorf("Take = %q, %v", v, err)
 			}
-			if wi {
-				if err := ix.AddMember(ctx, "set", "m", 0); err != nil {
-					t.Fatal(err)
-				}
-				if got, err := ix.Members(ctx, "set"); err != nil || len(got) != 1 || got[0] != "m" {
-					t.Errorf("Members = %q, %v", got, err)
-				}
+			unlock, err := l.Lock(ctx, "l", time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = unlock(ctx)
+			if err := ix.AddMember(ctx, "set", "m", 0); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := ix.Members(ctx, "set"); err != nil || len(got) != 1 || got[0] != "m" {
+				t.Errorf("Members = %q, %v", got, err)
+			}
+			if n, err := c.Incr(ctx, "n", 2, time.Minute); err != nil || n != 2 {
+				t.Errorf("Incr = %d, %v", n, err)
 			}
 		})
 	}

@@ -33,12 +33,11 @@ func ExampleNew() {
 	fmt.Println(string(v))
 	raw, _ := inner.Get(ctx, "session:1")
 	fmt.Println("plaintext at rest:", bytes.Contains(raw, []byte("alice")))
-	_, canTake := store.(storage.Taker)
-	_, canLock := store.(storage.Locker)
-	_, canIndex := store.(storage.Indexer)
-	fmt.Println(canTake, canLock, canIndex)
+	_, canSwap := store.(storage.Swapper) // sliding sessions
+	_, canLock := store.(storage.Locker)  // one refresh at a time across instances
+	fmt.Println(canSwap, canLock)
 	// Output:
 	// alice's tokens
 	// plaintext at rest: false
-	// true true true
+	// true true
 }
