@@ -329,14 +329,7 @@ func (ds *deviceSessions) get(ctx context.Context, hash string, rec *sessionReco
 	ctx, cancel := ds.op(ctx)
 	defer cancel()
 	raw, err := ds.store.Get(ctx, sessionKeyPrefix+hash)
-	if err != nil {
-		return storageFailed(ds.metrics, "get", err)
-	}
-	if err := decodeRecord(raw, rec); err != nil {
-		ds.log.Warn("unreadable session record in storage; ignoring it", "err", err)
-		return storage.ErrNotFound
-	}
-	return nil
+	return ds.decodeRead(raw, err, rec)
 }
 
 // getForCheck reads the record under key for the session check: a read a
@@ -356,6 +349,13 @@ func (ds *deviceSessions) getForCheck(key string, rec *sessionRecord) error {
 	} else {
 		raw, err = storage.GetStale(ctx, ds.store, key)
 	}
+	return ds.decodeRead(raw, err, rec)
+}
+
+// decodeRead decodes a storage read of a record into rec: the read's
+// failure as a *storage.Error (ErrNotFound as is), and an unreadable record
+// as not found.
+func (ds *deviceSessions) decodeRead(raw []byte, err error, rec *sessionRecord) error {
 	if err != nil {
 		return storageFailed(ds.metrics, "get", err)
 	}
