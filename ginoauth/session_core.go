@@ -700,7 +700,7 @@ func (d *sharedDeadline) context() context.Context {
 	}
 	// The context is never cancelled early: its timer ends it, and keeps
 	// at most timeout/deadlineWindow of them alive.
-	ctx, cancel := context.WithTimeout(context.Background(), d.timeout+deadlineWindow)
+	ctx, cancel := context.WithTimeout(context.Background(), d.timeout+deadlineWindow) //nolint:gosec // G118: kept in windowContext; the timer ends it
 	w := &windowContext{ctx: ctx, cancel: cancel, until: now + int64(deadlineWindow)}
 	d.current.Store(w)
 	return ctx

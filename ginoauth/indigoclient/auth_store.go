@@ -174,26 +174,11 @@ func sessionKey(did syntax.DID, sessionID string) string {
 	return sessionPrefix + did.String() + ":" + sessionID
 }
 
-type sessionTTLKey struct{}
-
-type sessionKeyKey struct{}
-
 type requestTTLKey struct{}
 
 // withRequestTTL tells SaveAuthRequestInfo how long the login may take.
 func withRequestTTL(ctx context.Context, ttl time.Duration) context.Context {
 	return context.WithValue(ctx, requestTTLKey{}, ttl)
-}
-
-// withSessionTTL tells SaveSession the lifetime of a session being created.
-func withSessionTTL(ctx context.Context, ttl time.Duration) context.Context {
-	return context.WithValue(ctx, sessionTTLKey{}, ttl)
-}
-
-// withSessionKey tells SaveSession the kid a session being created is
-// bound to.
-func withSessionKey(ctx context.Context, kid string) context.Context {
-	return context.WithValue(ctx, sessionKeyKey{}, kid)
 }
 
 // requestTTL is the lifetime of a pending login: the login's own, else def.
@@ -235,18 +220,13 @@ func (s *AuthStore) loadSession(ctx context.Context, did syntax.DID, sessionID s
 	return &st, nil
 }
 
-// SaveSession implements oauth.ClientAuthStore. A session being created at
-// a callback gets the login's lifetime. For an existing session only a
-// rotation is written (keeping its expiry): a save carrying the stored
+// SaveSession implements oauth.ClientAuthStore. Sessions made at a callback
+// are written by Client (with the login's lifetime and key), not here. For an
+// existing session only a rotation is written (keeping its expiry): a save carrying the stored
 // refresh token or a spent one records its DPoP nonces in memory and leaves
 // storage alone (see AuthStore). A session saved without a lifetime that
 // does not exist yet gets the store's SessionTTL.
 func (s *AuthStore) SaveSession(ctx context.Context, sess oauth.ClientSessionData) error {
-	if ttl, ok := ctx.Value(sessionTTLKey{}).(time.Duration); ok && ttl > 0 {
-		kid, _ := ctx.Value(sessionKeyKey{}).(string)
-		_, err := s.create(ctx, sess, ttl, kid)
-		return err
-	}
 	s.nonces.remember(&sess)
 	old, err := s.loadSession(ctx, sess.AccountDID, sess.SessionID)
 	switch {

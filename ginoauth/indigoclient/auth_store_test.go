@@ -83,7 +83,7 @@ func TestAuthStore(t *testing.T) {
 				ctx := context.Background()
 				key := sessionKey(testDID, "state-1")
 
-				if err := s.SaveSession(withSessionTTL(ctx, 30*24*time.Hour), sessionData("a1")); err != nil {
+				if _, err := s.create(ctx, sessionData("a1"), 30*24*time.Hour, ""); err != nil {
 					t.Fatal(err)
 				}
 				if got := rec.ttl(key); got != 14*24*time.Hour {
@@ -146,7 +146,7 @@ func TestAuthStore(t *testing.T) {
 			t.Run("a logged-out session is never resurrected by a late token save", func(t *testing.T) {
 				s := NewAuthStore(be.New(t), AuthStoreOptions{})
 				ctx := context.Background()
-				if err := s.SaveSession(withSessionTTL(ctx, time.Hour), sessionData("a1")); err != nil {
+				if _, err := s.create(ctx, sessionData("a1"), time.Hour, ""); err != nil {
 					t.Fatal(err)
 				}
 				if err := s.DeleteSession(ctx, testDID, "state-1"); err != nil {
@@ -173,7 +173,7 @@ func TestAuthStoreNeverWritesOlderTokens(t *testing.T) {
 			rec := &ttlRecorder{Store: be.New(t), ttls: map[string]time.Duration{}}
 			s := NewAuthStore(rec, AuthStoreOptions{})
 			ctx := context.Background()
-			if err := s.SaveSession(withSessionTTL(ctx, time.Hour), sessionData("a1")); err != nil {
+			if _, err := s.create(ctx, sessionData("a1"), time.Hour, ""); err != nil {
 				t.Fatal(err)
 			}
 			stale := sessionData("a1") // loaded by a request before the rotation

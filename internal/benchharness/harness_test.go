@@ -117,8 +117,7 @@ func TestGinoauthServer(t *testing.T) {
 			if err := check(ctx, appURL+"/me", cookie); err == nil {
 				t.Error("account 2 answered account 0's DID")
 			}
-			c, err = h.loginGinoauth(ctx, appURL, accountHandle(0))
-			if err != nil {
+			if _, err := h.loginGinoauth(ctx, appURL, accountHandle(0)); err != nil {
 				t.Fatal(err)
 			}
 			s := &server{appURL: appURL, ctlURL: ctl.URL}
