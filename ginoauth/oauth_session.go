@@ -139,6 +139,9 @@ func (s *deviceBoundSession) Do(req *http.Request) (*http.Response, error) {
 	resp, err := s.Session.Do(req)
 	if err == nil {
 		s.syncScopes(req.Context())
+		if err := s.ds.identity.endedBy(req.Context(), resp, s.rec.DID); err != nil {
+			return nil, err
+		}
 	}
 	return resp, s.endIfGone(err)
 }

@@ -89,6 +89,8 @@ type deviceSessions struct {
 	staleness time.Duration
 	// checkDeadline bounds the session check's read.
 	checkDeadline sharedDeadline
+	// identity starts the background identity checks (identity.go).
+	identity identityChecks
 
 	// What ending a session needs from the rest of the Manager.
 	revoke        func(ctx context.Context, did, oauthSessionID, hash string)
@@ -125,6 +127,11 @@ type sessionRecord struct {
 	Extended       time.Time `json:"extended,omitzero"`
 	GrantRefreshBy time.Time `json:"grant_refresh_by,omitzero"`
 	GrantEndsAt    time.Time `json:"grant_ends_at,omitzero"`
+
+	// AccountStatus is the account's status at its PDS when a check found
+	// it inactive and Config.KeepDeactivatedSessions kept the session
+	// ("deactivated", "suspended"); "" for an active account.
+	AccountStatus string `json:"account_status,omitempty"`
 }
 
 func (rec *sessionRecord) kind() string {
@@ -168,6 +175,11 @@ type User struct {
 	Scopes    []string  // scopes granted to this session, as of its last token refresh
 	CreatedAt time.Time // when this device logged in
 	ExpiresAt time.Time // absolute end of this session
+	// AccountStatus is "" for an active account, or "deactivated" or
+	// "suspended" when a background check found the account so and
+	// Config.KeepDeactivatedSessions kept its sessions: the app may offer
+	// to reactivate it, and the PDS refuses most writes meanwhile.
+	AccountStatus string
 
 	sessionHash    string // sha256 of the session id: the record's key suffix
 	oauthSessionID string
@@ -191,7 +203,7 @@ func (u *User) OAuthSessionID() string { return u.oauthSessionID }
 // record is the part of a session record that ending it (and its device
 // lock) needs.
 func (u *User) record() *sessionRecord {
-	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, CreatedAt: u.CreatedAt, Previous: u.previous, Successor: u.successor,
+	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, AccountStatus: u.AccountStatus, OAuthSessionID: u.oauthSessionID, CreatedAt: u.CreatedAt, Previous: u.previous, Successor: u.successor,
 		GrantRefreshBy: u.grantRefreshBy}
 }
 
@@ -200,7 +212,7 @@ func (u *User) record() *sessionRecord {
 func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
 	return &User{
 		DID: rec.DID, Handle: rec.Handle, Scopes: rec.Scopes, // rec is the caller's own, freshly decoded
-		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
+		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, AccountStatus: rec.AccountStatus,
 		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: rec.Requested,
 		resolver: ds.resolver, kind: rec.kind(), previous: rec.Previous, successor: rec.Successor,
 		grantRefreshBy: rec.GrantRefreshBy, cookieUntil: ds.cookieUntil(rec),
@@ -263,6 +275,7 @@ func (ds *deviceSessions) read(ctx context.Context, sid, kind string) (*User, Er
 	u := ds.user(&rec, hash)
 	u.extended = extended
 	ds.noteSeen(u)
+	ds.noteIdentity(u.DID, now)
 	return u, "", nil
 }
 
@@ -455,11 +468,13 @@ func (st *seenTracker) forget(hash string) {
 // stored in a compact binary layout rather than JSON (decoding JSON was half
 // the cost of a session check): a version byte, the fields below, each
 // string a uvarint length and its bytes, times as uvarint Unix nanoseconds.
-// Version 2 added the sliding lifetime's times; records of version 1, and
-// records written as JSON by earlier versions, are still read.
+// Version 2 added the sliding lifetime's times, version 3 the account's
+// status (last); records of versions 1 and 2, and records written as JSON
+// by earlier versions, are still read.
 const (
 	recordFormatV1 = 1
-	recordFormat   = 2
+	recordFormatV2 = 2
+	recordFormat   = 3
 )
 
 // encodeRecord lays out rec.
@@ -480,7 +495,8 @@ func encodeRecord(rec *sessionRecord) []byte {
 			b = append(b, s...)
 		}
 	}
-	return b
+	b = binary.AppendUvarint(b, uint64(len(rec.AccountStatus)))
+	return append(b, rec.AccountStatus...)
 }
 
 func unixNanos(t time.Time) uint64 {
@@ -519,7 +535,7 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 	if len(raw) > 0 && raw[0] == '{' {
 		return decodeJSONRecord(raw, rec)
 	}
-	if len(raw) < 1 || (raw[0] != recordFormat && raw[0] != recordFormatV1) {
+	if len(raw) < 1 || (raw[0] != recordFormat && raw[0] != recordFormatV2 && raw[0] != recordFormatV1) {
 		return errBadRecord
 	}
 	times := []*time.Time{&rec.CreatedAt, &rec.ExpiresAt, &rec.GraceUntil, &rec.Extended, &rec.GrantRefreshBy, &rec.GrantEndsAt}
@@ -579,6 +595,11 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 			lists = append(lists, v)
 		}
 		*f = lists[start:len(lists):len(lists)]
+	}
+	if raw[0] == recordFormat {
+		var good bool
+		rec.AccountStatus, good = str()
+		ok = ok && good
 	}
 	if !ok || pos != len(s) {
 		return errBadRecord
