@@ -22,10 +22,10 @@ import (
 //
 //   - when one of its sessions is used, at most once per interval per
 //     instance (one map lookup on the session check, which stays one storage
-//     read), and at most once per interval across instances: the check takes
-//     a lease of one interval (the Storage's Locker, else its Counter),
-//     which it never releases;
-//   - after every token refresh (the refresh is already once per grant);
+//     read), and at most once per interval-long window across instances
+//     (the Storage's Counter counts the window's checks; without one, a
+//     Locker lease of one interval that is never released);
+//   - after a token refresh, under the same window;
 //   - at once when a PDS call answers that the account is deactivated,
 //     taken down or gone (AccountDeactivated, AccountTakedown,
 //     AccountNotFound, RepoDeactivated, RepoTakendown, RepoNotFound).
@@ -66,10 +66,12 @@ type identityChecks struct {
 }
 
 // noteIdentity starts a background check of did's identity when this
-// instance has not started one within the interval. It is on the session
-// check's path: one map lookup.
+// instance has not started one within the interval, counting from when it
+// first saw the account (a login has just verified it; a restarted
+// instance waits one interval). It is on the session check's path: one
+// map lookup.
 func (ds *deviceSessions) noteIdentity(did string, now time.Time) {
-	if ds.identity.every <= 0 || !ds.identity.here.dueWithin(did, now, ds.identity.every) {
+	if ds.identity.every <= 0 || !ds.identity.here.dueAfter(did, now, ds.identity.every) {
 		return
 	}
 	ds.bg.run(func() { ds.identity.start(did) })
@@ -91,18 +93,19 @@ func (m *Manager) startIdentityCheck(did string) {
 // what spaces the checks.
 func (m *Manager) identityLease(ctx context.Context, did string) bool {
 	every := m.sessions.identity.every
-	if l, ok := m.store.(storage.Locker); ok {
-		lctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		defer cancel()
-		_, err := l.Lock(lctx, identityLeasePrefix+did, every)
-		return err == nil
-	}
 	if c, ok := m.store.(storage.Counter); ok {
+		// One check per interval-long window (on the Manager's clock).
 		octx, cancel := m.op(ctx)
 		defer cancel()
 		period := m.now().UnixNano() / int64(every)
 		n, err := c.Incr(octx, identityLeasePrefix+did+":"+strconv.FormatInt(period, 36), 1, 2*every)
 		return err == nil && n == 1
+	}
+	if l, ok := m.store.(storage.Locker); ok {
+		lctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		_, err := l.Lock(lctx, identityLeasePrefix+did, every)
+		return err == nil
 	}
 	return true // this instance's own spacing is all there is
 }

@@ -201,9 +201,7 @@ func (m *Manager) onRefresh(r oauthclient.Refresh) {
 		m.sessions.followGrant(ctx, r)
 		m.scheduleKeepAlive(ctx, r.DID, r.SessionID, r.RefreshBy, r.EndsAt)
 		if m.sessions.identity.every > 0 {
-			ictx, cancel := context.WithTimeout(context.Background(), identityCheckBudget)
-			defer cancel()
-			m.checkIdentity(ictx, r.DID) // a refresh is once per grant already: no lease
+			m.startIdentityCheck(r.DID)
 		}
 	})
 }

@@ -457,6 +457,22 @@ func (st *seenTracker) dueWithin(hash string, now time.Time, every time.Duration
 	return true
 }
 
+// dueAfter is dueWithin counting the first period from the first time
+// hash is seen: the first sighting is noted, not due.
+func (st *seenTracker) dueAfter(hash string, now time.Time, every time.Duration) bool {
+	st.mu.Lock()
+	if _, ok := st.seen[hash]; !ok {
+		if st.seen == nil || len(st.seen) > 100_000 {
+			st.seen = map[string]time.Time{}
+		}
+		st.seen[hash] = now
+		st.mu.Unlock()
+		return false
+	}
+	st.mu.Unlock()
+	return st.dueWithin(hash, now, every)
+}
+
 // forget drops a session from the bookkeeping.
 func (st *seenTracker) forget(hash string) {
 	st.mu.Lock()
