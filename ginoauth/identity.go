@@ -222,7 +222,6 @@ func trimSlash(s string) string {
 func (m *Manager) endAccount(ctx context.Context, did string, reason EndReason) {
 	if _, err := m.endSessionsOf(ctx, did, "", reason); err != nil {
 		m.log.Warn("could not end every session of an account; trying again at its next check", "did", did, "reason", string(reason), "err", err)
-		m.sessions.identity.here.forget(did)
 	}
 	m.dropBackground(ctx, did, "", true)
 }

@@ -222,6 +222,7 @@ func (s *Server) xrpcGetRepoStatus(w http.ResponseWriter, r *http.Request, _ *au
 		return
 	}
 	s.mu.Lock()
+	s.stats.RepoStatusCalls++
 	a := s.accounts[did]
 	status := ""
 	if a != nil {
