@@ -145,7 +145,10 @@ func (m *Manager) checkIdentity(ctx context.Context, did string) (ended bool) {
 			return true
 		}
 	}
-	status := id.Status // deactivated or suspended, kept (KeepDeactivatedSessions), or ""
+	status := "" // the mark: deactivated or suspended, kept (KeepDeactivatedSessions)
+	if id.Status == oauthclient.StatusDeactivated || id.Status == oauthclient.StatusSuspended {
+		status = id.Status
+	}
 	statusChanged := false
 	for i := range recs {
 		if recs[i].Handle == id.Handle && recs[i].AccountStatus == status {
