@@ -61,8 +61,9 @@ type identityChecks struct {
 	answered seenTracker   // by DID: when a PDS answer last started one here
 	start    func(did string)
 	// afterAnswer checks at once after a PDS answer about the account, and
-	// reports whether its sessions ended.
-	afterAnswer func(ctx context.Context, did string) bool
+	// reports whether its sessions ended; afterRefused the same after a
+	// refused refresh (a takedown or a deletion revokes the tokens).
+	afterAnswer, afterRefused func(ctx context.Context, did string) bool
 }
 
 // noteIdentity starts a background check of did's identity when this
@@ -325,6 +326,16 @@ func (ic *identityChecks) endedBy(ctx context.Context, resp *http.Response, did 
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 	return &SessionError{Code: CodeOAuthSessionGone, Err: errAccountEnded}
+}
+
+// checkAfterRefused checks did's identity at once after its refresh was
+// refused, so that an account taken down or deleted (whose tokens the
+// reference PDS deletes with it) ends with its own reason rather than
+// refresh_refused. It reports whether the check ended the sessions.
+func (m *Manager) checkAfterRefused(ctx context.Context, did string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), identityCheckBudget)
+	defer cancel()
+	return m.checkIdentity(ctx, did)
 }
 
 // checkAfterAnswer checks did's identity at once after its PDS answered

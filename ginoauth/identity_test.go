@@ -265,8 +265,9 @@ func TestIdentityMoveOtherAuthorizationServer(t *testing.T) {
 // Deactivated, taken down and deleted accounts: the PDS's answer to a call
 // (AccountDeactivated, AccountTakedown, AccountNotFound) ends the
 // account's sessions on every instance with a reason of its own, and the
-// call answers 401 (log in again), never a 5xx; without any call, the
-// background check finds the same.
+// call answers 401 (log in again), never a 5xx; so does a refused refresh
+// (a takedown or deletion revokes the tokens), rather than
+// refresh_refused; without any call, the background check finds the same.
 func TestIdentityAccountStatusEndsSessions(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -279,7 +280,10 @@ func TestIdentityAccountStatusEndsSessions(t *testing.T) {
 	}
 	for _, be := range testdb.All() {
 		for _, tc := range cases {
-			for _, path := range []string{"answer", "background"} {
+			for _, path := range []string{"answer", "background", "refresh"} {
+				if path == "refresh" && tc.reason == ginoauth.EndAccountDeactivated {
+					continue // a deactivated account's tokens still refresh
+				}
 				t.Run(be.Name+"/"+tc.name+"/"+path, func(t *testing.T) {
 					s1, s2 := be.Pair(t)
 					as := ginoauthtest.New(t, ginoauthtest.Options{})
@@ -292,12 +296,20 @@ func TestIdentityAccountStatusEndsSessions(t *testing.T) {
 					if err := tc.change(as); err != nil {
 						t.Fatal(err)
 					}
-					if path == "answer" {
+					switch path {
+					case "refresh":
+						// The reference PDS deletes the tokens of an account it
+						// takes down or deletes: the refresh finds out first.
+						as.ExpireAccessTokens()
+						if st, err := getStatus(apps[1].Server.URL, "/api/pds-session", sid); err != nil || st != http.StatusUnauthorized {
+							t.Fatalf("call after the change: %d %v; want 401", st, err)
+						}
+					case "answer":
 						st, err := postStatus(apps[1].Server.URL, "/api/post", sid)
 						if err != nil || st != http.StatusUnauthorized {
 							t.Fatalf("write after the change: %d %v; want 401", st, err)
 						}
-					} else {
+					default:
 						passInterval(t, apps, sid)
 						b.Get("/api/session")
 					}
@@ -309,6 +321,12 @@ func TestIdentityAccountStatusEndsSessions(t *testing.T) {
 						if st, err := getStatus(a.Server.URL, "/api/session", sid); err != nil || st != http.StatusUnauthorized {
 							t.Fatalf("session after the end: %d %v", st, err)
 						}
+					}
+					for _, a := range apps {
+						a.Stop() // waits for the background work
+					}
+					if n := log.count(func(e ginoauth.Event) bool { return e.Type == ginoauth.EventSessionEnded }); n != 1 {
+						t.Fatalf("%d session_ended events for one session; want 1: %+v", n, log.all())
 					}
 				})
 			}

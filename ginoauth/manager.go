@@ -133,7 +133,8 @@ func New(cfg Config) (*Manager, error) {
 		successorHash: m.successorHash,
 	}
 	if _, ok := cfg.OAuthClient.(oauthclient.IdentityChecker); ok && ix != nil && cfg.IdentityCheckInterval > 0 {
-		m.sessions.identity = identityChecks{every: cfg.IdentityCheckInterval, start: m.startIdentityCheck, afterAnswer: m.checkAfterAnswer}
+		m.sessions.identity = identityChecks{every: cfg.IdentityCheckInterval, start: m.startIdentityCheck,
+			afterAnswer: m.checkAfterAnswer, afterRefused: m.checkAfterRefused}
 	}
 	if swapper == nil {
 		m.log.Warn("storage has no storage.Swapper: sessions are not extended by use; SessionTTL counts from the login")
