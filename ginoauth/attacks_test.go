@@ -166,6 +166,7 @@ var attacks = []attack{
 	{"planted-flow-cookie", "a sibling host plants the attacker's login binding so that the victim completes the attacker's login", attackPlantedFlowCookie},
 	{"logout-cache-delay", "a logout on one instance while another has the session cached", attackLogoutCacheDelay},
 	{"attacker-started-native-flow", "an attacker starts a native login and its code lands in the attacker's app, which claimed the private-use scheme", attackAttackerStartedNativeFlow},
+	{"moved-account-tokens", "a logged-in account moves to a PDS another authorization server protects", attackMovedAccountTokens},
 }
 
 func wantCode[C ~string](t *testing.T, r ginoauthtest.Response, status int, code C) {
