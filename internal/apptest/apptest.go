@@ -379,9 +379,12 @@ const (
 	OpTake   = "take"
 	OpLock   = "lock"
 	OpUnlock = "unlock"
-	OpIndex  = "index"
-	OpSwap   = "swap"
-	OpIncr   = "incr"
+	OpIndex  = "index" // AddMember, RemoveMember and Members
+	// OpAddMember is AddMember alone: background work (a refresh's
+	// follow-up lists an account's sessions) must not take its fault.
+	OpAddMember = "add-member"
+	OpSwap      = "swap"
+	OpIncr      = "incr"
 )
 
 type fault struct {
@@ -484,7 +487,7 @@ func (f *FaultyStorage) Lock(ctx context.Context, name string, ttl time.Duration
 
 // AddMember implements storage.Indexer; the wrapped Storage must have it.
 func (f *FaultyStorage) AddMember(ctx context.Context, set, member string, ttl time.Duration) error {
-	if f.fails(OpIndex, set) {
+	if f.fails(OpIndex, set) || f.fails(OpAddMember, set) {
 		return ErrDown
 	}
 	return f.Store.(storage.Indexer).AddMember(ctx, set, member, ttl)
