@@ -82,8 +82,28 @@ func RequireSameOrigin(mgr *Manager) gin.HandlerFunc {
 	}
 }
 
+// refuseCrossSite answers a request the origin check refused. The log
+// names what the browser sent and what the app expected (headers only,
+// nothing secret), since a misconfigured BaseURL looks exactly like an
+// attack; on a loopback BaseURL (development) the answer itself names the
+// likely fix.
 func (m *Manager) refuseCrossSite(c *gin.Context) {
-	m.abortWithError(c, crossSiteError{})
+	r := c.Request
+	origin := r.Header.Get("Origin")
+	m.log.Warn("cross-origin request refused", "path", r.URL.Path, "method", r.Method,
+		"origin", origin, "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"), "host", r.Host,
+		"expected_origin", m.origin, "allowed_origins", m.cfg.AllowedOrigins)
+	var e crossSiteError
+	if u, err := url.Parse(m.cfg.BaseURL); err == nil && isLoopbackHost(u.Hostname()) {
+		from := origin
+		if ou, err := url.Parse(origin); err == nil && ou.Scheme != "" && ou.Host != "" && len(origin) <= 256 {
+			from = canonicalOrigin(ou) // only what parses as an origin is echoed
+		} else {
+			from = "another site (Sec-Fetch-Site: " + r.Header.Get("Sec-Fetch-Site") + ")"
+		}
+		e.hint = "BaseURL is " + m.origin + " but the request came from " + from + ": open the app at " + m.origin + ", or change BaseURL"
+	}
+	m.abortWithError(c, e)
 }
 
 // confirmLoginPage asks the user to confirm a login that another site
