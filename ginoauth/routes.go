@@ -180,6 +180,9 @@ func (m *Manager) query(c *gin.Context) (url.Values, bool) {
 // page for browsers and JSON otherwise.
 func (m *Manager) callbackHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if m.answerSelfCheck(c) { // Manager.SelfCheck's signed probe
+			return
+		}
 		res, err := m.HandleCallback(c)
 		if err != nil {
 			if m.cfg.ErrorHandler == nil && wantsHTML(c) {
