@@ -204,7 +204,7 @@ type selfCheckProbe struct {
 	Host           string `json:"host"`
 	ForwardedProto string `json:"x_forwarded_proto,omitempty"`
 	ForwardedHost  string `json:"x_forwarded_host,omitempty"`
-	ForwardedFor   bool   `json:"x_forwarded_for,omitempty"`
+	ForwardedFor   string `json:"x_forwarded_for,omitempty"` // its first address: the prober's own
 	ClientIP       string `json:"client_ip"`
 	RemoteIP       string `json:"remote_ip"`
 }
@@ -234,7 +234,7 @@ func (m *Manager) answerSelfCheck(c *gin.Context) bool {
 	}
 	r := c.Request
 	p := selfCheckProbe{SelfCheck: true, Host: r.Host, ForwardedProto: firstValue(r.Header.Get("X-Forwarded-Proto")),
-		ForwardedHost: firstValue(r.Header.Get("X-Forwarded-Host")), ForwardedFor: r.Header.Get("X-Forwarded-For") != "",
+		ForwardedHost: firstValue(r.Header.Get("X-Forwarded-Host")), ForwardedFor: firstValue(r.Header.Get("X-Forwarded-For")),
 		ClientIP: c.ClientIP(), RemoteIP: c.RemoteIP()}
 	scheme, host := "http", r.Host
 	if r.TLS != nil {
@@ -299,10 +299,12 @@ func (m *Manager) probeCallback(ctx context.Context, client *http.Client, redire
 	} else {
 		rep.Checked = append(rep.Checked, "requests arrive with the origin "+m.origin)
 	}
-	if p.ForwardedFor && p.ClientIP == p.RemoteIP {
+	// Gin ignored X-Forwarded-For when it answered with the proxy's own
+	// address although the header named another.
+	if p.ForwardedFor != "" && p.ClientIP == p.RemoteIP && p.ForwardedFor != p.RemoteIP {
 		rep.Problems = append(rep.Problems, SelfCheckProblem{Check: "the client address behind the proxy", Expected: "Gin to take it from X-Forwarded-For", Found: "it ignores X-Forwarded-For from the proxy at " + p.RemoteIP,
 			Fix: fmt.Sprintf("r.SetTrustedProxies([]string{%q}): else every client counts as the proxy for the login rate limits", p.RemoteIP)})
-	} else if !p.ForwardedFor {
+	} else if p.ForwardedFor == "" {
 		rep.Skipped = append(rep.Skipped, "client address: no X-Forwarded-For reached the app (no proxy in front, or one that does not set it)")
 	}
 	return true
