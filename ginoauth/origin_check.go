@@ -4,6 +4,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -89,17 +90,22 @@ func RequireSameOrigin(mgr *Manager) gin.HandlerFunc {
 // likely fix.
 func (m *Manager) refuseCrossSite(c *gin.Context) {
 	r := c.Request
-	origin := r.Header.Get("Origin")
+	origin, site := r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")
+	if len(origin) > 256 {
+		origin = origin[:256] + "..."
+	}
+	if !slices.Contains([]string{"", "cross-site", "same-site", "same-origin", "none"}, site) {
+		site = "(not a Sec-Fetch-Site value)"
+	}
 	m.log.Warn("cross-origin request refused", "path", r.URL.Path, "method", r.Method,
-		"origin", origin, "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"), "host", r.Host,
+		"origin", origin, "sec_fetch_site", site, "host", r.Host,
 		"expected_origin", m.origin, "allowed_origins", m.cfg.AllowedOrigins)
 	var e crossSiteError
 	if u, err := url.Parse(m.cfg.BaseURL); err == nil && isLoopbackHost(u.Hostname()) {
-		from := origin
-		if ou, err := url.Parse(origin); err == nil && ou.Scheme != "" && ou.Host != "" && len(origin) <= 256 {
-			from = canonicalOrigin(ou) // only what parses as an origin is echoed
-		} else {
-			from = "another site (Sec-Fetch-Site: " + r.Header.Get("Sec-Fetch-Site") + ")"
+		// Only what parses as an origin is echoed.
+		from := "another site (Sec-Fetch-Site: " + site + ")"
+		if ou, err := url.Parse(origin); err == nil && ou.Scheme != "" && ou.Host != "" {
+			from = canonicalOrigin(ou)
 		}
 		e.hint = "BaseURL is " + m.origin + " but the request came from " + from + ": open the app at " + m.origin + ", or change BaseURL"
 	}

@@ -44,6 +44,8 @@ type Result struct {
 	// Unreachable is set when the document could not be fetched at all:
 	// the other checks were not made.
 	Unreachable bool
+	// RedirectURIs are the document's redirect_uris.
+	RedirectURIs []string
 }
 
 func (r *Result) ok(s string) { r.Checked = append(r.Checked, s) }
@@ -137,6 +139,7 @@ func Metadata(ctx context.Context, client *http.Client, exp Expect) Result {
 		r.bad(check, "a JSON object", "not JSON: "+err.Error(), "")
 		return r
 	}
+	r.RedirectURIs = doc.RedirectURIs
 	if doc.ClientID != u {
 		r.bad("client_id in the document", u, fmt.Sprintf("%q", doc.ClientID), "the client_id must be exactly the URL the document is served at; build it from the public BaseURL, never from the request's Host (which a proxy changes)")
 	} else {
