@@ -181,6 +181,11 @@ type User struct {
 	cookieUntil         time.Time    // how long its cookie lasts (see deviceSessions.cookieUntil)
 	state               sessionState // the request's state, when this is its user
 	extended            bool         // this request extended the session: reseal its cookie
+	// A browser's: its session id, and its cookie's other accounts (as
+	// the cookie has them, see accounts.go) and the latest until of theirs.
+	sid         string
+	others      string
+	othersUntil int64
 }
 
 // OAuthSessionID is the OAuth client's id for this login's OAuth session,
