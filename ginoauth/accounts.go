@@ -57,6 +57,7 @@ type browserEntry struct {
 	sid      string
 	activity int64 // last activity, Unix seconds
 	until    int64 // how long its cookie should last, Unix seconds
+	hash     string // set instead of sid for a session known by its hash only
 }
 
 func (e browserEntry) String() string {
@@ -206,7 +207,9 @@ func (m *Manager) readOthers(ctx context.Context, u *User) (live []otherAccount,
 			return nil, false, gerr
 		}
 		switch {
-		case rec.kind() != kindWeb || slices.Contains(dids, rec.DID):
+		case rec.kind() != kindWeb || rec.Browser != u.browser || slices.Contains(dids, rec.DID):
+			// Not this browser's (someone else's session), or a second
+			// entry of one account: never listed nor switched to.
 			gone = true
 			continue
 		case !now.Before(rec.ExpiresAt):

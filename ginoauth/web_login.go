@@ -427,16 +427,19 @@ func (m *Manager) grantStarted(ctx context.Context, grant *oauthclient.Grant) {
 // before login is worthless after it.
 func (m *Manager) startSession(c *gin.Context, grant *oauthclient.Grant, requested []string, keep []string) (*User, error) {
 	ctx := c.Request.Context()
-	kept, err := m.replaceAccounts(c, grant.DID, keep)
+	kept, browser, err := m.replaceAccounts(c, grant.DID, keep)
 	if err != nil {
 		return nil, err
+	}
+	if len(kept) == 0 {
+		browser = randomToken(16) // a browser's first account: it is named afresh
 	}
 	now := m.now()
 	rec := sessionRecord{
 		DID: grant.DID, Handle: grant.Handle, OAuthSessionID: grant.OAuthSessionID,
 		Scopes: grant.Scopes, Requested: requested, CreatedAt: now,
 		GrantRefreshBy: grant.RefreshBy, GrantEndsAt: grant.EndsAt,
-		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c),
+		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c), Browser: browser,
 	}
 	sid, hash, err := m.sessions.start(ctx, &rec)
 	if err != nil {
@@ -444,11 +447,13 @@ func (m *Manager) startSession(c *gin.Context, grant *oauthclient.Grant, request
 	}
 	m.grantStarted(ctx, grant)
 	u := m.sessions.user(&rec, hash)
-	entries := append([]browserEntry{{sid: sid, activity: now.Unix(), until: u.cookieUntil.Unix()}}, kept...)
-	if err := m.setAccountsCookie(c, entries); err != nil {
+	u.sid, u.others = sid, joinEntries(kept)
+	for _, e := range kept {
+		u.othersUntil = max(u.othersUntil, e.until)
+	}
+	if err := m.setSessionCookie(c.Writer, sid, now, cookieUntilFor(u), u.others); err != nil {
 		return nil, err
 	}
-	u.sid, u.others = sid, joinEntries(kept)
 	setState(c, u, "")
 	return u, nil
 }
@@ -480,37 +485,51 @@ func (m *Manager) accountsToKeep(c *gin.Context, add bool) ([]string, error) {
 
 // replaceAccounts ends the sessions the request's cookie names (at most
 // MaxAccounts reads and ends), but for those in keep that are still live
-// browser sessions of accounts other than did: it returns those, as the
-// new cookie's entries, in the cookie's order.
-func (m *Manager) replaceAccounts(c *gin.Context, did string, keep []string) ([]browserEntry, error) {
+// browser sessions of accounts other than did, of one browser: it returns
+// those, as the new cookie's entries, in the cookie's order, and the
+// browser they share.
+func (m *Manager) replaceAccounts(c *gin.Context, did string, keep []string) (kept []browserEntry, browser string, err error) {
 	ctx := c.Request.Context()
 	now := m.now()
-	var kept []browserEntry
 	dids := []string{did}
-	for _, e := range m.requestAccounts(c.Request) {
-		hash := hashSessionID(e.sid)
+	entries := m.requestAccounts(c.Request)
+	// The sessions held at the start that the cookie no longer names (a
+	// cookie put in its place meanwhile) are this browser's, and would be
+	// left behind: they end too.
+	for _, hash := range keep {
+		if !slices.ContainsFunc(entries, func(e browserEntry) bool { return hashSessionID(e.sid) == hash }) {
+			entries = append(entries, browserEntry{sid: "", activity: -1, until: 0, hash: hash})
+		}
+	}
+	for _, e := range entries {
+		hash := e.hash
+		if hash == "" {
+			hash = hashSessionID(e.sid)
+		}
 		var rec sessionRecord
 		switch err := m.sessions.get(ctx, hash, &rec); {
 		case errors.Is(err, storage.ErrNotFound):
 			continue
 		case err != nil:
-			return nil, err
+			return nil, "", err
 		}
 		if rec.kind() != kindWeb {
 			continue // not this browser's to end
 		}
 		idle := m.cfg.IdleTimeout > 0 && now.Sub(time.Unix(e.activity, 0)) >= m.cfg.IdleTimeout
-		if slices.Contains(keep, hash) && rec.live(now) && !idle && !slices.Contains(dids, rec.DID) && len(kept) < m.cfg.MaxAccounts-1 {
+		if e.sid != "" && slices.Contains(keep, hash) && rec.live(now) && !idle && !slices.Contains(dids, rec.DID) && len(kept) < m.cfg.MaxAccounts-1 &&
+			(len(kept) == 0 || rec.Browser == browser) {
+			browser = rec.Browser
 			e.until = m.sessions.cookieUntil(&rec).Unix()
 			kept = append(kept, e)
 			dids = append(dids, rec.DID)
 			continue
 		}
 		if err := m.sessions.end(ctx, hash, &rec, EndReplaced); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	return kept, nil
+	return kept, browser, nil
 }
 
 // Logout ends the request's session, a browser's or a native app's, and

@@ -1,0 +1,504 @@
+package ginoauth_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
+)
+
+// Several accounts in one browser (accounts.go).
+
+// addAccount runs an "add another account" login for handle in b.
+func addAccount(t *testing.T, b *ginoauthtest.Browser, handle string) ginoauthtest.Response {
+	t.Helper()
+	r := b.Get("/login?add=1&handle=" + url.QueryEscape(handle))
+	if r.Status != http.StatusFound {
+		t.Fatalf("add %s: want a redirect to the authorization server, got %d %s", handle, r.Status, r.Body)
+	}
+	return b.Get(b.Consent(r.Header.Get("Location"), handle))
+}
+
+// accountsOf is the browser's accounts as the session route lists them
+// ("did:active" each, in order), and the active DID.
+func accountsOf(t *testing.T, b *ginoauthtest.Browser) (list []string, active string) {
+	t.Helper()
+	r := b.Get("/api/session")
+	if r.Status != http.StatusOK {
+		return nil, ""
+	}
+	js := r.JSON(t)
+	for _, a := range js["accounts"].([]any) {
+		m := a.(map[string]any)
+		list = append(list, fmt.Sprintf("%s:%v", m["did"], m["active"]))
+	}
+	return list, js["did"].(string)
+}
+
+// sameOrigin is the header of a same-origin request of the app's own page.
+func sameOrigin(a *testApp, contentType string) http.Header {
+	return http.Header{"Origin": {a.Server.URL}, "Sec-Fetch-Site": {"same-origin"}, "Content-Type": {contentType}}
+}
+
+func switchTo(t *testing.T, a *testApp, b *ginoauthtest.Browser, did string) ginoauthtest.Response {
+	t.Helper()
+	return b.Do(http.MethodPost, "/api/accounts/switch", strings.NewReader(`{"did":"`+did+`"}`), sameOrigin(a, "application/json"))
+}
+
+// whoami answers the request's DID as the app (CurrentUser) and as the
+// PDS (a call with the user's OAuth session) see it.
+func whoami(t *testing.T, b doer, header http.Header) (app, pds string) {
+	t.Helper()
+	r := b.Do(http.MethodGet, "/api/whoami", nil, header)
+	if r.Status == http.StatusOK {
+		app = r.JSON(t)["did"].(string)
+	}
+	r = b.Do(http.MethodGet, "/api/pds-session", nil, header)
+	if r.Status == http.StatusOK {
+		pds = r.JSON(t)["did"].(string)
+	}
+	return app, pds
+}
+
+func TestAccountsAddSwitchSignOut(t *testing.T) {
+	for _, sc := range storages(t) {
+		t.Run(sc.name, func(t *testing.T) {
+			a := newTestApp(t, sc.open(t))
+			alice, bob := a.alice.DID.String(), a.bob.DID.String()
+			b := a.NewBrowser()
+			b.Login("alice.test", "")
+			if r := addAccount(t, b, "bob.test"); r.Status != http.StatusFound {
+				t.Fatalf("add bob: %d %s", r.Status, r.Body)
+			}
+			list, active := accountsOf(t, b)
+			if active != bob || strings.Join(list, " ") != bob+":true "+alice+":false" {
+				t.Fatalf("after adding bob: active %s, accounts %v", active, list)
+			}
+			if app, pds := whoami(t, b, nil); app != bob || pds != bob {
+				t.Fatalf("bob active: app %s, PDS %s", app, pds)
+			}
+			// Switch to alice: every answer is hers, the PDS's too.
+			if r := switchTo(t, a, b, alice); r.Status != http.StatusOK || r.JSON(t)["did"] != alice {
+				t.Fatalf("switch to alice: %d %s", r.Status, r.Body)
+			}
+			if app, pds := whoami(t, b, nil); app != alice || pds != alice {
+				t.Fatalf("alice active: app %s, PDS %s", app, pds)
+			}
+			if list, _ := accountsOf(t, b); strings.Join(list, " ") != alice+":true "+bob+":false" {
+				t.Fatalf("after the switch: %v", list)
+			}
+			// An account the browser does not hold: 404, nothing changes.
+			if r := switchTo(t, a, b, "did:plc:nobodyhere"); r.Status != http.StatusNotFound {
+				t.Fatalf("switch to a stranger: %d %s", r.Status, r.Body)
+			}
+			// Each account's device list shows this browser once.
+			for _, did := range []string{alice, bob} {
+				list, err := a.Manager.SessionsOf(context.Background(), did, nil)
+				if err != nil || len(list) != 1 {
+					t.Fatalf("%s's devices: %v %v", did, list, err)
+				}
+			}
+			// Sign out of the active one (alice): bob becomes active, alice's
+			// session and tokens are gone, bob's are not.
+			r := b.Do(http.MethodPost, "/api/accounts/logout", nil, sameOrigin(a, "application/x-www-form-urlencoded"))
+			if r.Status != http.StatusOK || r.JSON(t)["active"].(map[string]any)["did"] != bob {
+				t.Fatalf("sign out of alice: %d %s", r.Status, r.Body)
+			}
+			if app, pds := whoami(t, b, nil); app != bob || pds != bob {
+				t.Fatalf("after signing out of alice: app %s, PDS %s", app, pds)
+			}
+			if list, _ := a.Manager.SessionsOf(context.Background(), alice, nil); len(list) != 0 {
+				t.Fatalf("alice's session survived her sign-out: %v", list)
+			}
+			// Add alice again, then the logout route ends both.
+			addAccount(t, b, "alice.test")
+			if list, _ := accountsOf(t, b); len(list) != 2 {
+				t.Fatalf("after adding alice again: %v", list)
+			}
+			if r := b.Do(http.MethodPost, "/api/logout", nil, sameOrigin(a, "application/x-www-form-urlencoded")); r.Status != http.StatusOK {
+				t.Fatalf("logout: %d %s", r.Status, r.Body)
+			}
+			if r := b.Get("/api/session"); r.Status != http.StatusUnauthorized {
+				t.Fatalf("after logout: %d %s", r.Status, r.Body)
+			}
+			for _, did := range []string{alice, bob} {
+				if list, _ := a.Manager.SessionsOf(context.Background(), did, nil); len(list) != 0 {
+					t.Fatalf("%s's session survived the logout of the browser: %v", did, list)
+				}
+			}
+			if st := a.as.Stats(); st.ActiveSessions != 0 {
+				t.Fatalf("tokens left at the authorization server: %+v", st)
+			}
+		})
+	}
+}
+
+// A plain login (no add) still replaces every account of the browser.
+func TestAccountsPlainLoginReplacesAll(t *testing.T) {
+	a := newTestApp(t, nil)
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test")
+	b.Login("alice.test", "")
+	if list, active := accountsOf(t, b); len(list) != 1 || active != a.alice.DID.String() {
+		t.Fatalf("after a plain login: %v", list)
+	}
+	if list, _ := a.Manager.SessionsOf(context.Background(), a.bob.DID.String(), nil); len(list) != 0 {
+		t.Fatalf("bob's session survived a plain login: %v", list)
+	}
+}
+
+// Adding an account the browser holds already replaces its session: the
+// device list still shows this browser once.
+func TestAccountsReAddReplaces(t *testing.T) {
+	a := newTestApp(t, nil)
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test")
+	addAccount(t, b, "alice.test")
+	list, active := accountsOf(t, b)
+	if active != a.alice.DID.String() || strings.Join(list, " ") != a.alice.DID.String()+":true "+a.bob.DID.String()+":false" {
+		t.Fatalf("after adding alice again: %v", list)
+	}
+	if devices, _ := a.Manager.SessionsOf(context.Background(), a.alice.DID.String(), nil); len(devices) != 1 {
+		t.Fatalf("alice's devices: %v", devices)
+	}
+}
+
+func TestAccountsLimit(t *testing.T) {
+	a := newTestApp(t, nil, func(c *ginoauth.Config) { c.MaxAccounts = 2 })
+	a.as.CreateAccount(ginoauthtest.Account{Handle: "carol.test"})
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test")
+	r := b.Get("/login?add=1&handle=carol.test")
+	wantCode(t, r, http.StatusBadRequest, ginoauth.CodeInvalidRequest)
+	if st := a.as.Stats(); st.PARs != 2 {
+		t.Fatalf("a refused add must not reach the server: %+v", st)
+	}
+	if _, err := ginoauth.New(ginoauth.Config{MaxAccounts: 21}); err == nil {
+		t.Fatal("MaxAccounts over the cap must be refused")
+	}
+}
+
+// Ending one account's session from another device removes only that
+// account from this browser.
+func TestAccountsEndedElsewhere(t *testing.T) {
+	a := newTestApp(t, nil)
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test") // bob active, alice the other
+
+	// Alice, on another device, ends this browser's session of hers.
+	other := a.NewBrowser()
+	other.Login("alice.test", "")
+	var ref string
+	for _, s := range other.Get("/api/sessions").JSON(t)["sessions"].([]any) {
+		if m := s.(map[string]any); m["current"] != true {
+			ref = m["ref"].(string)
+		}
+	}
+	if r := other.Do(http.MethodPost, "/api/sessions/end", strings.NewReader(`{"ref":"`+ref+`"}`), sameOrigin(a, "application/json")); r.Status != http.StatusOK {
+		t.Fatalf("end from another device: %d %s", r.Status, r.Body)
+	}
+	if list, active := accountsOf(t, b); active != a.bob.DID.String() || len(list) != 1 {
+		t.Fatalf("after alice's session ended elsewhere: %v", list)
+	}
+	// Now bob's (the active one) is ended elsewhere: the next request is
+	// anonymous, and the browser holds no account.
+	addAccount(t, b, "alice.test") // alice active, bob the other
+	other2 := a.NewBrowser()
+	other2.Login("alice.test", "")
+	if _, err := a.Manager.EndAllSessions(context.Background(), a.alice.DID.String()); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.Get("/api/whoami"); r.Status != http.StatusUnauthorized {
+		t.Fatalf("the active account ended elsewhere: %d %s", r.Status, r.Body)
+	}
+	if app, pds := whoami(t, b, nil); app != a.bob.DID.String() || pds != a.bob.DID.String() {
+		t.Fatalf("the next account becomes active: app %s, PDS %s", app, pds)
+	}
+}
+
+// doer sends a request: a Browser, or a rawClient.
+type doer interface {
+	Do(method, target string, body io.Reader, header http.Header) ginoauthtest.Response
+}
+
+// rawClient sends requests with exactly the headers given: no cookie jar,
+// no redirects followed.
+type rawClient struct {
+	t    *testing.T
+	base string
+}
+
+func (c rawClient) Do(method, target string, body io.Reader, header http.Header) ginoauthtest.Response {
+	req, err := http.NewRequestWithContext(context.Background(), method, c.base+target, body)
+	if err != nil {
+		c.t.Error(err)
+		return ginoauthtest.Response{}
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		c.t.Error(err)
+		return ginoauthtest.Response{}
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return ginoauthtest.Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+}
+
+// sealCookie seals values into a session cookie of a's, as only the app
+// can: the shape checks below are about cookies the app itself might have
+// sealed (an older configuration's limit, a bug), not forgeries.
+func sealCookie(t *testing.T, a *testApp, values map[string]string) string {
+	t.Helper()
+	cs := a.Manager.CookieStore()
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	s, _ := cs.New(req, "sid")
+	for k, v := range values {
+		s.Values[k] = v
+	}
+	s.Options.MaxAge = 3600
+	w := httptest.NewRecorder()
+	if err := cs.Save(req, w, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range w.Result().Cookies() {
+		if c.Name == "sid" {
+			return c.Value
+		}
+	}
+	t.Fatal("no cookie sealed")
+	return ""
+}
+
+// sessionIDs returns the raw session ids of a browser's cookie, the active
+// one first, by reading the cookie the way the app does (its sealed
+// layout), through a session of the CookieStore.
+func sessionIDs(t *testing.T, a *testApp, b *ginoauthtest.Browser) (active string, others []string) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.AddCookie(b.Cookie("sid"))
+	s, err := a.Manager.CookieStore().New(req, "sid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	active, _ = s.Values["sid"].(string)
+	if o, _ := s.Values["o"].(string); o != "" {
+		for _, e := range strings.Split(o, ",") {
+			others = append(others, strings.SplitN(e, ".", 2)[0])
+		}
+	}
+	return active, others
+}
+
+func TestAccountsCookieShapeRefused(t *testing.T) {
+	a := newTestApp(t, nil)
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test")
+	active, others := sessionIDs(t, a, b)
+	if len(active) != 43 || len(others) != 1 {
+		t.Fatalf("cookie: %q %v", active, others)
+	}
+	now := strconv.FormatInt(a.Clock.Now().Unix(), 10)
+	entry := func(sid string) string { return sid + "." + now + "." + now }
+	fake := func(i int) string { return fmt.Sprintf("%043d", i) }
+	cases := map[string]string{
+		"over the limit": strings.Join([]string{entry(others[0]), entry(fake(1)), entry(fake(2)), entry(fake(3)), entry(fake(4))}, ","),
+		"active twice":   entry(active),
+		"other twice":    entry(others[0]) + "," + entry(others[0]),
+		"malformed":      others[0] + ".x.y",
+	}
+	for name, o := range cases {
+		value := sealCookie(t, a, map[string]string{"sid": active, "a": now, "o": o})
+		before := a.Store.SessionReads.Load()
+		r := a.WithCookie(http.MethodGet, "/api/session", value)
+		if r.Status != http.StatusUnauthorized {
+			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+		}
+		if n := a.Store.SessionReads.Load() - before; n != 0 {
+			t.Errorf("%s: %d storage reads, want none", name, n)
+		}
+	}
+	// At the limit, with entries that name no session: listed with at
+	// most the limit's worth of reads, the dead entries dropped.
+	o := strings.Join([]string{entry(others[0]), entry(fake(1)), entry(fake(2)), entry(fake(3))}, ",")
+	value := sealCookie(t, a, map[string]string{"sid": active, "a": now, "o": o})
+	before := a.Store.SessionReads.Load()
+	r := a.WithCookie(http.MethodGet, "/api/session", value)
+	if r.Status != http.StatusOK || len(r.JSON(t)["accounts"].([]any)) != 2 {
+		t.Fatalf("at the limit: %d %s", r.Status, r.Body)
+	}
+	if n := a.Store.SessionReads.Load() - before; n > 5 {
+		t.Fatalf("%d storage reads for a cookie of 5 accounts", n)
+	}
+	// The session check itself reads the active account only.
+	before = a.Store.SessionReads.Load()
+	if r := a.WithCookie(http.MethodGet, "/api/whoami", value); r.Status != http.StatusOK {
+		t.Fatalf("whoami: %d", r.Status)
+	}
+	if n := a.Store.SessionReads.Load() - before; n != 1 {
+		t.Fatalf("the session check with 5 accounts read %d records, want 1", n)
+	}
+}
+
+// Someone else's session in the list (here bob's session of another
+// browser) is never listed nor switched to.
+func TestAccountsForeignEntryIgnored(t *testing.T) {
+	a := newTestApp(t, nil)
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	active, _ := sessionIDs(t, a, b)
+	victim := a.NewBrowser()
+	victim.Login("bob.test", "")
+	bobSID, _ := sessionIDs(t, a, victim)
+	now := strconv.FormatInt(a.Clock.Now().Unix(), 10)
+	value := sealCookie(t, a, map[string]string{"sid": active, "a": now, "o": bobSID + "." + now + "." + now})
+	r := a.WithCookie(http.MethodGet, "/api/session", value)
+	if r.Status != http.StatusOK || len(r.JSON(t)["accounts"].([]any)) != 1 {
+		t.Fatalf("bob's session of another browser listed: %d %s", r.Status, r.Body)
+	}
+	h := sameOrigin(a, "application/json")
+	h.Set("Cookie", "sid="+value)
+	if r := a.NewBrowser().Do(http.MethodPost, "/api/accounts/switch", strings.NewReader(`{"did":"`+a.bob.DID.String()+`"}`), h); r.Status != http.StatusNotFound {
+		t.Fatalf("switch to someone else's session: %d %s", r.Status, r.Body)
+	}
+	if app, _ := whoami(t, victim, nil); app != a.bob.DID.String() {
+		t.Fatalf("bob's own browser lost his session: %s", app)
+	}
+}
+
+// An account planted into the browser's cookie while the user is at the
+// authorization server adding another never survives the user's login.
+func TestAccountsPlantedEntryDropped(t *testing.T) {
+	a := newTestApp(t, nil)
+	a.as.CreateAccount(ginoauthtest.Account{Handle: "mallory.test"})
+	mallory, _ := a.as.Account("mallory.test")
+	attacker := a.NewBrowser()
+	attacker.Login("mallory.test", "")
+	malloryID, _ := sessionIDs(t, a, attacker)
+
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	aliceID, _ := sessionIDs(t, a, b)
+	r := b.Get("/login?add=1&handle=bob.test")
+	if r.Status != http.StatusFound {
+		t.Fatalf("start: %d %s", r.Status, r.Body)
+	}
+	// Meanwhile the attacker's account joins the browser's list (a cookie
+	// the app sealed with both, planted in the browser).
+	now := strconv.FormatInt(a.Clock.Now().Unix(), 10)
+	b.SetCookie(&http.Cookie{Name: "sid", Path: "/", Value: sealCookie(t, a, map[string]string{
+		"sid": malloryID, "a": now, "o": aliceID + "." + now + "." + now,
+	})})
+	b.Get(b.Consent(r.Header.Get("Location"), "bob.test"))
+	list, active := accountsOf(t, b)
+	if active != a.bob.DID.String() || strings.Join(list, " ") != a.bob.DID.String()+":true "+a.alice.DID.String()+":false" {
+		t.Fatalf("after the login: %v (mallory is %s)", list, mallory.DID.String())
+	}
+	if r := switchTo(t, a, b, mallory.DID.String()); r.Status != http.StatusNotFound {
+		t.Fatalf("switch to the planted account: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestAccountsCrossSiteRefused(t *testing.T) {
+	a := newTestApp(t, nil)
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test")
+	for _, h := range []http.Header{{"Origin": {"https://evil.example"}}, {"Sec-Fetch-Site": {"cross-site"}}} {
+		h.Set("Content-Type", "application/json")
+		wantCode(t, b.Do(http.MethodPost, "/api/accounts/switch", strings.NewReader(`{"did":"`+a.alice.DID.String()+`"}`), h), http.StatusForbidden, ginoauth.CodeCrossSite)
+		wantCode(t, b.Do(http.MethodPost, "/api/accounts/logout", nil, h), http.StatusForbidden, ginoauth.CodeCrossSite)
+		h.Set("Content-Type", "application/x-www-form-urlencoded")
+		wantCode(t, b.Do(http.MethodPost, "/login", strings.NewReader("add=1&handle=carol.test"), h), http.StatusForbidden, ginoauth.CodeCrossSite)
+	}
+	if app, _ := whoami(t, b, nil); app != a.bob.DID.String() {
+		t.Fatalf("a refused switch changed the active account: %s", app)
+	}
+	if list, _ := accountsOf(t, b); len(list) != 2 {
+		t.Fatalf("a refused sign-out ended an account: %v", list)
+	}
+	// GET /api/accounts/switch is not a route.
+	if r := b.Get("/api/accounts/switch?did=" + a.alice.DID.String()); r.Status != http.StatusMethodNotAllowed {
+		t.Fatalf("GET switch: %d", r.Status)
+	}
+}
+
+// Switching under concurrent requests: every answer (the app's and the
+// PDS's) is the account of the cookie its request carried.
+func TestAccountsConcurrentSwitchIsolation(t *testing.T) {
+	for _, sc := range storages(t) {
+		t.Run(sc.name, func(t *testing.T) {
+			a := newTestApp(t, sc.open(t))
+			b := a.NewBrowser()
+			b.Login("alice.test", "")
+			addAccount(t, b, "bob.test")
+			bobActive := b.Cookie("sid").Value
+			switchTo(t, a, b, a.alice.DID.String())
+			aliceActive := b.Cookie("sid").Value
+			cookies := map[string]string{a.alice.DID.String(): aliceActive, a.bob.DID.String(): bobActive}
+			var wg sync.WaitGroup
+			errs := make(chan string, 200)
+			for i := range 20 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					want, other := a.alice.DID.String(), a.bob.DID.String()
+					if i%2 == 1 {
+						want, other = other, want
+					}
+					h := http.Header{"Cookie": {"sid=" + cookies[want]}}
+					br := rawClient{t: t, base: a.Server.URL}
+					for range 3 {
+						if app, pds := whoami(t, br, h); app != want || pds != want {
+							errs <- fmt.Sprintf("cookie of %s: app %s, PDS %s", want, app, pds)
+						}
+						// A switch in the same instant, from the same cookie, answers the target.
+						sh := sameOrigin(a, "application/json")
+						sh.Set("Cookie", "sid="+cookies[want])
+						r := br.Do(http.MethodPost, "/api/accounts/switch", strings.NewReader(`{"did":"`+other+`"}`), sh)
+						if r.Status != http.StatusOK || r.JSON(t)["did"] != other {
+							errs <- fmt.Sprintf("switch from %s to %s: %d %s", want, other, r.Status, r.Body)
+						}
+						// A post made as one account lands in that account's repo.
+						ph := http.Header{"Cookie": {"sid=" + cookies[want]}, "Content-Type": {"application/x-www-form-urlencoded"}}
+						r = br.Do(http.MethodPost, "/api/post", strings.NewReader("text=hi"), ph)
+						if r.Status != http.StatusOK || !strings.HasPrefix(r.JSON(t)["uri"].(string), "at://"+want+"/") {
+							errs <- fmt.Sprintf("post as %s: %d %s", want, r.Status, r.Body)
+						}
+					}
+				}()
+			}
+			// The real browser switches back and forth meanwhile.
+			for i := range 10 {
+				want := []string{a.bob.DID.String(), a.alice.DID.String()}[i%2]
+				if r := switchTo(t, a, b, want); r.Status != http.StatusOK {
+					t.Errorf("switch: %d %s", r.Status, r.Body)
+				}
+				if app, pds := whoami(t, b, nil); app != want || pds != want {
+					t.Errorf("after switching to %s: app %s, PDS %s", want, app, pds)
+				}
+			}
+			wg.Wait()
+			close(errs)
+			for e := range errs {
+				t.Error(e)
+			}
+		})
+	}
+}
