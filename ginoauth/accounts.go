@@ -55,8 +55,8 @@ type Account struct {
 // browserEntry is one account of the cookie.
 type browserEntry struct {
 	sid      string
-	activity int64 // last activity, Unix seconds
-	until    int64 // how long its cookie should last, Unix seconds
+	activity int64  // last activity, Unix seconds
+	until    int64  // how long its cookie should last, Unix seconds
 	hash     string // set instead of sid for a session known by its hash only
 }
 

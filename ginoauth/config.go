@@ -208,7 +208,7 @@ type Routes struct {
 	// The account switcher (several accounts in one browser).
 	SwitchAccount string // POST {"did"}; default "/api/accounts/switch"
 	LogoutAccount string // POST, ends the active account only; default "/api/accounts/logout"
-	Upgrade  string // GET and POST, step-up; default "/login/upgrade"
+	Upgrade       string // GET and POST, step-up; default "/login/upgrade"
 
 	MobileStart         string // GET and POST; default "/api/auth/mobile-start"
 	MobileToken         string // POST; default "/api/auth/mobile-token"
