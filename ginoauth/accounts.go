@@ -80,7 +80,8 @@ func joinEntries(entries []browserEntry) string {
 func checkOthers(o, active string, limit int) (maxUntil int64, ok bool) {
 	var seen [maxAccountsCap]string
 	n := 0
-	for part := range strings.SplitSeq(o, ",") {
+	for {
+		part, rest, more := strings.Cut(o, ",")
 		if n >= limit-1 || n >= len(seen) {
 			return 0, false
 		}
@@ -91,23 +92,42 @@ func checkOthers(o, active string, limit int) (maxUntil int64, ok bool) {
 		seen[n] = e.sid
 		n++
 		maxUntil = max(maxUntil, e.until)
+		if !more {
+			return maxUntil, true
+		}
+		o = rest
 	}
-	return maxUntil, true
 }
 
 // parseEntry reads one sid.activity.until.
 func parseEntry(s string) (browserEntry, bool) {
-	sid, rest, ok1 := strings.Cut(s, ".")
-	act, until, ok2 := strings.Cut(rest, ".")
-	if !ok1 || !ok2 || len(sid) != sessionIDLen {
+	if len(s) < sessionIDLen+4 || s[sessionIDLen] != '.' {
 		return browserEntry{}, false
 	}
-	a, err1 := strconv.ParseInt(act, 10, 64)
-	u, err2 := strconv.ParseInt(until, 10, 64)
-	if err1 != nil || err2 != nil {
+	act, until, ok := strings.Cut(s[sessionIDLen+1:], ".")
+	a, ok1 := parseUnix(act)
+	u, ok2 := parseUnix(until)
+	if !ok || !ok1 || !ok2 {
 		return browserEntry{}, false
 	}
-	return browserEntry{sid: sid, activity: a, until: u}, true
+	return browserEntry{sid: s[:sessionIDLen], activity: a, until: u}, true
+}
+
+// parseUnix reads a non-negative number of seconds of at most 12 digits
+// (strconv is slower, and signs or spaces are never sealed).
+func parseUnix(s string) (int64, bool) {
+	if s == "" || len(s) > 12 {
+		return 0, false
+	}
+	var v int64
+	for i := range len(s) {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, true
 }
 
 // parseOthers is o as entries; o passed checkOthers.

@@ -18,7 +18,7 @@ import (
 // Several accounts in one browser (accounts.go).
 
 // addAccount runs an "add another account" login for handle in b.
-func addAccount(t *testing.T, b *ginoauthtest.Browser, handle string) ginoauthtest.Response {
+func addAccount(t testing.TB, b *ginoauthtest.Browser, handle string) ginoauthtest.Response {
 	t.Helper()
 	r := b.Get("/login?add=1&handle=" + url.QueryEscape(handle))
 	if r.Status != http.StatusFound {
@@ -287,7 +287,7 @@ func sealCookie(t *testing.T, a *testApp, values map[string]string) string {
 // sessionIDs returns the raw session ids of a browser's cookie, the active
 // one first, by reading the cookie the way the app does (its sealed
 // layout), through a session of the CookieStore.
-func sessionIDs(t *testing.T, a *testApp, b *ginoauthtest.Browser) (active string, others []string) {
+func sessionIDs(t testing.TB, a *testApp, b *ginoauthtest.Browser) (active string, others []string) {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	req.AddCookie(b.Cookie("sid"))
