@@ -113,10 +113,11 @@ func parseEntry(s string) (browserEntry, bool) {
 	return browserEntry{sid: s[:sessionIDLen], activity: a, until: u}, true
 }
 
-// parseUnix reads a non-negative number of seconds of at most 12 digits
-// (strconv is slower, and signs or spaces are never sealed).
+// parseUnix reads a non-negative number of seconds of at most 12 digits,
+// without leading zeros (strconv is slower, and signs, spaces or leading
+// zeros are never sealed).
 func parseUnix(s string) (int64, bool) {
-	if s == "" || len(s) > 12 {
+	if s == "" || len(s) > 12 || (len(s) > 1 && s[0] == '0') { // one spelling per value
 		return 0, false
 	}
 	var v int64
