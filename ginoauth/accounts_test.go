@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 	"testing"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
@@ -365,5 +366,35 @@ func TestAccountsConcurrentSwitchIsolation(t *testing.T) {
 				t.Error(e)
 			}
 		})
+	}
+}
+
+// Each account keeps its own idle timeout: using the active one reseals the
+// cookie with the others kept; an account unused past the timeout ends,
+// and only it.
+func TestAccountsOwnIdleTimeout(t *testing.T) {
+	a := newTestApp(t, nil, func(c *ginoauth.Config) { c.IdleTimeout = 30 * time.Minute })
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test") // bob active, alice unused from now on
+	a.Clock.Advance(20 * time.Minute)
+	if app, _ := whoami(t, b, nil); app != a.bob.DID.String() {
+		t.Fatalf("bob after 20 minutes: %q", app)
+	}
+	if list, _ := accountsOf(t, b); len(list) != 2 {
+		t.Fatalf("the reseal of bob's activity dropped alice: %v", list)
+	}
+	a.Clock.Advance(15 * time.Minute) // alice idle 35 minutes, bob 15
+	if app, _ := whoami(t, b, nil); app != a.bob.DID.String() {
+		t.Fatalf("bob after 35 minutes: %q", app)
+	}
+	if list, _ := accountsOf(t, b); len(list) != 1 {
+		t.Fatalf("alice, idle past the timeout, still listed: %v", list)
+	}
+	if list, _ := a.Manager.SessionsOf(context.Background(), a.alice.DID.String(), nil); len(list) != 0 {
+		t.Fatalf("alice's idle session was not ended: %v", list)
+	}
+	if r := switchTo(t, a, b, a.alice.DID.String()); r.Status != http.StatusNotFound {
+		t.Fatalf("switch to the idle account: %d %s", r.Status, r.Body)
 	}
 }
