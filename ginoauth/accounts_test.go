@@ -398,3 +398,36 @@ func TestAccountsOwnIdleTimeout(t *testing.T) {
 		t.Fatalf("switch to the idle account: %d %s", r.Status, r.Body)
 	}
 }
+
+// Adding an account asks the authorization server to sign in afresh
+// (prompt=login), with the handle typed as the hint; a step-up of the
+// active account replaces only its session, the browser's other accounts
+// stay.
+func TestAccountsAddPromptAndStepUp(t *testing.T) {
+	a := permApp(t)
+	b := a.NewBrowser()
+	b.Get(b.Consent(start(t, b, url.Values{"handle": {"alice.test"}, "scope": {noteCreate}}), "alice.test"))
+	addAccount(t, b, "bob.test")
+	if got := lastRequest(t, a.as); got.Prompt != "login" || got.LoginHint != "bob.test" {
+		t.Fatalf("the added login asked for %+v", got)
+	}
+	switchTo(t, a, b, a.alice.DID.String())
+	r := b.Get("/photos?album=1")
+	if r.Status != http.StatusForbidden {
+		t.Fatalf("/photos without its permission: %d %s", r.Status, r.Body)
+	}
+	up := b.Get(r.JSON(t)["upgrade"].(string))
+	if cb := b.Get(b.Consent(up.Header.Get("Location"), "alice.test")); cb.Status != http.StatusFound {
+		t.Fatalf("step-up callback: %d %s", cb.Status, cb.Body)
+	}
+	if r := b.Get("/photos"); r.Status != http.StatusOK {
+		t.Fatalf("/photos after the step-up: %d", r.Status)
+	}
+	list, active := accountsOf(t, b)
+	if active != a.alice.DID.String() || strings.Join(list, " ") != a.alice.DID.String()+":true "+a.bob.DID.String()+":false" {
+		t.Fatalf("after alice's step-up: %v", list)
+	}
+	if devices, _ := a.Manager.SessionsOf(context.Background(), a.alice.DID.String(), nil); len(devices) != 1 {
+		t.Fatalf("alice's devices after the step-up: %v", devices)
+	}
+}
