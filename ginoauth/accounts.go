@@ -370,6 +370,14 @@ func (m *Manager) logoutActive(c *gin.Context) (*User, error) {
 	if err != nil {
 		return nil, err
 	}
+	if u != nil && u.kind != kindWeb {
+		// A native app's token: it is its one account; no cookie is touched.
+		if err := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), EndLogout); err != nil {
+			return nil, err
+		}
+		setState(c, nil, CodeNotLoggedIn)
+		return nil, nil
+	}
 	entries := m.requestAccounts(c.Request)
 	if u != nil {
 		ctx := c.Request.Context()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
+	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 )
 
 // Several accounts in one browser (accounts.go).
@@ -429,5 +430,61 @@ func TestAccountsAddPromptAndStepUp(t *testing.T) {
 	}
 	if devices, _ := a.Manager.SessionsOf(context.Background(), a.alice.DID.String(), nil); len(devices) != 1 {
 		t.Fatalf("alice's devices after the step-up: %v", devices)
+	}
+}
+
+// Storage faults while switching, signing out of all and adding answer
+// 503 and lose nothing: the browser keeps its accounts, and a retry works.
+func TestAccountsStorageFaults(t *testing.T) {
+	a := newTestApp(t, nil)
+	a.as.CreateAccount(ginoauthtest.Account{Handle: "carol.test"})
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test")
+	want := a.bob.DID.String() + ":true " + a.alice.DID.String() + ":false"
+
+	// The switch's read of the other account fails (the check's read of
+	// the active one goes through).
+	remove := a.Store.FailAfter(apptest.OpGet, "sess:", 1, 1)
+	if r := switchTo(t, a, b, a.alice.DID.String()); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("switch with storage down: %d %s", r.Status, r.Body)
+	}
+	remove()
+	if list, _ := accountsOf(t, b); strings.Join(list, " ") != want {
+		t.Fatalf("after the failed switch: %v", list)
+	}
+
+	// An added login whose callback cannot read the browser's accounts:
+	// 503, the new login's tokens revoked, the browser as it was.
+	r := b.Get("/login?add=1&handle=carol.test")
+	cb := b.Consent(r.Header.Get("Location"), "carol.test")
+	remove = a.Store.FailAfter(apptest.OpGet, "sess:", 1, 1)
+	if r := b.Get(cb); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("callback with storage down: %d %s", r.Status, r.Body)
+	}
+	remove()
+	if list, _ := accountsOf(t, b); strings.Join(list, " ") != want {
+		t.Fatalf("after the failed add: %v", list)
+	}
+	for _, s := range a.as.Sessions("carol.test") {
+		if s.Active {
+			t.Fatal("the failed add left carol's tokens live")
+		}
+	}
+
+	// Log out of all, with the second account's delete failing: 503; the
+	// retry ends the rest.
+	remove = a.Store.FailAfter(apptest.OpDelete, "sess:", 1, 1)
+	if r := b.Do(http.MethodPost, "/api/logout", nil, sameOrigin(a, "application/x-www-form-urlencoded")); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("logout with storage failing: %d %s", r.Status, r.Body)
+	}
+	remove()
+	if r := b.Do(http.MethodPost, "/api/logout", nil, sameOrigin(a, "application/x-www-form-urlencoded")); r.Status != http.StatusOK {
+		t.Fatalf("logout retried: %d %s", r.Status, r.Body)
+	}
+	for _, did := range []string{a.alice.DID.String(), a.bob.DID.String()} {
+		if list, _ := a.Manager.SessionsOf(context.Background(), did, nil); len(list) != 0 {
+			t.Fatalf("%s's session survived the retried logout: %v", did, list)
+		}
 	}
 }
