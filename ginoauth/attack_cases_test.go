@@ -723,4 +723,11 @@ func attackAccountSwitchCSRF(t *testing.T, a *testApp) {
 	if r := b.Get("/api/accounts/switch?did=" + a.alice.DID.String()); r.Status != http.StatusMethodNotAllowed {
 		t.Fatalf("GET switch: %d", r.Status)
 	}
+	// An add-account link from another site: the user must confirm, and
+	// the confirmation keeps add=1.
+	pars := a.as.Stats().PARs
+	r := b.Do(http.MethodGet, "/login?add=1&handle=carol.test", nil, http.Header{"Sec-Fetch-Site": {"cross-site"}, "Accept": {"text/html"}})
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `name="add" value="1"`) || a.as.Stats().PARs != pars {
+		t.Fatalf("a cross-site add link: %d %s", r.Status, r.Body)
+	}
 }
