@@ -69,11 +69,13 @@
 //  4. The session core creates a device session: a random 256-bit id,
 //     stored only as its SHA-256 (sess:{hash}) with the account DID, the
 //     verified handle, the OAuth session's id, the granted scopes and the
-//     absolute expiry (Config.SessionTTL), and indexed under the account. A
-//     session the browser already had is ended like a logout, so the id
-//     always changes at login (no fixation). The id goes to the browser in
-//     the session cookie, sealed with AES-256-GCM (CookieStore), and the
-//     browser is redirected to the checked return path.
+//     absolute expiry (Config.SessionTTL), and indexed under the account.
+//     The sessions the browser already had are ended like a logout (but
+//     for an added account, StartOptions.AddAccount: then the browser's
+//     accounts held at the start stay), so the id always changes at login
+//     (no fixation). The id goes to the browser in the session cookie,
+//     sealed with AES-256-GCM (CookieStore), and the browser is redirected
+//     to the checked return path.
 //
 // # Every request
 //
@@ -121,7 +123,8 @@
 // authorization server (waiting for a refresh in flight, so the current
 // tokens are the ones revoked), and Config.OnEvent gets one Event with an
 // EndReason. Manager.Logout (POST /api/logout; there is no GET logout)
-// also clears the cookie.
+// ends every account of the browser and clears the cookie; POST
+// /api/accounts/logout ends the active account only (see Manager.Accounts).
 //
 // # Errors
 //

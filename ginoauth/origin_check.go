@@ -135,7 +135,7 @@ func (m *Manager) confirmCrossSiteLogin(c *gin.Context, form url.Values) bool {
 		return false
 	}
 	fields := map[string]string{}
-	for _, k := range []string{"handle", "server", "prompt", "redirect"} {
+	for _, k := range []string{"handle", "server", "prompt", "redirect", "add"} {
 		if v := form.Get(k); v != "" {
 			fields[k] = v
 		}

@@ -125,6 +125,11 @@ type sessionRecord struct {
 	Extended       time.Time `json:"extended,omitzero"`
 	GrantRefreshBy time.Time `json:"grant_refresh_by,omitzero"`
 	GrantEndsAt    time.Time `json:"grant_ends_at,omitzero"`
+
+	// Browser names the browser a web session was logged in in: every
+	// account of one browser's cookie shares it (accounts.go), so a
+	// session of another browser is never taken for one of this one's.
+	Browser string `json:"browser,omitempty"`
 }
 
 func (rec *sessionRecord) kind() string {
@@ -181,6 +186,12 @@ type User struct {
 	cookieUntil         time.Time    // how long its cookie lasts (see deviceSessions.cookieUntil)
 	state               sessionState // the request's state, when this is its user
 	extended            bool         // this request extended the session: reseal its cookie
+	// A browser's: its session id, and its cookie's other accounts (as
+	// the cookie has them, see accounts.go) and the latest until of theirs.
+	sid         string
+	others      string
+	othersUntil int64
+	browser     string // its record's Browser
 }
 
 // OAuthSessionID is the OAuth client's id for this login's OAuth session,
@@ -203,7 +214,7 @@ func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
 		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: rec.Requested,
 		resolver: ds.resolver, kind: rec.kind(), previous: rec.Previous, successor: rec.Successor,
-		grantRefreshBy: rec.GrantRefreshBy, cookieUntil: ds.cookieUntil(rec),
+		grantRefreshBy: rec.GrantRefreshBy, cookieUntil: ds.cookieUntil(rec), browser: rec.Browser,
 	}
 }
 
@@ -455,11 +466,13 @@ func (st *seenTracker) forget(hash string) {
 // stored in a compact binary layout rather than JSON (decoding JSON was half
 // the cost of a session check): a version byte, the fields below, each
 // string a uvarint length and its bytes, times as uvarint Unix nanoseconds.
-// Version 2 added the sliding lifetime's times; records of version 1, and
-// records written as JSON by earlier versions, are still read.
+// Version 2 added the sliding lifetime's times, version 3 the browser;
+// records of earlier versions, and records written as JSON by earlier
+// versions, are still read.
 const (
 	recordFormatV1 = 1
-	recordFormat   = 2
+	recordFormatV2 = 2
+	recordFormat   = 3
 )
 
 // encodeRecord lays out rec.
@@ -480,7 +493,8 @@ func encodeRecord(rec *sessionRecord) []byte {
 			b = append(b, s...)
 		}
 	}
-	return b
+	b = binary.AppendUvarint(b, uint64(len(rec.Browser)))
+	return append(b, rec.Browser...)
 }
 
 func unixNanos(t time.Time) uint64 {
@@ -519,7 +533,7 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 	if len(raw) > 0 && raw[0] == '{' {
 		return decodeJSONRecord(raw, rec)
 	}
-	if len(raw) < 1 || (raw[0] != recordFormat && raw[0] != recordFormatV1) {
+	if len(raw) < 1 || raw[0] < recordFormatV1 || raw[0] > recordFormat {
 		return errBadRecord
 	}
 	times := []*time.Time{&rec.CreatedAt, &rec.ExpiresAt, &rec.GraceUntil, &rec.Extended, &rec.GrantRefreshBy, &rec.GrantEndsAt}
@@ -579,6 +593,11 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 			lists = append(lists, v)
 		}
 		*f = lists[start:len(lists):len(lists)]
+	}
+	if raw[0] >= recordFormat {
+		var good bool
+		rec.Browser, good = str()
+		ok = ok && good
 	}
 	if !ok || pos != len(s) {
 		return errBadRecord

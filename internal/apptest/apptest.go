@@ -391,6 +391,9 @@ func (c *Clock) Advance(d time.Duration) {
 type FaultyStorage struct {
 	storage.Store
 	Down atomic.Bool
+	// SessionReads counts the reads (Get and GetStale) of session records
+	// (keys "sess:..."), for tests that bound a request's storage reads.
+	SessionReads atomic.Int64
 
 	mu     sync.Mutex
 	faults []*fault
@@ -465,10 +468,17 @@ func (f *FaultyStorage) fails(op, key string) bool {
 
 // Get implements storage.Store.
 func (f *FaultyStorage) Get(ctx context.Context, k string) ([]byte, error) {
+	f.countRead(k)
 	if f.fails(OpGet, k) {
 		return nil, ErrDown
 	}
 	return f.Store.Get(ctx, k)
+}
+
+func (f *FaultyStorage) countRead(k string) {
+	if strings.HasPrefix(k, "sess:") {
+		f.SessionReads.Add(1)
+	}
 }
 
 // Set implements storage.Store.
@@ -540,6 +550,7 @@ func (f *FaultyStorage) Members(ctx context.Context, set string) ([]string, erro
 // GetStale implements storage.StaleReader (a plain Get when the wrapped
 // Storage has none); failures are injected as for Get.
 func (f *FaultyStorage) GetStale(ctx context.Context, k string) ([]byte, error) {
+	f.countRead(k)
 	if f.fails(OpGet, k) {
 		return nil, ErrDown
 	}
