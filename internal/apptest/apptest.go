@@ -394,6 +394,9 @@ type FaultyStorage struct {
 	// SessionReads counts the reads (Get and GetStale) of session records
 	// (keys "sess:..."), for tests that bound a request's storage reads.
 	SessionReads atomic.Int64
+	// SessionWrites counts the writes (Set and Swap) of session records,
+	// for tests that bound how often sessions are written.
+	SessionWrites atomic.Int64
 
 	mu     sync.Mutex
 	faults []*fault
@@ -481,8 +484,15 @@ func (f *FaultyStorage) countRead(k string) {
 	}
 }
 
+func (f *FaultyStorage) countWrite(k string) {
+	if strings.HasPrefix(k, "sess:") {
+		f.SessionWrites.Add(1)
+	}
+}
+
 // Set implements storage.Store.
 func (f *FaultyStorage) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
+	f.countWrite(k)
 	if f.fails(OpSet, k) {
 		return ErrDown
 	}
@@ -585,6 +595,7 @@ func (c faultyCounter) Incr(ctx context.Context, k string, by int64, ttl time.Du
 
 // Swap implements storage.Swapper.
 func (s faultySwapper) Swap(ctx context.Context, k string, old, new []byte, ttl time.Duration) (bool, error) {
+	s.f.countWrite(k)
 	if s.f.fails(OpSwap, k) {
 		return false, ErrDown
 	}
