@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -422,8 +425,12 @@ func attackCookieDomainTossing(t *testing.T, a *testApp) {
 func httpsApp(t *testing.T, as *ginoauthtest.Server) http.Handler {
 	t.Helper()
 	store := memstore.New()
-	client := indigoclient.New(indigoclient.LocalhostConfig("http://127.0.0.1/oauth/callback", []string{"atproto"}), store,
-		indigoclient.Options{HTTPClient: as.HTTPClient(), Directory: as.Directory()})
+	// A public client registered with as, as https://app.example serves it.
+	cfg := oauth.NewPublicConfig("https://app.example/oauth-client-metadata.json", "https://app.example/oauth/callback", []string{"atproto"})
+	if err := as.RegisterClient(cfg.ClientMetadata()); err != nil {
+		t.Fatal(err)
+	}
+	client := indigoclient.New(cfg, store, indigoclient.Options{HTTPClient: as.HTTPClient(), Directory: as.Directory()})
 	t.Cleanup(func() { _ = client.Close() })
 	m, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: strings.Repeat("k", 32),
 		BaseURL: "https://app.example", CookieDomain: "app.example", LocalDomains: []string{"test"}})
@@ -587,6 +594,146 @@ func attackAttackerStartedNativeFlow(t *testing.T, a *testApp) {
 	}
 	if st := bearerStatus(t, m, "/api/whoami", stolen); st != http.StatusUnauthorized {
 		t.Fatalf("the attacker's token after the victim ended the device: %d", st)
+	}
+}
+
+// The attack cases of several accounts in one browser (accounts_test.go
+// has the helpers).
+
+func attackAccountCookieShape(t *testing.T, a *testApp) {
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test")
+	active, others := sessionIDs(t, a, b)
+	if len(active) != 43 || len(others) != 1 {
+		t.Fatalf("cookie: %q %v", active, others)
+	}
+	now := strconv.FormatInt(a.Clock.Now().Unix(), 10)
+	entry := func(sid string) string { return sid + "." + now + "." + now }
+	fake := func(i int) string { return fmt.Sprintf("%043d", i) }
+	cases := map[string]string{
+		"over the limit": strings.Join([]string{entry(others[0]), entry(fake(1)), entry(fake(2)), entry(fake(3)), entry(fake(4))}, ","),
+		"active twice":   entry(active),
+		"other twice":    entry(others[0]) + "," + entry(others[0]),
+		"malformed":      others[0] + ".x.y",
+	}
+	for name, o := range cases {
+		value := sealCookie(t, a, map[string]string{"sid": active, "a": now, "o": o})
+		before := a.Store.SessionReads.Load()
+		r := a.WithCookie(http.MethodGet, "/api/session", value)
+		if r.Status != http.StatusUnauthorized {
+			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+		}
+		if n := a.Store.SessionReads.Load() - before; n != 0 {
+			t.Errorf("%s: %d storage reads, want none", name, n)
+		}
+	}
+	// At the limit, with entries that name no session: listed with at
+	// most the limit's worth of reads, the dead entries dropped.
+	o := strings.Join([]string{entry(others[0]), entry(fake(1)), entry(fake(2)), entry(fake(3))}, ",")
+	value := sealCookie(t, a, map[string]string{"sid": active, "a": now, "o": o})
+	before := a.Store.SessionReads.Load()
+	r := a.WithCookie(http.MethodGet, "/api/session", value)
+	if r.Status != http.StatusOK || len(r.JSON(t)["accounts"].([]any)) != 2 {
+		t.Fatalf("at the limit: %d %s", r.Status, r.Body)
+	}
+	if n := a.Store.SessionReads.Load() - before; n > 5 {
+		t.Fatalf("%d storage reads for a cookie of 5 accounts", n)
+	}
+	// The session check itself reads the active account only.
+	before = a.Store.SessionReads.Load()
+	if r := a.WithCookie(http.MethodGet, "/api/whoami", value); r.Status != http.StatusOK {
+		t.Fatalf("whoami: %d", r.Status)
+	}
+	if n := a.Store.SessionReads.Load() - before; n != 1 {
+		t.Fatalf("the session check with 5 accounts read %d records, want 1", n)
+	}
+}
+
+// Someone else's session in the list (here bob's session of another
+// browser) is never listed nor switched to.
+func attackForeignAccountEntry(t *testing.T, a *testApp) {
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	active, _ := sessionIDs(t, a, b)
+	victim := a.NewBrowser()
+	victim.Login("bob.test", "")
+	bobSID, _ := sessionIDs(t, a, victim)
+	now := strconv.FormatInt(a.Clock.Now().Unix(), 10)
+	value := sealCookie(t, a, map[string]string{"sid": active, "a": now, "o": bobSID + "." + now + "." + now})
+	r := a.WithCookie(http.MethodGet, "/api/session", value)
+	if r.Status != http.StatusOK || len(r.JSON(t)["accounts"].([]any)) != 1 {
+		t.Fatalf("bob's session of another browser listed: %d %s", r.Status, r.Body)
+	}
+	h := sameOrigin(a, "application/json")
+	h.Set("Cookie", "sid="+value)
+	if r := a.NewBrowser().Do(http.MethodPost, "/api/accounts/switch", strings.NewReader(`{"did":"`+a.bob.DID.String()+`"}`), h); r.Status != http.StatusNotFound {
+		t.Fatalf("switch to someone else's session: %d %s", r.Status, r.Body)
+	}
+	if app, _ := whoami(t, victim, nil); app != a.bob.DID.String() {
+		t.Fatalf("bob's own browser lost his session: %s", app)
+	}
+}
+
+// An account planted into the browser's cookie while the user is at the
+// authorization server adding another never survives the user's login.
+func attackPlantedAccount(t *testing.T, a *testApp) {
+	a.as.CreateAccount(ginoauthtest.Account{Handle: "mallory.test"})
+	mallory, _ := a.as.Account("mallory.test")
+	attacker := a.NewBrowser()
+	attacker.Login("mallory.test", "")
+	malloryID, _ := sessionIDs(t, a, attacker)
+
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	aliceID, _ := sessionIDs(t, a, b)
+	r := b.Get("/login?add=1&handle=bob.test")
+	if r.Status != http.StatusFound {
+		t.Fatalf("start: %d %s", r.Status, r.Body)
+	}
+	// Meanwhile the attacker's account joins the browser's list (a cookie
+	// the app sealed with both, planted in the browser).
+	now := strconv.FormatInt(a.Clock.Now().Unix(), 10)
+	b.SetCookie(&http.Cookie{Name: "sid", Path: "/", Value: sealCookie(t, a, map[string]string{
+		"sid": malloryID, "a": now, "o": aliceID + "." + now + "." + now,
+	})})
+	b.Get(b.Consent(r.Header.Get("Location"), "bob.test"))
+	list, active := accountsOf(t, b)
+	if active != a.bob.DID.String() || strings.Join(list, " ") != a.bob.DID.String()+":true "+a.alice.DID.String()+":false" {
+		t.Fatalf("after the login: %v (mallory is %s)", list, mallory.DID.String())
+	}
+	if r := switchTo(t, a, b, mallory.DID.String()); r.Status != http.StatusNotFound {
+		t.Fatalf("switch to the planted account: %d %s", r.Status, r.Body)
+	}
+}
+
+func attackAccountSwitchCSRF(t *testing.T, a *testApp) {
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	addAccount(t, b, "bob.test")
+	for _, h := range []http.Header{{"Origin": {"https://evil.example"}}, {"Sec-Fetch-Site": {"cross-site"}}} {
+		h.Set("Content-Type", "application/json")
+		wantCode(t, b.Do(http.MethodPost, "/api/accounts/switch", strings.NewReader(`{"did":"`+a.alice.DID.String()+`"}`), h), http.StatusForbidden, ginoauth.CodeCrossSite)
+		wantCode(t, b.Do(http.MethodPost, "/api/accounts/logout", nil, h), http.StatusForbidden, ginoauth.CodeCrossSite)
+		h.Set("Content-Type", "application/x-www-form-urlencoded")
+		wantCode(t, b.Do(http.MethodPost, "/login", strings.NewReader("add=1&handle=carol.test"), h), http.StatusForbidden, ginoauth.CodeCrossSite)
+	}
+	if app, _ := whoami(t, b, nil); app != a.bob.DID.String() {
+		t.Fatalf("a refused switch changed the active account: %s", app)
+	}
+	if list, _ := accountsOf(t, b); len(list) != 2 {
+		t.Fatalf("a refused sign-out ended an account: %v", list)
+	}
+	// GET /api/accounts/switch is not a route.
+	if r := b.Get("/api/accounts/switch?did=" + a.alice.DID.String()); r.Status != http.StatusMethodNotAllowed {
+		t.Fatalf("GET switch: %d", r.Status)
+	}
+	// An add-account link from another site: the user must confirm, and
+	// the confirmation keeps add=1.
+	pars := a.as.Stats().PARs
+	r := b.Do(http.MethodGet, "/login?add=1&handle=carol.test", nil, http.Header{"Sec-Fetch-Site": {"cross-site"}, "Accept": {"text/html"}})
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `name="add" value="1"`) || a.as.Stats().PARs != pars {
+		t.Fatalf("a cross-site add link: %d %s", r.Status, r.Body)
 	}
 }
 

@@ -166,6 +166,10 @@ var attacks = []attack{
 	{"planted-flow-cookie", "a sibling host plants the attacker's login binding so that the victim completes the attacker's login", attackPlantedFlowCookie},
 	{"logout-cache-delay", "a logout on one instance while another has the session cached", attackLogoutCacheDelay},
 	{"attacker-started-native-flow", "an attacker starts a native login and its code lands in the attacker's app, which claimed the private-use scheme", attackAttackerStartedNativeFlow},
+	{"account-switch-csrf", "a page on another site posts to the account switch, the sign-out of one account, or the add-account login", attackAccountSwitchCSRF},
+	{"planted-account", "an attacker's account is planted in the browser's account list while the user adds another account at the authorization server", attackPlantedAccount},
+	{"foreign-account-entry", "the account list of a session cookie names another browser's session of another account", attackForeignAccountEntry},
+	{"account-list-shape", "a session cookie names more accounts than the limit, one session twice, or a malformed entry", attackAccountCookieShape},
 	{"moved-account-tokens", "a logged-in account moves to a PDS another authorization server protects", attackMovedAccountTokens},
 }
 

@@ -1,6 +1,7 @@
 package ginoauth
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -173,6 +174,17 @@ type Config struct {
 	// engine's SetTrustedProxies. See RateLimits.
 	RateLimits RateLimits
 
+	// MaxAccounts is how many accounts one browser may be logged in with
+	// at once (an account switcher: see StartOptions.AddAccount and
+	// Manager.Accounts). Default 5; at most 20; 1 turns adding off.
+	MaxAccounts int
+	// DescribeAccounts, if set, fills in the Name and Avatar of the
+	// accounts Manager.Accounts and the session route list (from the
+	// app's own profile cache, say): the library fetches no profiles. It
+	// gets them all at once, the active one first, and must not keep the
+	// slice.
+	DescribeAccounts func(ctx context.Context, accounts []Account)
+
 	// Routes are the paths Manager.Mount registers the prebuilt handlers on.
 	Routes Routes
 
@@ -213,8 +225,11 @@ type Routes struct {
 	Login    string // GET and POST; default "/login"
 	Callback string // default "/oauth/callback"
 	Session  string // default "/api/session"
-	Logout   string // POST only; default "/api/logout"
-	Upgrade  string // GET and POST, step-up; default "/login/upgrade"
+	Logout   string // POST only, ends every account of the browser; default "/api/logout"
+	// The account switcher (several accounts in one browser).
+	SwitchAccount string // POST {"did"}; default "/api/accounts/switch"
+	LogoutAccount string // POST, ends the active account only; default "/api/accounts/logout"
+	Upgrade       string // GET and POST, step-up; default "/login/upgrade"
 
 	MobileStart         string // GET and POST; default "/api/auth/mobile-start"
 	MobileToken         string // POST; default "/api/auth/mobile-token"
@@ -234,6 +249,7 @@ type Routes struct {
 // The defaults the Config documents.
 const (
 	defaultCookieName         = "sid"
+	defaultMaxAccounts        = 5
 	defaultFlowTTL            = 10 * time.Minute
 	defaultStorageTimeout     = 3 * time.Second
 	defaultMobileCodeTTL      = time.Minute
@@ -271,6 +287,11 @@ func (cfg Config) withDefaults() Config {
 	setDefault(&r.Session, "/api/session")
 	setDefault(&r.Logout, "/api/logout")
 	setDefault(&r.Upgrade, "/login/upgrade")
+	setDefault(&r.SwitchAccount, "/api/accounts/switch")
+	setDefault(&r.LogoutAccount, "/api/accounts/logout")
+	if cfg.MaxAccounts == 0 {
+		cfg.MaxAccounts = defaultMaxAccounts
+	}
 	setDefault(&r.MobileStart, "/api/auth/mobile-start")
 	setDefault(&r.MobileToken, "/api/auth/mobile-token")
 	setDefault(&r.MobileRefresh, "/api/auth/mobile-refresh")
@@ -380,12 +401,16 @@ func (cfg Config) validate() (secure bool, err error) {
 	if cfg.StorageTimeout < 10*time.Millisecond || cfg.StorageTimeout > time.Minute {
 		return bad("StorageTimeout", "must be between 10ms and a minute (got %v)", cfg.StorageTimeout)
 	}
+	if cfg.MaxAccounts < 1 || cfg.MaxAccounts > maxAccountsCap {
+		return bad("MaxAccounts", "must be between 1 and %d (got %d)", maxAccountsCap, cfg.MaxAccounts)
+	}
 	if cfg.FlowTTL < time.Minute || cfg.FlowTTL > time.Hour {
 		return bad("FlowTTL", "must be between a minute and an hour (got %v)", cfg.FlowTTL)
 	}
 	for name, p := range map[string]string{
 		"Routes.Login": cfg.Routes.Login, "Routes.Callback": cfg.Routes.Callback,
 		"Routes.Session": cfg.Routes.Session, "Routes.Logout": cfg.Routes.Logout, "Routes.Upgrade": cfg.Routes.Upgrade,
+		"Routes.SwitchAccount": cfg.Routes.SwitchAccount, "Routes.LogoutAccount": cfg.Routes.LogoutAccount,
 		"Routes.MobileStart": cfg.Routes.MobileStart, "Routes.MobileToken": cfg.Routes.MobileToken,
 		"Routes.MobileRefresh": cfg.Routes.MobileRefresh, "Routes.MobileRefreshLegacy": cfg.Routes.MobileRefreshLegacy,
 		"Routes.Sessions": cfg.Routes.Sessions, "Routes.EndSession": cfg.Routes.EndSession,

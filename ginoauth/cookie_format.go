@@ -31,7 +31,9 @@ import (
 //
 // The Manager's cookies:
 //
-//	<CookieName>        the session cookie: {sid: session id, a: last activity (Unix seconds)}
+//	<CookieName>        the session cookie: {sid: the active account's session id,
+//	                    a: its last activity (Unix seconds), o: the browser's other
+//	                    accounts (see accounts.go), absent with one account}
 //	<CookieName>_flow   the flow cookie:    {b: browser binding, t: when it was made}
 //	                    (always host-only, and __Host-<name>_flow on https)
 
@@ -50,6 +52,7 @@ const (
 const (
 	cookieSessionID    = "sid"
 	cookieActive       = "a" // last activity, Unix seconds, for IdleTimeout
+	cookieOthers       = "o" // the other accounts' session ids and last activity
 	cookieBinding      = "b"
 	cookieBindingSince = "t"
 )
@@ -170,12 +173,13 @@ func (cs *CookieStore) openString(name, value string) (string, error) {
 // request's cookie called name, without building a session. ok is false
 // when there is no cookie; err is errCookieInvalid or errCookieExpired.
 func (cs *CookieStore) stringValue(r *http.Request, name, key string) (value string, ok bool, err error) {
-	v, _, _, ok, err := cs.stringValues(r, name, key, "")
+	v, _, _, _, ok, err := cs.stringValues(r, name, key, "", "")
 	return v, ok, err
 }
 
-// stringValues is stringValue for two keys of one cookie, opened once; the
-// second key may be absent (then its value is ""), the first may not.
+// stringValues is stringValue for three keys of one cookie, opened once;
+// the second and third may be absent (then their value is ""), the first
+// may not.
 // sealedUntil is the expiry sealed in the cookie (Unix seconds, 0: none).
 //
 // A request may carry several cookies of one name (a sibling subdomain can
@@ -184,21 +188,21 @@ func (cs *CookieStore) stringValue(r *http.Request, name, key string) (value str
 // disagree on key1 (two sessions, two login bindings), neither is used and
 // err is errCookieAmbiguous: picking one would let a planted cookie
 // silently take the place of the real one.
-func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2 string) (v1, v2 string, sealedUntil uint64, ok bool, err error) {
+func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2, key3 string) (v1, v2, v3 string, sealedUntil uint64, ok bool, err error) {
 	found := false
 	eachCookie(r, name, func(value string) bool {
 		ok = true
 		plain, oerr := cs.openString(name, value)
 		if oerr == nil {
-			var a, b string
+			var a, b, d string
 			var until uint64
-			if a, b, until, oerr = stringsOf(plain, key1, key2); oerr == nil {
+			if a, b, d, until, oerr = stringsOf(plain, key1, key2, key3); oerr == nil {
 				if found && a != v1 {
 					err = errCookieAmbiguous
 					return true
 				}
 				if !found {
-					v1, v2, sealedUntil, found, err = a, b, until, true, nil
+					v1, v2, v3, sealedUntil, found, err = a, b, d, until, true, nil
 				}
 				return false // the others must agree
 			}
@@ -209,16 +213,16 @@ func (cs *CookieStore) stringValues(r *http.Request, name, key1, key2 string) (v
 		return false
 	})
 	if !found || errors.Is(err, errCookieAmbiguous) {
-		return "", "", 0, ok, err
+		return "", "", "", 0, ok, err
 	}
-	return v1, v2, sealedUntil, true, nil
+	return v1, v2, v3, sealedUntil, true, nil
 }
 
-// stringsOf reads key1 (which must be there) and key2 of an opened cookie,
-// and the expiry sealed in it.
-func stringsOf(plain, key1, key2 string) (v1, v2 string, sealedUntil uint64, err error) {
+// stringsOf reads key1 (which must be there), key2 and key3 of an opened
+// cookie, and the expiry sealed in it.
+func stringsOf(plain, key1, key2, key3 string) (v1, v2, v3 string, sealedUntil uint64, err error) {
 	if plain[0] != cookieFormatStrings {
-		return "", "", 0, errCookieInvalid
+		return "", "", "", 0, errCookieInvalid
 	}
 	found := false
 	err = walkStrings(plain[9:], func(k, v string) {
@@ -227,12 +231,14 @@ func stringsOf(plain, key1, key2 string) (v1, v2 string, sealedUntil uint64, err
 			v1, found = v, true
 		case key2:
 			v2 = v
+		case key3:
+			v3 = v
 		}
 	})
 	if err != nil || !found {
-		return "", "", 0, errCookieInvalid
+		return "", "", "", 0, errCookieInvalid
 	}
-	return v1, v2, binary.BigEndian.Uint64([]byte(plain[1:9])), nil
+	return v1, v2, v3, binary.BigEndian.Uint64([]byte(plain[1:9])), nil
 }
 
 // eachCookie calls f with the value of each cookie called name in the
@@ -378,12 +384,18 @@ func unixSeconds(t time.Time) uint64 {
 // session ends properly, with its event.
 const cookieSealGrace = 24 * time.Hour
 
-// setSessionCookie seals the session id and the time of last activity into
-// the session cookie, to last until until (see deviceSessions.cookieUntil).
-func (m *Manager) setSessionCookie(w http.ResponseWriter, sid string, active, until time.Time) error {
+// setSessionCookie seals the active session's id and time of last activity,
+// and the browser's other accounts (others, as the cookie holds them: ""
+// for none), into the session cookie, to last until until (see
+// deviceSessions.cookieUntil; with other accounts, the cookie lasts as
+// long as the longest of them, see accountsUntil).
+func (m *Manager) setSessionCookie(w http.ResponseWriter, sid string, active, until time.Time, others string) error {
 	opts := m.sessionCookie
 	opts.MaxAge = max(1, int(until.Sub(m.now())/time.Second))
 	values := map[any]any{cookieSessionID: sid, cookieActive: strconv.FormatInt(active.Unix(), 10)}
+	if others != "" {
+		values[cookieOthers] = others
+	}
 	return m.cookies.setStrings(w, m.cfg.CookieName, values, opts, unixSeconds(until.Add(cookieSealGrace)))
 }
 

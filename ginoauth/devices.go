@@ -228,14 +228,16 @@ func (m *Manager) endSessionsHandler(which string) gin.HandlerFunc {
 				c.AbortWithStatusJSON(http.StatusNotFound, gin.H{"error": "no such session of yours", "code": codeNoSuchSession})
 				return
 			}
-			if m.ref(u.sessionHash) == ref {
-				m.clearSessionCookie(c.Writer, c.Request)
+			if m.ref(u.sessionHash) == ref && err == nil {
+				err = m.dropActive(c) // this browser's other accounts stay
 			}
 		case "others":
 			ended, err = m.endSessionsOf(ctx, u.DID, u.sessionHash, EndByUser)
 		default:
 			ended, err = m.EndAllSessions(ctx, u.DID)
-			m.clearSessionCookie(c.Writer, c.Request)
+			if err == nil {
+				err = m.dropActive(c) // this browser's other accounts stay
+			}
 		}
 		if err != nil {
 			m.abortWithError(c, err)

@@ -65,7 +65,7 @@ func benchDevices(b *testing.B, kind string, n int) (*Manager, string) {
 	const did = "did:plc:benchaccount"
 	for i := range n {
 		c, _ := testContext()
-		if _, err := m.startSession(c, &oauthclient.Grant{DID: did, OAuthSessionID: fmt.Sprint("s", i)}, nil); err != nil {
+		if _, err := m.startSession(c, &oauthclient.Grant{DID: did, OAuthSessionID: fmt.Sprint("s", i)}, nil, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

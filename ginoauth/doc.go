@@ -69,11 +69,13 @@
 //  4. The session core creates a device session: a random 256-bit id,
 //     stored only as its SHA-256 (sess:{hash}) with the account DID, the
 //     verified handle, the OAuth session's id, the granted scopes and the
-//     absolute expiry (Config.SessionTTL), and indexed under the account. A
-//     session the browser already had is ended like a logout, so the id
-//     always changes at login (no fixation). The id goes to the browser in
-//     the session cookie, sealed with AES-256-GCM (CookieStore), and the
-//     browser is redirected to the checked return path.
+//     absolute expiry (Config.SessionTTL), and indexed under the account.
+//     The sessions the browser already had are ended like a logout (but
+//     for an added account, StartOptions.AddAccount: then the browser's
+//     accounts held at the start stay), so the id always changes at login
+//     (no fixation). The id goes to the browser in the session cookie,
+//     sealed with AES-256-GCM (CookieStore), and the browser is redirected
+//     to the checked return path.
 //
 // # Every request
 //
@@ -121,7 +123,8 @@
 // authorization server (waiting for a refresh in flight, so the current
 // tokens are the ones revoked), and Config.OnEvent gets one Event with an
 // EndReason. Manager.Logout (POST /api/logout; there is no GET logout)
-// also clears the cookie.
+// ends every account of the browser and clears the cookie; POST
+// /api/accounts/logout ends the active account only (see Manager.Accounts).
 //
 // # Errors
 //
@@ -131,6 +134,17 @@
 // of them to the status, code and message the prebuilt handlers answer
 // with; Config.ErrorHandler renders them your way (for example as HTML
 // pages), for the prebuilt handlers, Middleware and the guards alike.
+//
+// # Deploying
+//
+// New refuses a Config its OAuth client's registration contradicts (with
+// oauthclient.RegistrationReporter, which indigoclient has): a BaseURL on
+// another origin than the redirect URI, a callback route that is not its
+// path. Once the app listens, Manager.SelfCheck does what an authorization
+// server and a browser will do (the redirect URI, the forwarded headers,
+// the client metadata document and JWKS) and reports each difference with
+// what was expected and what was found; cmd/ginoauth-check does the
+// document's part from outside.
 //
 // # Storage
 //

@@ -197,6 +197,33 @@ func ExampleManager_SessionsOf() {
 
 // The Manager's cookie store is a gin-contrib/sessions Store, usable for an
 // app's own small session under another cookie name.
+// An account switcher: the browser's accounts, with the app's own display
+// names and pictures (the library fetches no profiles).
+func ExampleManager_Accounts() {
+	profiles := map[string][2]string{} // the app's cache: DID -> name, picture URL
+	mgr, _ := ginoauth.New(ginoauth.Config{
+		// ... OAuthClient, Storage, CookieSecret, BaseURL ...
+		MaxAccounts: 3,
+		DescribeAccounts: func(_ context.Context, accounts []ginoauth.Account) {
+			for i := range accounts {
+				p := profiles[accounts[i].DID]
+				accounts[i].Name, accounts[i].Avatar = p[0], p[1]
+			}
+		},
+	})
+	r := gin.New()
+	r.Use(ginoauth.Middleware(mgr))
+	mgr.Mount(r) // /login?add=1, POST /api/accounts/switch, /api/accounts/logout
+	r.GET("/switcher", ginoauth.RequireAuth(mgr), func(c *gin.Context) {
+		accounts, err := mgr.Accounts(c) // the active one first
+		if err != nil {
+			c.JSON(ginoauth.ErrorResponseFor(err).Status, gin.H{"error": "try again"})
+			return
+		}
+		c.JSON(http.StatusOK, accounts)
+	})
+}
+
 func ExampleManager_CookieStore() {
 	mgr, err := ginoauth.New(ginoauth.Config{
 		OAuthClient:  indigoclient.New(oauth.NewLocalhostConfig("http://127.0.0.1:8080/oauth/callback", []string{"atproto"}), memstore.New(), indigoclient.Options{}),

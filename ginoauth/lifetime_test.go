@@ -353,3 +353,43 @@ func getSession(ctx context.Context, sess interface {
 	}
 	return nil
 }
+
+// The write budget of sliding sessions: a browser checking its session
+// every minute for six hours, round robin over three instances, costs at
+// most one write of its record an hour (plus the login's), however many
+// requests it makes, and the session slides on.
+func TestSlidingCostsOneWriteAnHour(t *testing.T) {
+	for _, be := range testdb.All() {
+		t.Run(be.Name, func(t *testing.T) {
+			store := be.New(t)
+			la := newLifeApps(t, []storage.Store{store, store, store}, false, func(c *ginoauth.Config) { c.SessionTTL = 3 * day })
+			written := func() (n int64) {
+				for _, a := range la.apps {
+					n += a.Store.SessionWrites.Load()
+				}
+				return n
+			}
+			b := la.login()
+			before := expiresAt(t, b)
+			atLogin := written()
+			const hours, perHour = 6, 60
+			for i := range hours * perHour {
+				la.advance(time.Minute)
+				if r := b.Get(la.apps[i%len(la.apps)].Server.URL + "/api/whoami"); r.Status != http.StatusOK {
+					t.Fatalf("check %d: %d %s", i, r.Status, r.Body)
+				}
+			}
+			writes := written() - atLogin
+			t.Logf("%s: %d session checks over %d hours on 3 instances: %d writes of the session record", be.Name, hours*perHour, hours, writes)
+			if writes > hours {
+				t.Errorf("%d writes of the session record in %d hours, want at most one an hour", writes, hours)
+			}
+			if writes < hours-1 {
+				t.Errorf("%d writes in %d hours: the session did not slide", writes, hours)
+			}
+			if after := expiresAt(t, b); !after.After(before.Add((hours - 1) * time.Hour)) {
+				t.Errorf("expiry moved from %v to %v in %d hours of use", before, after, hours)
+			}
+		})
+	}
+}

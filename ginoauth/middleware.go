@@ -177,7 +177,8 @@ func bearerToken(r *http.Request) (string, bool) {
 // readCookie returns the user of the request's session cookie, or the code
 // saying why there is none; a cookie that led nowhere is cleared.
 func (m *Manager) readCookie(c *gin.Context) (*User, ErrorCode, error) {
-	sid, active, sealedUntil, present, err := m.cookies.stringValues(c.Request, m.cfg.CookieName, cookieSessionID, cookieActive)
+	sid, active, others, sealedUntil, present, err := m.cookies.stringValues(c.Request, m.cfg.CookieName, cookieSessionID, cookieActive, cookieOthers)
+	var othersUntil int64
 	switch {
 	case errors.Is(err, errCookieAmbiguous):
 		// Two valid session cookies: one was planted (see CookieDomain).
@@ -196,20 +197,37 @@ func (m *Manager) readCookie(c *gin.Context) (*User, ErrorCode, error) {
 		return nil, CodeNotLoggedIn, nil
 	case len(sid) != sessionIDLen:
 		return nil, CodeInvalidCookie, nil
+	case others != "":
+		// Several accounts (accounts.go): more than the limit, or a
+		// session named twice, is refused before any storage read.
+		var ok bool
+		if othersUntil, ok = checkOthers(others, sid, m.cfg.MaxAccounts); !ok {
+			m.log.Warn("session cookie names too many accounts, or one twice; refusing it")
+			m.clearSessionCookie(c.Writer, c.Request)
+			return nil, CodeInvalidCookie, nil
+		}
 	}
 	u, reason, err := m.sessions.read(c.Request.Context(), sid, kindWeb)
 	if err == nil && u != nil {
+		u.sid, u.others, u.othersUntil = sid, others, othersUntil
 		// Extended (here, or since the cookie was sealed): the cookie's
 		// Max-Age and sealed expiry follow.
 		u.extended = u.extended || cookieBehind(sealedUntil, u.cookieUntil, m.sessions.lifetime[kindWeb]) && m.resealDue(u)
 		if m.cfg.IdleTimeout > 0 {
 			u, reason, err = m.checkIdle(c, u, sid, active)
 		} else if u.extended {
-			err = m.setSessionCookie(c.Writer, sid, m.now(), u.cookieUntil)
+			err = m.setSessionCookie(c.Writer, sid, m.now(), cookieUntilFor(u), others)
 		}
 	}
 	if err == nil && u == nil {
-		m.clearSessionCookie(c.Writer, c.Request)
+		if others != "" {
+			// Only the active account is gone: the next one takes its
+			// place from the next request on (this one stays anonymous,
+			// so nothing meant for one account is done as another).
+			err = m.dropActive(c)
+		} else {
+			m.clearSessionCookie(c.Writer, c.Request)
+		}
 	}
 	return u, reason, err
 }
@@ -227,7 +245,7 @@ func (m *Manager) checkIdle(c *gin.Context, u *User, sid, active string) (*User,
 		return nil, CodeSessionExpired, m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), EndIdle)
 	}
 	if u.extended || now.Sub(time.Unix(last, 0)) > m.idleTouchEvery() && m.resealDue(u) {
-		if err := m.setSessionCookie(c.Writer, sid, now, u.cookieUntil); err != nil {
+		if err := m.setSessionCookie(c.Writer, sid, now, cookieUntilFor(u), u.others); err != nil {
 			return nil, "", err
 		}
 	}

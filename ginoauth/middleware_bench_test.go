@@ -7,16 +7,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/gin-gonic/gin"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
 
 // BenchmarkAuthenticatedRequest is what every logged-in request costs in the
 // library: decoding the sealed cookie, one storage read of the session
 // record, and the user in the Gin context, served in process by Gin. The
-// bare case is the same route without the middleware.
+// bare case is the same route without the middleware. The +5-accounts
+// cases carry a cookie with five accounts of one browser (four besides the
+// active one): still one storage read, of the active account.
 //
 //	go test -run '^$' -bench AuthenticatedRequest -benchmem ./ginoauth/
 func BenchmarkAuthenticatedRequest(b *testing.B) {
@@ -39,12 +43,15 @@ func BenchmarkAuthenticatedRequest(b *testing.B) {
 		backend testdb.Backend
 		cache   bool
 		bearer  bool
+		five    bool // five accounts in the cookie
 	}{
-		{"memory", testdb.All()[0], false, false},
-		{"memory+cache", testdb.All()[0], true, false},
-		{"memory+bearer", testdb.All()[0], false, true},
-		{"sqlite", testdb.All()[1], false, false},
-		{"sqlite+bearer", testdb.All()[1], false, true},
+		{"memory", testdb.All()[0], false, false, false},
+		{"memory+5-accounts", testdb.All()[0], false, false, true},
+		{"memory+cache", testdb.All()[0], true, false, false},
+		{"memory+bearer", testdb.All()[0], false, true, false},
+		{"sqlite", testdb.All()[1], false, false, false},
+		{"sqlite+5-accounts", testdb.All()[1], false, false, true},
+		{"sqlite+bearer", testdb.All()[1], false, true, false},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			a := newTestApp(b, tc.backend.New(b), func(c *ginoauth.Config) {
@@ -59,6 +66,17 @@ func BenchmarkAuthenticatedRequest(b *testing.B) {
 			} else {
 				br := a.NewBrowser()
 				br.Login("alice.test", "")
+				if tc.five {
+					for _, h := range []string{"bob.test", "carol.test", "dave.test", "erin.test"} {
+						if h != "bob.test" {
+							a.as.CreateAccount(ginoauthtest.Account{Handle: syntax.Handle(h)})
+						}
+						addAccount(b, br, h)
+					}
+					if _, others := sessionIDs(b, a, br); len(others) != 4 {
+						b.Fatalf("want five accounts in the cookie, have %d", len(others)+1)
+					}
+				}
 				credential = "sid=" + br.Cookie("sid").Value
 			}
 			r := gin.New()

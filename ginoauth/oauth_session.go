@@ -55,7 +55,9 @@ func (m *Manager) OAuthSession(c *gin.Context) (oauthclient.Session, error) {
 		if derr := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), goneReason(err, EndRevoked)); derr != nil {
 			return nil, derr
 		}
-		m.clearSessionCookie(c.Writer, c.Request)
+		if derr := m.dropActive(c); derr != nil { // the browser's other accounts stay
+			return nil, derr
+		}
 		setState(c, nil, CodeOAuthSessionGone)
 		return nil, &SessionError{Code: CodeOAuthSessionGone, Err: err}
 	}

@@ -24,8 +24,16 @@ import (
 //	                                      server (start at a server, no handle)
 //	                                      and prompt (login, select_account,
 //	                                      consent, create)
+//	                                      and add=1 (add an account to the
+//	                                      browser's, see StartOptions.AddAccount)
 //	GET|POST /login/upgrade?scope=S&redirect=/path  step-up: a new login of the
 //	                                      user's account with more permissions
+//	POST /api/accounts/switch {"did"}     200 {"success":true,"did","handle"}: that
+//	                                      account of the browser becomes active;
+//	                                      404 when the browser has none of it
+//	POST /api/accounts/logout             200 {"success":true,"active":{did,handle}|null}:
+//	                                      ends the active account only; the next
+//	                                      one becomes active
 //
 // With Config.Mobile set, also the native-app routes (see MobileConfig):
 //
@@ -35,8 +43,10 @@ import (
 //	POST /api/auth/mobile-refresh  (bearer) -> a new session token
 //	GET  /mobile/refresh-token     (bearer) -> {"success", "payload": {"did", "sid"}}
 //	GET  /oauth/callback                  completes the login, 302 to the return path
-//	GET  /api/session                     200 {"valid":true,"did",...} or 401 {"valid":false}
-//	POST /api/logout                      200 {"success":true}; 303 to the form's
+//	GET  /api/session                     200 {"valid":true,"did",...,"accounts":[...]}
+//	                                      or 401 {"valid":false}
+//	POST /api/logout                      200 {"success":true}: ends every account of
+//	                                      the browser; 303 to the form's
 //	                                      redirect (default /) for an HTML form
 //	GET  /oauth-client-metadata.json      the client metadata document
 //	GET  /oauth/jwks.json                 the client's public keys
@@ -60,6 +70,8 @@ func (m *Manager) Mount(r gin.IRouter) {
 		{rt.Session, []string{http.MethodGet}, m.sessionHandler()},
 		{rt.Logout, []string{http.MethodPost}, m.logoutHandler()},
 		{rt.Upgrade, []string{http.MethodGet, http.MethodPost}, m.upgradeHandler()},
+		{rt.SwitchAccount, []string{http.MethodPost}, m.switchAccountHandler()},
+		{rt.LogoutAccount, []string{http.MethodPost}, m.logoutAccountHandler()},
 	}
 	if m.sessions.ix != nil {
 		routes = append(routes, []struct {
@@ -97,6 +109,14 @@ func (m *Manager) Mount(r gin.IRouter) {
 				methods []string
 				h       gin.HandlerFunc
 			}{rt.JWKS, []string{http.MethodGet}, metadataHandler(p.PublicJWKS)})
+	}
+	// A group's prefix is known only now: a callback mounted elsewhere than
+	// the redirect URI's path would answer logins with Gin's plain 404.
+	if g, ok := r.(interface{ BasePath() string }); ok {
+		if redirect, mounted := m.mountedCallbackMismatch(g.BasePath()); redirect != "" {
+			m.log.Error("the callback is mounted at another path than the OAuth client's redirect URI: every login would end in 404; mount the routes so that the callback is at the redirect URI's path, or change Routes.Callback",
+				"mounted", mounted, "redirect_uri", redirect)
+		}
 	}
 	for _, route := range routes {
 		for _, method := range route.methods {
@@ -145,7 +165,7 @@ func (m *Manager) loginHandler() gin.HandlerFunc {
 			}
 		}
 		// Scopes are not taken from the request: they are the app's choice.
-		opts := StartOptions{ReturnTo: f.Get("redirect"), Server: f.Get("server"), Prompt: f.Get("prompt")}
+		opts := StartOptions{ReturnTo: f.Get("redirect"), Server: f.Get("server"), Prompt: f.Get("prompt"), AddAccount: f.Get("add") == "1"}
 		authURL, err := m.StartOAuth(c, f.Get("handle"), opts)
 		if err != nil {
 			m.abortWithError(c, err)
@@ -172,6 +192,9 @@ func (m *Manager) query(c *gin.Context) (url.Values, bool) {
 // page for browsers and JSON otherwise.
 func (m *Manager) callbackHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if m.answerSelfCheck(c) { // Manager.SelfCheck's signed probe
+			return
+		}
 		res, err := m.HandleCallback(c)
 		if err != nil {
 			if m.cfg.ErrorHandler == nil && wantsHTML(c) {
@@ -190,8 +213,10 @@ func (m *Manager) callbackHandler() gin.HandlerFunc {
 	}
 }
 
-// sessionHandler answers 200 {"valid":true,"did":...,"handle":...,"scopes":[...]}
-// for a logged-in request and 401 {"valid":false} otherwise.
+// sessionHandler answers 200 {"valid":true,"did":...,"handle":...,"scopes":[...],
+// "accounts":[{"did","handle","active"},...]} for a logged-in request (the
+// browser's accounts, see Manager.Accounts) and 401 {"valid":false}
+// otherwise.
 func (m *Manager) sessionHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		c.Header("Cache-Control", "no-store")
@@ -208,9 +233,14 @@ func (m *Manager) sessionHandler() gin.HandlerFunc {
 			m.abortWithError(c, err)
 			return
 		}
+		accounts, err := m.Accounts(c)
+		if err != nil {
+			m.abortWithError(c, err)
+			return
+		}
 		out := gin.H{
 			"valid": true, "did": u.DID, "handle": u.Handle, "scopes": u.Scopes,
-			"expiresAt": u.ExpiresAt,
+			"expiresAt": u.ExpiresAt, "accounts": accounts,
 		}
 		if u.AccountStatus != "" {
 			out["accountStatus"] = u.AccountStatus // kept by Config.KeepDeactivatedSessions

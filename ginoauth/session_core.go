@@ -128,6 +128,11 @@ type sessionRecord struct {
 	GrantRefreshBy time.Time `json:"grant_refresh_by,omitzero"`
 	GrantEndsAt    time.Time `json:"grant_ends_at,omitzero"`
 
+	// Browser names the browser a web session was logged in in: every
+	// account of one browser's cookie shares it (accounts.go), so a
+	// session of another browser is never taken for one of this one's.
+	Browser string `json:"browser,omitempty"`
+
 	// AccountStatus is the account's status at its PDS when a check found
 	// it inactive and Config.KeepDeactivatedSessions kept the session
 	// ("deactivated", "suspended"); "" for an active account.
@@ -193,6 +198,12 @@ type User struct {
 	cookieUntil         time.Time    // how long its cookie lasts (see deviceSessions.cookieUntil)
 	state               sessionState // the request's state, when this is its user
 	extended            bool         // this request extended the session: reseal its cookie
+	// A browser's: its session id, and its cookie's other accounts (as
+	// the cookie has them, see accounts.go) and the latest until of theirs.
+	sid         string
+	others      string
+	othersUntil int64
+	browser     string // its record's Browser
 }
 
 // OAuthSessionID is the OAuth client's id for this login's OAuth session,
@@ -215,7 +226,7 @@ func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
 		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, AccountStatus: rec.AccountStatus,
 		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: rec.Requested,
 		resolver: ds.resolver, kind: rec.kind(), previous: rec.Previous, successor: rec.Successor,
-		grantRefreshBy: rec.GrantRefreshBy, cookieUntil: ds.cookieUntil(rec),
+		grantRefreshBy: rec.GrantRefreshBy, cookieUntil: ds.cookieUntil(rec), browser: rec.Browser,
 	}
 }
 
@@ -484,13 +495,14 @@ func (st *seenTracker) forget(hash string) {
 // stored in a compact binary layout rather than JSON (decoding JSON was half
 // the cost of a session check): a version byte, the fields below, each
 // string a uvarint length and its bytes, times as uvarint Unix nanoseconds.
-// Version 2 added the sliding lifetime's times, version 3 the account's
-// status (last); records of versions 1 and 2, and records written as JSON
-// by earlier versions, are still read.
+// Version 2 added the sliding lifetime's times, version 3 the browser,
+// version 4 the account's status; records of earlier versions, and records
+// written as JSON by earlier versions, are still read.
 const (
 	recordFormatV1 = 1
 	recordFormatV2 = 2
-	recordFormat   = 3
+	recordFormatV3 = 3
+	recordFormat   = 4
 )
 
 // encodeRecord lays out rec.
@@ -511,6 +523,8 @@ func encodeRecord(rec *sessionRecord) []byte {
 			b = append(b, s...)
 		}
 	}
+	b = binary.AppendUvarint(b, uint64(len(rec.Browser)))
+	b = append(b, rec.Browser...)
 	b = binary.AppendUvarint(b, uint64(len(rec.AccountStatus)))
 	return append(b, rec.AccountStatus...)
 }
@@ -551,7 +565,7 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 	if len(raw) > 0 && raw[0] == '{' {
 		return decodeJSONRecord(raw, rec)
 	}
-	if len(raw) < 1 || (raw[0] != recordFormat && raw[0] != recordFormatV2 && raw[0] != recordFormatV1) {
+	if len(raw) < 1 || raw[0] < recordFormatV1 || raw[0] > recordFormat {
 		return errBadRecord
 	}
 	times := []*time.Time{&rec.CreatedAt, &rec.ExpiresAt, &rec.GraceUntil, &rec.Extended, &rec.GrantRefreshBy, &rec.GrantEndsAt}
@@ -612,7 +626,12 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 		}
 		*f = lists[start:len(lists):len(lists)]
 	}
-	if raw[0] == recordFormat {
+	if raw[0] >= recordFormatV3 {
+		var good bool
+		rec.Browser, good = str()
+		ok = ok && good
+	}
+	if raw[0] >= recordFormat {
 		var good bool
 		rec.AccountStatus, good = str()
 		ok = ok && good

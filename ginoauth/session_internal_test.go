@@ -83,7 +83,7 @@ func TestRecordExpiryIsCheckedOnTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, w := testContext()
-	if _, err := m.startSession(c, &oauthclient.Grant{DID: "did:plc:abc", OAuthSessionID: "s1"}, nil); err != nil {
+	if _, err := m.startSession(c, &oauthclient.Grant{DID: "did:plc:abc", OAuthSessionID: "s1"}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	cookie := w.Result().Cookies()[0]

@@ -47,6 +47,14 @@ type StartOptions struct {
 	// choice), "login" (sign in again), "select_account", "consent" (show
 	// the consent screen again) or "create" (sign up).
 	Prompt string
+	// AddAccount adds the login to the browser's accounts instead of
+	// replacing them (an account switcher; the login route's add=1), up
+	// to Config.MaxAccounts, and asks the authorization server to sign in
+	// afresh (Prompt "login" unless set), so the user can pick another
+	// account. The new account becomes active; one already in the browser
+	// is replaced by the new login. Only the accounts the browser holds
+	// now, and still holds, live, when the login completes are kept.
+	AddAccount bool
 }
 
 // Prompt values StartOptions.Prompt accepts.
@@ -67,6 +75,10 @@ type flowRecord struct {
 	// Mobile is set for a native app's login (which has no browser
 	// binding: the app's PKCE and state do that job).
 	Mobile *mobileFlow `json:"mobile,omitempty"`
+	// Keep, for an added account or a step-up, are the hashes of the
+	// browser's sessions at the start that the login keeps (accounts.go);
+	// every other session the cookie names at the callback is ended.
+	Keep []string `json:"keep,omitempty"`
 }
 
 // CallbackResult is what HandleCallback returns on success.
@@ -127,6 +139,16 @@ func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOpt
 		req.Scopes = []string{"atproto"}
 	}
 	ctx := c.Request.Context()
+	var keep []string
+	if extra.mobile == nil && (opts.AddAccount || extra.stepUpDID != "") {
+		var err error
+		if keep, err = m.accountsToKeep(c, opts.AddAccount && extra.stepUpDID == ""); err != nil {
+			return "", err
+		}
+		if opts.AddAccount && req.Prompt == "" {
+			req.Prompt = "login"
+		}
+	}
 	var binding string
 	var since time.Time
 	if extra.mobile == nil {
@@ -142,7 +164,7 @@ func (m *Manager) startFlowWith(c *gin.Context, identifier string, opts StartOpt
 	}
 	rec := flowRecord{
 		ReturnTo: safeReturnPath(opts.ReturnTo), CreatedAt: m.now(),
-		Scopes: auth.Scopes, StepUpDID: extra.stepUpDID, Mobile: extra.mobile,
+		Scopes: auth.Scopes, StepUpDID: extra.stepUpDID, Mobile: extra.mobile, Keep: keep,
 	}
 	if extra.mobile == nil {
 		bh := sha256.Sum256([]byte(binding))
@@ -254,7 +276,7 @@ func (m *Manager) handleCallback(c *gin.Context) (*CallbackResult, error) {
 		}
 		return &CallbackResult{AppRedirect: to}, nil
 	}
-	user, err := m.startSession(c, grant, rec.Scopes)
+	user, err := m.startSession(c, grant, rec.Scopes, rec.Keep)
 	if err != nil {
 		// Do not leave live tokens behind for a session nobody can use.
 		if grant.OAuthSessionID != "" {
@@ -397,22 +419,27 @@ func (m *Manager) grantStarted(ctx context.Context, grant *oauthclient.Grant) {
 }
 
 // startSession creates a browser's device session for grant and sets its
-// cookie. A session the request already had is ended like a logout (record
-// deleted, tokens revoked): the id always changes at login, so a cookie
-// planted before login is worthless after it.
-func (m *Manager) startSession(c *gin.Context, grant *oauthclient.Grant, requested []string) (*User, error) {
+// cookie. The sessions the request's cookie already names are ended like
+// a logout (records deleted, tokens revoked), but for those in keep (an
+// added account's or a step-up's, see accountsToKeep) that are still live
+// and of another account: those stay, behind the new one. The cookie is
+// sealed afresh and the new session's id is new, so a cookie planted
+// before login is worthless after it.
+func (m *Manager) startSession(c *gin.Context, grant *oauthclient.Grant, requested []string, keep []string) (*User, error) {
 	ctx := c.Request.Context()
-	if old, err := m.loadUser(c); err == nil && old != nil {
-		if err := m.sessions.end(ctx, old.sessionHash, old.record(), EndReplaced); err != nil {
-			return nil, err
-		}
+	kept, browser, err := m.replaceAccounts(c, grant.DID, keep)
+	if err != nil {
+		return nil, err
+	}
+	if len(kept) == 0 {
+		browser = randomToken(16) // a browser's first account: it is named afresh
 	}
 	now := m.now()
 	rec := sessionRecord{
 		DID: grant.DID, Handle: grant.Handle, OAuthSessionID: grant.OAuthSessionID,
 		Scopes: grant.Scopes, Requested: requested, CreatedAt: now,
 		GrantRefreshBy: grant.RefreshBy, GrantEndsAt: grant.EndsAt,
-		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c),
+		Device: describeDevice(c.Request.UserAgent()), IP: m.clientIP(c), Browser: browser,
 	}
 	sid, hash, err := m.sessions.start(ctx, &rec)
 	if err != nil {
@@ -420,15 +447,95 @@ func (m *Manager) startSession(c *gin.Context, grant *oauthclient.Grant, request
 	}
 	m.grantStarted(ctx, grant)
 	u := m.sessions.user(&rec, hash)
-	if err := m.setSessionCookie(c.Writer, sid, now, u.cookieUntil); err != nil {
+	u.sid, u.others = sid, joinEntries(kept)
+	for _, e := range kept {
+		u.othersUntil = max(u.othersUntil, e.until)
+	}
+	if err := m.setSessionCookie(c.Writer, sid, now, cookieUntilFor(u), u.others); err != nil {
 		return nil, err
 	}
 	setState(c, u, "")
 	return u, nil
 }
 
-// Logout ends the request's session, a browser's or a native app's: it
-// deletes the session record, revokes the OAuth tokens at the
+// accountsToKeep is, at the start of an added account's login (add) or a
+// step-up, the hashes of the browser's live sessions: the login keeps
+// these, and only these. An added account beyond Config.MaxAccounts is
+// refused here, before the user goes to the authorization server.
+func (m *Manager) accountsToKeep(c *gin.Context, add bool) ([]string, error) {
+	u, err := m.loadUser(c)
+	if err != nil || u == nil || u.kind != kindWeb {
+		return nil, err
+	}
+	keep := []string{u.sessionHash}
+	if u.others != "" {
+		live, _, err := m.readOthers(c.Request.Context(), u)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range live {
+			keep = append(keep, o.hash)
+		}
+	}
+	if add && len(keep) >= m.cfg.MaxAccounts {
+		return nil, &OAuthFlowError{Code: CodeInvalidRequest, Message: "this browser is logged in with as many accounts as it may be; sign out of one first"}
+	}
+	return keep, nil
+}
+
+// replaceAccounts ends the sessions the request's cookie names (at most
+// MaxAccounts reads and ends), but for those in keep that are still live
+// browser sessions of accounts other than did, of one browser: it returns
+// those, as the new cookie's entries, in the cookie's order, and the
+// browser they share.
+func (m *Manager) replaceAccounts(c *gin.Context, did string, keep []string) (kept []browserEntry, browser string, err error) {
+	ctx := c.Request.Context()
+	now := m.now()
+	dids := []string{did}
+	entries := m.requestAccounts(c.Request)
+	// The sessions held at the start that the cookie no longer names (a
+	// cookie put in its place meanwhile) are this browser's, and would be
+	// left behind: they end too.
+	for _, hash := range keep {
+		if !slices.ContainsFunc(entries, func(e browserEntry) bool { return hashSessionID(e.sid) == hash }) {
+			entries = append(entries, browserEntry{sid: "", activity: -1, until: 0, hash: hash})
+		}
+	}
+	for _, e := range entries {
+		hash := e.hash
+		if hash == "" {
+			hash = hashSessionID(e.sid)
+		}
+		var rec sessionRecord
+		switch err := m.sessions.get(ctx, hash, &rec); {
+		case errors.Is(err, storage.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, "", err
+		}
+		if rec.kind() != kindWeb {
+			continue // not this browser's to end
+		}
+		idle := m.cfg.IdleTimeout > 0 && now.Sub(time.Unix(e.activity, 0)) >= m.cfg.IdleTimeout
+		if e.sid != "" && slices.Contains(keep, hash) && rec.live(now) && !idle && !slices.Contains(dids, rec.DID) && len(kept) < m.cfg.MaxAccounts-1 &&
+			(len(kept) == 0 || rec.Browser == browser) {
+			browser = rec.Browser
+			e.until = m.sessions.cookieUntil(&rec).Unix()
+			kept = append(kept, e)
+			dids = append(dids, rec.DID)
+			continue
+		}
+		if err := m.sessions.end(ctx, hash, &rec, EndReplaced); err != nil {
+			return nil, "", err
+		}
+	}
+	return kept, browser, nil
+}
+
+// Logout ends the request's session, a browser's or a native app's, and
+// for a browser every other account it is logged in with (see
+// StartOptions.AddAccount; LogoutAccount's route ends only the active
+// one): it deletes the session records, revokes the OAuth tokens at the
 // authorization server, and clears the cookie. With no session it only
 // clears the cookie. Only a storage failure is returned: a failed
 // revocation is logged, since the local session is gone either way.
@@ -437,11 +544,19 @@ func (m *Manager) Logout(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx := c.Request.Context()
+	skip := ""
 	if u != nil {
-		if err := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), EndLogout); err != nil {
+		if err := m.sessions.end(ctx, u.sessionHash, u.record(), EndLogout); err != nil {
 			return err
 		}
 		m.log.Info("logged out", "did", u.DID, "session", shortRef(u.sessionHash))
+		skip = u.sid
+	}
+	if u == nil || u.kind == kindWeb {
+		if err := m.endBrowserAccounts(ctx, m.requestAccounts(c.Request), skip, EndLogout); err != nil {
+			return err
+		}
 	}
 	m.clearSessionCookie(c.Writer, c.Request)
 	setState(c, nil, CodeNotLoggedIn)

@@ -124,6 +124,9 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		Logger:       log,
 		Metrics:      metrics,                      // logins, session checks, storage failures
 		ErrorHandler: demoapp.ErrorPages(pageOpts), // HTML pages for the library's failures
+		// The account switcher (up to MaxAccounts, default 5, per browser):
+		// names for it come from the app; the library fetches no profiles.
+		DescribeAccounts: demoapp.DescribeAccounts,
 		// Native apps (MOBILE_REDIRECT_URIS): off when there are none.
 		Mobile: ginoauth.MobileConfig{RedirectURIs: cfg.MobileRedirectURIs},
 	})

@@ -2,7 +2,9 @@
 # Browser test of the example apps in headless Chromium: examples/basic
 # (log in as alice.test on the built-in authorization server, approve on the
 # consent page, call the PDS, save a note, the devices list from a second
-# browser, log out, log out everywhere; the layout at 1280 and 500 px) and
+# browser, log out, log out everywhere; the layout at 1280 and 500 px; the
+# account switcher: add bob.test, switch, sign out of one, log out of all, at
+# 1280 and 390 px) and
 # examples/minimal (the README's Quick start, on 127.0.0.1:8080). Screenshots
 # go to SCREENSHOT_DIR, by default examples/browsertest/artifacts/ (ignored by
 # git; nothing tracked is written).

@@ -124,6 +124,9 @@ func New(t testing.TB, opts Options) *App {
 	}
 	client := indigoclient.New(oc, a.Store, copts)
 	a.Client = &ObservedClient{Client: client}
+	if opts.ClientConfig != nil {
+		a.Client.sharedOrigin = base
+	}
 
 	cfg := ginoauth.Config{
 		OAuthClient:  a.Client,
@@ -302,6 +305,31 @@ type ObservedClient struct {
 
 	mu   sync.Mutex
 	last *oauthclient.Grant
+
+	// sharedOrigin, for an instance sharing another's client config, is
+	// this instance's own origin (see Registration).
+	sharedOrigin string
+}
+
+// Registration reports the client's registration. An instance that shares
+// another's client config (Options.ClientConfig) reports its redirect URI
+// on its own origin, same path: instances that in production share one
+// public origin, BaseURL, listen here on ports of their own, and the test
+// carries each callback to the instance it means.
+func (o *ObservedClient) Registration() oauthclient.Registration {
+	r := o.Client.Registration()
+	if o.sharedOrigin == "" {
+		return r
+	}
+	uris := make([]string, len(r.RedirectURIs))
+	for i, ru := range r.RedirectURIs {
+		uris[i] = ru
+		if u, err := url.Parse(ru); err == nil {
+			uris[i] = o.sharedOrigin + u.EscapedPath()
+		}
+	}
+	r.RedirectURIs = uris
+	return r
 }
 
 // Callback counts and delegates.
@@ -363,6 +391,12 @@ func (c *Clock) Advance(d time.Duration) {
 type FaultyStorage struct {
 	storage.Store
 	Down atomic.Bool
+	// SessionReads counts the reads (Get and GetStale) of session records
+	// (keys "sess:..."), for tests that bound a request's storage reads.
+	SessionReads atomic.Int64
+	// SessionWrites counts the writes (Set and Swap) of session records,
+	// for tests that bound how often sessions are written.
+	SessionWrites atomic.Int64
 
 	mu     sync.Mutex
 	faults []*fault
@@ -379,9 +413,12 @@ const (
 	OpTake   = "take"
 	OpLock   = "lock"
 	OpUnlock = "unlock"
-	OpIndex  = "index"
-	OpSwap   = "swap"
-	OpIncr   = "incr"
+	OpIndex  = "index" // AddMember, RemoveMember and Members
+	// OpAddMember is AddMember alone: background work (a refresh's
+	// follow-up lists an account's sessions) must not take its fault.
+	OpAddMember = "add-member"
+	OpSwap      = "swap"
+	OpIncr      = "incr"
 )
 
 type fault struct {
@@ -434,14 +471,28 @@ func (f *FaultyStorage) fails(op, key string) bool {
 
 // Get implements storage.Store.
 func (f *FaultyStorage) Get(ctx context.Context, k string) ([]byte, error) {
+	f.countRead(k)
 	if f.fails(OpGet, k) {
 		return nil, ErrDown
 	}
 	return f.Store.Get(ctx, k)
 }
 
+func (f *FaultyStorage) countRead(k string) {
+	if strings.HasPrefix(k, "sess:") {
+		f.SessionReads.Add(1)
+	}
+}
+
+func (f *FaultyStorage) countWrite(k string) {
+	if strings.HasPrefix(k, "sess:") {
+		f.SessionWrites.Add(1)
+	}
+}
+
 // Set implements storage.Store.
 func (f *FaultyStorage) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
+	f.countWrite(k)
 	if f.fails(OpSet, k) {
 		return ErrDown
 	}
@@ -484,7 +535,7 @@ func (f *FaultyStorage) Lock(ctx context.Context, name string, ttl time.Duration
 
 // AddMember implements storage.Indexer; the wrapped Storage must have it.
 func (f *FaultyStorage) AddMember(ctx context.Context, set, member string, ttl time.Duration) error {
-	if f.fails(OpIndex, set) {
+	if f.fails(OpIndex, set) || f.fails(OpAddMember, set) {
 		return ErrDown
 	}
 	return f.Store.(storage.Indexer).AddMember(ctx, set, member, ttl)
@@ -509,6 +560,7 @@ func (f *FaultyStorage) Members(ctx context.Context, set string) ([]string, erro
 // GetStale implements storage.StaleReader (a plain Get when the wrapped
 // Storage has none); failures are injected as for Get.
 func (f *FaultyStorage) GetStale(ctx context.Context, k string) ([]byte, error) {
+	f.countRead(k)
 	if f.fails(OpGet, k) {
 		return nil, ErrDown
 	}
@@ -543,6 +595,7 @@ func (c faultyCounter) Incr(ctx context.Context, k string, by int64, ttl time.Du
 
 // Swap implements storage.Swapper.
 func (s faultySwapper) Swap(ctx context.Context, k string, old, new []byte, ttl time.Duration) (bool, error) {
+	s.f.countWrite(k)
 	if s.f.fails(OpSwap, k) {
 		return false, ErrDown
 	}

@@ -472,7 +472,13 @@ func (h *harness) login(ctx context.Context, r rowSpec, s *server) (string, erro
 			}
 			return "Authorization: Bearer " + token, nil
 		}
-		c, err := h.loginGinoauth(ctx, s.appURL, accountHandle(0))
+		// Several accounts: the others first, then account 0 added last,
+		// so that it is the active one the check answers.
+		handles := []string{}
+		for i := r.Accounts - 1; i >= 1; i-- {
+			handles = append(handles, accountHandle(i))
+		}
+		c, err := h.loginGinoauth(ctx, s.appURL, append(handles, accountHandle(0))...)
 		if err != nil {
 			return "", err
 		}
@@ -558,8 +564,10 @@ func (h *harness) loginNative(ctx context.Context, appURL, handle string) (strin
 // browser with an empty cookie jar: GET /login?handle= (the app sends the
 // pushed authorization request), the user's approval at the authorization
 // server (Server.Consent), GET of the callback (the app exchanges the code
-// and starts a session). It returns the session cookie.
-func (h *harness) loginGinoauth(ctx context.Context, appURL, handle string) (*http.Cookie, error) {
+// and starts a session). With more handles, each further one is added to
+// the same browser (GET /login?add=1&handle=), the last one active. It
+// returns the session cookie.
+func (h *harness) loginGinoauth(ctx context.Context, appURL string, handles ...string) (*http.Cookie, error) {
 	jar, _ := cookiejar.New(nil)
 	// hop is one answer of the app, its body read and closed.
 	type hop struct {
@@ -585,30 +593,44 @@ func (h *harness) loginGinoauth(ctx context.Context, appURL, handle string) (*ht
 		return hop{resp.StatusCode, resp.Header.Get("Location"), resp.Cookies()}, nil
 	}
 	redirected := func(status int) bool { return status == http.StatusFound || status == http.StatusSeeOther }
-	start, err := get(appURL + "/login?" + url.Values{"handle": {handle}}.Encode())
-	if err != nil {
-		return nil, err
-	}
-	if !redirected(start.status) {
-		return nil, fmt.Errorf("/login: want a redirect to the authorization server, got %d", start.status)
-	}
-	cb, err := h.as.Consent(ctx, start.location, handle, true)
-	if err != nil {
-		return nil, err
-	}
-	done, err := get(cb)
-	if err != nil {
-		return nil, err
-	}
-	if !redirected(done.status) {
-		return nil, fmt.Errorf("callback: want a redirect, got %d", done.status)
-	}
-	for _, c := range done.cookies {
-		if c.Name == "sid" && c.Value != "" && c.MaxAge >= 0 {
-			return c, nil
+	var cookie *http.Cookie
+	for i, handle := range handles {
+		q := url.Values{"handle": {handle}}
+		if i > 0 {
+			q.Set("add", "1")
+		}
+		start, err := get(appURL + "/login?" + q.Encode())
+		if err != nil {
+			return nil, err
+		}
+		if !redirected(start.status) {
+			return nil, fmt.Errorf("/login: want a redirect to the authorization server, got %d", start.status)
+		}
+		cb, err := h.as.Consent(ctx, start.location, handle, true)
+		if err != nil {
+			return nil, err
+		}
+		done, err := get(cb)
+		if err != nil {
+			return nil, err
+		}
+		if !redirected(done.status) {
+			return nil, fmt.Errorf("callback: want a redirect, got %d", done.status)
+		}
+		cookie = nil
+		for _, c := range done.cookies {
+			if c.Name == "sid" && c.Value != "" && c.MaxAge >= 0 {
+				cookie = c
+			}
+		}
+		if cookie == nil {
+			return nil, errors.New("callback set no session cookie")
 		}
 	}
-	return nil, errors.New("callback set no session cookie")
+	if cookie == nil {
+		return nil, errors.New("no handle to log in")
+	}
+	return cookie, nil
 }
 
 // check sends one request with the credential header ("Name: value") and

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -44,7 +45,7 @@ func TestSelectRows(t *testing.T) {
 	for _, r := range rows {
 		names = append(names, r.Name)
 	}
-	want := []string{bareRow, "ginoauth/memstore", "ginoauth/memstore+idle", "ginoauth/memstore+idle+old-cookie", "ginoauth/memstore+cache", "ginoauth/memstore+idle+cache", "ginoauth/memstore+bearer"}
+	want := []string{bareRow, "ginoauth/memstore", "ginoauth/memstore+idle", "ginoauth/memstore+idle+old-cookie", "ginoauth/memstore+cache", "ginoauth/memstore+idle+cache", "ginoauth/memstore+bearer", "ginoauth/memstore+5-accounts"}
 	if len(names) != len(want) {
 		t.Fatalf("got %v, want %v", names, want)
 	}
@@ -83,10 +84,10 @@ func TestMedianAndWrkSeconds(t *testing.T) {
 // the allocation count of the control API.
 func TestGinoauthServer(t *testing.T) {
 	as := ginoauthtest.New(t, ginoauthtest.Options{})
-	for i := range 3 {
+	for i := range 5 {
 		as.CreateAccount(ginoauthtest.Account{Handle: syntax.Handle(accountHandle(i)), DID: accountDID(i)})
 	}
-	for _, name := range []string{"ginoauth/memstore+idle", "ginoauth/sqlitestore+cache", "ginoauth/memstore+idle+old-cookie", "ginoauth/sqlitestore+bearer"} {
+	for _, name := range []string{"ginoauth/memstore+idle", "ginoauth/sqlitestore+cache", "ginoauth/memstore+idle+old-cookie", "ginoauth/sqlitestore+bearer", "ginoauth/memstore+5-accounts", "ginoauth/sqlitestore+5-accounts"} {
 		t.Run(name, func(t *testing.T) {
 			row, _ := rowByName(name)
 			var lc net.ListenConfig
@@ -95,7 +96,7 @@ func TestGinoauthServer(t *testing.T) {
 				t.Fatal(err)
 			}
 			appURL := "http://" + ln.Addr().String()
-			a, err := buildApp(serverConfig{row: row, asURL: as.URL(), accounts: 3, secret: randomID(),
+			a, err := buildApp(serverConfig{row: row, asURL: as.URL(), accounts: 5, secret: randomID(),
 				sqlitePath: filepath.Join(t.TempDir(), "s.db"), prefix: "bh_test"}, appURL)
 			if err != nil {
 				t.Fatal(err)
@@ -127,6 +128,13 @@ func TestGinoauthServer(t *testing.T) {
 			}
 			if want := "Cookie: sid="; row.Bearer != !strings.HasPrefix(cred, want) {
 				t.Errorf("the credential of %s is %.20q...", row.Name, cred)
+			}
+			if row.Accounts > 1 {
+				// The browser holds five accounts, account 0 active: the
+				// session route lists them all.
+				if n := accountsListed(t, appURL, cred); n != row.Accounts {
+					t.Errorf("the browser holds %d accounts, want %d", n, row.Accounts)
+				}
 			}
 			if row.OldCookie {
 				// The clock moved past the reseal interval: the first
@@ -172,4 +180,31 @@ func setCookies(t *testing.T, target, cred string) int {
 		t.Fatalf("GET %s: %d", target, resp.StatusCode)
 	}
 	return len(resp.Header.Values("Set-Cookie"))
+}
+
+// accountsListed is the number of accounts /api/session lists for the
+// credential header cred.
+func accountsListed(t *testing.T, appURL, cred string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, appURL+"/api/session", nil)
+	name, value, _ := strings.Cut(cred, ":")
+	req.Header.Set(name, strings.TrimSpace(value))
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Accounts []struct {
+			DID    string `json:"did"`
+			Active bool   `json:"active"`
+		} `json:"accounts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/api/session: %d %v", resp.StatusCode, err)
+	}
+	if len(out.Accounts) > 0 && (!out.Accounts[0].Active || out.Accounts[0].DID != accountDID(0).String()) {
+		t.Errorf("the active account is %+v, want account 0", out.Accounts[0])
+	}
+	return len(out.Accounts)
 }

@@ -33,6 +33,7 @@ type rowSpec struct {
 	OldCookie bool   // ginoauth with Idle: the client resends a cookie sealed before the reseal interval (it ignores Set-Cookie)
 	Cache     bool   // ginoauth: SessionCacheTTL 5s
 	Bearer    bool   // ginoauth: a native app's session token (Authorization: Bearer) instead of the browser's cookie
+	Accounts  int    // ginoauth: accounts logged in in the client's browser (0: one); the last one added is active
 	Path      string // the measured route
 	Default   bool   // part of the default selection
 	What      string // one line for the report
@@ -59,6 +60,7 @@ func allRows() []rowSpec {
 		for _, v := range []struct {
 			suffix                         string
 			idle, oldCookie, cache, bearer bool
+			accounts                       int
 			def                            bool
 		}{
 			{suffix: "", def: true},
@@ -67,6 +69,7 @@ func allRows() []rowSpec {
 			{suffix: "+cache", cache: true, def: true},
 			{suffix: "+idle+cache", idle: true, cache: true},
 			{suffix: "+bearer", bearer: true, def: true},
+			{suffix: "+5-accounts", accounts: 5, def: true},
 		} {
 			what := "ginoauth.Middleware on stores/" + st
 			if v.idle {
@@ -81,8 +84,11 @@ func allRows() []rowSpec {
 			if v.bearer {
 				what += ", a native app's session token (Authorization: Bearer) instead of the cookie"
 			}
+			if v.accounts > 1 {
+				what += fmt.Sprintf(", %d accounts logged in in the browser (one cookie; the check reads the active one)", v.accounts)
+			}
 			rows = append(rows, rowSpec{Name: "ginoauth/" + st + v.suffix, Kind: kindGinoauth, Store: st, Idle: v.idle, OldCookie: v.oldCookie,
-				Cache: v.cache, Bearer: v.bearer, Path: "/me", Default: v.def, What: what})
+				Cache: v.cache, Bearer: v.bearer, Accounts: v.accounts, Path: "/me", Default: v.def, What: what})
 		}
 	}
 	rows = append(rows,

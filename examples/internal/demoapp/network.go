@@ -1,6 +1,7 @@
 package demoapp
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/indigoclient"
 )
@@ -139,5 +141,19 @@ func (n *Network) Describe() string {
 func (n *Network) Close() {
 	if n.local != nil {
 		n.local.Close()
+	}
+}
+
+// DescribeAccounts is a Config.DescribeAccounts for the account switcher:
+// the display names of the offline network's demo accounts. A real app
+// would fill in names and pictures from its own profile cache; the
+// library fetches no profiles.
+func DescribeAccounts(_ context.Context, accounts []ginoauth.Account) {
+	for i := range accounts {
+		for _, demo := range []struct{ Handle, DID, DisplayName string }{DemoAccount, secondAccount} {
+			if accounts[i].DID == demo.DID {
+				accounts[i].Name = demo.DisplayName
+			}
+		}
 	}
 }

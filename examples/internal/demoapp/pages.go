@@ -96,9 +96,14 @@ func (a *Pages) Middleware() []gin.HandlerFunc {
 //	POST /devices/end          ends another session of the account (mgr.EndSession)
 //	POST /devices/end-others   ends every other session of the account
 //	POST /devices/end-all      logs out everywhere (mgr.Logout, mgr.EndAllSessions)
-//	POST /logout               logs out (mgr.Logout) and goes back to the start page
+//	POST /logout               logs out of every account of the browser (mgr.Logout)
+//	                           and goes back to the start page
 //	GET  /static/style.css     the stylesheet
 //	GET  /healthz              200 "ok", for load balancers and scripts
+//
+// The account switcher on the account page uses the library's routes:
+// POST /login with add=1, POST /api/accounts/switch and
+// POST /api/accounts/logout.
 //
 // The forms answer 303 See Other back to a page, with their result in a
 // flash (Post/Redirect/Get), so a reload or a new tab repeats the GET,
@@ -147,6 +152,9 @@ type pageData struct {
 	User    *ginoauth.User
 	Result  *pdsResult
 	Devices *deviceList // nil: the Storage keeps no per-account index
+	// Accounts are the browser's accounts (mgr.Accounts), the active one
+	// first: the account switcher.
+	Accounts []ginoauth.Account
 }
 
 // pdsResult is what an authenticated PDS call returned, for the page. It
@@ -373,6 +381,12 @@ func (a *Pages) renderAccount(c *gin.Context, status int, user *ginoauth.User, f
 		d.PDSURL = n.Local().URL()
 	}
 	d.Devices = a.devices(c, user)
+	accounts, err := a.mgr.Accounts(c)
+	if err != nil {
+		a.log.Warn("could not list the browser's accounts", "err", err)
+		accounts = []ginoauth.Account{{DID: user.DID, Handle: user.Handle, Active: true}}
+	}
+	d.Accounts = accounts
 	c.Header("Cache-Control", "no-store")
 	render(c, status, "account.html", d)
 }
