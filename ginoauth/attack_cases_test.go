@@ -736,3 +736,41 @@ func attackAccountSwitchCSRF(t *testing.T, a *testApp) {
 		t.Fatalf("a cross-site add link: %d %s", r.Status, r.Body)
 	}
 }
+
+// attackMovedAccountTokens: the account's DID document names a PDS of
+// another server. Its tokens are worthless there and the old PDS is no
+// longer the account's: the check ends its sessions, and nothing carries
+// the tokens to either PDS afterwards.
+func attackMovedAccountTokens(t *testing.T, a *testApp) {
+	other := ginoauthtest.New(t, ginoauthtest.Options{Host: "pds2.test"})
+	other.CreateAccount(ginoauthtest.Account{DID: a.alice.DID, Handle: "alice.test"})
+	if err := a.as.Route("https://pds2.test", other.URL()); err != nil {
+		t.Fatal(err)
+	}
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	b.Get("/api/session") // this instance sees the account: its interval starts
+	a.Clock.Advance(61 * time.Minute)
+	if err := a.as.MoveAccount("alice.test", "https://pds2.test"); err != nil {
+		t.Fatal(err)
+	}
+	b.Get("/api/session") // due: the check starts in the background
+	for deadline := time.Now().Add(20 * time.Second); b.Get("/api/session").Status != http.StatusUnauthorized; {
+		if time.Now().After(deadline) {
+			t.Fatal("the moved account's session was not ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	old := a.as.PDSRequests("pds.test")
+	if r := b.Get("/api/pds-session"); r.Status != http.StatusUnauthorized {
+		t.Fatalf("PDS call after the move: %d %s", r.Status, r.Body)
+	}
+	if a.as.PDSRequests("pds.test") != old || other.PDSRequests("pds2.test") != 0 {
+		t.Fatal("the moved account's tokens reached a PDS after the move")
+	}
+	for _, s := range a.as.Sessions("alice.test") {
+		if s.Active {
+			t.Fatal("the grant is still live at the authorization server that issued it")
+		}
+	}
+}

@@ -170,6 +170,7 @@ var attacks = []attack{
 	{"planted-account", "an attacker's account is planted in the browser's account list while the user adds another account at the authorization server", attackPlantedAccount},
 	{"foreign-account-entry", "the account list of a session cookie names another browser's session of another account", attackForeignAccountEntry},
 	{"account-list-shape", "a session cookie names more accounts than the limit, one session twice, or a malformed entry", attackAccountCookieShape},
+	{"moved-account-tokens", "a logged-in account moves to a PDS another authorization server protects", attackMovedAccountTokens},
 }
 
 func wantCode[C ~string](t *testing.T, r ginoauthtest.Response, status int, code C) {

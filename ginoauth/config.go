@@ -107,6 +107,27 @@ type Config struct {
 	// are not using the app; off by default. Needs an OAuth client with
 	// oauthclient.GrantLimiter and a Storage with storage.Indexer.
 	KeepAlive bool
+	// IdentityCheckInterval is how often, at most, a logged-in account's
+	// identity is checked again in the background, when the OAuth client
+	// can (oauthclient.IdentityChecker; indigoclient's can) and the Storage
+	// has storage.Indexer: its handle verified both ways, its PDS, its
+	// status there. Checks run when a session of the account is used (at
+	// most once per interval across instances), after each token refresh,
+	// and when the PDS answers that the account is deactivated, taken
+	// down or gone; never on the request path. A changed handle is
+	// followed (handle.invalid when it no longer verifies), a move to
+	// another PDS of the same authorization server too; any other move,
+	// a takedown, a deletion and (unless KeepDeactivatedSessions) a
+	// deactivation end the account's sessions (EndAccountMoved,
+	// EndAccountTakenDown, EndAccountDeleted, EndAccountDeactivated).
+	// Default 1 hour; at least 1 minute; negative turns the checks off.
+	IdentityCheckInterval time.Duration
+	// KeepDeactivatedSessions keeps the sessions of an account found
+	// deactivated (or suspended) instead of ending them: User.AccountStatus
+	// says so, the app can offer reactivation, and they go on normally once
+	// a later check finds the account active. Taken down, deleted and moved
+	// accounts always end their sessions.
+	KeepDeactivatedSessions bool
 	// IdleTimeout, when set, also ends a browser session after this long
 	// without a request, to the minute (SessionTTL's extension is
 	// coarse). Default 0: off. The time of the last request is
@@ -248,6 +269,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.FlowTTL == 0 {
 		cfg.FlowTTL = defaultFlowTTL
 	}
+	if cfg.IdentityCheckInterval == 0 {
+		cfg.IdentityCheckInterval = defaultIdentityCheckInterval
+	}
 	if cfg.StorageTimeout == 0 {
 		cfg.StorageTimeout = defaultStorageTimeout
 	}
@@ -367,6 +391,9 @@ func (cfg Config) validate() (secure bool, err error) {
 	}
 	if cfg.IdleTimeout < 0 || (cfg.IdleTimeout > 0 && cfg.IdleTimeout < time.Minute) {
 		return bad("IdleTimeout", "must be 0 (off) or at least a minute (got %v)", cfg.IdleTimeout)
+	}
+	if cfg.IdentityCheckInterval > 0 && cfg.IdentityCheckInterval < minIdentityCheckInterval {
+		return bad("IdentityCheckInterval", "must be at least %v, or negative to turn the checks off (got %v)", minIdentityCheckInterval, cfg.IdentityCheckInterval)
 	}
 	if cfg.SessionCacheTTL < 0 || cfg.SessionCacheTTL > 5*time.Minute {
 		return bad("SessionCacheTTL", "must be between 0 (off) and 5 minutes (got %v)", cfg.SessionCacheTTL)

@@ -17,6 +17,11 @@ const (
 	EventLogin        EventType = "login"         // a device session started (web, or a native app's code redeemed)
 	EventLogout       EventType = "logout"        // the user logged out on that device
 	EventSessionEnded EventType = "session_ended" // a session ended for another reason (Event.Reason)
+	// EventIdentityChanged: a background check found the account's handle,
+	// PDS or status changed (Event.Handle, PreviousHandle, PDS,
+	// PreviousPDS, AccountStatus); its sessions follow. One event per
+	// account, not per session.
+	EventIdentityChanged EventType = "identity_changed"
 )
 
 // EndReason says why a device session ended, in Event.Reason.
@@ -38,6 +43,11 @@ const (
 	EndReplaced       EndReason = "replaced"         // a new login on the same device (or a step-up) replaced it
 	EndKeyRetired     EndReason = "key_retired"      // the confidential client key its login is bound to was retired
 	EndCodeReplayed   EndReason = "code_replayed"    // the native app's one-time code was presented again: it may be stolen
+	// The account changed at the network (Config.IdentityCheckInterval).
+	EndAccountMoved       EndReason = "account_moved"       // it moved to a PDS another authorization server protects: log in again there
+	EndAccountDeactivated EndReason = "account_deactivated" // its owner deactivated it (unless Config.KeepDeactivatedSessions)
+	EndAccountTakenDown   EndReason = "account_taken_down"  // its PDS took it down (or suspended it)
+	EndAccountDeleted     EndReason = "account_deleted"     // it was deleted: its DID or its repository is gone
 )
 
 // Event is one lifecycle event. It never holds tokens, codes or session
@@ -50,6 +60,15 @@ type Event struct {
 	Session string // opaque reference of the device session, as in SessionInfo.Ref
 	Kind    string // "web" or "mobile"
 	Time    time.Time
+
+	// For EventIdentityChanged: the handle (in Handle) and PDS now and
+	// before ("" when unchanged), and the account's status at its PDS (""
+	// for active; "deactivated" or "suspended" when the sessions are kept,
+	// see Config.KeepDeactivatedSessions).
+	PreviousHandle string
+	PDS            string
+	PreviousPDS    string
+	AccountStatus  string
 }
 
 // maxQueuedEvents bounds the events waiting for a slow hook; past it, new

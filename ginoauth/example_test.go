@@ -12,6 +12,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"os"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"github.com/gin-contrib/sessions"
@@ -248,4 +249,27 @@ func ExampleManager_CookieStore() {
 	c := w.Result().Cookies()[0]
 	fmt.Println(c.Name, c.HttpOnly, c.Value != "dark")
 	// Output: prefs true true
+}
+
+// Following identity changes: the checks run in the background at most
+// every IdentityCheckInterval (default one hour); the app learns of a new
+// handle, a move or an account ended at its PDS from its events, and may
+// keep a deactivated account's sessions to offer reactivation.
+func ExampleConfig_identityChecks() {
+	cfg := ginoauth.Config{
+		// OAuthClient (indigoclient's checks identities), Storage, ...
+		IdentityCheckInterval:   30 * time.Minute,
+		KeepDeactivatedSessions: true, // User.AccountStatus says "deactivated"
+		OnEvent: func(e ginoauth.Event) {
+			switch {
+			case e.Type == ginoauth.EventIdentityChanged && e.PreviousHandle != "":
+				log.Printf("%s is now %s (was %s)", e.DID, e.Handle, e.PreviousHandle)
+			case e.Type == ginoauth.EventSessionEnded && e.Reason == ginoauth.EndAccountMoved:
+				log.Printf("%s moved to another server: it must log in again", e.DID)
+			case e.Type == ginoauth.EventSessionEnded && (e.Reason == ginoauth.EndAccountTakenDown || e.Reason == ginoauth.EndAccountDeleted):
+				log.Printf("%s is gone (%s): removing its data", e.DID, e.Reason)
+			}
+		},
+	}
+	_ = cfg
 }

@@ -145,6 +145,11 @@ type backgroundBoundSession struct {
 // Do implements oauthclient.Session.
 func (s *backgroundBoundSession) Do(req *http.Request) (*http.Response, error) {
 	resp, err := s.Session.Do(req)
+	if err == nil {
+		if err := s.m.sessions.identity.endedBy(req.Context(), resp, s.did); err != nil {
+			return nil, err
+		}
+	}
 	return resp, s.endIfGone(err)
 }
 

@@ -139,6 +139,10 @@ func New(cfg Config) (*Manager, error) {
 		emit:          m.emit,
 		successorHash: m.successorHash,
 	}
+	if _, ok := cfg.OAuthClient.(oauthclient.IdentityChecker); ok && ix != nil && cfg.IdentityCheckInterval > 0 {
+		m.sessions.identity = identityChecks{every: cfg.IdentityCheckInterval, start: m.startIdentityCheck,
+			afterAnswer: m.checkAfterAnswer, afterRefused: m.checkAfterRefused}
+	}
 	if swapper == nil {
 		m.log.Warn("storage has no storage.Swapper: sessions are not extended by use; SessionTTL counts from the login")
 	}
@@ -204,6 +208,9 @@ func (m *Manager) onRefresh(r oauthclient.Refresh) {
 		defer cancel()
 		m.sessions.followGrant(ctx, r)
 		m.scheduleKeepAlive(ctx, r.DID, r.SessionID, r.RefreshBy, r.EndsAt)
+		if m.sessions.identity.every > 0 {
+			m.startIdentityCheck(r.DID)
+		}
 	})
 }
 

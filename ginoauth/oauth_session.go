@@ -141,6 +141,9 @@ func (s *deviceBoundSession) Do(req *http.Request) (*http.Response, error) {
 	resp, err := s.Session.Do(req)
 	if err == nil {
 		s.syncScopes(req.Context())
+		if err := s.ds.identity.endedBy(req.Context(), resp, s.rec.DID); err != nil {
+			return nil, err
+		}
 	}
 	return resp, s.endIfGone(err)
 }
@@ -197,6 +200,9 @@ func (s *deviceBoundSession) endIfGone(err error) error {
 		defer cancel()
 		if reason == EndRefreshRefused && !s.rec.GrantRefreshBy.IsZero() && !s.ds.now().Before(s.rec.GrantRefreshBy) {
 			reason = EndGrantExpired // the refresh came too late: the grant had reached its limit
+		}
+		if reason == EndRefreshRefused && s.ds.identity.afterRefused != nil && s.ds.identity.afterRefused(ctx, s.rec.DID) {
+			return // the account was taken down or deleted: its sessions ended with that reason
 		}
 		if err := s.ds.end(ctx, s.hash, &s.rec, reason); err != nil {
 			s.ds.log.Error("ending a session whose OAuth session is gone failed", "session", shortRef(s.hash), "err", err)

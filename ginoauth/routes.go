@@ -238,10 +238,14 @@ func (m *Manager) sessionHandler() gin.HandlerFunc {
 			m.abortWithError(c, err)
 			return
 		}
-		c.JSON(http.StatusOK, gin.H{
+		out := gin.H{
 			"valid": true, "did": u.DID, "handle": u.Handle, "scopes": u.Scopes,
 			"expiresAt": u.ExpiresAt, "accounts": accounts,
-		})
+		}
+		if u.AccountStatus != "" {
+			out["accountStatus"] = u.AccountStatus // kept by Config.KeepDeactivatedSessions
+		}
+		c.JSON(http.StatusOK, out)
 	}
 }
 

@@ -89,6 +89,8 @@ type deviceSessions struct {
 	staleness time.Duration
 	// checkDeadline bounds the session check's read.
 	checkDeadline sharedDeadline
+	// identity starts the background identity checks (identity.go).
+	identity identityChecks
 
 	// What ending a session needs from the rest of the Manager.
 	revoke        func(ctx context.Context, did, oauthSessionID, hash string)
@@ -130,6 +132,11 @@ type sessionRecord struct {
 	// account of one browser's cookie shares it (accounts.go), so a
 	// session of another browser is never taken for one of this one's.
 	Browser string `json:"browser,omitempty"`
+
+	// AccountStatus is the account's status at its PDS when a check found
+	// it inactive and Config.KeepDeactivatedSessions kept the session
+	// ("deactivated", "suspended"); "" for an active account.
+	AccountStatus string `json:"account_status,omitempty"`
 }
 
 func (rec *sessionRecord) kind() string {
@@ -173,6 +180,11 @@ type User struct {
 	Scopes    []string  // scopes granted to this session, as of its last token refresh
 	CreatedAt time.Time // when this device logged in
 	ExpiresAt time.Time // absolute end of this session
+	// AccountStatus is "" for an active account, or "deactivated" or
+	// "suspended" when a background check found the account so and
+	// Config.KeepDeactivatedSessions kept its sessions: the app may offer
+	// to reactivate it, and the PDS refuses most writes meanwhile.
+	AccountStatus string
 
 	sessionHash    string // sha256 of the session id: the record's key suffix
 	oauthSessionID string
@@ -202,7 +214,7 @@ func (u *User) OAuthSessionID() string { return u.oauthSessionID }
 // record is the part of a session record that ending it (and its device
 // lock) needs.
 func (u *User) record() *sessionRecord {
-	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, OAuthSessionID: u.oauthSessionID, CreatedAt: u.CreatedAt, Previous: u.previous, Successor: u.successor,
+	return &sessionRecord{Kind: u.kind, DID: u.DID, Handle: u.Handle, AccountStatus: u.AccountStatus, OAuthSessionID: u.oauthSessionID, CreatedAt: u.CreatedAt, Previous: u.previous, Successor: u.successor,
 		GrantRefreshBy: u.grantRefreshBy}
 }
 
@@ -211,7 +223,7 @@ func (u *User) record() *sessionRecord {
 func (ds *deviceSessions) user(rec *sessionRecord, hash string) *User {
 	return &User{
 		DID: rec.DID, Handle: rec.Handle, Scopes: rec.Scopes, // rec is the caller's own, freshly decoded
-		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt,
+		CreatedAt: rec.CreatedAt, ExpiresAt: rec.ExpiresAt, AccountStatus: rec.AccountStatus,
 		sessionHash: hash, oauthSessionID: rec.OAuthSessionID, requested: rec.Requested,
 		resolver: ds.resolver, kind: rec.kind(), previous: rec.Previous, successor: rec.Successor,
 		grantRefreshBy: rec.GrantRefreshBy, cookieUntil: ds.cookieUntil(rec), browser: rec.Browser,
@@ -274,6 +286,7 @@ func (ds *deviceSessions) read(ctx context.Context, sid, kind string) (*User, Er
 	u := ds.user(&rec, hash)
 	u.extended = extended
 	ds.noteSeen(u)
+	ds.noteIdentity(u.DID, now)
 	return u, "", nil
 }
 
@@ -455,6 +468,22 @@ func (st *seenTracker) dueWithin(hash string, now time.Time, every time.Duration
 	return true
 }
 
+// dueAfter is dueWithin counting the first period from the first time
+// hash is seen: the first sighting is noted, not due.
+func (st *seenTracker) dueAfter(hash string, now time.Time, every time.Duration) bool {
+	st.mu.Lock()
+	if _, ok := st.seen[hash]; !ok {
+		if st.seen == nil || len(st.seen) > 100_000 {
+			st.seen = map[string]time.Time{}
+		}
+		st.seen[hash] = now
+		st.mu.Unlock()
+		return false
+	}
+	st.mu.Unlock()
+	return st.dueWithin(hash, now, every)
+}
+
 // forget drops a session from the bookkeeping.
 func (st *seenTracker) forget(hash string) {
 	st.mu.Lock()
@@ -466,13 +495,14 @@ func (st *seenTracker) forget(hash string) {
 // stored in a compact binary layout rather than JSON (decoding JSON was half
 // the cost of a session check): a version byte, the fields below, each
 // string a uvarint length and its bytes, times as uvarint Unix nanoseconds.
-// Version 2 added the sliding lifetime's times, version 3 the browser;
-// records of earlier versions, and records written as JSON by earlier
-// versions, are still read.
+// Version 2 added the sliding lifetime's times, version 3 the browser,
+// version 4 the account's status; records of earlier versions, and records
+// written as JSON by earlier versions, are still read.
 const (
 	recordFormatV1 = 1
 	recordFormatV2 = 2
-	recordFormat   = 3
+	recordFormatV3 = 3
+	recordFormat   = 4
 )
 
 // encodeRecord lays out rec.
@@ -494,7 +524,9 @@ func encodeRecord(rec *sessionRecord) []byte {
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(len(rec.Browser)))
-	return append(b, rec.Browser...)
+	b = append(b, rec.Browser...)
+	b = binary.AppendUvarint(b, uint64(len(rec.AccountStatus)))
+	return append(b, rec.AccountStatus...)
 }
 
 func unixNanos(t time.Time) uint64 {
@@ -594,9 +626,14 @@ func decodeRecord(raw []byte, rec *sessionRecord) error {
 		}
 		*f = lists[start:len(lists):len(lists)]
 	}
-	if raw[0] >= recordFormat {
+	if raw[0] >= recordFormatV3 {
 		var good bool
 		rec.Browser, good = str()
+		ok = ok && good
+	}
+	if raw[0] >= recordFormat {
+		var good bool
+		rec.AccountStatus, good = str()
 		ok = ok && good
 	}
 	if !ok || pos != len(s) {

@@ -20,6 +20,11 @@ type Account struct {
 	// DisplayName is shown on the consent page and by
 	// app.bsky.actor.getProfile.
 	DisplayName string
+
+	// What happened to it since (identity.go).
+	pds        string // the PDS its DID document names, when not this server's own
+	status     string // "" (active), statusDeactivated, statusTakendown, statusDeleted
+	handleGone bool   // its handle no longer resolves (UnpublishHandle)
 }
 
 // CreateAccount creates the account a describes (only Handle is required)
@@ -138,11 +143,15 @@ func (s *Server) Directory() identity.Directory { return s.dir }
 type directory struct{ s *Server }
 
 func (d *directory) identity(did syntax.DID, h syntax.Handle) *identity.Identity {
+	pds := d.s.issuer
+	if a := d.s.accounts[did]; a != nil {
+		pds = d.s.pdsURLLocked(a)
+	}
 	ident := &identity.Identity{
 		DID:    did,
 		Handle: h,
 		Services: map[string]identity.ServiceEndpoint{
-			"atproto_pds": {Type: "AtprotoPersonalDataServer", URL: d.s.issuer},
+			"atproto_pds": {Type: "AtprotoPersonalDataServer", URL: pds},
 		},
 		Keys: map[string]identity.VerificationMethod{},
 	}
@@ -156,7 +165,7 @@ func (d *directory) LookupHandle(ctx context.Context, h syntax.Handle) (*identit
 	d.s.mu.Lock()
 	defer d.s.mu.Unlock()
 	did, ok := d.s.handles[h.Normalize()]
-	if !ok {
+	if !ok || d.s.accounts[did].handleGone {
 		return nil, fmt.Errorf("%w: %s", identity.ErrHandleNotFound, h)
 	}
 	return d.identity(did, d.s.accounts[did].Handle), nil
@@ -169,7 +178,7 @@ func (d *directory) LookupDID(ctx context.Context, did syntax.DID) (*identity.Id
 	d.s.mu.Lock()
 	defer d.s.mu.Unlock()
 	a, ok := d.s.accounts[did]
-	if !ok {
+	if !ok || a.status == statusDeleted {
 		return nil, fmt.Errorf("%w: %s", identity.ErrDIDNotFound, did)
 	}
 	return d.identity(a.DID, a.Handle), nil

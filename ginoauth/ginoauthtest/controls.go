@@ -23,6 +23,7 @@ type Stats struct {
 	KeyMismatches   int // client assertions refused because another key than the session's (or the login's) signed them
 	NonceChallenges int // use_dpop_nonce answers, at the authorization server and the PDS
 	AccountsCreated int // accounts created by sign-up (prompt=create) at consent; not CreateAccount
+	RepoStatusCalls int // com.atproto.sync.getRepoStatus requests answered
 	ActiveSessions  int // sessions not ended and not past their lifetime, now
 }
 

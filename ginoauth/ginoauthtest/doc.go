@@ -250,6 +250,16 @@
 // A negative test that needs a broken authorization response (a wrong iss,
 // a missing state) edits the redirect URL returned by [Server.Consent].
 //
+// Accounts change as on the network, with the reference PDS's answers (see
+// identity.go): [Server.UpdateHandle], [Server.UnpublishHandle] (the handle
+// stops verifying: clients show handle.invalid), [Server.MoveAccount] (to
+// another host of this authorization server added with [Server.AddPDSHost],
+// or to another server), [Server.DeactivateAccount],
+// [Server.ActivateAccount], [Server.TakeDownAccount] and
+// [Server.DeleteAccount]; com.atproto.sync.getRepoStatus reports the
+// status, and [Server.PDSRequests] counts the authenticated calls each PDS
+// host answered.
+//
 // # Running it for a browser (offline demo)
 //
 // An example app can run the server as its built-in offline authorization

@@ -298,9 +298,17 @@ func (s *Server) htuMatches(htu string, r *http.Request) bool {
 	if err != nil || u.Opaque != "" || u.User != nil {
 		return false
 	}
-	return strings.EqualFold(u.Scheme, "https") &&
-		strings.EqualFold(u.Host, s.host) &&
-		u.Path == r.URL.Path
+	host := strings.ToLower(u.Host)
+	if host != s.host {
+		// Another of its PDS hosts: the proof names the one it was sent to.
+		s.mu.Lock()
+		extra := s.pdsHosts[host]
+		s.mu.Unlock()
+		if !extra || !strings.EqualFold(strings.TrimSuffix(r.Host, ":443"), host) {
+			return false
+		}
+	}
+	return strings.EqualFold(u.Scheme, "https") && u.Path == r.URL.Path
 }
 
 // nonceState holds the DPoP nonces. Rotation is lazy: it happens when a

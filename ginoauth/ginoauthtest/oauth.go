@@ -118,8 +118,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *Server) handleProtectedResource(w http.ResponseWriter, r *http.Request) {
+	resource := s.issuer
+	s.mu.Lock()
+	if host := strings.ToLower(strings.TrimSuffix(r.Host, ":443")); s.pdsHosts[host] {
+		resource = "https://" + host
+	}
+	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
-		"resource":                 s.issuer,
+		"resource":                 resource,
 		"authorization_servers":    []string{s.issuer},
 		"scopes_supported":         []string{},
 		"bearer_methods_supported": []string{"header"},
@@ -520,6 +526,10 @@ func (s *Server) refreshGrant(ci *clientInfo, auth clientAuth, form url.Values, 
 	if !now.Before(sess.refreshExpires) {
 		s.endSessionLocked(sess, "refresh token expired")
 		return nil, invalidGrant("Refresh token expired")
+	}
+	if a := s.accounts[sess.did]; a != nil && (a.status == statusTakendown || a.status == statusDeleted) {
+		// The reference server deletes the account's tokens with it.
+		return nil, invalidGrant("Account %s", a.status)
 	}
 	rec.used = true
 	// Permission sets are resolved again at every refresh, like the

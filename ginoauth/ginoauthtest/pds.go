@@ -130,6 +130,8 @@ func (s *Server) handleXRPC(w http.ResponseWriter, r *http.Request) {
 		"com.atproto.repo.getRecord":    {http.MethodGet, false, s.xrpcGetRecord},
 		"com.atproto.repo.listRecords":  {http.MethodGet, false, s.xrpcListRecords},
 		"app.bsky.actor.getProfile":     {http.MethodGet, false, s.xrpcGetProfile},
+
+		"com.atproto.sync.getRepoStatus": {http.MethodGet, false, s.xrpcGetRepoStatus},
 	}
 	ep, ok := endpoints[nsid]
 	if !ok {
@@ -145,7 +147,15 @@ func (s *Server) handleXRPC(w http.ResponseWriter, r *http.Request) {
 	// Authentication is checked whenever credentials are sent, even on
 	// public endpoints, like the reference PDS does for optional auth.
 	auth, ok := s.authenticate(w, r, ep.required)
+	if r.Header.Get("Authorization") != "" {
+		s.mu.Lock()
+		s.pdsCalls[strings.ToLower(strings.TrimSuffix(r.Host, ":443"))]++
+		s.mu.Unlock()
+	}
 	if !ok {
+		return
+	}
+	if auth != nil && s.accountRefusal(w, auth.did, ep.method == http.MethodPost) {
 		return
 	}
 	ep.h(w, r, auth)
@@ -387,6 +397,9 @@ func (s *Server) xrpcGetRecord(w http.ResponseWriter, r *http.Request, _ *authIn
 		xrpcError(w, http.StatusBadRequest, "RepoNotFound", "Could not find repo: "+q.Get("repo"))
 		return
 	}
+	if s.repoRefusalLocked(w, did) {
+		return
+	}
 	coll, rkey := q.Get("collection"), q.Get("rkey")
 	uri := atURI(did, coll, rkey)
 	rec := s.records[did][coll][rkey]
@@ -416,6 +429,9 @@ func (s *Server) xrpcListRecords(w http.ResponseWriter, r *http.Request, _ *auth
 	did, ok := s.repoLocked(q.Get("repo"))
 	if !ok {
 		xrpcError(w, http.StatusBadRequest, "RepoNotFound", "Could not find repo: "+q.Get("repo"))
+		return
+	}
+	if s.repoRefusalLocked(w, did) {
 		return
 	}
 	coll := q.Get("collection")

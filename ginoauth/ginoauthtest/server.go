@@ -102,6 +102,8 @@ type Server struct {
 	requestLog  []AuthorizationRequestInfo      // every accepted PAR, oldest first
 	permSets    map[syntax.NSID][]setPermission // published permission sets
 	denied      map[string]bool                 // DenyScopes
+	pdsHosts    map[string]bool                 // AddPDSHost
+	pdsCalls    map[string]int                  // authenticated XRPC requests by host
 
 	accessLifetime       time.Duration
 	publicLifetime       time.Duration
@@ -171,6 +173,8 @@ func NewUnstartedServer(opts Options) *Server {
 		records:              map[syntax.DID]map[string]map[string]*record{},
 		permSets:             map[syntax.NSID][]setPermission{},
 		denied:               map[string]bool{},
+		pdsHosts:             map[string]bool{},
+		pdsCalls:             map[string]int{},
 		accessLifetime:       DefaultAccessTokenLifetime,
 		publicLifetime:       DefaultPublicSessionLifetime,
 		confidentialLifetime: DefaultConfidentialSessionLifetime,

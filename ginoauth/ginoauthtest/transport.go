@@ -73,7 +73,7 @@ func (s *Server) routeFor(u *url.URL) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	host := strings.ToLower(u.Host)
-	if u.Scheme == "https" && (host == s.host || host == s.host+":443") {
+	if u.Scheme == "https" && (host == s.host || host == s.host+":443" || s.pdsHosts[strings.TrimSuffix(host, ":443")]) {
 		if s.baseURL == "" {
 			return "", fmt.Errorf("ginoauthtest: %s is not started (call Start)", s.issuer)
 		}

@@ -126,3 +126,54 @@ type Registration struct {
 	Confidential bool
 	KeyIDs       []string
 }
+
+// IdentityChecker is an optional Client capability: it re-reads an
+// account's identity afresh and points an OAuth session at the account's
+// PDS after a move. With it, ginoauth re-verifies the identity of logged-in
+// accounts in the background (ginoauth.Config.IdentityCheckInterval): a
+// changed handle is followed, a moved account's calls go to its new PDS or
+// its sessions end, and a deactivated, taken down or deleted account's
+// sessions end.
+type IdentityChecker interface {
+	// CheckIdentity resolves did now, bypassing any cache: the handle its
+	// DID document claims, verified both ways (the handle resolves back to
+	// did), or HandleInvalid; the PDS it names; and the account's status
+	// at that PDS. An account whose DID no longer resolves has status
+	// StatusDeleted. Errors are failures to find out (network, a server
+	// answering wrongly): nothing is changed on them.
+	CheckIdentity(ctx context.Context, did string) (Identity, error)
+	// FollowPDS makes the OAuth session's calls go to pds from now on,
+	// written under the session's refresh lock, when pds is protected by
+	// the session's own authorization server (the tokens stay good). When
+	// it is protected by another one the session is left as it is and the
+	// error wraps ErrAccountMoved: its tokens are worthless at the new PDS.
+	// A session already at pds is not an error; a session that no longer
+	// exists gives an error wrapping ErrSessionGone.
+	FollowPDS(ctx context.Context, did, sessionID, pds string) error
+}
+
+// Identity is an account's identity as IdentityChecker resolved it.
+type Identity struct {
+	// Handle is verified both ways, or HandleInvalid when the DID document
+	// claims none or the handle does not resolve back to the DID.
+	Handle string
+	// PDS is the base URL of the account's PDS, from its DID document ("" when
+	// the DID no longer resolves).
+	PDS string
+	// Status is "" for an active account, or one of the Status values.
+	Status string
+}
+
+// HandleInvalid is the handle shown for an account whose handle does not
+// verify, as the AT Protocol's reference clients show it.
+const HandleInvalid = "handle.invalid"
+
+// Account statuses, as com.atproto.sync.getRepoStatus names them (an
+// account the PDS no longer has, or whose DID no longer resolves, is
+// deleted).
+const (
+	StatusDeactivated = "deactivated"
+	StatusTakendown   = "takendown"
+	StatusSuspended   = "suspended"
+	StatusDeleted     = "deleted"
+)

@@ -26,6 +26,9 @@ var (
 	// ErrAccountMismatch: the login was approved for another account than
 	// the one it started with.
 	ErrAccountMismatch = errors.New("oauthclient: approved for another account")
+	// ErrAccountMoved: the account moved to a PDS that another
+	// authorization server protects; its OAuth sessions cannot follow it.
+	ErrAccountMoved = errors.New("oauthclient: the account moved to another authorization server")
 )
 
 // FlowError is a login that cannot go on, with a message for the user.

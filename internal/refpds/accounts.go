@@ -27,18 +27,6 @@ func (a Account) Identity(pdsURL string) identity.Identity {
 	}
 }
 
-// Directory returns an identity directory (indigo's MockDirectory) that
-// knows the test accounts, each with its "atproto_pds" endpoint set to the
-// issuer (https://pds.test). Accounts created later with
-// [Env.CreateAccount] are in directories made after that call.
-func (e *Env) Directory() identity.Directory {
-	d := identity.NewMockDirectory()
-	for _, a := range e.Accounts() {
-		d.Insert(a.Identity(e.Issuer))
-	}
-	return d
-}
-
 // CreateAccount creates one more account on the server with
 // com.atproto.server.createAccount: handle <name>.test, password
 // <name>-refpds-password, email <name>@example.com. The name must be

@@ -79,8 +79,16 @@ func TestFromEnvFileAndTransport(t *testing.T) {
 	var hosts []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hosts = append(hosts, r.Host)
-		if r.URL.Path == "/xrpc/_health" {
+		switch {
+		case r.URL.Path == "/xrpc/_health":
 			fmt.Fprint(w, `{"version":"test"}`)
+			return
+		case r.URL.Path == "/xrpc/com.atproto.identity.resolveHandle" && r.URL.Query().Get("handle") == "alice.test":
+			fmt.Fprint(w, `{"did":"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"}`)
+			return
+		case r.URL.Path == "/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa": // the PLC directory's answer
+			fmt.Fprint(w, `{"id":"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa","alsoKnownAs":["at://alice.test"],
+				"service":[{"id":"#atproto_pds","type":"AtprotoPersonalDataServer","serviceEndpoint":"https://pds.test"}]}`)
 			return
 		}
 		http.NotFound(w, r)
@@ -107,11 +115,12 @@ func TestFromEnvFileAndTransport(t *testing.T) {
 		t.Fatal("Account(carol) found an account")
 	}
 
+	env.PLCURL = srv.URL // the directory asks the PLC there, the PDS through the transport
 	ident, err := env.Directory().LookupHandle(context.Background(), syntax.Handle("alice.test"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ident.DID != "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa" || ident.PDSEndpoint() != "https://pds.test" {
+	if ident.DID != "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa" || ident.PDSEndpoint() != "https://pds.test" || ident.Handle != "alice.test" {
 		t.Fatalf("directory: %s %s", ident.DID, ident.PDSEndpoint())
 	}
 
