@@ -183,7 +183,11 @@ func (m *Manager) refreshForRotation(ctx context.Context, hash string, rec *sess
 	defer cancel()
 	switch err := r.RefreshTokens(rctx); {
 	case errors.Is(err, oauthclient.ErrSessionGone):
-		return nil, gone(EndRefreshRefused, err)
+		reason := goneReason(err, refusedReason(rec, m.now()))
+		if reason == EndRevokedAtServer {
+			m.sessions.emit(EventGrantRevoked, reason, rec, hash)
+		}
+		return nil, gone(reason, err)
 	case err != nil:
 		if isStorageErr(err) {
 			return nil, err

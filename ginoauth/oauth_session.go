@@ -190,11 +190,13 @@ func (s *deviceBoundSession) endIfGone(err error) error {
 	}
 	s.ended.Do(func() {
 		// The request may be over; the user must be logged out anyway.
-		reason := goneReason(err, EndRefreshRefused)
+		// Past its known limits the grant expired; before them the server
+		// ended it (refusedReason).
+		reason := goneReason(err, refusedReason(&s.rec, s.ds.now()))
 		ctx, cancel := context.WithTimeout(context.Background(), 2*s.ds.timeout)
 		defer cancel()
-		if reason == EndRefreshRefused && !s.rec.GrantRefreshBy.IsZero() && !s.ds.now().Before(s.rec.GrantRefreshBy) {
-			reason = EndGrantExpired // the refresh came too late: the grant had reached its limit
+		if reason == EndRevokedAtServer {
+			s.ds.emit(EventGrantRevoked, reason, &s.rec, s.hash)
 		}
 		if err := s.ds.end(ctx, s.hash, &s.rec, reason); err != nil {
 			s.ds.log.Error("ending a session whose OAuth session is gone failed", "session", shortRef(s.hash), "err", err)

@@ -73,7 +73,7 @@ func (ds *deviceSessions) endLocked(ctx context.Context, hash string, rec *sessi
 	}
 	switch {
 	case rec.OAuthSessionID == "":
-	case reason == EndRevoked || reason == EndRefreshRefused || reason == EndGrantExpired:
+	case reason == EndRevoked || reason == EndRefreshRefused || reason == EndRevokedAtServer || reason == EndGrantExpired:
 		ds.forgetBackground(ctx, rec.DID, rec.OAuthSessionID) // the grant is gone
 		if reason == EndGrantExpired {
 			did, id := rec.DID, rec.OAuthSessionID // the client's copy is dead: delete it
