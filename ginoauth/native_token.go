@@ -40,7 +40,11 @@ func (m *Manager) readBearer(c *gin.Context, token string) (*User, ErrorCode, er
 	}) {
 		return nil, CodeInvalidToken, nil
 	}
-	return m.sessions.read(c.Request.Context(), token, kindMobile)
+	u, reason, err := m.sessions.read(c.Request.Context(), token, kindMobile)
+	if err == nil && u == nil {
+		reason = m.noteEndedSession(c, token, reason)
+	}
+	return u, reason, err
 }
 
 // rotateMobileToken gives the native app of this request (by its bearer

@@ -65,6 +65,7 @@ func (ds *deviceSessions) endLocked(ctx context.Context, hash string, rec *sessi
 	if err := ds.deleteRecords(ctx, hash); err != nil {
 		return err
 	}
+	ds.noteEnded(ctx, hash, rec, reason) // back_to_login.go
 	for _, h := range append(linked, hash) {
 		_ = ds.unindex(ctx, rec.DID, h)
 		ds.seen.forget(h)

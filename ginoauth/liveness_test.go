@@ -1,0 +1,287 @@
+package ginoauth_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/internal/apptest"
+	"github.com/gin-atproto/oauth-sessions/internal/testdb"
+)
+
+// pdsCounter counts the getSession calls the OAuth clients send the PDS.
+type pdsCounter struct {
+	base http.RoundTripper
+	n    atomic.Int32
+}
+
+func (p *pdsCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/xrpc/com.atproto.server.getSession") {
+		p.n.Add(1)
+	}
+	return p.base.RoundTrip(req)
+}
+
+// livenessApps starts two instances of one app on one shared store with
+// the liveness check on (every 5 minutes, the default) and events
+// collected; their clocks are moved together with advance.
+func livenessApps(t *testing.T, be testdb.Backend, events *eventLog, configure func(*ginoauth.Config)) (one, two *testApp, calls *pdsCounter, advance func(time.Duration)) {
+	t.Helper()
+	s1, s2 := be.Pair(t)
+	one = newTestApp(t, s1, func(c *ginoauth.Config) {
+		c.OnEvent = events.add
+		if configure != nil {
+			configure(c)
+		}
+	})
+	calls = &pdsCounter{base: one.as.HTTPClient().Transport}
+	two = startApp(t, one.as, func(o *apptest.Options) {
+		o.Storage = s2
+		o.ClientConfig = one.OAuthConfig
+		o.HTTPClient = &http.Client{Transport: calls}
+		o.Configure = func(c *ginoauth.Config) {
+			c.OnEvent = events.add
+			if configure != nil {
+				configure(c)
+			}
+		}
+	})
+	return one, two, calls, func(d time.Duration) { one.Clock.Advance(d); two.Clock.Advance(d) }
+}
+
+// sweepBoth runs one liveness sweep on each instance at once and returns
+// how many sessions each checked.
+func sweepBoth(one, two *testApp) (int, int) {
+	var a, b int
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a = ginoauth.SweepLiveness(context.Background(), one.Manager) }()
+	go func() { defer wg.Done(); b = ginoauth.SweepLiveness(context.Background(), two.Manager) }()
+	wg.Wait()
+	return a, b
+}
+
+// A grant the user revokes at the server ends its device session at the
+// next liveness window, on every store, with one check per window across
+// two instances that both served the session; no request after it is
+// answered as logged in, and the JSON answer says why and where to log in.
+func TestLivenessCheckEndsAGrantRevokedAtTheServer(t *testing.T) {
+	for _, be := range testdb.All() {
+		t.Run(be.Name, func(t *testing.T) {
+			events := &eventLog{}
+			one, two, calls, advance := livenessApps(t, be, events, nil)
+			b := one.NewBrowser()
+			b.Login("alice.test", "")
+			sid := b.Cookie("sid").Value
+			// The session is active on both instances.
+			for _, base := range []string{one.Server.URL, two.Server.URL} {
+				if st, err := getStatus(base, "/api/whoami", sid); err != nil || st != http.StatusOK {
+					t.Fatalf("whoami on %s: %d %v", base, st, err)
+				}
+			}
+			waitFor(t, func() bool { return calls.n.Load() == 0 }) // (no check at login: the grant is new)
+
+			// A live grant: one check for both instances in this window.
+			if a, c := sweepBoth(one, two); a+c != 1 {
+				t.Fatalf("window 1: the instances checked %d and %d times; want one check in all", a, c)
+			}
+			if a, c := sweepBoth(one, two); a+c != 0 {
+				t.Fatalf("window 1 again: checked %d and %d times; want none (already checked)", a, c)
+			}
+			if r := b.Get("/api/whoami"); r.Status != http.StatusOK {
+				t.Fatalf("a live grant must keep the session: %d %s", r.Status, r.Body)
+			}
+
+			if n := one.as.RevokeAll("alice.test"); n != 1 {
+				t.Fatalf("revoked %d sessions at the server, want 1", n)
+			}
+			advance(5 * time.Minute) // the next window
+			if a, c := sweepBoth(one, two); a+c != 1 {
+				t.Fatalf("window 2: checked %d and %d times; want one check in all", a, c)
+			}
+			for _, base := range []string{one.Server.URL, two.Server.URL} {
+				if st, err := getStatus(base, "/dashboard", sid); err != nil || st != http.StatusOK {
+					t.Fatalf("dashboard: %d %v", st, err)
+				}
+			}
+			r := b.Get("/api/whoami")
+			body := r.JSON(t)
+			if r.Status != http.StatusUnauthorized || body["reason"] != "revoked_at_server" || body["code"] != "oauth_session_gone" {
+				t.Fatalf("after the check: want 401 revoked_at_server, got %d %s", r.Status, r.Body)
+			}
+			login, _ := body["login"].(string)
+			u, err := url.Parse(login)
+			if err != nil || u.Path != "/login" || u.Query().Get("handle") != one.alice.DID.String() || u.Query().Get("redirect") != "/api/whoami" {
+				t.Fatalf("login URL %q: want /login with the DID and the return path", login)
+			}
+			if st, _ := getStatus(two.Server.URL, "/api/whoami", sid); st != http.StatusUnauthorized {
+				t.Fatalf("the other instance still answers %d", st)
+			}
+			waitFor(t, func() bool {
+				return events.count(ginoauth.EventSessionEnded, ginoauth.EndRevokedAtServer) == 1 && events.count(ginoauth.EventGrantRevoked, "") == 1
+			})
+		})
+	}
+}
+
+// A session that comes back to an instance after an idle hour is checked
+// at once, in the background, when it is noted seen again: a grant revoked
+// while nobody used it ends without waiting for a sweep.
+func TestLivenessCheckOfAReturningSession(t *testing.T) {
+	events := &eventLog{}
+	a := newTestApp(t, nil, func(c *ginoauth.Config) { c.OnEvent = events.add })
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	a.as.RevokeAll("alice.test")
+	a.Clock.Advance(2 * time.Hour)
+	b.Get("/dashboard") // noted seen again: the check runs in the background
+	waitFor(t, func() bool { return events.count(ginoauth.EventSessionEnded, ginoauth.EndRevokedAtServer) == 1 })
+	if r := b.Get("/api/whoami"); r.Status != http.StatusUnauthorized {
+		t.Fatalf("after the check: %d %s", r.Status, r.Body)
+	}
+}
+
+// A refresh refused before the grant's limits is a revocation at the
+// server (revoked_at_server); with ReturnToLogin a browser's page goes
+// back through the login with the DID as login_hint and comes back to the
+// page logged in, while a JSON request gets 401 with the reason.
+func TestBackToLoginAfterARevocation(t *testing.T) {
+	for _, be := range testdb.All() {
+		t.Run(be.Name, func(t *testing.T) {
+			events := &eventLog{}
+			s, _ := be.Pair(t)
+			a := newTestApp(t, s, func(c *ginoauth.Config) {
+				c.OnEvent = events.add
+				c.ReturnToLogin = true
+			})
+			b := a.NewBrowser()
+			b.Login("alice.test", "")
+			a.as.RevokeAll("alice.test")
+			a.as.ExpireAccessTokens()
+			if r := b.Get("/api/pds-session"); r.Status != http.StatusUnauthorized {
+				t.Fatalf("PDS call after the revocation: %d %s", r.Status, r.Body)
+			}
+			html := http.Header{"Accept": {"text/html,application/xhtml+xml"}}
+			r := b.Do(http.MethodGet, "/api/whoami?tab=2", nil, html)
+			if r.Status != http.StatusSeeOther {
+				t.Fatalf("a browser's page: want 303 back to the login, got %d %s", r.Status, r.Body)
+			}
+			loc := r.Header.Get("Location")
+			start := b.Get(loc)
+			if start.Status != http.StatusFound {
+				t.Fatalf("the login route: want 302 to the authorization server, got %d %s", start.Status, start.Body)
+			}
+			auth := start.Header.Get("Location")
+			reqs := a.as.AuthorizationRequests()
+			if hint := reqs[len(reqs)-1].LoginHint; hint != a.alice.DID.String() {
+				t.Fatalf("login_hint %q, want the DID", hint)
+			}
+			cb := b.Get(b.Consent(auth, "alice.test"))
+			if cb.Header.Get("Location") != "/api/whoami?tab=2" {
+				t.Fatalf("back to %q, want the page", cb.Header.Get("Location"))
+			}
+			if r := b.Get("/api/whoami"); r.Status != http.StatusOK {
+				t.Fatalf("logged in again: %d %s", r.Status, r.Body)
+			}
+			waitFor(t, func() bool { return events.count(ginoauth.EventSessionEnded, ginoauth.EndRevokedAtServer) == 1 })
+		})
+	}
+}
+
+// Without ReturnToLogin a browser gets the 401, with the reason; a logout
+// leaves no note.
+func TestBackToLoginOffAndLogout(t *testing.T) {
+	a := newTestApp(t, nil)
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	sid := b.Cookie("sid").Value
+	a.as.RevokeAll("alice.test")
+	a.as.ExpireAccessTokens()
+	b.Get("/api/pds-session")
+	req, _ := http.NewRequest(http.MethodGet, a.Server.URL+"/api/whoami", nil)
+	req.Header.Set("Accept", "text/html")
+	req.AddCookie(&http.Cookie{Name: "sid", Value: sid})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("ReturnToLogin off: want 401, got %d", resp.StatusCode)
+	}
+
+	b2 := a.NewBrowser()
+	b2.Login("bob.test", "")
+	sid2 := b2.Cookie("sid").Value
+	if r := b2.PostForm("/api/logout", nil); r.Status >= 400 {
+		t.Fatalf("logout: %d", r.Status)
+	}
+	req, _ = http.NewRequest(http.MethodGet, a.Server.URL+"/api/whoami", nil)
+	req.AddCookie(&http.Cookie{Name: "sid", Value: sid2})
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body strings.Builder
+	buf := make([]byte, 512)
+	n, _ := resp.Body.Read(buf)
+	body.Write(buf[:n])
+	if resp.StatusCode != http.StatusUnauthorized || strings.Contains(body.String(), "login") && strings.Contains(body.String(), "reason") {
+		t.Fatalf("after a logout: want a plain 401, got %d %s", resp.StatusCode, body.String())
+	}
+}
+
+// Refreshes are reported with the scopes granted now and before; a change
+// of scopes is reported on its own.
+func TestTokenRefreshEvents(t *testing.T) {
+	events := &eventLog{}
+	a := newTestApp(t, nil, func(c *ginoauth.Config) { c.OnEvent = events.add })
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	if r := b.PostForm("/api/refresh", nil); r.Status != http.StatusOK {
+		t.Fatalf("refresh: %d %s", r.Status, r.Body)
+	}
+	waitFor(t, func() bool { return events.count(ginoauth.EventTokensRefreshed, "") == 1 })
+	events.mu.Lock()
+	defer events.mu.Unlock()
+	for _, e := range events.ev {
+		if e.Type != ginoauth.EventTokensRefreshed {
+			continue
+		}
+		if e.DID != a.alice.DID.String() || e.Session == "" || e.Kind != "web" || !slices.Contains(e.Scopes, "atproto") {
+			t.Fatalf("refresh event %+v", e)
+		}
+	}
+}
+
+// A permission set re-resolved at refresh that grants less is reported as
+// a change of scopes, with the old and the new sets.
+func TestScopesChangedEvent(t *testing.T) {
+	events := &eventLog{}
+	a := permApp(t, func(c *ginoauth.Config) { c.OnEvent = events.add })
+	b := a.NewBrowser()
+	b.Get(b.Consent(start(t, b, url.Values{"handle": {"alice.test"}, "scope": {notesSet}}), "alice.test"))
+	if err := a.as.PublishPermissionSet("com.example.authNotes", "repo:com.example.note"); err != nil {
+		t.Fatal(err)
+	}
+	a.as.ExpireAccessTokens()
+	if r := b.Get("/api/pds-session"); r.Status != http.StatusOK { // refreshes
+		t.Fatalf("PDS call: %d %s", r.Status, r.Body)
+	}
+	waitFor(t, func() bool { return events.count(ginoauth.EventScopesChanged, "") == 1 })
+	events.mu.Lock()
+	defer events.mu.Unlock()
+	for _, e := range events.ev {
+		if e.Type == ginoauth.EventScopesChanged && (!slices.Contains(e.PreviousScopes, photoWrite) || slices.Contains(e.Scopes, photoWrite) || e.Session == "") {
+			t.Fatalf("scopes_changed: %+v; want photo write in the old set only", e)
+		}
+	}
+}
