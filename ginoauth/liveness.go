@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
@@ -61,6 +62,8 @@ const (
 type livenessState struct {
 	mu      sync.Mutex
 	claimed map[string]int64
+	// returning bounds the checks of returning sessions running at once.
+	returning chan struct{}
 }
 
 // livenessEvery is the configured period, 0 when the check is off.
@@ -77,6 +80,7 @@ func (m *Manager) startLivenessChecks() {
 	if every <= 0 {
 		return
 	}
+	m.liveness.returning = make(chan struct{}, 4*livenessParallel)
 	m.sessions.onActive = m.checkReturning
 	m.every(every/livenessTicks, func() { m.sweepLiveness(context.Background()) })
 }
@@ -106,28 +110,27 @@ func (m *Manager) sweepLiveness(ctx context.Context) int {
 
 	sem := make(chan struct{}, livenessParallel)
 	var wg sync.WaitGroup
-	checked := 0
-	var mu sync.Mutex
+	var checked atomic.Int32
+	started := 0
 	for _, hash := range active {
-		if checked >= livenessBatch {
-			break
+		if started >= livenessBatch {
+			break // the rest at the next tick, still in this window
 		}
 		if !m.claimLiveness(ctx, hash, now) {
 			continue
 		}
+		started++
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			if m.checkLiveness(ctx, hash) != "" {
-				mu.Lock()
-				checked++
-				mu.Unlock()
+				checked.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	return checked
+	return int(checked.Load())
 }
 
 // checkReturning checks at once, in the background, a session noted seen
@@ -137,6 +140,14 @@ func (m *Manager) checkReturning(hash string, createdAt time.Time) {
 	now := m.now()
 	if now.Sub(createdAt) < m.livenessEvery() {
 		return // a new login: its grant was just issued
+	}
+	// Bounded: after a restart every session returns at once; those that
+	// find no room are active now, so the next sweep checks them.
+	select {
+	case m.liveness.returning <- struct{}{}:
+		defer func() { <-m.liveness.returning }()
+	default:
+		return
 	}
 	if m.claimLiveness(context.Background(), hash, now) {
 		m.checkLiveness(context.Background(), hash)

@@ -52,12 +52,13 @@ func (m *Manager) OAuthSession(c *gin.Context) (oauthclient.Session, error) {
 		return bound, nil
 	}
 	if errors.Is(err, oauthclient.ErrSessionGone) {
-		if derr := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), goneReason(err, EndRevoked)); derr != nil {
+		reason := goneReason(err, EndRevoked)
+		if derr := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), reason); derr != nil {
 			return nil, derr
 		}
 		m.clearSessionCookie(c.Writer, c.Request)
 		setState(c, nil, CodeOAuthSessionGone)
-		return nil, &SessionError{Code: CodeOAuthSessionGone, Err: err}
+		return nil, &SessionError{Code: CodeOAuthSessionGone, Err: err, Reason: reason, LoginURL: m.loginAgainURL(u.DID, c.Request)}
 	}
 	return nil, storage.Wrap("get", err)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -202,4 +203,82 @@ func TestInteropRevocationAtTheServerEndsTheSession(t *testing.T) {
 	if !gotEnd || !gotRevoked {
 		t.Errorf("events %+v: want grant_revoked and session_ended revoked_at_server", events)
 	}
+}
+
+// allCalls counts every request the OAuth clients send the servers.
+type allCalls struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	n    map[string]int
+}
+
+func (a *allCalls) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := a.base.RoundTrip(req)
+	key := req.URL.Path
+	if err == nil {
+		key += fmt.Sprintf(" %d", resp.StatusCode)
+	}
+	a.mu.Lock()
+	a.n[key]++
+	a.mu.Unlock()
+	return resp, err
+}
+
+// The liveness check's cost at the reference PDS, measured over
+// GINOAUTH_INTEROP_MEASURE_COST minutes (skipped without it): the requests
+// two instances send for one active session with LivenessCheckEvery of a
+// minute, by path and status, scaled to an hour and to the default period.
+func TestInteropLivenessCost(t *testing.T) {
+	minutes, _ := strconv.Atoi(os.Getenv("GINOAUTH_INTEROP_MEASURE_COST"))
+	if minutes <= 0 {
+		t.Skip("set GINOAUTH_INTEROP_MEASURE_COST to a number of minutes to measure")
+	}
+	env := refpds.ForTest(t)
+	ctx := context.Background()
+	acct, err := env.CreateAccount(ctx, fmt.Sprintf("lc%d", time.Now().UnixNano()%1_000_000_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := &allCalls{base: env.Transport(), n: map[string]int{}}
+	conf := func(o *apptest.Options) {
+		o.HTTPClient = &http.Client{Transport: calls, Timeout: 30 * time.Second}
+		o.Configure = func(c *ginoauth.Config) { c.LivenessCheckEvery = time.Minute }
+	}
+	s1, s2 := testdb.All()[1].Pair(t)
+	one := newApp(t, env, s1, conf)
+	two := newApp(t, env, s2, conf, func(o *apptest.Options) { o.ClientConfig = one.OAuthConfig })
+	b := one.NewBrowser()
+	if r := b.Login(acct.Handle.String(), ""); r.Status != http.StatusFound {
+		t.Fatalf("login: %d %s", r.Status, r.Body)
+	}
+	sid := b.Cookie("sid").Value
+	calls.mu.Lock()
+	clear(calls.n) // the login's own requests are not the check's
+	calls.mu.Unlock()
+	began := time.Now()
+	last := began
+	for time.Since(began) < time.Duration(minutes)*time.Minute {
+		time.Sleep(10 * time.Second)
+		now := time.Now()
+		one.Clock.Advance(now.Sub(last))
+		two.Clock.Advance(now.Sub(last))
+		last = now
+		for _, base := range []string{one.Server.URL, two.Server.URL} { // the user keeps using the app
+			req, _ := http.NewRequest(http.MethodGet, base+"/api/whoami", nil)
+			req.AddCookie(&http.Cookie{Name: "sid", Value: sid})
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
+	calls.mu.Lock()
+	defer calls.mu.Unlock()
+	total := 0
+	for _, n := range calls.n {
+		total += n
+	}
+	elapsed := time.Since(began)
+	perHour := float64(total) / elapsed.Hours()
+	t.Logf("over %v: %d requests %v; %.1f an hour per active session at LivenessCheckEvery 1m, so about %.1f at the default 5m",
+		elapsed.Round(time.Second), total, calls.n, perHour, perHour/5)
 }
