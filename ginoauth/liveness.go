@@ -238,11 +238,9 @@ func (m *Manager) checkLiveness(ctx context.Context, hash string) string {
 // endGrantOf ends the device session under hash (rec) whose grant the
 // server ended, and every other device session of that grant (there are
 // several only when the grant is also the background one), reporting a
-// revocation at the server once (EventGrantRevoked).
+// revocation at the server once (EventGrantRevoked, after the session's
+// EventSessionEnded).
 func (m *Manager) endGrantOf(ctx context.Context, hash string, rec *sessionRecord, reason EndReason) {
-	if reason == EndRevokedAtServer {
-		m.sessions.emit(EventGrantRevoked, reason, rec, hash)
-	}
 	if err := m.sessions.end(ctx, hash, rec, reason); err != nil {
 		m.log.Warn("ending a session whose grant ended failed; tried again next window", "session", shortRef(hash), "err", err)
 		m.liveness.mu.Lock()
@@ -251,6 +249,9 @@ func (m *Manager) endGrantOf(ctx context.Context, hash string, rec *sessionRecor
 		return
 	}
 	m.log.Info("session ended", "reason", string(reason), "session", shortRef(hash))
+	if reason == EndRevokedAtServer {
+		m.sessions.emit(EventGrantRevoked, reason, rec, hash)
+	}
 	if m.sessions.ix != nil {
 		m.endGrant(ctx, rec.DID, rec.OAuthSessionID, reason)
 	}

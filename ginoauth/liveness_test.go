@@ -285,3 +285,54 @@ func TestScopesChangedEvent(t *testing.T) {
 		}
 	}
 }
+
+// Storage faults at the worst moments lose nothing: a claim that cannot be
+// counted checks nothing (no PDS call, the session intact); an end that
+// fails after the server said "revoked" leaves the session as it was,
+// and the next window ends it.
+func TestLivenessCheckUnderStorageFaults(t *testing.T) {
+	events := &eventLog{}
+	one, two, calls, advance := livenessApps(t, testdb.All()[0], events, nil)
+	b := one.NewBrowser()
+	b.Login("alice.test", "")
+	sid := b.Cookie("sid").Value
+	if st, _ := getStatus(two.Server.URL, "/api/whoami", sid); st != http.StatusOK {
+		t.Fatalf("whoami on two: %d", st)
+	}
+
+	stop := two.Store.Fail(apptest.OpIncr, "alive:", -1)
+	if n := ginoauth.SweepLiveness(context.Background(), two.Manager); n != 0 || calls.n.Load() != 0 {
+		t.Fatalf("with the claim failing: %d checks, %d PDS calls; want none", n, calls.n.Load())
+	}
+	stop()
+	if r := b.Get("/api/whoami"); r.Status != http.StatusOK {
+		t.Fatalf("the session must be intact: %d", r.Status)
+	}
+
+	one.as.RevokeAll("alice.test")
+	advance(5 * time.Minute)
+	stop = two.Store.Fail(apptest.OpDelete, "sess:", 1) // the end's first deletion
+	if n := ginoauth.SweepLiveness(context.Background(), two.Manager); n != 1 {
+		t.Fatalf("want one check, got %d", n)
+	}
+	stop()
+	if st, _ := getStatus(two.Server.URL, "/api/whoami", sid); st != http.StatusOK {
+		t.Fatalf("an end that failed must leave the session as it was: %d", st)
+	}
+	if events.count(ginoauth.EventGrantRevoked, "") != 0 {
+		t.Fatal("no grant_revoked before the session ended")
+	}
+	advance(5 * time.Minute)
+	if n := ginoauth.SweepLiveness(context.Background(), two.Manager); n != 1 {
+		t.Fatalf("next window: want one check, got %d", n)
+	}
+	if st, _ := getStatus(two.Server.URL, "/api/whoami", sid); st != http.StatusUnauthorized {
+		t.Fatalf("next window: the session must have ended: %d", st)
+	}
+	waitFor(t, func() bool { return events.count(ginoauth.EventSessionEnded, "") == 1 })
+	// The refused refresh deleted the client's copy: the retry finds it
+	// gone (revoked), a reason that also sends the user back to login.
+	if n := events.count(ginoauth.EventSessionEnded, ginoauth.EndRevoked); n != 1 {
+		t.Fatalf("the retry's end: %d sessions ended revoked, want 1", n)
+	}
+}

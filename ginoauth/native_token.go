@@ -188,10 +188,12 @@ func (m *Manager) refreshForRotation(ctx context.Context, hash string, rec *sess
 	switch err := r.RefreshTokens(rctx); {
 	case errors.Is(err, oauthclient.ErrSessionGone):
 		reason := goneReason(err, refusedReason(rec, m.now()))
-		if reason == EndRevokedAtServer {
+		gerr := gone(reason, err)
+		var se *SessionError
+		if reason == EndRevokedAtServer && errors.As(gerr, &se) {
 			m.sessions.emit(EventGrantRevoked, reason, rec, hash)
 		}
-		return nil, gone(reason, err)
+		return nil, gerr
 	case err != nil:
 		if isStorageErr(err) {
 			return nil, err

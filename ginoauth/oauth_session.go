@@ -196,12 +196,12 @@ func (s *deviceBoundSession) endIfGone(err error) error {
 		reason := goneReason(err, refusedReason(&s.rec, s.ds.now()))
 		ctx, cancel := context.WithTimeout(context.Background(), 2*s.ds.timeout)
 		defer cancel()
-		if reason == EndRevokedAtServer {
-			s.ds.emit(EventGrantRevoked, reason, &s.rec, s.hash)
-		}
 		if err := s.ds.end(ctx, s.hash, &s.rec, reason); err != nil {
 			s.ds.log.Error("ending a session whose OAuth session is gone failed", "session", shortRef(s.hash), "err", err)
 			return
+		}
+		if reason == EndRevokedAtServer {
+			s.ds.emit(EventGrantRevoked, reason, &s.rec, s.hash)
 		}
 		s.ds.log.Info("session ended", "reason", string(reason), "session", shortRef(s.hash))
 	})
