@@ -150,7 +150,9 @@ type Metrics interface {
 
 // A Metrics may also have KeepAliveRan(outcome string), found by type
 // assertion: it then counts keep-alive runs (Config.KeepAlive) by outcome:
-// "refreshed", "not_due", "gone", "refused", "network" or "storage".
+// "refreshed", "not_due", "gone", "refused", "network" or "storage". And
+// LivenessChecked(outcome string): liveness checks (Config.LivenessCheckEvery)
+// by outcome: "live", "ended", "gone" or "unknown".
 
 // nopMetrics is the default Metrics.
 type nopMetrics struct{}

@@ -192,6 +192,15 @@ func (m *Manager) claimLiveness(ctx context.Context, hash string, now time.Time)
 // storage could not say; the next window tries again), or "" when there was
 // nothing to check (an authentication-only login, a rotated-out token).
 func (m *Manager) checkLiveness(ctx context.Context, hash string) string {
+	outcome := m.checkGrant(ctx, hash)
+	if r, ok := m.metrics.(interface{ LivenessChecked(outcome string) }); ok && outcome != "" {
+		r.LivenessChecked(outcome)
+	}
+	return outcome
+}
+
+// checkGrant is checkLiveness without the count.
+func (m *Manager) checkGrant(ctx context.Context, hash string) string {
 	ctx, cancel := context.WithTimeout(ctx, livenessCallTimeout)
 	defer cancel()
 	var rec sessionRecord

@@ -336,3 +336,41 @@ func TestLivenessCheckUnderStorageFaults(t *testing.T) {
 		t.Fatalf("the retry's end: %d sessions ended revoked, want 1", n)
 	}
 }
+
+// livenessMetrics records LivenessChecked, the optional Metrics method.
+type livenessMetrics struct {
+	nopMetricsForTest
+	mu       sync.Mutex
+	outcomes []string
+}
+
+func (l *livenessMetrics) LivenessChecked(outcome string) {
+	l.mu.Lock()
+	l.outcomes = append(l.outcomes, outcome)
+	l.mu.Unlock()
+}
+
+type nopMetricsForTest struct{}
+
+func (nopMetricsForTest) LoginStarted(string)                  {}
+func (nopMetricsForTest) LoginFinished(string, time.Duration)  {}
+func (nopMetricsForTest) SessionChecked(string, time.Duration) {}
+func (nopMetricsForTest) StorageFailed(string)                 {}
+
+// A Metrics with LivenessChecked counts the checks by outcome.
+func TestLivenessMetrics(t *testing.T) {
+	met := &livenessMetrics{}
+	a := newTestApp(t, nil, func(c *ginoauth.Config) { c.Metrics = met })
+	b := a.NewBrowser()
+	b.Login("alice.test", "")
+	b.Get("/api/whoami") // active here
+	ginoauth.SweepLiveness(context.Background(), a.Manager)
+	a.as.RevokeAll("alice.test")
+	a.Clock.Advance(5 * time.Minute)
+	ginoauth.SweepLiveness(context.Background(), a.Manager)
+	met.mu.Lock()
+	defer met.mu.Unlock()
+	if !slices.Equal(met.outcomes, []string{"live", "ended"}) {
+		t.Fatalf("outcomes %v, want live then ended", met.outcomes)
+	}
+}
