@@ -40,6 +40,8 @@ type endedNote struct {
 
 // loginFixes reports whether a new login fixes what ended a session with
 // reason: the grant ended at or by the authorization server.
+// (The identity issue's moved account belongs here too: a new login
+// at the new PDS fixes it.)
 func loginFixes(reason EndReason) bool {
 	switch reason {
 	case EndRefreshRefused, EndRevoked, EndRevokedAtServer, EndGrantExpired, EndKeyRetired:

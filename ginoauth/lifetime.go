@@ -169,11 +169,12 @@ func (ds *deviceSessions) limits(ctx context.Context, rec *sessionRecord) (refre
 // from a fresh read when the record changed meanwhile.
 //
 // It returns the grant's device session (hash "" when none was found), for
-// the refresh's event.
-func (ds *deviceSessions) followGrant(ctx context.Context, r oauthclient.Refresh) (hash string, rec sessionRecord) {
+// the refresh's event when forEvent is set (the sessions are read for it
+// alone when they cannot be updated).
+func (ds *deviceSessions) followGrant(ctx context.Context, r oauthclient.Refresh, forEvent bool) (hash string, rec sessionRecord) {
 	rec = sessionRecord{DID: r.DID, OAuthSessionID: r.SessionID}
-	if ds.ix == nil {
-		return "", rec // no way to find the grant's device sessions
+	if ds.ix == nil || (ds.swapper == nil && !forEvent) {
+		return "", rec // no way to find the grant's device sessions, or no need
 	}
 	hashes, recs, err := ds.list(ctx, r.DID)
 	if err != nil {

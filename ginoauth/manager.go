@@ -199,7 +199,7 @@ func (m *Manager) onRefresh(r oauthclient.Refresh) {
 	m.bg.run(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 4*m.cfg.StorageTimeout)
 		defer cancel()
-		hash, rec := m.sessions.followGrant(ctx, r)
+		hash, rec := m.sessions.followGrant(ctx, r, m.hooks.fn != nil)
 		m.scheduleKeepAlive(ctx, r.DID, r.SessionID, r.RefreshBy, r.EndsAt)
 		m.emitRefresh(r, &rec, hash)
 	})
