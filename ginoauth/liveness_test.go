@@ -2,6 +2,7 @@ package ginoauth_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -372,5 +373,31 @@ func TestLivenessMetrics(t *testing.T) {
 	defer met.mu.Unlock()
 	if !slices.Equal(met.outcomes, []string{"live", "ended"}) {
 		t.Fatalf("outcomes %v, want live then ended", met.outcomes)
+	}
+}
+
+// A native app's session is checked too, and its JSON 401 says why.
+func TestLivenessCheckOfANativeAppSession(t *testing.T) {
+	apps := rotationCluster(t, testdb.Handles(t, "memory", 1))
+	a := apps[0]
+	token := newNativeApp(t, a).login("alice.test")
+	if st := bearerStatus(t, a, "/api/whoami", token); st != http.StatusOK {
+		t.Fatalf("whoami: %d", st)
+	}
+	a.as.RevokeAll("alice.test")
+	if n := ginoauth.SweepLiveness(context.Background(), a.Manager); n != 1 {
+		t.Fatalf("want one check, got %d", n)
+	}
+	req, _ := http.NewRequest(http.MethodGet, a.Server.URL+"/api/whoami", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusUnauthorized || body["reason"] != "revoked_at_server" {
+		t.Fatalf("after the check: %d %v", resp.StatusCode, body)
 	}
 }
