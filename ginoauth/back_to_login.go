@@ -3,6 +3,7 @@ package ginoauth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -121,8 +122,29 @@ func (m *Manager) loginAgainURL(did string, r *http.Request) string {
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		back = safeReturnPath(r.URL.RequestURI())
 	}
+	return m.loginURLFor(did, back)
+}
+
+// loginURLFor is the login route for did, coming back to back.
+func (m *Manager) loginURLFor(did, back string) string {
 	q := url.Values{"handle": {did}, "redirect": {back}}
 	return m.cfg.Routes.Login + "?" + q.Encode()
+}
+
+// endedAnswer adds to body, the session route's 401, why the session
+// ended and where to log in again (coming back to the app's root), when
+// it ended for a reason a new login fixes. u is the request's user when
+// the session ended during this request.
+func (m *Manager) endedAnswer(c *gin.Context, u *User, err error, body gin.H) {
+	var se *SessionError
+	switch v, ok := c.Get(endedKey{}); {
+	case ok:
+		if n, ok := v.(*endedNote); ok {
+			body["reason"], body["login"] = n.Reason, m.loginURLFor(n.DID, "/")
+		}
+	case u != nil && errors.As(err, &se) && se.Reason != "" && loginFixes(se.Reason):
+		body["reason"], body["login"] = se.Reason, m.loginURLFor(u.DID, "/")
+	}
 }
 
 // backToLogin sends a browser's page request to se's login URL, when

@@ -125,6 +125,12 @@ func TestLivenessCheckEndsAGrantRevokedAtTheServer(t *testing.T) {
 			if st, _ := getStatus(two.Server.URL, "/api/whoami", sid); st != http.StatusUnauthorized {
 				t.Fatalf("the other instance still answers %d", st)
 			}
+			b2 := two.NewBrowser() // the session route, on the other instance, with the same cookie
+			b2.SetCookie(&http.Cookie{Name: "sid", Value: sid})
+			if r := b2.Get("/api/session"); r.Status != http.StatusUnauthorized || r.JSON(t)["reason"] != "revoked_at_server" ||
+				!strings.Contains(r.JSON(t)["login"].(string), "redirect=%2F") {
+				t.Fatalf("the session route: %d %s", r.Status, r.Body)
+			}
 			waitFor(t, func() bool {
 				return events.count(ginoauth.EventSessionEnded, ginoauth.EndRevokedAtServer) == 1 && events.count(ginoauth.EventGrantRevoked, "") == 1
 			})
