@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth"
+	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
 	"github.com/gin-atproto/oauth-sessions/internal/testdb"
 )
@@ -405,5 +406,24 @@ func TestLivenessCheckOfANativeAppSession(t *testing.T) {
 	_ = json.NewDecoder(resp.Body).Decode(&body)
 	if resp.StatusCode != http.StatusUnauthorized || body["reason"] != "revoked_at_server" {
 		t.Fatalf("after the check: %d %v", resp.StatusCode, body)
+	}
+}
+
+// The keep-alive's refresh refused before the grant's limits is a
+// revocation at the server: the grant is reported revoked and its device
+// session ends with revoked_at_server.
+func TestKeepAliveFindsAGrantRevokedAtTheServer(t *testing.T) {
+	la := newLifeApps(t, []storage.Store{testdb.SQLite(t)}, true, func(c *ginoauth.Config) { c.KeepAlive = true })
+	b := la.login()
+	la.advance(80 * day) // due for its keep-alive
+	la.as.RevokeAll("alice.test")
+	if n := ginoauth.SweepKeepAlive(context.Background(), la.apps[0].Manager); n != 0 {
+		t.Fatalf("refreshed %d grants; want none (revoked)", n)
+	}
+	la.eventually(func() bool {
+		return la.events.count(ginoauth.EventSessionEnded, ginoauth.EndRevokedAtServer) == 1 && la.events.count(ginoauth.EventGrantRevoked, "") == 1
+	}, "the session to end revoked_at_server, once")
+	if r := b.Get("/api/whoami"); r.Status != http.StatusUnauthorized || r.JSON(t)["reason"] != "revoked_at_server" {
+		t.Fatalf("after the keep-alive: %d %s", r.Status, r.Body)
 	}
 }
