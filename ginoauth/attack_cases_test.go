@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/bluesky-social/indigo/atproto/auth/oauth"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -422,8 +423,12 @@ func attackCookieDomainTossing(t *testing.T, a *testApp) {
 func httpsApp(t *testing.T, as *ginoauthtest.Server) http.Handler {
 	t.Helper()
 	store := memstore.New()
-	client := indigoclient.New(indigoclient.LocalhostConfig("http://127.0.0.1/oauth/callback", []string{"atproto"}), store,
-		indigoclient.Options{HTTPClient: as.HTTPClient(), Directory: as.Directory()})
+	// A public client registered with as, as https://app.example serves it.
+	cfg := oauth.NewPublicConfig("https://app.example/oauth-client-metadata.json", "https://app.example/oauth/callback", []string{"atproto"})
+	if err := as.RegisterClient(cfg.ClientMetadata()); err != nil {
+		t.Fatal(err)
+	}
+	client := indigoclient.New(cfg, store, indigoclient.Options{HTTPClient: as.HTTPClient(), Directory: as.Directory()})
 	t.Cleanup(func() { _ = client.Close() })
 	m, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: strings.Repeat("k", 32),
 		BaseURL: "https://app.example", CookieDomain: "app.example", LocalDomains: []string{"test"}})

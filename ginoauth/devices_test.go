@@ -288,7 +288,7 @@ func TestHooksCannotBreakALogin(t *testing.T) {
 // routes are not mounted.
 func TestDevicesNeedAnIndexer(t *testing.T) {
 	store := noIndex{testdb.Memory(t)}
-	client := indigoclient.New(oauth.NewPublicConfig("https://app.example/m.json", "https://app.example/cb", []string{"atproto"}), store, indigoclient.Options{})
+	client := indigoclient.New(oauth.NewPublicConfig("https://app.example/m.json", "https://app.example/oauth/callback", []string{"atproto"}), store, indigoclient.Options{})
 	defer client.Close()
 	mgr, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: strings.Repeat("k", 32), BaseURL: "https://app.example"})
 	if err != nil {

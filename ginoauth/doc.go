@@ -132,6 +132,17 @@
 // with; Config.ErrorHandler renders them your way (for example as HTML
 // pages), for the prebuilt handlers, Middleware and the guards alike.
 //
+// # Deploying
+//
+// New refuses a Config its OAuth client's registration contradicts (with
+// oauthclient.RegistrationReporter, which indigoclient has): a BaseURL on
+// another origin than the redirect URI, a callback route that is not its
+// path. Once the app listens, Manager.SelfCheck does what an authorization
+// server and a browser will do (the redirect URI, the forwarded headers,
+// the client metadata document and JWKS) and reports each difference with
+// what was expected and what was found; cmd/ginoauth-check does the
+// document's part from outside.
+//
 // # Storage
 //
 // Everything server side lives in one storage.Store (Get, Set and Delete

@@ -157,7 +157,11 @@ func (e *scopeError) Error() string {
 }
 
 // crossSiteError is a request refused by the same-origin check.
-type crossSiteError struct{}
+type crossSiteError struct {
+	// hint names the likely fix, in development only (a loopback BaseURL):
+	// the origin the request came from and the one the app expects.
+	hint string
+}
 
 func (crossSiteError) Error() string { return "ginoauth: cross-site request refused" }
 
@@ -245,10 +249,14 @@ func ErrorResponseFor(err error) ErrorResponse {
 		pe *scopeError
 		ce *ConfigurationError
 		rl *rateLimitedError
+		cs crossSiteError
 	)
 	switch {
-	case errors.As(err, &crossSiteError{}):
+	case errors.As(err, &cs):
 		r.Status, r.Code, r.Message = http.StatusForbidden, CodeCrossSite, "this request came from another site, so it was refused"
+		if cs.hint != "" {
+			r.Message += " (" + cs.hint + ")"
+		}
 	case errors.As(err, &pe):
 		r.Status, r.Code, r.Message = http.StatusForbidden, CodeInsufficientScope, "this needs a permission you have not granted to the app"
 		r.Missing, r.UpgradeURL = pe.missing, pe.upgradeURL

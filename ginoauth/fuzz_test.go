@@ -23,7 +23,7 @@ import (
 // client never reaches a network (every lookup fails fast).
 func fuzzManager(f *testing.F) (*ginoauth.Manager, *gin.Engine) {
 	store := memstore.New()
-	client := indigoclient.New(oauth.NewPublicConfig("https://app.example/m.json", "https://app.example/cb", []string{"atproto"}), store,
+	client := indigoclient.New(oauth.NewPublicConfig("https://app.example/m.json", "https://app.example/oauth/callback", []string{"atproto"}), store,
 		indigoclient.Options{HTTPClient: &http.Client{Transport: refuse{}}, Directory: nowhere{}})
 	f.Cleanup(func() { _ = client.Close() })
 	m, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: strings.Repeat("k", 32), BaseURL: "https://app.example",

@@ -256,6 +256,10 @@ func (ds *deviceSessions) applyRefresh(ctx context.Context, hash string, rec *se
 	if !now.Before(next.ExpiresAt) {
 		return true // unused too long already: its next read ends it
 	}
+	if next.ExpiresAt.Equal(rec.ExpiresAt) && next.GrantRefreshBy.Equal(rec.GrantRefreshBy) &&
+		next.GrantEndsAt.Equal(rec.GrantEndsAt) && slices.Equal(next.Scopes, rec.Scopes) {
+		return true // nothing changed (a public client's refresh): no write
+	}
 	ttl := recordTTL(next.ExpiresAt, now)
 	sctx, cancel := ds.op(ctx)
 	ok, err := ds.swapper.Swap(sctx, sessionKeyPrefix+hash, encodeRecord(rec), encodeRecord(&next), ttl)

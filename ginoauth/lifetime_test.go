@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -352,4 +354,95 @@ func getSession(ctx context.Context, sess interface {
 		return errors.New(resp.Status)
 	}
 	return nil
+}
+
+// writeCounter counts writes to device session records ("sess:" keys) by
+// any method, keeping the store's Swapper (the extension's compare-and-swap)
+// and the other capabilities the app uses.
+type writeCounter struct {
+	storage.Store
+	mu     sync.Mutex
+	writes map[string]int // by operation
+}
+
+func (w *writeCounter) note(op, key string) {
+	if strings.HasPrefix(key, "sess:") {
+		w.mu.Lock()
+		w.writes[op]++
+		w.mu.Unlock()
+	}
+}
+
+func (w *writeCounter) total() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, v := range w.writes {
+		n += v
+	}
+	return n
+}
+
+func (w *writeCounter) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
+	w.note("set", k)
+	return w.Store.Set(ctx, k, v, ttl)
+}
+
+func (w *writeCounter) Swap(ctx context.Context, k string, old, new []byte, ttl time.Duration) (bool, error) {
+	w.note("swap", k)
+	return w.Store.(storage.Swapper).Swap(ctx, k, old, new, ttl)
+}
+
+func (w *writeCounter) Take(ctx context.Context, k string) ([]byte, error) {
+	return w.Store.(storage.Taker).Take(ctx, k)
+}
+
+func (w *writeCounter) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
+	return w.Store.(storage.Locker).Lock(ctx, name, ttl)
+}
+
+func (w *writeCounter) AddMember(ctx context.Context, set, member string, ttl time.Duration) error {
+	return w.Store.(storage.Indexer).AddMember(ctx, set, member, ttl)
+}
+
+func (w *writeCounter) RemoveMember(ctx context.Context, set, member string) error {
+	return w.Store.(storage.Indexer).RemoveMember(ctx, set, member)
+}
+
+func (w *writeCounter) Members(ctx context.Context, set string) ([]string, error) {
+	return w.Store.(storage.Indexer).Members(ctx, set)
+}
+
+// The write budget of sliding sessions: a browser checking its session
+// every minute for six hours, round robin over three instances, costs at
+// most one write of its record an hour (plus the login's), however many
+// requests it makes, and the session slides on.
+func TestSlidingCostsOneWriteAnHour(t *testing.T) {
+	for _, be := range testdb.All() {
+		t.Run(be.Name, func(t *testing.T) {
+			counted := &writeCounter{Store: be.New(t), writes: map[string]int{}}
+			la := newLifeApps(t, []storage.Store{counted, counted, counted}, false, func(c *ginoauth.Config) { c.SessionTTL = 3 * day })
+			b := la.login()
+			before := expiresAt(t, b)
+			atLogin := counted.total()
+			const hours, perHour = 6, 60
+			for i := range hours * perHour {
+				la.advance(time.Minute)
+				if r := b.Get(la.apps[i%len(la.apps)].Server.URL + "/api/whoami"); r.Status != http.StatusOK {
+					t.Fatalf("check %d: %d %s", i, r.Status, r.Body)
+				}
+			}
+			writes := counted.total() - atLogin
+			t.Logf("%s: %d session checks over %d hours on 3 instances: %d writes of the session record (%v)", be.Name, hours*perHour, hours, writes, counted.writes)
+			if writes > hours {
+				t.Errorf("%d writes of the session record in %d hours, want at most one an hour", writes, hours)
+			}
+			if writes < hours-1 {
+				t.Errorf("%d writes in %d hours: the session did not slide", writes, hours)
+			}
+			if after := expiresAt(t, b); !after.After(before.Add((hours - 1) * time.Hour)) {
+				t.Errorf("expiry moved from %v to %v in %d hours of use", before, after, hours)
+			}
+		})
+	}
 }

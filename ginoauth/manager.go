@@ -64,6 +64,10 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	regWarning, err := registrationProblems(cfg)
+	if err != nil {
+		return nil, err
+	}
 	old := make([][]byte, len(cfg.OldCookieSecrets))
 	for i, s := range cfg.OldCookieSecrets {
 		old[i] = []byte(s)
@@ -103,6 +107,9 @@ func New(cfg Config) (*Manager, error) {
 		if u, err := url.Parse(uri); err == nil && u.Scheme != "https" && u.Scheme != "http" {
 			m.log.Warn("a native app redirect URI with a private-use scheme: any app on the device can claim it and receive the codes of logins an attacker started (see SECURITY.md); prefer an https link the OS verifies", "redirect_uri", uri)
 		}
+	}
+	if regWarning != "" {
+		m.log.Warn(regWarning)
 	}
 	if cfg.CookieDomain != "" {
 		m.log.Warn("CookieDomain shares the session cookie with every host under it: any of them can plant a session cookie of its own (see SECURITY.md); use it only if all are yours", "domain", cfg.CookieDomain)

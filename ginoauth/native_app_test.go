@@ -344,7 +344,7 @@ func TestMobileRefreshFailsClosed(t *testing.T) {
 func TestMobileConfigRefusesClaimableSchemes(t *testing.T) {
 	for _, uri := range []string{"app://auth-callback", "myapp:/cb", "http://localhost/cb", "http://192.168.1.2/cb", "https:///cb", "com.example.app:/cb#x"} {
 		store := memstore.New()
-		client := indigoclient.New(oauth.NewPublicConfig("https://app.example/m.json", "https://app.example/cb", []string{"atproto"}), store, indigoclient.Options{})
+		client := indigoclient.New(oauth.NewPublicConfig("https://app.example/m.json", "https://app.example/oauth/callback", []string{"atproto"}), store, indigoclient.Options{})
 		defer client.Close()
 		_, err := ginoauth.New(ginoauth.Config{
 			OAuthClient: client, Storage: store, CookieSecret: strings.Repeat("k", 32), BaseURL: "https://app.example",

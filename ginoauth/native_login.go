@@ -1,6 +1,7 @@
 package ginoauth
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -73,6 +74,13 @@ func validateRedirectURI(raw string) string {
 		if u.Host == "" {
 			return "needs a host"
 		}
+	case u.Scheme == "http" && u.Hostname() == "localhost":
+		v := *u
+		v.Host = "127.0.0.1"
+		if u.Port() != "" {
+			v.Host += ":" + u.Port()
+		}
+		return fmt.Sprintf("a loopback redirect URI names the loopback IP, not localhost, which may resolve elsewhere (RFC 8252 section 8.3); use %s", v.String())
 	case u.Scheme == "http":
 		if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
 			return "plain http is only for loopback redirects (http://127.0.0.1/...); use https"

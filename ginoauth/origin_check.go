@@ -4,6 +4,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -82,8 +83,33 @@ func RequireSameOrigin(mgr *Manager) gin.HandlerFunc {
 	}
 }
 
+// refuseCrossSite answers a request the origin check refused. The log
+// names what the browser sent and what the app expected (headers only,
+// nothing secret), since a misconfigured BaseURL looks exactly like an
+// attack; on a loopback BaseURL (development) the answer itself names the
+// likely fix.
 func (m *Manager) refuseCrossSite(c *gin.Context) {
-	m.abortWithError(c, crossSiteError{})
+	r := c.Request
+	origin, site := r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")
+	if len(origin) > 256 {
+		origin = origin[:256] + "..."
+	}
+	if !slices.Contains([]string{"", "cross-site", "same-site", "same-origin", "none"}, site) {
+		site = "(not a Sec-Fetch-Site value)"
+	}
+	m.log.Warn("cross-origin request refused", "path", r.URL.Path, "method", r.Method,
+		"origin", origin, "sec_fetch_site", site, "host", r.Host,
+		"expected_origin", m.origin, "allowed_origins", m.cfg.AllowedOrigins)
+	var e crossSiteError
+	if u, err := url.Parse(m.cfg.BaseURL); err == nil && isLoopbackHost(u.Hostname()) {
+		// Only what parses as an origin is echoed.
+		from := "another site (Sec-Fetch-Site: " + site + ")"
+		if ou, err := url.Parse(origin); err == nil && ou.Scheme != "" && ou.Host != "" {
+			from = canonicalOrigin(ou)
+		}
+		e.hint = "BaseURL is " + m.origin + " but the request came from " + from + ": open the app at " + m.origin + ", or change BaseURL"
+	}
+	m.abortWithError(c, e)
 }
 
 // confirmLoginPage asks the user to confirm a login that another site

@@ -555,7 +555,7 @@ func TestRateLimitsDisabledAndValidated(t *testing.T) {
 	} {
 		cfg := ginoauth.Config{
 			OAuthClient: a.Client, Storage: memstore.New(), CookieSecret: strings.Repeat("s", 32),
-			BaseURL: "https://app.example", RateLimits: bad,
+			BaseURL: a.Server.URL, RateLimits: bad,
 		}
 		_, err := ginoauth.New(cfg)
 		var ce *ginoauth.ConfigurationError
@@ -676,7 +676,7 @@ func loginFloodAttack(t *testing.T, a *testApp) {
 //	go test -run '^$' -bench LoginRateLimit -benchmem ./ginoauth/
 func BenchmarkLoginRateLimit(b *testing.B) {
 	engine := func(b *testing.B, store storage.Store, rl ginoauth.RateLimits) *gin.Engine {
-		client := indigoclient.New(oauth.NewPublicConfig("https://app.example/m.json", "https://app.example/cb", []string{"atproto"}), memstore.New(),
+		client := indigoclient.New(oauth.NewPublicConfig("https://app.example/m.json", "https://app.example/oauth/callback", []string{"atproto"}), memstore.New(),
 			indigoclient.Options{HTTPClient: &http.Client{Transport: refuse{}}, Directory: nowhere{}})
 		b.Cleanup(func() { _ = client.Close() })
 		m, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: strings.Repeat("k", 32),

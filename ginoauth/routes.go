@@ -99,6 +99,14 @@ func (m *Manager) Mount(r gin.IRouter) {
 				h       gin.HandlerFunc
 			}{rt.JWKS, []string{http.MethodGet}, metadataHandler(p.PublicJWKS)})
 	}
+	// A group's prefix is known only now: a callback mounted elsewhere than
+	// the redirect URI's path would answer logins with Gin's plain 404.
+	if g, ok := r.(interface{ BasePath() string }); ok {
+		if redirect, mounted := m.mountedCallbackMismatch(g.BasePath()); redirect != "" {
+			m.log.Error("the callback is mounted at another path than the OAuth client's redirect URI: every login would end in 404; mount the routes so that the callback is at the redirect URI's path, or change Routes.Callback",
+				"mounted", mounted, "redirect_uri", redirect)
+		}
+	}
 	for _, route := range routes {
 		for _, method := range route.methods {
 			r.Handle(method, route.path, route.h)
@@ -173,6 +181,9 @@ func (m *Manager) query(c *gin.Context) (url.Values, bool) {
 // page for browsers and JSON otherwise.
 func (m *Manager) callbackHandler() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if m.answerSelfCheck(c) { // Manager.SelfCheck's signed probe
+			return
+		}
 		res, err := m.HandleCallback(c)
 		if err != nil {
 			if m.cfg.ErrorHandler == nil && wantsHTML(c) {

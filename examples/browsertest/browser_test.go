@@ -35,10 +35,10 @@ const (
 	noteCollection = "com.example.ginoauth.note"
 )
 
-// The widths the pages are checked and photographed at: a laptop window
-// and a narrow one (a phone held upright is narrower still, but 500 px is
-// where the layout switches to one column).
-var widths = []int64{1280, 500}
+// The widths the pages are checked and photographed at: a laptop window,
+// a narrow one (500 px is where the layout switches to one column) and a
+// phone held upright.
+var widths = []int64{1280, 500, 400}
 
 func TestBasicExampleInChromium(t *testing.T) {
 	chromium := chromiumPath(t)
@@ -89,6 +89,11 @@ func TestBasicExampleInChromium(t *testing.T) {
 		t.Errorf("the footer's session link goes to %q, want the account page (/#session)", href)
 	}
 	checkCookies(t, ctx, true)
+	for _, w := range widths {
+		setWidth(t, ctx, w)
+		checkIdentity(t, ctx)
+	}
+	setWidth(t, ctx, 1280)
 
 	// 3. An authenticated call to the PDS. The post answers with a redirect
 	// (Post/Redirect/Get): the result is on the account page.

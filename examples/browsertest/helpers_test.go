@@ -311,3 +311,23 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// identityJS measures the account card's identity: whether the "Logged in"
+// badge shows, and on how many lines each DID is drawn.
+const identityJS = `(() => {
+  const lines = (el) => { const r = document.createRange(); r.selectNodeContents(el); return new Set([...r.getClientRects()].map(c => Math.round(c.top))).size; };
+  const pill = document.querySelector(".who .pill");
+  const shown = pill && getComputedStyle(pill).display !== "none" && pill.getBoundingClientRect().width > 0;
+  return [shown ? "badge shown" : "badge hidden", "names DID on " + lines(document.querySelector(".who code")) + " line(s)", "facts DID on " + lines(document.getElementById("user-did")) + " line(s)"];
+})()`
+
+// checkIdentity fails the test when, at the current width, the "Logged in"
+// badge is hidden or a DID (a did:plc) breaks across lines.
+func checkIdentity(t *testing.T, ctx context.Context) {
+	t.Helper()
+	got := get(t, ctx, "measure the identity", chromedp.Evaluate[[]string](identityJS))
+	width := get(t, ctx, "read the window width", chromedp.Evaluate[int64](`window.innerWidth`))
+	if want := []string{"badge shown", "names DID on 1 line(s)", "facts DID on 1 line(s)"}; strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("account card at %d px: %v, want %v", width, got, want)
+	}
+}

@@ -7,9 +7,11 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -33,17 +35,26 @@ func main() {
 		log.Fatal(err)
 	}
 	defer store.Close()
-	r, closeApp, err := newApp(pds, store, base, rand.Text()+rand.Text()) // use a fixed COOKIE_SECRET in production
+	r, mgr, closeApp, err := newApp(pds, store, base, rand.Text()+rand.Text()) // use a fixed COOKIE_SECRET in production
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer closeApp()
+	ln, err := net.Listen("tcp", "127.0.0.1:8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() { // once listening: what an authorization server and a browser will find
+		if err := mgr.SelfCheck(context.Background(), nil).Err(); err != nil {
+			log.Print(err)
+		}
+	}()
 	fmt.Println("Open", base, "and log in as alice.test")
-	log.Fatal(http.ListenAndServe("127.0.0.1:8080", r)) //nolint:gosec // a local demo
+	log.Fatal(http.Serve(ln, r)) //nolint:gosec // a local demo
 }
 
 // newApp is the app: the library's routes, a start page, a private page.
-func newApp(pds *ginoauthtest.Server, store storage.Store, baseURL, secret string) (*gin.Engine, func(), error) {
+func newApp(pds *ginoauthtest.Server, store storage.Store, baseURL, secret string) (*gin.Engine, *ginoauth.Manager, func(), error) {
 	client := indigoclient.New(indigoclient.LocalhostConfig(baseURL+"/oauth/callback", []string{"atproto"}), store,
 		indigoclient.Options{HTTPClient: pds.HTTPClient(), Directory: pds.Directory(), BrowserURL: pds.RewriteForBrowser})
 	mgr, err := ginoauth.New(ginoauth.Config{OAuthClient: client, Storage: store, CookieSecret: secret, BaseURL: baseURL,
@@ -52,7 +63,7 @@ func newApp(pds *ginoauthtest.Server, store storage.Store, baseURL, secret strin
 			page(c, e.Status, e.Message+`. <a href="/">Start again</a>`)
 		}})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	r := gin.New()
 	// No proxy in front: c.ClientIP(), which the login rate limits count
@@ -72,7 +83,7 @@ func newApp(pds *ginoauthtest.Server, store storage.Store, baseURL, secret strin
 		u, _ := ginoauth.CurrentUser(c)
 		page(c, 200, "Only for you, "+u.DID+`. <a href="/">Back</a>`)
 	})
-	return r, func() { _ = mgr.Close(); _ = client.Close() }, nil
+	return r, mgr, func() { _ = mgr.Close(); _ = client.Close() }, nil
 }
 
 func page(c *gin.Context, status int, body string) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -20,7 +21,7 @@ func TestMinimalApp(t *testing.T) {
 	pds := ginoauthtest.New(t, ginoauthtest.Options{})
 	pds.CreateAccount(ginoauthtest.Account{Handle: "alice.test"})
 	srv := httptest.NewUnstartedServer(nil)
-	r, closeApp, err := newApp(pds, memstore.New(), "http://"+srv.Listener.Addr().String(), strings.Repeat("s", 32))
+	r, mgr, closeApp, err := newApp(pds, memstore.New(), "http://"+srv.Listener.Addr().String(), strings.Repeat("s", 32))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,6 +29,9 @@ func TestMinimalApp(t *testing.T) {
 	srv.Config.Handler = r
 	srv.Start()
 	defer srv.Close()
+	if report := mgr.SelfCheck(context.Background(), nil); report.Err() != nil {
+		t.Fatalf("self-check: %v\n%s", report.Err(), report)
+	}
 
 	b := ginoauthtest.NewBrowser(t, srv.URL, pds.Consent)
 	html := http.Header{"Accept": {"text/html"}, "Content-Type": {"application/x-www-form-urlencoded"}}

@@ -139,6 +139,8 @@ var (
 	_ oauthclient.GrantLimiter     = (*Client)(nil)
 	_ oauthclient.RefreshNotifier  = (*Client)(nil)
 	_ oauthclient.Authenticator    = (*Client)(nil)
+
+	_ oauthclient.RegistrationReporter = (*Client)(nil)
 )
 
 // OnRefresh implements oauthclient.RefreshNotifier: f is called after
@@ -646,6 +648,18 @@ func (c *Client) ClientMetadata() any {
 		c.metadata(&m)
 	}
 	return m
+}
+
+// Registration implements oauthclient.RegistrationReporter: the client id,
+// the redirect URI its logins come back to, its scopes and, for a
+// confidential client, the id of the key it signs new logins with.
+func (c *Client) Registration() oauthclient.Registration {
+	cfg := c.app.Config
+	r := oauthclient.Registration{ClientID: cfg.ClientID, RedirectURIs: []string{cfg.CallbackURL}, Scopes: slices.Clone(cfg.Scopes)}
+	if c.keys != nil { // every confidential client has its key set
+		r.Confidential, r.KeyIDs = true, []string{c.keys.Current().ID}
+	}
+	return r
 }
 
 // PublicJWKS implements oauthclient.MetadataProvider: the public halves of

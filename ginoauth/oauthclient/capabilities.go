@@ -98,3 +98,31 @@ type RefreshMetrics interface {
 	// ended), "network" or "storage", and how long it took.
 	RefreshFinished(outcome string, took time.Duration)
 }
+
+// RegistrationReporter is an optional Client capability: the client's
+// registration as authorization servers see it. With it, ginoauth.New
+// refuses a Config that disagrees with it (a BaseURL on another origin
+// than the redirect URI, a callback route that is not its path), which
+// would otherwise surface only after the consent screen, and
+// Manager.SelfCheck compares the metadata document the app serves with it.
+type RegistrationReporter interface {
+	Registration() Registration
+}
+
+// Registration is what a RegistrationReporter reports. It holds no secret.
+type Registration struct {
+	// ClientID is the client_id sent to authorization servers: the URL of
+	// the client metadata document, or a loopback development client's
+	// http://localhost?... id (whose metadata no server fetches).
+	ClientID string
+	// RedirectURIs are the redirect URIs the client registers; the first
+	// is the one its logins come back to.
+	RedirectURIs []string
+	// Scopes are every scope the client may ask for (its metadata's scope).
+	Scopes []string
+	// Confidential is true for a client that authenticates with a signed
+	// assertion (private_key_jwt); KeyIDs are then the kids of the keys
+	// it signs new logins with, which its JWKS must publish.
+	Confidential bool
+	KeyIDs       []string
+}

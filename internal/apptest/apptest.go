@@ -124,6 +124,9 @@ func New(t testing.TB, opts Options) *App {
 	}
 	client := indigoclient.New(oc, a.Store, copts)
 	a.Client = &ObservedClient{Client: client}
+	if opts.ClientConfig != nil {
+		a.Client.sharedOrigin = base
+	}
 
 	cfg := ginoauth.Config{
 		OAuthClient:  a.Client,
@@ -302,6 +305,31 @@ type ObservedClient struct {
 
 	mu   sync.Mutex
 	last *oauthclient.Grant
+
+	// sharedOrigin, for an instance sharing another's client config, is
+	// this instance's own origin (see Registration).
+	sharedOrigin string
+}
+
+// Registration reports the client's registration. An instance that shares
+// another's client config (Options.ClientConfig) reports its redirect URI
+// on its own origin, same path: instances that in production share one
+// public origin, BaseURL, listen here on ports of their own, and the test
+// carries each callback to the instance it means.
+func (o *ObservedClient) Registration() oauthclient.Registration {
+	r := o.Client.Registration()
+	if o.sharedOrigin == "" {
+		return r
+	}
+	uris := make([]string, len(r.RedirectURIs))
+	for i, ru := range r.RedirectURIs {
+		uris[i] = ru
+		if u, err := url.Parse(ru); err == nil {
+			uris[i] = o.sharedOrigin + u.EscapedPath()
+		}
+	}
+	r.RedirectURIs = uris
+	return r
 }
 
 // Callback counts and delegates.
@@ -379,9 +407,12 @@ const (
 	OpTake   = "take"
 	OpLock   = "lock"
 	OpUnlock = "unlock"
-	OpIndex  = "index"
-	OpSwap   = "swap"
-	OpIncr   = "incr"
+	OpIndex  = "index" // AddMember, RemoveMember and Members
+	// OpAddMember is AddMember alone: background work (a refresh's
+	// follow-up lists an account's sessions) must not take its fault.
+	OpAddMember = "add-member"
+	OpSwap      = "swap"
+	OpIncr      = "incr"
 )
 
 type fault struct {
@@ -484,7 +515,7 @@ func (f *FaultyStorage) Lock(ctx context.Context, name string, ttl time.Duration
 
 // AddMember implements storage.Indexer; the wrapped Storage must have it.
 func (f *FaultyStorage) AddMember(ctx context.Context, set, member string, ttl time.Duration) error {
-	if f.fails(OpIndex, set) {
+	if f.fails(OpIndex, set) || f.fails(OpAddMember, set) {
 		return ErrDown
 	}
 	return f.Store.(storage.Indexer).AddMember(ctx, set, member, ttl)
