@@ -3,6 +3,7 @@ package ginoauth
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"strconv"
@@ -25,7 +26,9 @@ import (
 //
 // "Lately" is the last-seen note (session_core.go): a session this
 // instance noted seen within livenessActiveFor. Time is cut into windows
-// of LivenessCheckEvery; each instance looks livenessTicks times a window,
+// of LivenessCheckEvery (each session's shifted by a phase of its own, so
+// that checks spread over the period); each instance looks livenessTicks
+// times a window,
 // and a session is checked once per window across instances: the first
 // instance to count it in storage.Counter (alive:{hash}:{window}) checks
 // it, the others skip it. A revocation is so noticed within one window and
@@ -64,6 +67,8 @@ type livenessState struct {
 	claimed map[string]int64
 	// returning bounds the checks of returning sessions running at once.
 	returning chan struct{}
+	// ctx ends when the Manager closes.
+	ctx context.Context
 }
 
 // livenessEvery is the configured period, 0 when the check is off.
@@ -82,12 +87,25 @@ func (m *Manager) startLivenessChecks() {
 	}
 	m.liveness.returning = make(chan struct{}, 4*livenessParallel)
 	m.sessions.onActive = m.checkReturning
-	m.every(every/livenessTicks, func() { m.sweepLiveness(context.Background()) })
+	// Checks in flight end when the Manager closes, so Close does not
+	// wait for a slow PDS.
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := m.bg.stopping()
+	m.bg.run(func() { <-stop; cancel() })
+	m.liveness.ctx = ctx
+	m.every(every/livenessTicks, func() { m.sweepLiveness(ctx) })
 }
 
-// window is the index of the window now falls in.
-func (m *Manager) livenessWindow(now time.Time) int64 {
-	return now.UnixNano() / int64(m.livenessEvery())
+// livenessWindow is the index of the window now falls in for the session
+// under hash. Each session's windows are shifted by a phase of its own
+// (from its hash, so the same on every instance): the checks of many
+// sessions spread over the period instead of all falling due at once.
+func (m *Manager) livenessWindow(hash string, now time.Time) int64 {
+	every := int64(m.livenessEvery())
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(hash))
+	phase := int64(h.Sum64() % uint64(every)) //nolint:gosec // less than every, an int64
+	return (now.UnixNano() + phase) / every
 }
 
 // sweepLiveness checks this instance's active sessions not yet checked in
@@ -149,8 +167,8 @@ func (m *Manager) checkReturning(hash string, createdAt time.Time) {
 	default:
 		return
 	}
-	if m.claimLiveness(context.Background(), hash, now) {
-		m.checkLiveness(context.Background(), hash)
+	if m.claimLiveness(m.liveness.ctx, hash, now) {
+		m.checkLiveness(m.liveness.ctx, hash)
 	}
 }
 
@@ -158,7 +176,7 @@ func (m *Manager) checkReturning(hash string, createdAt time.Time) {
 // the window of now: the first to count it, across instances when the
 // Storage is a storage.Counter, in this process otherwise.
 func (m *Manager) claimLiveness(ctx context.Context, hash string, now time.Time) bool {
-	w := m.livenessWindow(now)
+	w := m.livenessWindow(hash, now)
 	m.liveness.mu.Lock()
 	if m.liveness.claimed == nil {
 		m.liveness.claimed = map[string]int64{}

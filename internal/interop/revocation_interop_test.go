@@ -123,8 +123,8 @@ func TestInteropRevocationAtTheServerEndsTheSession(t *testing.T) {
 	// Wait for a check of the live grant, then revoke right after it: the
 	// worst case, a whole window before the next check.
 	// With GINOAUTH_INTEROP_WORST_CASE=1 it waits for the first check of
-	// a later window (windows start on the minute), which measures the
-	// whole bound but takes two minutes more.
+	// a later window, so the revocation comes right after a check: that
+	// measures the whole bound but takes up to two minutes more.
 	rounds := 1
 	if os.Getenv("GINOAUTH_INTEROP_WORST_CASE") == "1" {
 		rounds = 2
