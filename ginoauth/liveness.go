@@ -33,8 +33,9 @@ import (
 // instance to count it in storage.Counter (alive:{hash}:{window}) checks
 // it, the others skip it. A revocation is so noticed within one window and
 // one tick (plus SessionCacheTTL on other instances). A session that comes
-// back after being idle is checked at once, in the background, at its
-// first request here (when it is noted seen again).
+// back after an idle hour is active again from its first request here (it
+// is noted seen), so the next tick checks it; not that request itself,
+// whose own PDS call would race the check's refresh.
 
 const (
 	livenessPrefix = "alive:"
@@ -65,10 +66,6 @@ const (
 type livenessState struct {
 	mu      sync.Mutex
 	claimed map[string]int64
-	// returning bounds the checks of returning sessions running at once.
-	returning chan struct{}
-	// ctx ends when the Manager closes.
-	ctx context.Context
 }
 
 // livenessEvery is the configured period, 0 when the check is off.
@@ -85,14 +82,11 @@ func (m *Manager) startLivenessChecks() {
 	if every <= 0 {
 		return
 	}
-	m.liveness.returning = make(chan struct{}, 4*livenessParallel)
-	m.sessions.onActive = m.checkReturning
 	// Checks in flight end when the Manager closes, so Close does not
 	// wait for a slow PDS.
 	ctx, cancel := context.WithCancel(context.Background())
 	stop := m.bg.stopping()
 	m.bg.run(func() { <-stop; cancel() })
-	m.liveness.ctx = ctx
 	m.every(every/livenessTicks, func() { m.sweepLiveness(ctx) })
 }
 
@@ -149,27 +143,6 @@ func (m *Manager) sweepLiveness(ctx context.Context) int {
 	}
 	wg.Wait()
 	return int(checked.Load())
-}
-
-// checkReturning checks at once, in the background, a session noted seen
-// again here after a while (it was not active: no sweep checked it), unless
-// it is new or was checked in this window.
-func (m *Manager) checkReturning(hash string, createdAt time.Time) {
-	now := m.now()
-	if now.Sub(createdAt) < m.livenessEvery() {
-		return // a new login: its grant was just issued
-	}
-	// Bounded: after a restart every session returns at once; those that
-	// find no room are active now, so the next sweep checks them.
-	select {
-	case m.liveness.returning <- struct{}{}:
-		defer func() { <-m.liveness.returning }()
-	default:
-		return
-	}
-	if m.claimLiveness(m.liveness.ctx, hash, now) {
-		m.checkLiveness(m.liveness.ctx, hash)
-	}
 }
 
 // claimLiveness reports whether this instance is the one to check hash in

@@ -94,10 +94,6 @@ type deviceSessions struct {
 	revoke        func(ctx context.Context, did, oauthSessionID, hash string)
 	emit          func(typ EventType, reason EndReason, rec *sessionRecord, hash string)
 	successorHash func(hash, sealed string) (string, bool)
-	// onActive, when set, runs in the background when a session is noted
-	// seen (at most hourly per session and instance): the liveness check
-	// of a session that comes back (liveness.go).
-	onActive func(hash string, createdAt time.Time)
 }
 
 // sessionRecord is what sess:{hash} holds.
@@ -404,15 +400,12 @@ func (ds *deviceSessions) noteSeen(u *User) {
 	if ttl <= 0 {
 		return
 	}
-	hash, created := u.sessionHash, u.CreatedAt
+	hash := u.sessionHash
 	ds.bg.run(func() {
 		raw, _ := json.Marshal(now)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*ds.timeout)
+		defer cancel()
 		_ = storageFailed(ds.metrics, "set", ds.store.Set(ctx, seenPrefix+hash, raw, ttl))
-		cancel()
-		if ds.onActive != nil {
-			ds.onActive(hash, created)
-		}
 	})
 }
 
