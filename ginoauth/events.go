@@ -23,7 +23,7 @@ const (
 	// grant ("" for a grant kept only for BackgroundAccess).
 	EventTokensRefreshed EventType = "tokens_refreshed" // the OAuth client refreshed the grant's tokens (Scopes: granted now)
 	EventScopesChanged   EventType = "scopes_changed"   // a refresh changed the granted scopes (PreviousScopes -> Scopes); follows its EventTokensRefreshed
-	EventGrantRevoked    EventType = "grant_revoked"    // the authorization server ended the grant before its limits (revoked by the user or the server); its device sessions then end with EndRevokedAtServer
+	EventGrantRevoked    EventType = "grant_revoked"    // the authorization server ended the grant before its limits (revoked by the user or the server); once per grant, after its device session ended with EndRevokedAtServer
 )
 
 // EndReason says why a device session ended, in Event.Reason.
