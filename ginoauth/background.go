@@ -1,6 +1,9 @@
 package ginoauth
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // background runs work that must not be tied to a request (and must not
 // outlive the Manager): Close waits for it.
@@ -48,4 +51,23 @@ func (b *background) close() {
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
+}
+
+// every runs f every period, in the background, until the Manager closes:
+// the loop of the Manager's periodic work (keep-alive sweeps, liveness
+// checks). f runs in the loop's goroutine, so runs never overlap.
+func (m *Manager) every(period time.Duration, f func()) {
+	stop := m.bg.stopping()
+	m.bg.run(func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	})
 }

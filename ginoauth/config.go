@@ -128,6 +128,29 @@ type Config struct {
 	// a later check finds the account active. Taken down, deleted and moved
 	// accounts always end their sessions.
 	KeepDeactivatedSessions bool
+	// LivenessCheckEvery is how often the grant of each active device
+	// session (one used within the last hour) is checked with its PDS in
+	// the background, so that a grant the user revoked at their PDS ends
+	// its sessions (EndRevokedAtServer) within about this long plus a
+	// fifth, instead of when its access token expires (up to an hour on
+	// the reference server). One authenticated call
+	// (com.atproto.server.getSession) per active session per period,
+	// across all instances (with a storage.Counter; per instance
+	// without). Default 5 minutes: noticed within about six minutes, for
+	// 12 PDS calls per active session an hour. At least a minute;
+	// negative turns the check off (a refused refresh still ends the
+	// session when the access token expires).
+	LivenessCheckEvery time.Duration
+	// ReturnToLogin sends a browser whose session ended for a reason a new
+	// login fixes (the server revoked or refused the grant, the grant
+	// expired) straight back through the login when it asks for a page
+	// behind RequireAuth: a 303 to Routes.Login with the account's DID as
+	// login_hint and the page as the return path. JSON clients (and
+	// browsers without it) get 401 with the reason and that login URL.
+	// Default off: the authorization server's sign-in page appearing
+	// without a click surprises users, and an app must have mounted the
+	// login route (Mount) for the redirect to lead anywhere.
+	ReturnToLogin bool
 	// IdleTimeout, when set, also ends a browser session after this long
 	// without a request, to the minute (SessionTTL's extension is
 	// coarse). Default 0: off. The time of the last request is
@@ -272,6 +295,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.IdentityCheckInterval == 0 {
 		cfg.IdentityCheckInterval = defaultIdentityCheckInterval
 	}
+	if cfg.LivenessCheckEvery == 0 {
+		cfg.LivenessCheckEvery = defaultLivenessCheckEvery
+	}
 	if cfg.StorageTimeout == 0 {
 		cfg.StorageTimeout = defaultStorageTimeout
 	}
@@ -394,6 +420,9 @@ func (cfg Config) validate() (secure bool, err error) {
 	}
 	if cfg.IdentityCheckInterval > 0 && cfg.IdentityCheckInterval < minIdentityCheckInterval {
 		return bad("IdentityCheckInterval", "must be at least %v, or negative to turn the checks off (got %v)", minIdentityCheckInterval, cfg.IdentityCheckInterval)
+	}
+	if cfg.LivenessCheckEvery > 0 && cfg.LivenessCheckEvery < minLivenessCheckEvery {
+		return bad("LivenessCheckEvery", "must be negative (off), 0 (5 minutes) or at least a minute (got %v)", cfg.LivenessCheckEvery)
 	}
 	if cfg.SessionCacheTTL < 0 || cfg.SessionCacheTTL > 5*time.Minute {
 		return bad("SessionCacheTTL", "must be between 0 (off) and 5 minutes (got %v)", cfg.SessionCacheTTL)

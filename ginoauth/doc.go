@@ -151,7 +151,8 @@
 // Everything server side lives in one storage.Store (Get, Set and Delete
 // with TTLs, plus the optional Taker, Locker and Indexer that several
 // instances and the device list need). Keys: flow:{state}, sess:{hash},
-// seen:{hash}, acct:{did}, mcode:{hash}, mcode-spent:{hash}, and the
+// seen:{hash}, acct:{did}, ended:{hash}, alive:{hash}:{window},
+// mcode:{hash}, mcode-spent:{hash}, and the
 // locks device:{login} and mcode-lock:{hash}; and the OAuth client's own
 // (indigoclient: oauth:req:{state}, oauth:sess:{did}:{id}).
 // ginoauth/storagetest checks any implementation.

@@ -84,6 +84,14 @@ func (e *ConfigurationError) Error() string {
 type SessionError struct {
 	Code ErrorCode // one of the codes of a request without a usable session
 	Err  error     // cause, for logs; may be nil
+
+	// When the request's session ended for a reason a new login fixes
+	// (the authorization server revoked or refused its grant, the grant
+	// expired): why, and the login route with the account's DID as
+	// login_hint and this page as the return path (see
+	// Config.ReturnToLogin). Empty otherwise.
+	Reason   EndReason
+	LoginURL string
 }
 
 func (e *SessionError) Error() string {
@@ -219,6 +227,12 @@ type ErrorResponse struct {
 	// For CodeRateLimited: how long until the client may try again (also
 	// sent as the Retry-After header).
 	RetryAfter time.Duration
+
+	// For a 401 whose session ended for a reason a new login fixes: why
+	// (sent as "reason"), and where to log in again ("login"); see
+	// SessionError.
+	Reason   EndReason
+	LoginURL string
 }
 
 // ErrorResponseFor maps any error the library returns to the status, code
@@ -265,6 +279,7 @@ func ErrorResponseFor(err error) ErrorResponse {
 		r.Status, r.Code, r.Message = http.StatusBadRequest, me.Code, me.Message
 	case errors.As(err, &se):
 		r.Status, r.Code, r.Message = http.StatusUnauthorized, se.Code, "login required"
+		r.Reason, r.LoginURL = se.Reason, se.LoginURL
 	case errors.As(err, &ce):
 		// The operator's mistake, not the user's: 500 with the generic message.
 	}
@@ -319,6 +334,9 @@ func (m *Manager) abortWithError(c *gin.Context, err error) {
 		if r.UpgradeURL != "" {
 			body["upgrade"] = r.UpgradeURL
 		}
+	}
+	if r.LoginURL != "" {
+		body["reason"], body["login"] = r.Reason, r.LoginURL
 	}
 	c.AbortWithStatusJSON(r.Status, body)
 }

@@ -22,6 +22,13 @@ const (
 	// PreviousPDS, AccountStatus); its sessions follow. One event per
 	// account, not per session.
 	EventIdentityChanged EventType = "identity_changed"
+
+	// The token life of a grant (one login's OAuth session), reported by
+	// the instance that saw it. Session is the device session using the
+	// grant ("" for a grant kept only for BackgroundAccess).
+	EventTokensRefreshed EventType = "tokens_refreshed" // the OAuth client refreshed the grant's tokens (Scopes: granted now)
+	EventScopesChanged   EventType = "scopes_changed"   // a refresh changed the granted scopes (PreviousScopes -> Scopes); follows its EventTokensRefreshed
+	EventGrantRevoked    EventType = "grant_revoked"    // the authorization server ended the grant before its limits (revoked by the user or the server); once per grant, after its device session ended with EndRevokedAtServer
 )
 
 // EndReason says why a device session ended, in Event.Reason.
@@ -32,17 +39,24 @@ type EndReason string
 // revokes its tokens where they still live, and emits one event with one of
 // these.
 const (
-	EndLogout         EndReason = "logout"           // the user logged out on that device
-	EndExpired        EndReason = "expired"          // unused for its lifetime (SessionTTL), or past MaxSessionAge
-	EndGrantExpired   EndReason = "grant_expired"    // its grant reached the authorization server's limit
-	EndIdle           EndReason = "idle"             // no request for Config.IdleTimeout
-	EndRefreshRefused EndReason = "refresh_refused"  // the authorization server refused a token refresh
-	EndRevoked        EndReason = "revoked"          // its OAuth session was gone (revoked at the server, or deleted)
-	EndByUser         EndReason = "ended_by_user"    // the user ended it from another device
-	EndEverywhere     EndReason = "ended_everywhere" // all sessions of the account were ended
-	EndReplaced       EndReason = "replaced"         // a new login on the same device (or a step-up) replaced it
-	EndKeyRetired     EndReason = "key_retired"      // the confidential client key its login is bound to was retired
-	EndCodeReplayed   EndReason = "code_replayed"    // the native app's one-time code was presented again: it may be stolen
+	EndLogout         EndReason = "logout"          // the user logged out on that device
+	EndExpired        EndReason = "expired"         // unused for its lifetime (SessionTTL), or past MaxSessionAge
+	EndGrantExpired   EndReason = "grant_expired"   // its grant reached the authorization server's limit
+	EndIdle           EndReason = "idle"            // no request for Config.IdleTimeout
+	EndRefreshRefused EndReason = "refresh_refused" // the authorization server refused a token refresh, and the grant's limits are unknown (see EndRevokedAtServer, EndGrantExpired)
+	EndRevoked        EndReason = "revoked"         // the OAuth client no longer had its OAuth session (deleted on the app's side, or its storage lost it)
+	// EndRevokedAtServer: the authorization server ended the grant before
+	// its limits (the user revoked the app in their account's settings, or
+	// the server revoked it): the background liveness check
+	// (Config.LivenessCheckEvery), or a PDS call answered 401 and the
+	// refresh that followed refused. Unlike EndRevoked, the server said so;
+	// unlike EndRefreshRefused, the grant had not reached its known limits.
+	EndRevokedAtServer EndReason = "revoked_at_server"
+	EndByUser          EndReason = "ended_by_user"    // the user ended it from another device
+	EndEverywhere      EndReason = "ended_everywhere" // all sessions of the account were ended
+	EndReplaced        EndReason = "replaced"         // a new login on the same device (or a step-up) replaced it
+	EndKeyRetired      EndReason = "key_retired"      // the confidential client key its login is bound to was retired
+	EndCodeReplayed    EndReason = "code_replayed"    // the native app's one-time code was presented again: it may be stolen
 	// The account changed at the network (Config.IdentityCheckInterval).
 	EndAccountMoved       EndReason = "account_moved"       // it moved to a PDS another authorization server protects: log in again there
 	EndAccountDeactivated EndReason = "account_deactivated" // its owner deactivated it (unless Config.KeepDeactivatedSessions)
@@ -69,6 +83,9 @@ type Event struct {
 	PDS            string
 	PreviousPDS    string
 	AccountStatus  string
+	// For EventTokensRefreshed and EventScopesChanged: the scopes granted
+	// now and before the refresh. Scope strings only, never tokens.
+	Scopes, PreviousScopes []string
 }
 
 // maxQueuedEvents bounds the events waiting for a slow hook; past it, new
@@ -151,7 +168,9 @@ type Metrics interface {
 
 // A Metrics may also have KeepAliveRan(outcome string), found by type
 // assertion: it then counts keep-alive runs (Config.KeepAlive) by outcome:
-// "refreshed", "not_due", "gone", "refused", "network" or "storage".
+// "refreshed", "not_due", "gone", "refused", "network" or "storage". And
+// LivenessChecked(outcome string): liveness checks (Config.LivenessCheckEvery)
+// by outcome: "live", "ended", "gone" or "unknown".
 
 // nopMetrics is the default Metrics.
 type nopMetrics struct{}

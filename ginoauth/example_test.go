@@ -273,3 +273,34 @@ func ExampleConfig_identityChecks() {
 	}
 	_ = cfg
 }
+
+// Following the token life: revocations at the server noticed within
+// about six minutes, refreshes and scope changes reported, and a browser
+// whose login the server ended sent back through the login.
+func ExampleEvent_tokenLife() {
+	store := memstore.New()
+	oc := oauth.NewPublicConfig("https://myapp.example/oauth-client-metadata.json",
+		"https://myapp.example/oauth/callback", []string{"atproto", "transition:generic"})
+	mgr, err := ginoauth.New(ginoauth.Config{
+		OAuthClient:        indigoclient.New(oc, store, indigoclient.Options{}),
+		Storage:            store,
+		CookieSecret:       "an-example-cookie-secret-of-32-bytes!!",
+		BaseURL:            "https://myapp.example",
+		LivenessCheckEvery: 5 * time.Minute, // the default
+		ReturnToLogin:      true,            // a 303 to /login?handle=<did>&redirect=<page>
+		OnEvent: func(e ginoauth.Event) {
+			switch {
+			case e.Type == ginoauth.EventScopesChanged:
+				log.Printf("%s now grants %v (was %v)", e.DID, e.Scopes, e.PreviousScopes)
+			case e.Type == ginoauth.EventSessionEnded && e.Reason == ginoauth.EndRevokedAtServer:
+				log.Printf("%s revoked the app at their PDS", e.DID)
+			}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mgr.Close()
+	fmt.Println("ready")
+	// Output: ready
+}

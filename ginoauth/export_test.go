@@ -6,3 +6,7 @@ import "context"
 // ticker is real time; tests move a clock instead) and returns how many
 // grants it refreshed.
 func SweepKeepAlive(ctx context.Context, m *Manager) int { return m.sweepKeepAlive(ctx) }
+
+// SweepLiveness runs one liveness sweep of m's active sessions now and
+// returns how many it checked.
+func SweepLiveness(ctx context.Context, m *Manager) int { return m.sweepLiveness(ctx) }

@@ -64,20 +64,6 @@ func keepAliveBucket(day time.Time) string {
 	return keepAlivePrefix + day.UTC().Format(time.DateOnly)
 }
 
-// keepAliveLoop sweeps every keepAliveSweepEvery until the Manager closes.
-func (m *Manager) keepAliveLoop() {
-	t := time.NewTicker(keepAliveSweepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.bg.stopping():
-			return
-		case <-t.C:
-			m.sweepKeepAlive(context.Background())
-		}
-	}
-}
-
 // sweepKeepAlive refreshes up to keepAliveBatch grants that are due, and
 // returns how many it refreshed.
 func (m *Manager) sweepKeepAlive(ctx context.Context) int {
@@ -167,6 +153,9 @@ func (m *Manager) keepAliveGrant(ctx context.Context, did, id string) (outcome s
 	case err == nil:
 		return "refreshed", true
 	case errors.Is(err, oauthclient.ErrSessionGone):
+		if refreshBy.After(m.now()) && (endsAt.IsZero() || endsAt.After(m.now())) && goneReason(err, EndRevokedAtServer) == EndRevokedAtServer {
+			m.sessions.emit(EventGrantRevoked, EndRevokedAtServer, &sessionRecord{DID: did, OAuthSessionID: id}, "")
+		}
 		m.endGrant(ctx, did, id, goneReason(err, EndRefreshRefused))
 		return "refused", false
 	case isStorageErr(err):
@@ -178,7 +167,9 @@ func (m *Manager) keepAliveGrant(ctx context.Context, did, id string) (outcome s
 }
 
 // endGrant ends the device sessions that use a grant the server ended,
-// and forgets it as the background grant.
+// and forgets it as the background grant. A refused refresh
+// (EndRefreshRefused) ends each with the reason its grant's limits give
+// (refusedReason).
 func (m *Manager) endGrant(ctx context.Context, did, oauthSessionID string, reason EndReason) {
 	m.dropBackground(ctx, did, oauthSessionID, false)
 	hashes, recs, err := m.sessions.list(ctx, did)
@@ -187,7 +178,11 @@ func (m *Manager) endGrant(ctx context.Context, did, oauthSessionID string, reas
 	}
 	for i := range recs {
 		if recs[i].OAuthSessionID == oauthSessionID {
-			_ = m.sessions.end(ctx, hashes[i], &recs[i], reason)
+			r := reason
+			if r == EndRefreshRefused {
+				r = refusedReason(&recs[i], m.now())
+			}
+			_ = m.sessions.end(ctx, hashes[i], &recs[i], r)
 		}
 	}
 }

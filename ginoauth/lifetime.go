@@ -167,20 +167,32 @@ func (ds *deviceSessions) limits(ctx context.Context, rec *sessionRecord) (refre
 // and they record the scopes granted now, so that every instance answers
 // User.Allows from them. Each record is one compare-and-swap, tried again
 // from a fresh read when the record changed meanwhile.
-func (ds *deviceSessions) followGrant(ctx context.Context, r oauthclient.Refresh) {
-	if ds.ix == nil || ds.swapper == nil {
-		return // no way to find the grant's device sessions, or to update them safely
+//
+// It returns the grant's device session (hash "" when none was found), for
+// the refresh's event when forEvent is set (the sessions are read for it
+// alone when they cannot be updated).
+func (ds *deviceSessions) followGrant(ctx context.Context, r oauthclient.Refresh, forEvent bool) (hash string, rec sessionRecord) {
+	rec = sessionRecord{DID: r.DID, OAuthSessionID: r.SessionID}
+	if ds.ix == nil || (ds.swapper == nil && !forEvent) {
+		return "", rec // no way to find the grant's device sessions, or no need
 	}
 	hashes, recs, err := ds.list(ctx, r.DID)
 	if err != nil {
 		ds.log.Debug("device sessions not updated after a refresh", "did", r.DID, "err", err)
-		return
+		return "", rec
 	}
 	for i := range recs {
-		if recs[i].OAuthSessionID == r.SessionID {
+		if recs[i].OAuthSessionID != r.SessionID {
+			continue
+		}
+		if hash == "" || recs[i].GraceUntil.IsZero() {
+			hash, rec = hashes[i], recs[i] // a rotated-out native token's successor names the device
+		}
+		if ds.swapper != nil { // else no safe way to update them
 			ds.follow(ctx, hashes[i], recs[i], r)
 		}
 	}
+	return hash, rec
 }
 
 // follow applies a refresh to the device session under hash (rec as last
@@ -243,6 +255,10 @@ func (ds *deviceSessions) applyRefresh(ctx context.Context, hash string, rec *se
 	now := ds.now()
 	if !now.Before(next.ExpiresAt) {
 		return true // unused too long already: its next read ends it
+	}
+	if next.ExpiresAt.Equal(rec.ExpiresAt) && next.GrantRefreshBy.Equal(rec.GrantRefreshBy) &&
+		next.GrantEndsAt.Equal(rec.GrantEndsAt) && slices.Equal(next.Scopes, rec.Scopes) {
+		return true // nothing changed (a public client's refresh): no write
 	}
 	ttl := recordTTL(next.ExpiresAt, now)
 	sctx, cancel := ds.op(ctx)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,8 @@ type Manager struct {
 	keepAliveBusy map[string]bool
 
 	limits *rateLimiter // login rate limits (rate_limit.go); nil when disabled
+
+	liveness livenessState // the liveness check's claims (liveness.go)
 }
 
 // New validates cfg, fills in defaults and returns a Manager. Every problem
@@ -153,7 +156,7 @@ func New(cfg Config) (*Manager, error) {
 		if ix == nil || limiter == nil {
 			return nil, &ConfigurationError{Field: "KeepAlive", Reason: "needs a Storage with storage.Indexer and an OAuth client with oauthclient.GrantLimiter"}
 		}
-		m.bg.run(m.keepAliveLoop)
+		m.every(keepAliveSweepEvery, func() { m.sweepKeepAlive(context.Background()) })
 	}
 	if _, ok := cfg.Storage.(storage.Taker); !ok {
 		m.log.Warn("storage has no atomic Take: one-time records are single-use within this process only; use a store from the stores packages for several instances")
@@ -162,6 +165,7 @@ func New(cfg Config) (*Manager, error) {
 		m.log.Warn("storage has no Locker: a native app's token rotations and a session's end are serialised within this process only; use a store from the stores packages for several instances")
 	}
 	m.startRetiredKeySweeps() // key_retirement.go
+	m.startLivenessChecks()   // liveness.go
 	return m, nil
 }
 
@@ -206,17 +210,54 @@ func (m *Manager) onRefresh(r oauthclient.Refresh) {
 	m.bg.run(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 4*m.cfg.StorageTimeout)
 		defer cancel()
-		m.sessions.followGrant(ctx, r)
+		hash, rec := m.sessions.followGrant(ctx, r, m.hooks.fn != nil)
 		m.scheduleKeepAlive(ctx, r.DID, r.SessionID, r.RefreshBy, r.EndsAt)
+		m.emitRefresh(r, &rec, hash)
 		if m.sessions.identity.every > 0 {
 			m.startIdentityCheck(r.DID)
 		}
 	})
 }
 
+// emitRefresh reports a refresh (and the scopes it changed) to
+// Config.OnEvent: scope strings, the account and the device session's
+// reference, never a token.
+func (m *Manager) emitRefresh(r oauthclient.Refresh, rec *sessionRecord, hash string) {
+	if m.hooks.fn == nil {
+		return
+	}
+	e := Event{Type: EventTokensRefreshed, DID: r.DID, Handle: rec.Handle, Kind: rec.kind(), Time: m.now(),
+		Scopes: slices.Clone(r.Scopes), PreviousScopes: slices.Clone(r.PreviousScopes)}
+	if hash != "" {
+		e.Session = m.ref(hash)
+	} else {
+		e.Kind = ""
+	}
+	m.hooks.emit(m, e)
+	if r.PreviousScopes != nil && len(r.Scopes) > 0 && !sameScopes(r.Scopes, r.PreviousScopes) {
+		e.Type = EventScopesChanged
+		e.Scopes, e.PreviousScopes = slices.Clone(r.Scopes), slices.Clone(r.PreviousScopes)
+		m.hooks.emit(m, e)
+	}
+}
+
+// sameScopes compares two scope sets, whatever their order.
+func sameScopes(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
 // emit sends a lifecycle event to Config.OnEvent.
 func (m *Manager) emit(typ EventType, reason EndReason, rec *sessionRecord, hash string) {
-	m.hooks.emit(m, Event{Type: typ, Reason: reason, DID: rec.DID, Handle: rec.Handle, Session: m.ref(hash), Kind: rec.kind(), Time: m.now()})
+	e := Event{Type: typ, Reason: reason, DID: rec.DID, Handle: rec.Handle, Kind: rec.kind(), Time: m.now()}
+	if hash != "" {
+		e.Session = m.ref(hash)
+	} else {
+		e.Kind = "" // a grant with no device session
+	}
+	m.hooks.emit(m, e)
 }
 
 // randomToken returns n random bytes, base64url encoded.

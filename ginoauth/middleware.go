@@ -43,7 +43,11 @@ func (m *Manager) sessionCheck(required bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		u, err := m.loadUser(c)
 		if err == nil && u == nil && required {
-			err = &SessionError{Code: state(c).reason}
+			se := m.sessionError(c, state(c).reason)
+			if m.backToLogin(c, se) {
+				return
+			}
+			err = se
 		}
 		if err != nil {
 			m.abortWithError(c, err)
@@ -83,7 +87,7 @@ func (m *Manager) ValidateSession(c *gin.Context) (*User, error) {
 		return nil, err
 	}
 	if u == nil {
-		return nil, &SessionError{Code: state(c).reason}
+		return nil, m.sessionError(c, state(c).reason)
 	}
 	return u, nil
 }
@@ -208,6 +212,9 @@ func (m *Manager) readCookie(c *gin.Context) (*User, ErrorCode, error) {
 		}
 	}
 	u, reason, err := m.sessions.read(c.Request.Context(), sid, kindWeb)
+	if err == nil && u == nil {
+		reason = m.noteEndedSession(c, sid, reason)
+	}
 	if err == nil && u != nil {
 		u.sid, u.others, u.othersUntil = sid, others, othersUntil
 		// Extended (here, or since the cookie was sealed): the cookie's

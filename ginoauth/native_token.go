@@ -40,7 +40,11 @@ func (m *Manager) readBearer(c *gin.Context, token string) (*User, ErrorCode, er
 	}) {
 		return nil, CodeInvalidToken, nil
 	}
-	return m.sessions.read(c.Request.Context(), token, kindMobile)
+	u, reason, err := m.sessions.read(c.Request.Context(), token, kindMobile)
+	if err == nil && u == nil {
+		reason = m.noteEndedSession(c, token, reason)
+	}
+	return u, reason, err
 }
 
 // rotateMobileToken gives the native app of this request (by its bearer
@@ -183,7 +187,13 @@ func (m *Manager) refreshForRotation(ctx context.Context, hash string, rec *sess
 	defer cancel()
 	switch err := r.RefreshTokens(rctx); {
 	case errors.Is(err, oauthclient.ErrSessionGone):
-		return nil, gone(EndRefreshRefused, err)
+		reason := goneReason(err, refusedReason(rec, m.now()))
+		gerr := gone(reason, err)
+		var se *SessionError
+		if reason == EndRevokedAtServer && errors.As(gerr, &se) {
+			m.sessions.emit(EventGrantRevoked, reason, rec, hash)
+		}
+		return nil, gerr
 	case err != nil:
 		if isStorageErr(err) {
 			return nil, err

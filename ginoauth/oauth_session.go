@@ -52,14 +52,15 @@ func (m *Manager) OAuthSession(c *gin.Context) (oauthclient.Session, error) {
 		return bound, nil
 	}
 	if errors.Is(err, oauthclient.ErrSessionGone) {
-		if derr := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), goneReason(err, EndRevoked)); derr != nil {
+		reason := goneReason(err, EndRevoked)
+		if derr := m.sessions.end(c.Request.Context(), u.sessionHash, u.record(), reason); derr != nil {
 			return nil, derr
 		}
 		if derr := m.dropActive(c); derr != nil { // the browser's other accounts stay
 			return nil, derr
 		}
 		setState(c, nil, CodeOAuthSessionGone)
-		return nil, &SessionError{Code: CodeOAuthSessionGone, Err: err}
+		return nil, &SessionError{Code: CodeOAuthSessionGone, Err: err, Reason: reason, LoginURL: m.loginAgainURL(u.DID, c.Request)}
 	}
 	return nil, storage.Wrap("get", err)
 }
@@ -195,18 +196,20 @@ func (s *deviceBoundSession) endIfGone(err error) error {
 	}
 	s.ended.Do(func() {
 		// The request may be over; the user must be logged out anyway.
-		reason := goneReason(err, EndRefreshRefused)
+		// Past its known limits the grant expired; before them the server
+		// ended it (refusedReason).
+		reason := goneReason(err, refusedReason(&s.rec, s.ds.now()))
 		ctx, cancel := context.WithTimeout(context.Background(), 2*s.ds.timeout)
 		defer cancel()
-		if reason == EndRefreshRefused && !s.rec.GrantRefreshBy.IsZero() && !s.ds.now().Before(s.rec.GrantRefreshBy) {
-			reason = EndGrantExpired // the refresh came too late: the grant had reached its limit
-		}
-		if reason == EndRefreshRefused && s.ds.identity.afterRefused != nil && s.ds.identity.afterRefused(ctx, s.rec.DID) {
+		if (reason == EndRefreshRefused || reason == EndRevokedAtServer) && s.ds.identity.afterRefused != nil && s.ds.identity.afterRefused(ctx, s.rec.DID) {
 			return // the account was taken down or deleted: its sessions ended with that reason
 		}
 		if err := s.ds.end(ctx, s.hash, &s.rec, reason); err != nil {
 			s.ds.log.Error("ending a session whose OAuth session is gone failed", "session", shortRef(s.hash), "err", err)
 			return
+		}
+		if reason == EndRevokedAtServer {
+			s.ds.emit(EventGrantRevoked, reason, &s.rec, s.hash)
 		}
 		s.ds.log.Info("session ended", "reason", string(reason), "session", shortRef(s.hash))
 	})

@@ -44,7 +44,8 @@ import (
 //	GET  /mobile/refresh-token     (bearer) -> {"success", "payload": {"did", "sid"}}
 //	GET  /oauth/callback                  completes the login, 302 to the return path
 //	GET  /api/session                     200 {"valid":true,"did",...,"accounts":[...]}
-//	                                      or 401 {"valid":false}
+//	                                      or 401 {"valid":false} (with "reason" and
+//	                                      "login" when a new login fixes it)
 //	POST /api/logout                      200 {"success":true}: ends every account of
 //	                                      the browser; 303 to the form's
 //	                                      redirect (default /) for an HTML form
@@ -226,7 +227,9 @@ func (m *Manager) sessionHandler() gin.HandlerFunc {
 		}
 		var se *SessionError
 		if errors.As(err, &se) || (err == nil && u == nil) {
-			c.JSON(http.StatusUnauthorized, gin.H{"valid": false})
+			body := gin.H{"valid": false}
+			m.endedAnswer(c, u, err, body)
+			c.JSON(http.StatusUnauthorized, body)
 			return
 		}
 		if err != nil {

@@ -39,8 +39,10 @@ func (ds *deviceSessions) end(ctx context.Context, hash string, rec *sessionReco
 // endLocked is end for a caller that holds rec's device lock.
 func (ds *deviceSessions) endLocked(ctx context.Context, hash string, rec *sessionRecord, reason EndReason) error {
 	var stored sessionRecord
+	already := false // ended before this call got the lock: its end was reported then
 	switch err := ds.get(ctx, hash, &stored); {
 	case errors.Is(err, storage.ErrNotFound):
+		already = true
 	case err != nil:
 		return err
 	}
@@ -65,6 +67,9 @@ func (ds *deviceSessions) endLocked(ctx context.Context, hash string, rec *sessi
 	if err := ds.deleteRecords(ctx, hash); err != nil {
 		return err
 	}
+	if !already {
+		ds.noteEnded(ctx, hash, rec, reason) // back_to_login.go
+	}
 	for _, h := range append(linked, hash) {
 		_ = ds.unindex(ctx, rec.DID, h)
 		ds.seen.forget(h)
@@ -73,7 +78,7 @@ func (ds *deviceSessions) endLocked(ctx context.Context, hash string, rec *sessi
 	}
 	switch {
 	case rec.OAuthSessionID == "":
-	case reason == EndRevoked || reason == EndRefreshRefused || reason == EndGrantExpired:
+	case reason == EndRevoked || reason == EndRefreshRefused || reason == EndRevokedAtServer || reason == EndGrantExpired:
 		ds.forgetBackground(ctx, rec.DID, rec.OAuthSessionID) // the grant is gone
 		if reason == EndGrantExpired {
 			did, id := rec.DID, rec.OAuthSessionID // the client's copy is dead: delete it
@@ -86,6 +91,9 @@ func (ds *deviceSessions) endLocked(ctx context.Context, hash string, rec *sessi
 		ds.bg.run(func() { ds.revoke(context.Background(), did, id, hash) })
 	default:
 		ds.revoke(ctx, rec.DID, rec.OAuthSessionID, hash)
+	}
+	if already {
+		return nil
 	}
 	typ := EventSessionEnded
 	if reason == EndLogout {

@@ -138,3 +138,47 @@ func TestEmulatedTakeIsSingleUse(t *testing.T) {
 		}
 	}
 }
+
+// Two ends of one session (a request and a background check, or two
+// instances) report it once: the second finds it gone under the device
+// lock and emits nothing, nor leaves a second note.
+func TestASessionEndedTwiceIsReportedOnce(t *testing.T) {
+	var mu sync.Mutex
+	var events []Event
+	done := make(chan struct{}, 4)
+	cfg := validConfig()
+	cfg.Storage = newPlainStorage()
+	cfg.OnEvent = func(e Event) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+		done <- struct{}{}
+	}
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := testContext()
+	if _, err := m.startSession(c, &oauthclient.Grant{DID: "did:plc:abc", OAuthSessionID: "s1"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	<-done // the login
+	u, _ := CurrentUser(c)
+	for range 2 {
+		if err := m.sessions.end(context.Background(), u.sessionHash, u.record(), EndRevokedAtServer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = m.Close() // delivers every queued event
+	mu.Lock()
+	defer mu.Unlock()
+	n := 0
+	for _, e := range events {
+		if e.Type == EventSessionEnded {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d session_ended events for one session, want 1: %+v", n, events)
+	}
+}

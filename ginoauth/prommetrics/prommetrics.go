@@ -20,6 +20,7 @@
 //	token_refresh_seconds{outcome}        token refresh grants: ok, refused, network, storage
 //	refresh_lock_wait_seconds             how long refreshes waited for the cross-instance lock
 //	keepalive_runs_total{outcome}         keep-alive runs (Config.KeepAlive): refreshed, not_due, gone, refused, network, storage
+//	liveness_checks_total{outcome}        liveness checks (Config.LivenessCheckEvery): live, ended, gone, unknown
 //
 // Live sessions are not counted: across instances sharing a store there is
 // no cheap, correct count.
@@ -45,6 +46,7 @@ type Metrics struct {
 	refreshes      *prometheus.HistogramVec
 	lockWait       prometheus.Histogram
 	keepAlive      *prometheus.CounterVec
+	liveness       *prometheus.CounterVec
 	rateLimited    *prometheus.CounterVec
 }
 
@@ -71,10 +73,12 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "How long token refreshes waited for the cross-instance refresh lock.", Buckets: slow}),
 		keepAlive: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ginoauth_keepalive_runs_total",
 			Help: "Keep-alive runs by outcome (refreshed, not_due, gone, refused, network, storage)."}, []string{"outcome"}),
+		liveness: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ginoauth_liveness_checks_total",
+			Help: "Liveness checks of grants with their PDS by outcome (live, ended, gone, unknown)."}, []string{"outcome"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ginoauth_rate_limited_total",
 			Help: "Requests refused (429) by the login rate limits, by limit (login_start, callback)."}, []string{"limit"}),
 	}
-	for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsFinished, m.callback, m.checks, m.storage, m.refreshes, m.lockWait, m.keepAlive, m.rateLimited} {
+	for _, c := range []prometheus.Collector{m.loginsStarted, m.loginsFinished, m.callback, m.checks, m.storage, m.refreshes, m.lockWait, m.keepAlive, m.liveness, m.rateLimited} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -113,3 +117,7 @@ func (m *Metrics) RefreshFinished(outcome string, took time.Duration) {
 // KeepAliveRan counts a keep-alive run by outcome; the Manager calls it on
 // a Metrics that has it (ginoauth.Config.KeepAlive).
 func (m *Metrics) KeepAliveRan(outcome string) { m.keepAlive.WithLabelValues(outcome).Inc() }
+
+// LivenessChecked counts a liveness check by outcome; the Manager calls it
+// on a Metrics that has it (Config.LivenessCheckEvery).
+func (m *Metrics) LivenessChecked(outcome string) { m.liveness.WithLabelValues(outcome).Inc() }
