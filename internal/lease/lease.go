@@ -177,15 +177,16 @@ func (h *Held) Bind(parent context.Context) (context.Context, context.CancelFunc
 // this process): a failed release can be retried until then.
 func (h *Held) TTL() time.Duration { return h.ttl }
 
-// errReleased ends the context of a holder that stopped.
-var errReleased = errors.New("lease: released")
+// ErrReleased is the cause of a Held context that ended because its
+// holder stopped (Stop or Unlock).
+var ErrReleased = errors.New("lease: released")
 
 // Stop stops renewing the lease and ends Context; the lock stays held
 // until it lapses or Unlock releases it.
 func (h *Held) Stop() {
 	h.once.Do(func() {
 		close(h.stop)
-		h.cancel(errReleased)
+		h.cancel(ErrReleased)
 	})
 }
 
