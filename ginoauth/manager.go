@@ -131,6 +131,7 @@ func New(cfg Config) (*Manager, error) {
 		revoke:        m.revoke,
 		emit:          m.emit,
 		successorHash: m.successorHash,
+		lockLease:     renewedLockLease,
 	}
 	if swapper == nil {
 		m.log.Warn("storage has no storage.Swapper: sessions are not extended by use; SessionTTL counts from the login")

@@ -40,7 +40,7 @@ func TestDeviceLockWithoutALocker(t *testing.T) {
 			if i%2 == 1 {
 				r = &rotated
 			}
-			release, err := m.sessions.lockDevice(ctx, r)
+			_, release, err := m.sessions.lockDevice(ctx, r)
 			if err != nil {
 				t.Error(err)
 				return
@@ -58,11 +58,11 @@ func TestDeviceLockWithoutALocker(t *testing.T) {
 		t.Fatalf("%d times two holders at once; want none", overlaps.Load())
 	}
 
-	release, err := m.sessions.lockDevice(ctx, rec)
+	_, release, err := m.sessions.lockDevice(ctx, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r2, err := m.sessions.lockDevice(ctx, other); err != nil {
+	if _, r2, err := m.sessions.lockDevice(ctx, other); err != nil {
 		t.Fatalf("another login's lock: %v", err)
 	} else {
 		r2()
@@ -70,11 +70,11 @@ func TestDeviceLockWithoutALocker(t *testing.T) {
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
 	var se *storage.Error
-	if _, err := m.sessions.lockDevice(short, rec); !errors.As(err, &se) {
+	if _, _, err := m.sessions.lockDevice(short, rec); !errors.As(err, &se) {
 		t.Fatalf("a waiter that gives up: %v; want a *storage.Error", err)
 	}
 	release()
-	if r3, err := m.sessions.lockDevice(ctx, rec); err != nil {
+	if _, r3, err := m.sessions.lockDevice(ctx, rec); err != nil {
 		t.Fatalf("after the release: %v", err)
 	} else {
 		r3()
