@@ -184,7 +184,7 @@ func testRenewTakenOver(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var otherRL storage.RenewableLocker = rl
+	otherRL := rl
 	if h.Reopen != nil {
 		otherRL = renewable(t, h.Reopen(t, s))
 	}

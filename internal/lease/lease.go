@@ -87,7 +87,9 @@ func Take(ctx context.Context, l storage.Locker, name string, p Policy) (*Held, 
 		}
 	}
 	h := newHeld(unlock, p.TTL)
-	go h.renew(rl, name, token, p, start)
+	// Renewals outlive the caller's ctx (a wait for the lock): the holder
+	// works detached from its request, and Unlock stops them.
+	go h.renew(rl, name, token, p, start) //nolint:gosec // see above
 	return h, nil
 }
 
