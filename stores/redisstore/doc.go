@@ -133,6 +133,10 @@
 //     renewal the replicas did not acknowledge is a failure (the lease may
 //     be longer on the primary than on them), and the holder counts its
 //     lease from its last acknowledged renewal, which a failover keeps.
+//     A failover slower than the renewed lease's margin (about 4 s; a
+//     killed primary takes cluster-node-timeout and more) leaves the
+//     leases on that shard unrenewed, and their holders stop (see
+//     "Token refresh across instances" in the README).
 //     Options.UnreplicatedLeases turns this off.
 //   - On a cluster client or a failover (Sentinel) client, Set, Delete,
 //     Take, AddMember, RemoveMember and Unlock wait the same way
