@@ -1,8 +1,8 @@
 // Package storage is the contract between the library and the database it
 // keeps its state in: a key-value Store with TTLs, and the optional
-// capabilities that make several app instances safe (Taker, Locker,
-// Indexer), let sessions slide safely (Swapper) or let session checks read
-// from a replica (StaleReader).
+// capabilities that make several app instances safe (Taker, Locker and
+// RenewableLocker, Indexer), let sessions slide safely (Swapper) or let
+// session checks read from a replica (StaleReader).
 //
 // The contract grows only by optional capabilities: each is an interface
 // of its own that the library finds by type assertion, never a new method

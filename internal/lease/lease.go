@@ -55,7 +55,7 @@ type Held struct {
 }
 
 // Take waits, as ctx allows, for the lock name on l and holds it until
-// Release: renewed when l is a storage.RenewableLocker (and p.TTL is
+// Unlock: renewed when l is a storage.RenewableLocker (and p.TTL is
 // shorter than p.Max), leased for p.Max otherwise.
 func Take(ctx context.Context, l storage.Locker, name string, p Policy) (*Held, error) {
 	rl, ok := l.(storage.RenewableLocker)
