@@ -36,7 +36,10 @@ import (
 //
 // Once the lock is held, the refresh and the save of its tokens run
 // detached from the request (a browser that goes away cannot drop rotated
-// tokens) within a budget well inside the lock's lease; a failed save is
+// tokens) within a budget inside the lock's longest hold; on a store with
+// storage.RenewableLocker the lease is short and renewed meanwhile, and
+// the re-read and the token request stop before it could lapse unrenewed
+// (so a crashed holder blocks the session for seconds); a failed save is
 // retried within that budget; the lock is released at the end, and a
 // release that fails is retried in the background so that other instances
 // do not wait out the lease. Tokens are only ever written by the lock
