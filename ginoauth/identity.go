@@ -251,15 +251,15 @@ func (ds *deviceSessions) rewrite(ctx context.Context, hash string, rec sessionR
 			return
 		}
 		if ds.swapper == nil {
-			release, err := ds.lockDevice(ctx, &rec)
+			lctx, release, err := ds.lockDevice(ctx, &rec)
 			if err != nil {
 				return
 			}
 			var fresh sessionRecord
-			if ds.get(ctx, hash, &fresh) == nil {
+			if ds.get(lctx, hash, &fresh) == nil {
 				next = fresh
 				change(&next)
-				_ = ds.put(ctx, hash, &next, fresh.ttl(now))
+				_ = ds.put(lctx, hash, &next, fresh.ttl(now))
 			}
 			release()
 			return

@@ -141,6 +141,7 @@ func New(cfg Config) (*Manager, error) {
 		revoke:        m.revoke,
 		emit:          m.emit,
 		successorHash: m.successorHash,
+		lockLease:     renewedLockLease,
 	}
 	if _, ok := cfg.OAuthClient.(oauthclient.IdentityChecker); ok && ix != nil && cfg.IdentityCheckInterval > 0 {
 		m.sessions.identity = identityChecks{every: cfg.IdentityCheckInterval, start: m.startIdentityCheck,

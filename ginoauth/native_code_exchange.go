@@ -99,7 +99,7 @@ func (m *Manager) redeemMobileCode(c *gin.Context, code, verifier, redirectURI s
 	codeHash := hashSessionID(code)
 	// One redemption of a code at a time, on every instance: a second one
 	// finds the first's record of what it produced.
-	release, err := m.sessions.lockNamed(ctx, "mcode-lock:"+codeHash, m.codeLockLease())
+	ctx, release, err := m.sessions.lockNamed(ctx, "mcode-lock:"+codeHash, m.codeLockLease())
 	if err != nil {
 		return nil, err
 	}

@@ -77,8 +77,8 @@ func (m *Manager) rotateMobileToken(c *gin.Context) (*mobileSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx := c.Request.Context()
-	release, err := m.sessions.lockDevice(ctx, u.record())
+	// The work under the lock stops before its lease could lapse.
+	ctx, release, err := m.sessions.lockDevice(c.Request.Context(), u.record())
 	if err != nil {
 		return nil, err
 	}

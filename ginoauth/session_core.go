@@ -70,6 +70,9 @@ type deviceSessions struct {
 	seen     seenTracker
 	// localLocks are the device locks when the Storage has no Locker.
 	localLocks processLocks
+	// lockLease is the renewed lease of device and code locks
+	// (renewedLockLease; tests shorten it).
+	lockLease time.Duration
 
 	// The sliding lifetime (see lifetime.go): how long each kind lasts
 	// without use, the app's cap from the login (0: the grant's), the

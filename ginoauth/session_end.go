@@ -28,7 +28,7 @@ const revokeTimeout = 45 * time.Second
 // event with the reason. Only the lock and the record deletions can fail
 // the call (a *storage.Error): the session is then still live.
 func (ds *deviceSessions) end(ctx context.Context, hash string, rec *sessionRecord, reason EndReason) error {
-	release, err := ds.lockDevice(ctx, rec)
+	ctx, release, err := ds.lockDevice(ctx, rec)
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,7 @@ import (
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
+	"github.com/gin-atproto/oauth-sessions/internal/lease"
 )
 
 // Options tune a Client; zero values get defaults.
@@ -121,8 +122,10 @@ type Client struct {
 	rescued  rescuedTokens
 	// saveBudget is the package's saveBudget; tests shorten it.
 	saveBudget time.Duration
-	sets       permissionSets
-	metrics    oauthclient.RefreshMetrics
+	// refreshLease is the package's refreshLease; tests shorten it.
+	refreshLease lease.Policy
+	sets         permissionSets
+	metrics      oauthclient.RefreshMetrics
 
 	notifyMu sync.Mutex
 	notify   []func(oauthclient.Refresh) // OnRefresh's functions
@@ -213,7 +216,7 @@ func New(config oauth.ClientConfig, storage storage.Store, opts Options) *Client
 	if app.Dir == nil {
 		app.Dir = newPublicDirectory(app.Resolver.UserAgent)
 	}
-	c := &Client{app: app, store: store, browser: opts.BrowserURL, metadata: opts.Metadata, log: opts.Logger, saveBudget: saveBudget, metrics: opts.Metrics, keys: keys, legacyKID: legacyKID}
+	c := &Client{app: app, store: store, browser: opts.BrowserURL, metadata: opts.Metadata, log: opts.Logger, saveBudget: saveBudget, refreshLease: refreshLease, metrics: opts.Metrics, keys: keys, legacyKID: legacyKID}
 	if c.metrics == nil {
 		c.metrics = noRefreshMetrics{}
 	}
@@ -602,13 +605,13 @@ func (c *Client) Revoke(ctx context.Context, did, sessionID string) error {
 	if err != nil {
 		return nil
 	}
-	unlock, lockErr := c.lockWithin(ctx, refreshLockName(d, sessionID))
+	held, lockErr := c.lockWithin(ctx, refreshLockName(d, sessionID))
 	if lockErr != nil {
 		// Revoking what is stored is still better than leaving live
 		// tokens behind; the lock wait already outlasted any lease.
 		c.log.Warn("revoking without the refresh lock", "did", d, "session", shortHash(sessionID), "err", lockErr)
 	} else {
-		defer c.release(unlock)
+		defer c.release(held)
 	}
 	ls, err := c.load(ctx, d, sessionID)
 	if errors.Is(err, storage.ErrNotFound) {

@@ -106,11 +106,14 @@ func (c *Client) FollowPDS(ctx context.Context, did, sessionID, pds string) erro
 		return gone(err)
 	}
 	pds = strings.TrimRight(pds, "/")
-	unlock, err := c.lockWithin(ctx, refreshLockName(d, sessionID))
+	held, err := c.lockWithin(ctx, refreshLockName(d, sessionID))
 	if err != nil {
 		return fmt.Errorf("indigoclient: waiting for the refresh lock: %w", err)
 	}
-	defer c.release(unlock)
+	defer c.release(held)
+	// The rewrite must not land after the lease could have lapsed.
+	ctx, stop := held.Bind(ctx)
+	defer stop()
 	st, err := c.store.loadSession(ctx, d, sessionID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return gone(err)

@@ -10,14 +10,27 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
+	"github.com/gin-atproto/oauth-sessions/internal/lease"
 )
 
 // The refresh lock's timing. The holder finishes (refresh, then save with
-// retries) within refreshBudget + saveBudget, well inside the lease, so the
+// retries) within refreshBudget + saveBudget, inside refreshLockTTL, so the
 // lease cannot lapse under a working holder and let a second refresh start.
+//
+// On a storage.RenewableLocker the lease is refreshLeaseTTL, renewed every
+// third of it while the holder works (internal/lease), so a holder that
+// crashes blocks the session's refreshes, on every instance, for at most
+// refreshLeaseTTL. The holder's work (re-reading the session, the token
+// request) runs on a context that ends before the lease could lapse
+// unrenewed; the save of rotated tokens does not (it only ever replaces
+// the tokens the refresh spent), and a save that fails is rescued.
 const (
-	// refreshLockTTL is the lease: a crashed holder blocks others this long.
+	// refreshLockTTL is the longest hold, and the lease on a store
+	// without renewals: a crashed holder blocks others this long there.
 	refreshLockTTL = 30 * time.Second
+	// refreshLeaseTTL is the renewed lease: a crashed holder blocks
+	// others this long.
+	refreshLeaseTTL = 6 * time.Second
 	// refreshBudget bounds re-reading the session and the token request.
 	refreshBudget = 15 * time.Second
 	// saveBudget bounds the save of rotated tokens, retries included.
@@ -27,25 +40,42 @@ const (
 	lockWait = refreshLockTTL + 5*time.Second
 )
 
+// refreshLease is the refresh lock's lease policy.
+var refreshLease = lease.Policy{TTL: refreshLeaseTTL, Max: refreshLockTTL}
+
 // lockWithin takes the named refresh lock, waiting at most lockWait.
-func (c *Client) lockWithin(ctx context.Context, name string) (storage.Unlock, error) {
+func (c *Client) lockWithin(ctx context.Context, name string) (*lease.Held, error) {
 	ctx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
 	if l, ok := c.store.storage.(storage.Locker); ok {
-		return l.Lock(ctx, name, refreshLockTTL)
+		return lease.Take(ctx, l, name, c.refreshLease)
 	}
-	return c.locks.lock(ctx, name)
+	unlock, err := c.locks.lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return lease.Local(unlock), nil
+}
+
+// watchLease logs when the lease of a refresh lock ends before its holder
+// released it: storage failed to renew it, or it was lost.
+func (c *Client) watchLease(h *lease.Held, did syntax.DID, id string) {
+	context.AfterFunc(h.Context(), func() {
+		if cause := context.Cause(h.Context()); !errors.Is(cause, lease.ErrReleased) {
+			c.log.Warn("the refresh lock's lease could not be kept; token work under it stops", "did", did, "session", shortHash(id), "err", cause)
+		}
+	})
 }
 
 // release releases a refresh lock. If that fails (storage trouble), it
 // keeps trying in the background until it works or the lease has lapsed
 // by itself, so other instances do not wait out the whole lease.
-func (c *Client) release(unlock storage.Unlock) {
-	lapse := time.Now().Add(refreshLockTTL)
+func (c *Client) release(h *lease.Held) {
+	lapse := time.Now().Add(h.TTL())
 	try := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), c.store.timeout)
 		defer cancel()
-		return unlock(ctx)
+		return h.Unlock(ctx)
 	}
 	err := try()
 	if err == nil {
@@ -82,14 +112,14 @@ func (c *Client) saveRotated(ctx context.Context, data oauth.ClientSessionData, 
 
 // rescue keeps rotated tokens whose save failed: in memory for this
 // process's requests, and saved in the background as soon as storage
-// answers, holding the refresh lock until then. kid is the client key the
-// session is bound to.
-func (c *Client) rescue(data oauth.ClientSessionData, kid, spent string, unlock storage.Unlock) {
+// answers, holding the refresh lock until then (renewed, for at most
+// refreshLockTTL in all). kid is the client key the session is bound to.
+func (c *Client) rescue(data oauth.ClientSessionData, kid, spent string, held *lease.Held) {
 	did, id := data.AccountDID, data.SessionID
 	c.rescued.put(data, kid)
 	c.log.Error("could not save rotated OAuth tokens; keeping them in memory and retrying in the background", "did", did, "session", shortHash(id))
 	c.bg.run(func(stop <-chan struct{}) {
-		defer c.release(unlock)
+		defer c.release(held)
 		saved := retry(stop, time.Time{}, func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), c.store.timeout)
 			defer cancel()

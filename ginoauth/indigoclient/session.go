@@ -36,7 +36,10 @@ import (
 //
 // Once the lock is held, the refresh and the save of its tokens run
 // detached from the request (a browser that goes away cannot drop rotated
-// tokens) within a budget well inside the lock's lease; a failed save is
+// tokens) within a budget inside the lock's longest hold; on a store with
+// storage.RenewableLocker the lease is short and renewed meanwhile, and
+// the re-read and the token request stop before it could lapse unrenewed
+// (so a crashed holder blocks the session for seconds); a failed save is
 // retried within that budget; the lock is released at the end, and a
 // release that fails is retried in the background so that other instances
 // do not wait out the lease. Tokens are only ever written by the lock
@@ -149,11 +152,12 @@ func (s *session) RefreshTokens(ctx context.Context) error {
 func (s *session) refresh(ctx context.Context, rejected string) error {
 	c := s.c
 	began := time.Now()
-	unlock, err := c.lockWithin(ctx, refreshLockName(s.did, s.id))
+	held, err := c.lockWithin(ctx, refreshLockName(s.did, s.id))
 	c.metrics.RefreshLockWaited(time.Since(began))
 	if err != nil {
 		return fmt.Errorf("indigoclient: waiting for the refresh lock: %w", err)
 	}
+	c.watchLease(held, s.did, s.id)
 	// From here on the request's cancellation no longer applies: a refresh
 	// whose answer is lost makes the next one a replay.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshBudget)
@@ -161,11 +165,17 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 	release := true
 	defer func() {
 		if release {
-			c.release(unlock)
+			c.release(held)
 		}
 	}()
+	// But the lease's end does: the re-read and the token request stop
+	// before another instance can take the lock and refresh the same
+	// tokens. (The saves below may outlive it: they only ever replace the
+	// tokens this refresh spent.)
+	work, stopWork := held.Bind(ctx)
+	defer stopWork()
 
-	ls, err := c.load(ctx, s.did, s.id) // the newest copy, as of now
+	ls, err := c.load(work, s.did, s.id) // the newest copy, as of now
 	if errors.Is(err, storage.ErrNotFound) {
 		return gone(err)
 	}
@@ -188,10 +198,16 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 	}
 	granted := time.Now()
 	previousScopes := slices.Clone(fresh.Data.Scopes)
-	err = c.refreshGrant(ctx, fresh, clientKey)
+	if err := work.Err(); err != nil {
+		return fmt.Errorf("indigoclient: token refresh not started: %w", context.Cause(work))
+	}
+	err = c.refreshGrant(work, fresh, clientKey)
 	c.metrics.RefreshFinished(refreshOutcome(err), time.Since(granted))
 	if err != nil {
 		if !isTerminalRefreshError(err) {
+			if work.Err() != nil && ctx.Err() == nil {
+				err = fmt.Errorf("%w (%w)", err, context.Cause(work))
+			}
 			return fmt.Errorf("indigoclient: token refresh: %w", err)
 		}
 		c.log.Info("OAuth session ended by the authorization server", "did", s.did, "session", shortHash(s.id), "err", err)
@@ -222,7 +238,7 @@ func (s *session) refresh(ctx context.Context, rejected string) error {
 		return fmt.Errorf("indigoclient: token refresh raced another instance: %w", err)
 	default:
 		release = false // the rescue keeps the lock until the tokens are saved
-		c.rescue(rotated, ls.kid, spent, unlock)
+		c.rescue(rotated, ls.kid, spent, held)
 		s.swap(fresh)
 		c.notifyRefresh(ctx, rotated, previousScopes, false)
 		return nil

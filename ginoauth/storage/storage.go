@@ -1,8 +1,8 @@
 // Package storage is the contract between the library and the database it
 // keeps its state in: a key-value Store with TTLs, and the optional
-// capabilities that make several app instances safe (Taker, Locker,
-// Indexer), let sessions slide safely (Swapper) or let session checks read
-// from a replica (StaleReader).
+// capabilities that make several app instances safe (Taker, Locker and
+// RenewableLocker, Indexer), let sessions slide safely (Swapper) or let
+// session checks read from a replica (StaleReader).
 //
 // The contract grows only by optional capabilities: each is an interface
 // of its own that the library finds by type assertion, never a new method
@@ -59,7 +59,8 @@ var ErrNotFound = errors.New("storage: key not found")
 //
 // Optional capabilities are separate interfaces found by type assertion:
 // Taker (atomic read-and-delete), Locker (a lock shared by every process
-// that uses the same store), Indexer (sets of members, for the
+// that uses the same store), RenewableLocker (a Locker whose holder can
+// extend its lease, so that leases can be short), Indexer (sets of members, for the
 // per-account index of sessions), Swapper (compare-and-swap, to extend a
 // session without bringing back one ended meanwhile), StaleReader (reads
 // that a replica may answer, within a staleness bound) and Counter (atomic
@@ -203,7 +204,7 @@ func ValidateKey(key string) error {
 // Error reports that a Store failed to answer (not a "not found"). The
 // library answers it with 503.
 type Error struct {
-	Op  string // "get", "get-stale", "set", "delete", "take", "lock", "add-member", "remove-member", "members", "swap", "incr" or "cleanup"
+	Op  string // "get", "get-stale", "set", "delete", "take", "lock", "renew", "add-member", "remove-member", "members", "swap", "incr" or "cleanup"
 	Err error
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +57,10 @@ var mutants = []struct {
 	{"unlock-any-holder", "Lock/StaleUnlock"},
 	{"lock-ignores-ctx", "Lock/Context"},
 	{"lock-leaks-on-cancel", "Lock/CancelledWaiters"},
+	{"renew-ignores-ttl", "Lock/RenewExtends"},
+	{"renew-revives-lapsed", "Lock/RenewLapsed"},
+	{"renew-any-holder", "Lock/RenewTakenOver"},
+	{"renew-zero-ttl-accepted", "Lock/RenewArguments"},
 	{"members-never-expire", "Index/TTL"},
 	{"members-expiry-per-set", "Index/TTL"},
 	{"member-negative-ttl-accepted", "Index/TTL"},
@@ -396,6 +401,46 @@ var owners struct {
 }
 
 func (m *mutant) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
+	_, unlock, err := m.LockRenewable(ctx, name, ttl)
+	return unlock, err
+}
+
+func (m *mutant) Renew(ctx context.Context, name, token string, ttl time.Duration) error {
+	if m.bug == "lock-ignores-name" {
+		name = "global"
+	}
+	if ttl <= 0 && m.bug != "renew-zero-ttl-accepted" {
+		return errors.New("ttl must be positive")
+	}
+	if err := m.check(ctx, name); err != nil {
+		return err
+	}
+	owner, err := strconv.ParseInt(token, 10, 64)
+	if err != nil && m.bug != "renew-any-holder" {
+		return storage.ErrLeaseLost
+	}
+	m.b.locksMu.Lock()
+	defer m.b.locksMu.Unlock()
+	cur, held := m.b.locks[name]
+	switch {
+	case !held:
+		return storage.ErrLeaseLost
+	case cur.owner != owner && m.bug != "renew-any-holder":
+		return storage.ErrLeaseLost
+	case !time.Now().Before(cur.exp) && m.bug != "renew-revives-lapsed":
+		return storage.ErrLeaseLost
+	}
+	if m.bug != "renew-ignores-ttl" {
+		cur.exp = time.Now().Add(ttl)
+		m.b.locks[name] = cur
+	}
+	return nil
+}
+
+func (m *mutant) LockRenewable(ctx context.Context, name string, ttl time.Duration) (string, storage.Unlock, error) {
+	if ttl <= 0 {
+		return "", nil, errors.New("ttl must be positive")
+	}
 	if m.bug == "lock-ignores-name" {
 		name = "global"
 	}
@@ -413,10 +458,10 @@ func (m *mutant) Lock(ctx context.Context, name string, ttl time.Duration) (stor
 				}
 				m.b.locksMu.Unlock()
 			}
-			return nil, err
+			return "", nil, err
 		}
 		if m.bug == "lock-ignores-ctx" && time.Since(start) > time.Second {
-			return nil, errors.New("gave up") // late, and not ctx's error
+			return "", nil, errors.New("gave up") // late, and not ctx's error
 		}
 		m.b.locksMu.Lock()
 		cur, held := m.b.locks[name]
@@ -428,7 +473,7 @@ func (m *mutant) Lock(ctx context.Context, name string, ttl time.Duration) (stor
 			}
 			m.b.locks[name] = lease{owner: owner, exp: exp}
 			m.b.locksMu.Unlock()
-			return func(context.Context) error {
+			return strconv.FormatInt(owner, 10), func(context.Context) error {
 				m.b.locksMu.Lock()
 				defer m.b.locksMu.Unlock()
 				if cur, ok := m.b.locks[name]; ok && (cur.owner == owner || m.bug == "unlock-any-holder") {
@@ -662,9 +707,10 @@ func (m *mutant) GetStale(ctx context.Context, key string) ([]byte, error) {
 }
 
 var (
-	_ storage.StaleReader = (*mutant)(nil)
-	_ storage.Taker       = (*mutant)(nil)
-	_ storage.Locker      = (*mutant)(nil)
-	_ storage.Indexer     = (*mutant)(nil)
-	_ storage.Swapper     = (*mutant)(nil)
+	_ storage.StaleReader     = (*mutant)(nil)
+	_ storage.Taker           = (*mutant)(nil)
+	_ storage.Locker          = (*mutant)(nil)
+	_ storage.RenewableLocker = (*mutant)(nil)
+	_ storage.Indexer         = (*mutant)(nil)
+	_ storage.Swapper         = (*mutant)(nil)
 )

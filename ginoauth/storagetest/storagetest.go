@@ -18,8 +18,9 @@
 // back. Each check can fail: the package's own tests run the suite against
 // stores with one deliberate bug each and require the right check to catch
 // it. The optional capabilities storage.Taker, storage.Locker,
-// storage.Indexer, storage.Swapper and storage.StaleReader are checked when
-// the store implements them (the Take/, Lock/, Index/, Swap/ and Stale/
+// storage.RenewableLocker, storage.Indexer, storage.Swapper and
+// storage.StaleReader are checked when the store implements them (the
+// Take/, Lock/ (Lock/Renew... for renewals), Index/, Swap/ and Stale/
 // checks, and their parts of the others) and skipped (with a message)
 // otherwise.
 //
@@ -144,6 +145,7 @@ func Run(t *testing.T, h Harness) {
 		{"Stale/TTL", testStaleTTL},
 	}
 	tests = append(tests, counterChecks...)
+	tests = append(tests, renewChecks...)
 	// Most checks spend their time sleeping on TTLs and leases, so they run
 	// concurrently through goroutines rather than t.Parallel, which -parallel
 	// would cap at GOMAXPROCS.

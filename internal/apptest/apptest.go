@@ -122,7 +122,7 @@ func New(t testing.TB, opts Options) *App {
 	if opts.ClientOptions != nil {
 		opts.ClientOptions(&copts)
 	}
-	client := indigoclient.New(oc, a.Store, copts)
+	client := indigoclient.New(oc, a.Store.clientStorage(), copts)
 	a.Client = &ObservedClient{Client: client}
 	if opts.ClientConfig != nil {
 		a.Client.sharedOrigin = base
@@ -413,6 +413,7 @@ const (
 	OpTake   = "take"
 	OpLock   = "lock"
 	OpUnlock = "unlock"
+	OpRenew  = "renew"
 	OpIndex  = "index" // AddMember, RemoveMember and Members
 	// OpAddMember is AddMember alone: background work (a refresh's
 	// follow-up lists an account's sessions) must not take its fault.
@@ -583,7 +584,47 @@ func (f *FaultyStorage) MaxStaleness() time.Duration {
 type (
 	faultyCounter struct{ f *FaultyStorage }
 	faultySwapper struct{ f *FaultyStorage }
+	faultyRenewer struct{ f *FaultyStorage }
 )
+
+// LockRenewable implements storage.RenewableLocker; faults are injected as
+// for Lock.
+func (r faultyRenewer) LockRenewable(ctx context.Context, name string, ttl time.Duration) (string, storage.Unlock, error) {
+	if r.f.fails(OpLock, name) {
+		return "", nil, ErrDown
+	}
+	token, unlock, err := r.f.Store.(storage.RenewableLocker).LockRenewable(ctx, name, ttl)
+	if err != nil {
+		return "", nil, err
+	}
+	return token, func(ctx context.Context) error {
+		if r.f.fails(OpUnlock, name) {
+			return ErrDown
+		}
+		return unlock(ctx)
+	}, nil
+}
+
+// Renew implements storage.RenewableLocker; it fails while an OpRenew
+// fault matches name.
+func (r faultyRenewer) Renew(ctx context.Context, name, token string, ttl time.Duration) error {
+	if r.f.fails(OpRenew, name) {
+		return ErrDown
+	}
+	return r.f.Store.(storage.RenewableLocker).Renew(ctx, name, token, ttl)
+}
+
+// clientStorage is what the OAuth client is given: f, with renewable
+// leases when the wrapped Storage has them.
+func (f *FaultyStorage) clientStorage() storage.Store {
+	if _, ok := f.Store.(storage.RenewableLocker); ok {
+		return struct {
+			*FaultyStorage
+			faultyRenewer
+		}{f, faultyRenewer{f}}
+	}
+	return f
+}
 
 // Incr implements storage.Counter.
 func (c faultyCounter) Incr(ctx context.Context, k string, by int64, ttl time.Duration) (int64, error) {
@@ -602,28 +643,54 @@ func (s faultySwapper) Swap(ctx context.Context, k string, old, new []byte, ttl 
 	return s.f.Store.(storage.Swapper).Swap(ctx, k, old, new, ttl)
 }
 
-// managerStorage is what the Manager is given: f, with Incr and Swap when
-// the wrapped Storage has them.
+// managerStorage is what the Manager is given: f, with Incr, Swap and
+// renewable leases when the wrapped Storage has them.
 func (f *FaultyStorage) managerStorage() storage.Store {
 	_, counts := f.Store.(storage.Counter)
 	_, swaps := f.Store.(storage.Swapper)
+	_, renews := f.Store.(storage.RenewableLocker)
+	c, sw, r := faultyCounter{f}, faultySwapper{f}, faultyRenewer{f}
 	switch {
+	case counts && swaps && renews:
+		return struct {
+			*FaultyStorage
+			faultyCounter
+			faultySwapper
+			faultyRenewer
+		}{f, c, sw, r}
 	case counts && swaps:
 		return struct {
 			*FaultyStorage
 			faultyCounter
 			faultySwapper
-		}{f, faultyCounter{f}, faultySwapper{f}}
+		}{f, c, sw}
+	case counts && renews:
+		return struct {
+			*FaultyStorage
+			faultyCounter
+			faultyRenewer
+		}{f, c, r}
+	case swaps && renews:
+		return struct {
+			*FaultyStorage
+			faultySwapper
+			faultyRenewer
+		}{f, sw, r}
 	case counts:
 		return struct {
 			*FaultyStorage
 			faultyCounter
-		}{f, faultyCounter{f}}
+		}{f, c}
 	case swaps:
 		return struct {
 			*FaultyStorage
 			faultySwapper
-		}{f, faultySwapper{f}}
+		}{f, sw}
+	case renews:
+		return struct {
+			*FaultyStorage
+			faultyRenewer
+		}{f, r}
 	}
 	return f
 }

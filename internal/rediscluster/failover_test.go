@@ -454,8 +454,10 @@ func (h *harness) waitPrimary(key string, node *testdb.RedisServer, within time.
 // heldRefreshAcrossFailover: instance 0 holds session 0's refresh lease
 // (acknowledged by the replica), the lease's primary fails over (FORCE, or
 // SIGKILL), then instance 1 forces a refresh of the same session. The
-// lease must survive: instance 1 waits for it, and the token is presented
-// once.
+// token is presented once. After a fast failover the lease survives
+// (instance 1 waits for it); a failover that outlasts the renewed lease's
+// margin makes the holder stop before presenting its token, and instance
+// 1 makes the one refresh.
 func (h *harness) heldRefreshAcrossFailover(p *phase, kill bool) {
 	s := h.sessions[0]
 	token, held, first, release := h.heldRefresh(s)
@@ -483,7 +485,7 @@ func (h *harness) heldRefreshAcrossFailover(p *phase, kill bool) {
 	var secondStatus int
 	select {
 	case secondStatus = <-second:
-		p.note("LEASE LOST: instance 1 refreshed (%d) while instance 0 held the lease", secondStatus)
+		p.note("LEASE LOST or given up: instance 1 refreshed (%d) before instance 0's held refresh was let go", secondStatus)
 	case <-time.After(2 * time.Second):
 		p.note("lease kept: instance 1 waited for it")
 	}
@@ -496,7 +498,16 @@ func (h *harness) heldRefreshAcrossFailover(p *phase, kill bool) {
 		firstStatus, secondStatus, time.Since(began).Round(100*time.Millisecond))
 	n := h.grants.presentedCount(token)
 	p.note("the held refresh's token was presented %d times", n)
-	if !h.acksOff && (firstStatus != http.StatusOK || secondStatus != http.StatusOK || n != 1) {
+	// The refresh lock is a 6 s lease renewed every 2 s: a failover slower
+	// than that can leave it unrenewed past the holder's margin, and the
+	// holder must then stop before its token request (held back, so not
+	// sent) and leave the one refresh to instance 1. A fast failover must
+	// keep the lease.
+	stopped := took >= 2*time.Second && firstStatus != http.StatusOK && secondStatus == http.StatusOK && n == 1
+	if stopped {
+		p.note("the failover outlasted the renewed lease: the held refresh stopped before presenting its token, instance 1 made the one refresh")
+	}
+	if !h.acksOff && !stopped && (firstStatus != http.StatusOK || secondStatus != http.StatusOK || n != 1) {
 		h.t.Errorf("%s: the held refresh answered %d and the second %d, and its token was presented %d times; want 200, 200, once",
 			p.name, firstStatus, secondStatus, n)
 	}

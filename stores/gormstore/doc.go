@@ -1,5 +1,5 @@
-// Package gormstore is a storage.Store, storage.Taker, storage.Locker,
-// storage.Indexer, storage.Swapper, storage.StaleReader and storage.Counter
+// Package gormstore is a storage.Store, storage.Taker, storage.Locker
+// (renewable: storage.RenewableLocker), storage.Indexer, storage.Swapper, storage.StaleReader and storage.Counter
 // over any *gorm.DB whose dialect is SQLite or Postgres.
 //
 // Most apps use the one-line constructors in stores/sqlitestore and
@@ -11,7 +11,10 @@
 //
 // Entries live in one table (default "ginoauth_kv"): key (text primary key),
 // value (bytes), expires_at (nullable, indexed), created_at and updated_at.
-// Locks are lease rows in a second table (default "<table>_locks"). The
+// Locks are lease rows in a second table (default "<table>_locks"); Renew
+// is one UPDATE of the row that only a live lease of the caller's token
+// matches (the library renews its 6 s refresh and device leases every 2 s,
+// so an instance that dies holding one blocks that session for about 5 s). The
 // members of the storage.Indexer sets are rows of a third (default
 // "<table>_sets", Options.SetTable): set_name, member, expires_at (nullable,
 // indexed), with the primary key (set_name, member), so listing a set is a

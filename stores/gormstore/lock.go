@@ -34,17 +34,63 @@ const lockAttemptTimeout = 5 * time.Second
 // ignores the cancellation of the ctx it is given (waiting at most 5s), so a
 // holder whose request was cancelled still releases the lock at once.
 func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
+	_, unlock, err := s.LockRenewable(ctx, name, ttl)
+	return unlock, err
+}
+
+// LockRenewable implements storage.RenewableLocker: Lock, plus the lease
+// row's owner token for Renew.
+func (s *Store) LockRenewable(ctx context.Context, name string, ttl time.Duration) (string, storage.Unlock, error) {
 	if ttl <= 0 {
-		return nil, storageErr("lock", fmt.Errorf("gormstore: lock ttl must be positive, got %v", ttl))
+		return "", nil, storageErr("lock", fmt.Errorf("gormstore: lock ttl must be positive, got %v", ttl))
 	}
 	if err := storage.ValidateKey(name); err != nil {
-		return nil, storageErr("lock", err)
+		return "", nil, storageErr("lock", err)
 	}
 	var tok [16]byte
 	if _, err := cryptorand.Read(tok[:]); err != nil {
-		return nil, storageErr("lock", err)
+		return "", nil, storageErr("lock", err)
 	}
 	owner := hex.EncodeToString(tok[:])
+	unlock, err := s.lock(ctx, name, owner, ttl)
+	if err != nil {
+		return "", nil, err
+	}
+	return owner, unlock, nil
+}
+
+// Renew implements storage.RenewableLocker: one UPDATE of the lease row,
+// only while owner token holds it and it has not lapsed (by this Store's
+// clock, as Lock judges lapses). It may run twice on a dead connection:
+// the second run sets the same expiry.
+func (s *Store) Renew(ctx context.Context, name, token string, ttl time.Duration) error {
+	if ttl <= 0 {
+		return storageErr("renew", fmt.Errorf("gormstore: lock ttl must be positive, got %v", ttl))
+	}
+	if err := storage.ValidateKey(name); err != nil {
+		return storageErr("renew", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return storageErr("renew", err)
+	}
+	now := s.opts.Now()
+	var renewed bool
+	err := s.idempotent(ctx, func() error {
+		res := s.db.WithContext(ctx).Exec(s.q.renew, s.d.ts(now.Add(ttl)), name, token, s.d.ts(now))
+		renewed = res.RowsAffected > 0
+		return res.Error
+	})
+	switch {
+	case err != nil:
+		return storageErr("renew", err)
+	case !renewed:
+		return storage.ErrLeaseLost
+	}
+	return nil
+}
+
+// lock polls for the lease of name until owner holds it or ctx ends.
+func (s *Store) lock(ctx context.Context, name, owner string, ttl time.Duration) (storage.Unlock, error) {
 
 	delay := lockPollMin
 	for {

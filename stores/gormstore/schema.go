@@ -182,7 +182,7 @@ func DDL(dialect string, opts Options) (string, error) {
 // queries are built once per store; only bind values vary per call.
 type queries struct {
 	get, set, del, take                    string
-	lock, unlock                           string
+	lock, unlock, renew                    string
 	addMember, removeMember, members       string
 	purgeEntries, purgeMembers, purgeLocks string
 }
@@ -206,6 +206,9 @@ ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value", "expires_at" = exc
 ON CONFLICT ("name") DO UPDATE SET "owner" = excluded."owner", "expires_at" = excluded."expires_at"
 WHERE ` + l + `."expires_at" <= ?`,
 		unlock: `DELETE FROM ` + l + ` WHERE "name" = ? AND "owner" = ?`,
+		// Extends only a live lease of this owner: a lapsed one is not
+		// brought back, even if nobody took it since.
+		renew: `UPDATE ` + l + ` SET "expires_at" = ? WHERE "name" = ? AND "owner" = ? AND "expires_at" > ?`,
 		// One upsert per member: concurrent additions to one set touch
 		// different rows and never overwrite each other.
 		addMember: `INSERT INTO ` + st + ` ("set_name", "member", "expires_at") VALUES (?, ?, ?)

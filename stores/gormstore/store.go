@@ -146,10 +146,11 @@ type Store struct {
 }
 
 var (
-	_ storage.Store   = (*Store)(nil)
-	_ storage.Taker   = (*Store)(nil)
-	_ storage.Locker  = (*Store)(nil)
-	_ storage.Indexer = (*Store)(nil)
+	_ storage.Store           = (*Store)(nil)
+	_ storage.Taker           = (*Store)(nil)
+	_ storage.Locker          = (*Store)(nil)
+	_ storage.RenewableLocker = (*Store)(nil)
+	_ storage.Indexer         = (*Store)(nil)
 )
 
 // New returns a Store on db, whose dialect must be SQLite or Postgres. It

@@ -6,7 +6,7 @@
 //
 // It honours TTLs (expired entries and set members are invisible at once
 // and swept in the background of writes), and implements the optional
-// storage.Taker, storage.Locker, storage.Indexer, storage.Swapper and
+// storage.Taker, storage.Locker (renewable), storage.Indexer, storage.Swapper and
 // storage.Counter capabilities within the one process.
 package memstore
 
@@ -45,10 +45,11 @@ type lease struct {
 }
 
 var (
-	_ storage.Store   = (*Store)(nil)
-	_ storage.Taker   = (*Store)(nil)
-	_ storage.Locker  = (*Store)(nil)
-	_ storage.Indexer = (*Store)(nil)
+	_ storage.Store           = (*Store)(nil)
+	_ storage.Taker           = (*Store)(nil)
+	_ storage.Locker          = (*Store)(nil)
+	_ storage.RenewableLocker = (*Store)(nil)
+	_ storage.Indexer         = (*Store)(nil)
 )
 
 // sweepEvery is how many writes (Set and AddMember) pass between sweeps of
@@ -245,15 +246,21 @@ func (s *Store) memberCount(set string) int {
 
 // Lock implements storage.Locker within this process.
 func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
+	_, unlock, err := s.LockRenewable(ctx, name, ttl)
+	return unlock, err
+}
+
+// LockRenewable implements storage.RenewableLocker within this process.
+func (s *Store) LockRenewable(ctx context.Context, name string, ttl time.Duration) (string, storage.Unlock, error) {
 	if ttl <= 0 {
-		return nil, &storage.Error{Op: "lock", Err: fmt.Errorf("lock ttl must be positive, got %v", ttl)}
+		return "", nil, &storage.Error{Op: "lock", Err: fmt.Errorf("lock ttl must be positive, got %v", ttl)}
 	}
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
 	owner := hex.EncodeToString(tok[:])
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return "", nil, err
 		}
 		s.mu.Lock()
 		now := s.now()
@@ -264,7 +271,7 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (stora
 			}
 			s.locks[name] = &lease{owner: owner, expiresAt: now.Add(ttl), released: make(chan struct{})}
 			s.mu.Unlock()
-			return s.unlocker(name, owner), nil
+			return owner, s.unlocker(name, owner), nil
 		}
 		wait, lapse := cur.released, cur.expiresAt.Sub(now)
 		s.mu.Unlock()
@@ -277,6 +284,26 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (stora
 		}
 		timer.Stop()
 	}
+}
+
+// Renew implements storage.RenewableLocker: the lease lasts ttl from now
+// if token still holds it and it has not lapsed.
+func (s *Store) Renew(ctx context.Context, name, token string, ttl time.Duration) error {
+	if ttl <= 0 {
+		return &storage.Error{Op: "renew", Err: fmt.Errorf("lock ttl must be positive, got %v", ttl)}
+	}
+	if err := ctx.Err(); err != nil {
+		return &storage.Error{Op: "renew", Err: err}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	cur, held := s.locks[name]
+	if !held || cur.owner != token || !now.Before(cur.expiresAt) {
+		return storage.ErrLeaseLost
+	}
+	cur.expiresAt = now.Add(ttl)
+	return nil
 }
 
 func (s *Store) unlocker(name, owner string) storage.Unlock {

@@ -1,5 +1,6 @@
-// Package redisstore is a storage.Store, storage.Taker, storage.Locker,
-// storage.Indexer and storage.Counter on Redis (6.2 or newer) through
+// Package redisstore is a storage.Store, storage.Taker, storage.Locker
+// (renewable: storage.RenewableLocker), storage.Indexer and storage.Counter
+// on Redis (6.2 or newer) through
 // github.com/redis/go-redis/v9. It takes a redis.UniversalClient, so the
 // same store runs on a single server, behind Sentinel (a failover client)
 // or on Redis Cluster:
@@ -52,7 +53,12 @@
 //     An attempt that go-redis retried after its first try won still
 //     wins. Unlock is a Lua script that deletes the lease only if it still
 //     holds this caller's token, so an Unlock after the lease lapsed never
-//     releases the next holder's lock.
+//     releases the next holder's lock. Renew (storage.RenewableLocker) is a
+//     Lua script that extends the lease (PEXPIRE) only while it holds the
+//     caller's token; an expired lease is gone, so it is never brought
+//     back. The library's refresh and device locks are 6 s leases renewed
+//     every 2 s, so an instance that dies holding one blocks that session
+//     for about 5 s.
 //   - Incr is a Lua script: INCRBY, then PEXPIRE if the key has no TTL
 //     (INCRBY just created it), so increments never extend a counter's
 //     window and no counter is ever left without one.
@@ -123,8 +129,15 @@
 //     WAIT of its own to every primary). If they do not within
 //     Options.AckTimeout (default 1s), Lock gives the lease back and fails
 //     with ErrNotReplicated: the caller answers 503 rather than refresh
-//     under a lease that a failover can lose. Options.UnreplicatedLeases
-//     turns this off.
+//     under a lease that a failover can lose. Renew waits the same way: a
+//     renewal the replicas did not acknowledge is a failure (the lease may
+//     be longer on the primary than on them), and the holder counts its
+//     lease from its last acknowledged renewal, which a failover keeps.
+//     A failover slower than the renewed lease's margin (about 4 s; a
+//     killed primary takes cluster-node-timeout and more) leaves the
+//     leases on that shard unrenewed, and their holders stop (see
+//     "Token refresh across instances" in the README).
+//     Options.UnreplicatedLeases turns this off.
 //   - On a cluster client or a failover (Sentinel) client, Set, Delete,
 //     Take, AddMember, RemoveMember and Unlock wait the same way
 //     (Options.Writes: WritesAuto; WritesAcked and WritesUnacked choose for

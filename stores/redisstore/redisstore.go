@@ -95,10 +95,11 @@ type Store struct {
 }
 
 var (
-	_ storage.Store   = (*Store)(nil)
-	_ storage.Taker   = (*Store)(nil)
-	_ storage.Locker  = (*Store)(nil)
-	_ storage.Indexer = (*Store)(nil)
+	_ storage.Store           = (*Store)(nil)
+	_ storage.Taker           = (*Store)(nil)
+	_ storage.Locker          = (*Store)(nil)
+	_ storage.RenewableLocker = (*Store)(nil)
+	_ storage.Indexer         = (*Store)(nil)
 )
 
 // New returns a Store on rdb: a *redis.Client, a failover (Sentinel)
@@ -300,17 +301,78 @@ return {0, 0}`)
 // ignores the cancellation of the ctx it is given (waiting at most 5s), so a
 // holder whose request was cancelled still releases the lock at once.
 func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (storage.Unlock, error) {
+	_, unlock, err := s.LockRenewable(ctx, name, ttl)
+	return unlock, err
+}
+
+// LockRenewable implements storage.RenewableLocker: Lock, plus the lease's
+// token for Renew.
+func (s *Store) LockRenewable(ctx context.Context, name string, ttl time.Duration) (string, storage.Unlock, error) {
 	if ttl <= 0 {
-		return nil, storage.Wrap("lock", fmt.Errorf("redisstore: lock ttl must be positive, got %v", ttl))
+		return "", nil, storage.Wrap("lock", fmt.Errorf("redisstore: lock ttl must be positive, got %v", ttl))
 	}
 	if err := storage.ValidateKey(name); err != nil {
-		return nil, storage.Wrap("lock", err)
+		return "", nil, storage.Wrap("lock", err)
 	}
 	token, err := newToken()
 	if err != nil {
-		return nil, storage.Wrap("lock", err)
+		return "", nil, storage.Wrap("lock", err)
 	}
-	key := s.locks + name
+	unlock, err := s.lock(ctx, s.locks+name, token, ttl)
+	if err != nil {
+		return "", nil, err
+	}
+	return token, unlock, nil
+}
+
+// renewScript extends the lease KEYS[1] to ARGV[2] milliseconds if token
+// ARGV[1] holds it (an expired key is gone, so a lapsed lease is never
+// brought back), and returns {renewed, replicas} (ARGV[3]: the replicas
+// flag of luaReplicas).
+var renewScript = redis.NewScript(luaReplicas + `
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+	redis.call("PEXPIRE", KEYS[1], ARGV[2])
+	return {1, replicas(ARGV[3])}
+end
+return {0, 0}`)
+
+// Renew implements storage.RenewableLocker with a script that extends the
+// lease key only while it holds token. Unless leases are unreplicated (see
+// Options.UnreplicatedLeases), the renewal waits for the replicas of the
+// lease's primary, as Lock does: one they did not acknowledge is an
+// ErrNotReplicated failure (the holder counts its lease from its last
+// acknowledged renewal, which a failover keeps). Running it twice renews
+// twice, so go-redis's retries are harmless.
+func (s *Store) Renew(ctx context.Context, name, token string, ttl time.Duration) error {
+	if ttl <= 0 {
+		return storage.Wrap("renew", fmt.Errorf("redisstore: lock ttl must be positive, got %v", ttl))
+	}
+	if err := storage.ValidateKey(name); err != nil {
+		return storage.Wrap("renew", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return storage.Wrap("renew", err)
+	}
+	key, px := s.locks+name, ms(ttl).Milliseconds()
+	renewed, err := call(s, ctx, func(ctx context.Context) (bool, error) {
+		if s.ackLeases {
+			res, err := s.acked(ctx, key, renewScript, token, px)
+			return len(res) == 1 && res[0] == int64(1), err
+		}
+		res, err := renewScript.Run(ctx, s.rdb, []string{key}, token, px, "0").Int64Slice()
+		return len(res) == 2 && res[0] == 1, err
+	})
+	switch {
+	case err != nil:
+		return storage.Wrap("renew", err)
+	case !renewed:
+		return storage.ErrLeaseLost
+	}
+	return nil
+}
+
+// lock polls for the lease key until token holds it or ctx ends.
+func (s *Store) lock(ctx context.Context, key, token string, ttl time.Duration) (storage.Unlock, error) {
 	ttl = ms(ttl)
 	delay := lockPollMin
 	for {

@@ -9,8 +9,9 @@
 // Writing a wrapper takes care in two places, both shown here:
 //
 //   - The optional capabilities. The library finds storage.Taker,
-//     storage.Locker, storage.Indexer, storage.Swapper, storage.Counter and
-//     storage.StaleReader by type assertion on the Store it is given, and
+//     storage.Locker, storage.RenewableLocker, storage.Indexer,
+//     storage.Swapper, storage.Counter and storage.StaleReader by type
+//     assertion on the Store it is given, and
 //     turns features off (or serialises within one process only) for a
 //     store without them. A wrapper must have exactly the capabilities it
 //     can keep: one that always had Take would claim an atomic
@@ -18,7 +19,9 @@
 //     never had Swap would quietly end every login at its first expiry
 //     instead of sliding it. New therefore takes an inner store with every
 //     capability the shipped stores have (Inner), forwards those that carry
-//     no values (Lock, the Indexer, the Counter), re-implements those that do
+//     no values (Lock and its renewals, the Indexer, the Counter; a wrapper
+//     that dropped renewals would leave a crashed instance's refresh lock
+//     blocking its sessions for 30 s instead of 6), re-implements those that do
 //     (Take, Swap, and GetStale when the inner store reads replicas), and
 //     has no other.
 //   - The contract. The wrapper keeps it by leaning on the inner store
@@ -37,7 +40,8 @@
 // What is not encrypted: keys, lock names, set names and members, which the
 // inner store must compare to find anything (the library keeps session ids
 // in them only as hashes), counters (numbers under hashed keys), and TTLs.
-// Locker, Indexer and Counter are therefore forwarded unchanged.
+// Locker (with RenewableLocker), Indexer and Counter are therefore
+// forwarded unchanged.
 //
 // Key rotation is left out to keep the example short: the version byte is
 // where a key id would go. With random nonces, rotate the key well before
@@ -74,15 +78,16 @@ const version byte = 1
 type Inner interface {
 	storage.Store
 	storage.Taker
-	storage.Locker
+	storage.RenewableLocker // Lock, and renewals of its leases
 	storage.Indexer
 	storage.Swapper
 	storage.Counter
 }
 
 // New returns a Store that keeps every value in inner sealed with key
-// (KeySize bytes). It has inner's capabilities: Taker, Locker, Indexer,
-// Swapper and Counter, and storage.StaleReader exactly when inner has it.
+// (KeySize bytes). It has inner's capabilities: Taker, Locker and
+// RenewableLocker, Indexer, Swapper and Counter, and storage.StaleReader
+// exactly when inner has it.
 func New(inner Inner, key []byte) (storage.Store, error) {
 	if inner == nil {
 		return nil, errors.New("encryptedstore: nil inner store")
@@ -106,7 +111,7 @@ func New(inner Inner, key []byte) (storage.Store, error) {
 }
 
 // store wraps inner: Get, Set, Take and Swap decrypt or encrypt; Delete,
-// Lock, the Indexer and the Counter are inner's own (promoted from the
+// Lock and its renewals, the Indexer and the Counter are inner's own (promoted from the
 // embedded interface, which has no other method).
 type store struct {
 	Inner

@@ -114,12 +114,27 @@ func TestCapabilities(t *testing.T) {
 			s := wrap(t, inner, newKey(t))
 			tk, wt := s.(storage.Taker)
 			l, wl := s.(storage.Locker)
+			rl, wrl := s.(storage.RenewableLocker)
 			ix, wi := s.(storage.Indexer)
 			sw, ws := s.(storage.Swapper)
 			c, wc := s.(storage.Counter)
 			r, wr := s.(storage.StaleReader)
-			if !wt || !wl || !wi || !ws || !wc || wr != stale {
-				t.Fatalf("wrapper capabilities Taker=%v Locker=%v Indexer=%v Swapper=%v Counter=%v StaleReader=%v", wt, wl, wi, ws, wc, wr)
+			if !wt || !wl || !wrl || !wi || !ws || !wc || wr != stale {
+				t.Fatalf("wrapper capabilities Taker=%v Locker=%v RenewableLocker=%v Indexer=%v Swapper=%v Counter=%v StaleReader=%v", wt, wl, wrl, wi, ws, wc, wr)
+			}
+			// Renewals reach the inner store's lease.
+			token, unlockRenewed, err := rl.LockRenewable(ctx, "renewed", time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rl.Renew(ctx, "renewed", token, time.Minute); err != nil {
+				t.Fatalf("Renew through the wrapper: %v", err)
+			}
+			if err := unlockRenewed(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := rl.Renew(ctx, "renewed", token, time.Minute); !errors.Is(err, storage.ErrLeaseLost) {
+				t.Fatalf("Renew after Unlock through the wrapper: %v, want storage.ErrLeaseLost", err)
 			}
 			if err := s.Set(ctx, "k", []byte("v"), 0); err != nil {
 				t.Fatal(err)
