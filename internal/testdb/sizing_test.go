@@ -16,6 +16,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/gin-atproto/oauth-sessions/ginoauth"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/ginoauthtest"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
 	"github.com/gin-atproto/oauth-sessions/internal/apptest"
@@ -101,6 +102,8 @@ func measureSizing(t *testing.T, s storage.Store, logins int, measure func(t *te
 	counted := &countingStore{Store: s, ops: map[string]int64{}}
 	app := apptest.New(t, apptest.Options{
 		Storage: counted, HTTPClient: as.HTTPClient(), Directory: as.Directory(), Consent: as.Consent,
+		// Thousands of logins from 127.0.0.1: no login rate limits.
+		Configure: func(c *ginoauth.Config) { c.RateLimits.Disabled = true },
 	})
 	// One warm-up login (pools, prepared statements), not counted.
 	if r := app.NewBrowser().Login(handleOf(0), "/"); r.Status >= 400 {
