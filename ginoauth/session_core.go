@@ -16,6 +16,7 @@ import (
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/oauthclient"
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
+	"github.com/gin-atproto/oauth-sessions/internal/lease"
 )
 
 // This file, session_end.go and session_index.go are the session core: the
@@ -69,7 +70,7 @@ type deviceSessions struct {
 	cache    recordCache
 	seen     seenTracker
 	// localLocks are the device locks when the Storage has no Locker.
-	localLocks processLocks
+	localLocks lease.ProcessLocks
 	// lockLease is the renewed lease of device and code locks
 	// (renewedLockLease; tests shorten it).
 	lockLease time.Duration

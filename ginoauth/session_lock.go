@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
@@ -71,7 +70,7 @@ func (ds *deviceSessions) lockNamed(ctx context.Context, name string, maxHold ti
 		held, err = lease.Take(wctx, l, name, lease.Policy{TTL: ds.lockLease, Max: maxHold})
 	} else {
 		var unlock storage.Unlock
-		if unlock, err = ds.localLocks.lock(wctx, name); err == nil {
+		if unlock, err = ds.localLocks.Lock(wctx, name); err == nil {
 			held = lease.Local(unlock)
 		}
 	}
@@ -88,48 +87,4 @@ func (ds *deviceSessions) lockNamed(ctx context.Context, name string, maxHold ti
 			ds.log.Warn("releasing a device lock failed; it lapses with its lease", "err", err)
 		}
 	}, nil
-}
-
-// processLocks are named locks of this process, honouring ctx, for a
-// Storage without a storage.Locker. Entries go when nobody holds or waits.
-type processLocks struct {
-	mu      sync.Mutex
-	entries map[string]*processLock
-}
-
-type processLock struct {
-	ch    chan struct{}
-	users int // holders and waiters
-}
-
-func (l *processLocks) lock(ctx context.Context, name string) (storage.Unlock, error) {
-	l.mu.Lock()
-	if l.entries == nil {
-		l.entries = map[string]*processLock{}
-	}
-	e, ok := l.entries[name]
-	if !ok {
-		e = &processLock{ch: make(chan struct{}, 1)}
-		l.entries[name] = e
-	}
-	e.users++
-	l.mu.Unlock()
-	done := func() {
-		l.mu.Lock()
-		if e.users--; e.users == 0 {
-			delete(l.entries, name)
-		}
-		l.mu.Unlock()
-	}
-	select {
-	case e.ch <- struct{}{}:
-		var once sync.Once
-		return func(context.Context) error {
-			once.Do(func() { <-e.ch; done() })
-			return nil
-		}, nil
-	case <-ctx.Done():
-		done()
-		return nil, ctx.Err()
-	}
 }

@@ -80,7 +80,7 @@ func TestDeviceLockWithoutALocker(t *testing.T) {
 	} else {
 		r3()
 	}
-	if n := len(m.sessions.localLocks.entries); n != 0 {
+	if n := m.sessions.localLocks.Len(); n != 0 {
 		t.Fatalf("%d lock entries left; want none", n)
 	}
 }

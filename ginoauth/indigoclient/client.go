@@ -114,7 +114,7 @@ type Options struct {
 type Client struct {
 	app      *oauth.ClientApp
 	store    *AuthStore
-	locks    localLocks // refresh locks when the Storage has no Locker
+	locks    lease.ProcessLocks // refresh locks when the Storage has no Locker
 	browser  func(string) string
 	metadata func(*oauth.ClientMetadata)
 	log      *slog.Logger

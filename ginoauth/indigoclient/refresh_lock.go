@@ -50,7 +50,7 @@ func (c *Client) lockWithin(ctx context.Context, name string) (*lease.Held, erro
 	if l, ok := c.store.storage.(storage.Locker); ok {
 		return lease.Take(ctx, l, name, c.refreshLease)
 	}
-	unlock, err := c.locks.lock(ctx, name)
+	unlock, err := c.locks.Lock(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -256,50 +256,5 @@ func (r *rescuedTokens) dropIf(d oauth.ClientSessionData) {
 	k := sessionKey(d.AccountDID, d.SessionID)
 	if cur, ok := r.m[k]; ok && cur.data.RefreshToken == d.RefreshToken {
 		delete(r.m, k)
-	}
-}
-
-// localLocks are per-name mutexes that honour ctx, for a Storage without a
-// Locker (one process only). Entries are dropped when nobody holds or
-// waits for them.
-type localLocks struct {
-	mu      sync.Mutex
-	entries map[string]*localLock
-}
-
-type localLock struct {
-	ch    chan struct{}
-	users int // holders and waiters
-}
-
-func (l *localLocks) lock(ctx context.Context, name string) (storage.Unlock, error) {
-	l.mu.Lock()
-	if l.entries == nil {
-		l.entries = make(map[string]*localLock)
-	}
-	e, ok := l.entries[name]
-	if !ok {
-		e = &localLock{ch: make(chan struct{}, 1)}
-		l.entries[name] = e
-	}
-	e.users++
-	l.mu.Unlock()
-	done := func() {
-		l.mu.Lock()
-		if e.users--; e.users == 0 {
-			delete(l.entries, name)
-		}
-		l.mu.Unlock()
-	}
-	select {
-	case e.ch <- struct{}{}:
-		var once sync.Once
-		return func(context.Context) error {
-			once.Do(func() { <-e.ch; done() })
-			return nil
-		}, nil
-	case <-ctx.Done():
-		done()
-		return nil, ctx.Err()
 	}
 }
