@@ -50,3 +50,23 @@ func TestProcessLocks(t *testing.T) {
 		time.Sleep(time.Millisecond) // the goroutine's unlock
 	}
 }
+
+// Released wakes the channels handed out before it, not the ones after.
+func TestReleaseSignal(t *testing.T) {
+	var r ReleaseSignal
+	before := r.Wait()
+	r.Released()
+	select {
+	case <-before:
+	default:
+		t.Fatal("a waiter from before the release was not woken")
+	}
+	after := r.Wait()
+	select {
+	case <-after:
+		t.Fatal("a waiter from after the release was woken")
+	default:
+	}
+	r.Released()
+	<-after
+}

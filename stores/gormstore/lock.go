@@ -97,7 +97,7 @@ func (s *Store) lock(ctx context.Context, name, owner string, ttl time.Duration)
 		if err := ctx.Err(); err != nil {
 			return nil, storageErr("lock", err)
 		}
-		wake := s.wakeChan() // before the attempt, so a release in between is not missed
+		wake := s.released.Wait() // before the attempt, so a release in between is not missed
 		now := s.opts.Now()
 		// The attempt is not cancelled with ctx: a statement cancelled
 		// midway may still commit on the server after the client gave up,
@@ -148,17 +148,8 @@ func (s *Store) unlocker(name, owner string) storage.Unlock {
 			return storageErr("lock", res.Error)
 		}
 		if res.RowsAffected > 0 {
-			s.wakeMu.Lock()
-			close(s.wake)
-			s.wake = make(chan struct{})
-			s.wakeMu.Unlock()
+			s.released.Released()
 		}
 		return nil
 	}
-}
-
-func (s *Store) wakeChan() <-chan struct{} {
-	s.wakeMu.Lock()
-	defer s.wakeMu.Unlock()
-	return s.wake
 }

@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
+	"github.com/gin-atproto/oauth-sessions/internal/lease"
 )
 
 // Options configure a Store. The zero value is valid.
@@ -130,11 +131,9 @@ type Store struct {
 	// replica serves GetStale; nil without Options.Replica.
 	replica *replica
 
-	// wake is closed (and replaced) whenever this Store releases a lock, so
-	// that waiters in the same process retry at once instead of at their
-	// next poll.
-	wakeMu sync.Mutex
-	wake   chan struct{}
+	// released wakes this process's waiting Lock calls when it releases
+	// a lock.
+	released lease.ReleaseSignal
 
 	// ctx is cancelled by Close; it bounds the cleanup goroutine's queries
 	// so Close does not wait for a long pass to finish.
@@ -182,8 +181,6 @@ func New(db *gorm.DB, opts Options) (*Store, error) {
 		d:    d,
 		q:    buildQueries(d, o.Table, o.LockTable, o.SetTable),
 		opts: o,
-
-		wake: make(chan struct{}),
 	}
 	s.reads = newReadPath(o.Reader, db.ConnPool, d.name == DialectSQLite)
 	s.getQ, s.membersQ = s.q.get, s.q.members

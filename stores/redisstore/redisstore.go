@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gin-atproto/oauth-sessions/ginoauth/storage"
+	"github.com/gin-atproto/oauth-sessions/internal/lease"
 )
 
 // DefaultPrefix is the key prefix of a zero Options.
@@ -87,11 +87,9 @@ type Store struct {
 	// reload, on a cluster client, makes it reload the cluster's layout.
 	reload func()
 
-	// wake is closed (and replaced) whenever this Store releases a lock, so
-	// that waiters in the same process retry at once instead of at their
-	// next poll.
-	wakeMu sync.Mutex
-	wake   chan struct{}
+	// released wakes this process's waiting Lock calls when it releases
+	// a lock.
+	released lease.ReleaseSignal
 }
 
 var (
@@ -140,7 +138,6 @@ func New(rdb redis.UniversalClient, opts Options) (*Store, error) {
 		detach:     !honoursDeadlines(rdb),
 		ackTimeout: ms(opts.AckTimeout),
 		ackLeases:  !opts.UnreplicatedLeases,
-		wake:       make(chan struct{}),
 	}
 	switch opts.Writes {
 	case WritesAuto:
@@ -379,7 +376,7 @@ func (s *Store) lock(ctx context.Context, key, token string, ttl time.Duration) 
 		if err := ctx.Err(); err != nil {
 			return nil, storage.Wrap("lock", err)
 		}
-		wake := s.wakeChan() // before the attempt, so a release in between is not missed
+		wake := s.released.Wait() // before the attempt, so a release in between is not missed
 		// Detached from ctx: a SET the client gave up on midway may still
 		// run on the server. Letting it finish tells us whether we won.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockAttemptTimeout)
@@ -464,19 +461,10 @@ func (s *Store) unlocker(key, token string) storage.Unlock {
 			return storage.Wrap("lock", err)
 		}
 		if deleted {
-			s.wakeMu.Lock()
-			close(s.wake)
-			s.wake = make(chan struct{})
-			s.wakeMu.Unlock()
+			s.released.Released()
 		}
 		return nil
 	}
-}
-
-func (s *Store) wakeChan() <-chan struct{} {
-	s.wakeMu.Lock()
-	defer s.wakeMu.Unlock()
-	return s.wake
 }
 
 func newToken() (string, error) {
